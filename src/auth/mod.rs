@@ -1,0 +1,9 @@
+//! Credentials: signing keys, access tokens and password hashes. No HTTP types here.
+
+pub mod keys;
+pub mod passwords;
+pub mod tokens;
+
+pub use keys::{KeyError, KeySet};
+pub use passwords::{PasswordError, PasswordHasher};
+pub use tokens::{AccessClaims, Principal, TokenError, TokenService};

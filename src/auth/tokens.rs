@@ -1,0 +1,294 @@
+//! The one place access tokens are issued and verified.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Header, Validation};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::KeySet;
+use crate::domain::{Role, Scopes, UserId};
+
+/// RFC 9068 media type of a JWT access token, carried in the `typ` header.
+pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
+/// Clock skew tolerated on `exp`/`nbf` between this service and its verifiers.
+pub const LEEWAY_SECS: u64 = 5;
+
+/// The claims of an access token (RFC 9068).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AccessClaims {
+    pub iss: String,
+    pub aud: String,
+    pub sub: String,
+    pub iat: i64,
+    pub nbf: i64,
+    pub exp: i64,
+    pub jti: String,
+    pub scope: String,
+    /// Present on user tokens only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+}
+
+impl AccessClaims {
+    pub fn scopes(&self) -> Scopes {
+        // Unknown names are ignored: a token can only lose power by it.
+        Scopes::of(self.scope.split(' ').filter_map(crate::domain::Scope::parse))
+    }
+
+    pub fn issued_at(&self) -> DateTime<Utc> {
+        DateTime::from_timestamp(self.iat, 0).unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
+    }
+
+    /// Who the token speaks for.
+    pub fn principal(&self) -> Result<Principal, TokenError> {
+        match self.role {
+            Some(role) => Uuid::parse_str(&self.sub)
+                .map(|id| Principal::User { id, role })
+                .map_err(|_| TokenError::Invalid("sub is not a user id")),
+            None => Err(TokenError::Invalid("token has no role")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Principal {
+    User { id: UserId, role: Role },
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TokenError {
+    #[error("the token is malformed")]
+    Malformed,
+    #[error("the token is not an access token (typ must be at+jwt)")]
+    WrongType,
+    #[error("the token was signed by an unknown key")]
+    UnknownKey,
+    #[error("the token's algorithm does not match its key")]
+    WrongAlgorithm,
+    #[error("the token signature is invalid")]
+    BadSignature,
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token is not valid yet")]
+    NotYetValid,
+    #[error("the token was issued by someone else")]
+    WrongIssuer,
+    #[error("the token is meant for another audience")]
+    WrongAudience,
+    #[error("the token is invalid: {0}")]
+    Invalid(&'static str),
+    #[error("the token has been revoked")]
+    Revoked,
+    #[error("signing failed: {0}")]
+    Signing(String),
+}
+
+/// A freshly signed token and what the client needs to know about it.
+pub struct IssuedToken {
+    pub token: String,
+    pub expires_in: u64,
+    pub claims: AccessClaims,
+}
+
+pub struct TokenService {
+    keys: Arc<RwLock<KeySet>>,
+    issuer: String,
+    audience: String,
+    ttl: Duration,
+}
+
+impl TokenService {
+    pub fn new(keys: Arc<RwLock<KeySet>>, issuer: String, audience: String, ttl: Duration) -> Self {
+        Self {
+            keys,
+            issuer,
+            audience,
+            ttl,
+        }
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    pub fn keys(&self) -> &RwLock<KeySet> {
+        &self.keys
+    }
+
+    pub fn issue(&self, sub: String, scope: &Scopes, role: Option<Role>) -> Result<IssuedToken, TokenError> {
+        let now = Utc::now().timestamp();
+        let claims = AccessClaims {
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            sub,
+            iat: now,
+            nbf: now,
+            exp: now + self.ttl.as_secs() as i64,
+            jti: Uuid::new_v4().to_string(),
+            scope: scope.to_string(),
+            role,
+        };
+        let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
+        let key = keys.signer();
+        let mut header = Header::new(key.algorithm);
+        header.typ = Some(ACCESS_TOKEN_TYP.to_owned());
+        header.kid = Some(key.kid.clone());
+        let token = jsonwebtoken::encode(&header, &claims, &key.encoding)
+            .map_err(|e| TokenError::Signing(e.to_string()))?;
+        Ok(IssuedToken {
+            token,
+            expires_in: self.ttl.as_secs(),
+            claims,
+        })
+    }
+
+    /// Checks, in order: the key named by `kid` and that key's own algorithm only, the
+    /// signature, `exp`/`nbf` (with a small leeway), `iss` and `aud`. The caller then checks
+    /// revocation and the store.
+    pub fn verify(&self, token: &str) -> Result<AccessClaims, TokenError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+        let typ_ok = header.typ.as_deref().is_some_and(|t| {
+            let t = t.to_ascii_lowercase();
+            t == ACCESS_TOKEN_TYP || t == "application/at+jwt"
+        });
+        if !typ_ok {
+            return Err(TokenError::WrongType);
+        }
+        let kid = header.kid.as_deref().ok_or(TokenError::UnknownKey)?;
+        let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
+        let key = keys.get(kid).ok_or(TokenError::UnknownKey)?;
+        // Never let the token choose the algorithm: the key decides.
+        if header.alg != key.algorithm {
+            return Err(TokenError::WrongAlgorithm);
+        }
+        let mut validation = Validation::new(key.algorithm);
+        validation.leeway = LEEWAY_SECS;
+        validation.validate_nbf = true;
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[&self.audience]);
+        validation.set_required_spec_claims(&["exp", "nbf", "iat", "iss", "aud", "sub"]);
+        let data = jsonwebtoken::decode::<AccessClaims>(token, &key.decoding, &validation).map_err(|e| {
+            match e.kind() {
+                ErrorKind::InvalidSignature => TokenError::BadSignature,
+                ErrorKind::ExpiredSignature => TokenError::Expired,
+                ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+                ErrorKind::InvalidIssuer => TokenError::WrongIssuer,
+                ErrorKind::InvalidAudience => TokenError::WrongAudience,
+                ErrorKind::InvalidAlgorithm => TokenError::WrongAlgorithm,
+                ErrorKind::MissingRequiredClaim(_) => TokenError::Invalid("a required claim is missing"),
+                _ => TokenError::Malformed,
+            }
+        })?;
+        if data.claims.jti.is_empty() {
+            return Err(TokenError::Invalid("jti is empty"));
+        }
+        Ok(data.claims)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use jsonwebtoken::{Algorithm, EncodingKey};
+
+    use super::*;
+    use crate::domain::Scope;
+
+    fn service(dir: &std::path::Path, ttl: u64) -> TokenService {
+        let keys = KeySet::load_or_generate(dir, Duration::ZERO).unwrap();
+        TokenService::new(
+            Arc::new(RwLock::new(keys)),
+            "simple-api".into(),
+            "simple-api".into(),
+            Duration::from_secs(ttl),
+        )
+    }
+
+    fn b64(v: &serde_json::Value) -> String {
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap())
+    }
+
+    #[test]
+    fn issued_tokens_verify_and_carry_every_claim() {
+        let dir = tempfile::tempdir().unwrap();
+        let svc = service(dir.path(), 900);
+        let issued = svc
+            .issue(Uuid::new_v4().to_string(), &Scopes::of([Scope::Profile]), Some(Role::User))
+            .unwrap();
+        let claims = svc.verify(&issued.token).unwrap();
+        assert_eq!(claims, issued.claims);
+        assert_eq!(claims.exp - claims.iat, 900);
+        let header = jsonwebtoken::decode_header(&issued.token).unwrap();
+        assert_eq!(header.typ.as_deref(), Some("at+jwt"));
+        assert_eq!(header.alg, Algorithm::EdDSA);
+    }
+
+    #[test]
+    fn a_token_from_another_service_instance_is_rejected() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let token = service(a.path(), 60)
+            .issue("x".into(), &Scopes::default(), Some(Role::User))
+            .unwrap()
+            .token;
+        assert_eq!(service(b.path(), 60).verify(&token), Err(TokenError::UnknownKey));
+    }
+
+    #[test]
+    fn alg_none_and_hmac_with_the_public_key_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let svc = service(dir.path(), 60);
+        let issued = svc.issue("x".into(), &Scopes::default(), Some(Role::User)).unwrap();
+        let kid = issued.claims.jti.clone();
+        let _ = kid;
+        let key_kid = svc.keys.read().unwrap().signer().kid.clone();
+        let claims = serde_json::to_value(&issued.claims).unwrap();
+        let payload = b64(&claims);
+
+        let none = format!(
+            "{}.{payload}.",
+            b64(&serde_json::json!({"alg": "none", "typ": "at+jwt", "kid": key_kid}))
+        );
+        assert_eq!(svc.verify(&none), Err(TokenError::Malformed));
+
+        // Algorithm confusion: HS256 keyed with the public key's bytes.
+        let x = svc.keys.read().unwrap().signer().jwk.x.clone();
+        let mut header = Header::new(Algorithm::HS256);
+        header.typ = Some("at+jwt".into());
+        header.kid = Some(key_kid);
+        let hs = jsonwebtoken::encode(&header, &issued.claims, &EncodingKey::from_secret(x.as_bytes())).unwrap();
+        assert_eq!(svc.verify(&hs), Err(TokenError::WrongAlgorithm));
+    }
+
+    #[test]
+    fn a_tampered_payload_fails_the_signature() {
+        let dir = tempfile::tempdir().unwrap();
+        let svc = service(dir.path(), 60);
+        let token = svc.issue("x".into(), &Scopes::default(), Some(Role::User)).unwrap().token;
+        let mut parts: Vec<String> = token.split('.').map(String::from).collect();
+        let mut claims: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(&parts[1]).unwrap()).unwrap();
+        claims["role"] = "admin".into();
+        parts[1] = b64(&claims);
+        assert_eq!(svc.verify(&parts.join(".")), Err(TokenError::BadSignature));
+    }
+
+    #[test]
+    fn expired_tokens_fail_after_the_leeway() {
+        let dir = tempfile::tempdir().unwrap();
+        let svc = service(dir.path(), 60);
+        let mut claims = svc.issue("x".into(), &Scopes::default(), Some(Role::User)).unwrap().claims;
+        claims.exp = Utc::now().timestamp() - LEEWAY_SECS as i64 - 2;
+        let keys = svc.keys.read().unwrap();
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.typ = Some("at+jwt".into());
+        header.kid = Some(keys.signer().kid.clone());
+        let token = jsonwebtoken::encode(&header, &claims, &keys.signer().encoding).unwrap();
+        drop(keys);
+        assert_eq!(svc.verify(&token), Err(TokenError::Expired));
+    }
+}

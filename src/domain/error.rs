@@ -1,0 +1,16 @@
+/// Why a value from outside was refused. Messages are safe to show to clients.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DomainError {
+    #[error("email missing")]
+    EmailMissing,
+    #[error("invalid email: {0}")]
+    InvalidEmail(&'static str),
+    #[error("password missing")]
+    PasswordMissing,
+    #[error("password must be between 8 and 256 characters")]
+    PasswordLength,
+    #[error("{0} must be a string of at most 100 characters without control characters")]
+    InvalidName(&'static str),
+    #[error("role must be \"user\" or \"admin\"")]
+    InvalidRole,
+}

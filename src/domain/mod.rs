@@ -1,0 +1,17 @@
+//! Domain types: valid by construction, parsed once at the edge.
+
+mod email;
+mod error;
+mod names;
+mod password;
+mod role;
+mod scope;
+mod user;
+
+pub use email::Email;
+pub use error::DomainError;
+pub use names::PersonName;
+pub use password::NewPassword;
+pub use role::Role;
+pub use scope::{Scope, Scopes};
+pub use user::{User, UserId};

@@ -1,0 +1,45 @@
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::{Email, PersonName, Role};
+
+pub type UserId = Uuid;
+
+/// A user account. `password_hash` is an argon2id PHC string and never leaves the service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: UserId,
+    pub email: Email,
+    pub first_name: Option<PersonName>,
+    pub last_name: Option<PersonName>,
+    pub role: Role,
+    pub password_hash: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Tokens issued before this instant are dead ("log out everywhere", password change).
+    pub tokens_valid_after: DateTime<Utc>,
+}
+
+impl User {
+    /// A new account; ids are UUIDv7 so they sort by creation time.
+    pub fn new(
+        email: Email,
+        password_hash: String,
+        role: Role,
+        first_name: Option<PersonName>,
+        last_name: Option<PersonName>,
+    ) -> Self {
+        let now = Utc::now();
+        Self {
+            id: Uuid::now_v7(),
+            email,
+            first_name,
+            last_name,
+            role,
+            password_hash,
+            created_at: now,
+            updated_at: now,
+            tokens_valid_after: DateTime::<Utc>::UNIX_EPOCH,
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! An append-only log of JSON lines, each prefixed with its CRC-32, so a write costs
+//! O(record) and a write torn by a crash is recognisable on load.
+//!
+//! Line format: `<crc32 of the JSON, 8 lowercase hex digits> <JSON>\n`.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use super::record::{Entry, FORMAT_VERSION};
+use super::StoreError;
+
+const LOG_FILE: &str = "store.log";
+const TMP_FILE: &str = "store.log.tmp";
+
+pub struct Log {
+    dir: PathBuf,
+    file: File,
+    len: u64,
+    /// Lines in the file, the Format line included: the compaction trigger.
+    entries: u64,
+    /// Set when a failed append could not be rolled back: the tail of the file is
+    /// unknown, so no further write may be acknowledged.
+    broken: bool,
+}
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> StoreError {
+    let context = context.into();
+    move |source| StoreError::Io { context, source }
+}
+
+pub fn encode(entry: &Entry) -> Vec<u8> {
+    let json = serde_json::to_vec(entry).expect("store entries always serialize");
+    let mut line = format!("{:08x} ", crc32fast::hash(&json)).into_bytes();
+    line.extend_from_slice(&json);
+    line.push(b'\n');
+    line
+}
+
+fn decode(line: &[u8]) -> Option<Entry> {
+    let (crc, json) = (line.get(..8)?, line.get(9..)?);
+    if line.get(8) != Some(&b' ') {
+        return None;
+    }
+    let crc = u32::from_str_radix(std::str::from_utf8(crc).ok()?, 16).ok()?;
+    if crc32fast::hash(json) != crc {
+        return None;
+    }
+    serde_json::from_slice(json).ok()
+}
+
+/// Makes a rename or a new file durable: POSIX persists directory entries separately.
+pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(format!("fsync {}", dir.display())))
+}
+
+pub fn create_private(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+}
+
+impl Log {
+    /// Opens (or creates) the log in `dir` and returns it with every entry in it. A torn
+    /// tail (a crash mid-append) is cut off; damage before the last good line is an error,
+    /// because that would be silent loss of acknowledged writes.
+    pub fn open(dir: &Path) -> Result<(Self, Vec<Entry>), StoreError> {
+        let path = dir.join(LOG_FILE);
+        // A crash mid-compaction leaves a temp file that was never renamed: the log is intact.
+        let _ = fs::remove_file(dir.join(TMP_FILE));
+        if !path.exists() {
+            let mut file = create_private(&path).map_err(io_err(format!("create {}", path.display())))?;
+            file.write_all(&encode(&Entry::Format { version: FORMAT_VERSION }))
+                .and_then(|_| file.sync_all())
+                .map_err(io_err(format!("write {}", path.display())))?;
+            sync_dir(dir)?;
+        }
+        let mut data = Vec::new();
+        File::open(&path)
+            .and_then(|mut f| f.read_to_end(&mut data))
+            .map_err(io_err(format!("read {}", path.display())))?;
+
+        let (entries, good_len) = parse(&data, &path)?;
+        let file = OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(io_err(format!("open {}", path.display())))?;
+        if good_len < data.len() as u64 {
+            tracing::warn!(
+                path = %path.display(),
+                dropped_bytes = data.len() as u64 - good_len,
+                "dropping a torn record at the end of the store log (an unacknowledged write cut off by a crash)"
+            );
+            file.set_len(good_len)
+                .and_then(|_| file.sync_all())
+                .map_err(io_err(format!("truncate {}", path.display())))?;
+        }
+        let log = Self {
+            dir: dir.to_owned(),
+            file,
+            len: good_len,
+            entries: entries.len() as u64 + 1,
+            broken: false,
+        };
+        Ok((log, entries))
+    }
+
+    pub fn entries(&self) -> u64 {
+        self.entries
+    }
+
+    /// Appends entries and returns once they are on disk (fdatasync).
+    pub fn append(&mut self, entries: &[Entry]) -> Result<(), StoreError> {
+        if self.broken {
+            return Err(StoreError::Unavailable(io::Error::other(
+                "an earlier write failed and could not be rolled back; restart to recover",
+            )));
+        }
+        let buf: Vec<u8> = entries.iter().flat_map(encode).collect();
+        let written = self.file.write_all(&buf).and_then(|_| self.file.sync_data());
+        if let Err(e) = written {
+            // Roll the partial line back so later appends do not follow garbage.
+            if self.file.set_len(self.len).and_then(|_| self.file.sync_data()).is_err() {
+                self.broken = true;
+            }
+            return Err(StoreError::Unavailable(e));
+        }
+        self.len += buf.len() as u64;
+        self.entries += entries.len() as u64;
+        Ok(())
+    }
+
+    /// Replaces the log with `entries` (the live state): write a temp file, fsync it,
+    /// rename it over the log, fsync the directory. A crash at any point leaves either
+    /// the old or the new log, both complete.
+    pub fn rewrite(&mut self, entries: impl Iterator<Item = Entry>) -> Result<(), StoreError> {
+        let tmp = self.dir.join(TMP_FILE);
+        let path = self.dir.join(LOG_FILE);
+        let result = (|| {
+            let mut out = io::BufWriter::new(create_private(&tmp)?);
+            let mut count = 1;
+            out.write_all(&encode(&Entry::Format { version: FORMAT_VERSION }))?;
+            for entry in entries {
+                out.write_all(&encode(&entry))?;
+                count += 1;
+            }
+            let file = out.into_inner().map_err(|e| e.into_error())?;
+            file.sync_all()?;
+            fs::rename(&tmp, &path)?;
+            Ok::<_, io::Error>(count)
+        })();
+        let count = match result {
+            Ok(count) => count,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                return Err(StoreError::Unavailable(e));
+            }
+        };
+        sync_dir(&self.dir)?;
+        self.file = OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(io_err(format!("reopen {}", path.display())))?;
+        self.len = self
+            .file
+            .metadata()
+            .map_err(io_err(format!("stat {}", path.display())))?
+            .len();
+        self.entries = count;
+        self.broken = false;
+        Ok(())
+    }
+}
+
+/// Every entry after the Format line, and the length of the prefix that holds them.
+fn parse(data: &[u8], path: &Path) -> Result<(Vec<Entry>, u64), StoreError> {
+    let corrupt = |reason: String| StoreError::Corrupt {
+        path: path.display().to_string(),
+        reason,
+    };
+    let mut entries = Vec::new();
+    let mut offset = 0usize;
+    let mut first_bad: Option<usize> = None;
+    let mut line_no = 0;
+    while offset < data.len() {
+        line_no += 1;
+        let end = data[offset..].iter().position(|&b| b == b'\n');
+        // A line without its newline was never acknowledged: treat it as torn.
+        let entry = end.and_then(|end| decode(&data[offset..offset + end]));
+        match (entry, first_bad) {
+            (Some(_), Some(bad)) => {
+                return Err(corrupt(format!(
+                    "damaged record at byte {bad} followed by valid records (line {line_no}); \
+                     refusing to drop acknowledged data"
+                )))
+            }
+            (Some(entry), None) => entries.push(entry),
+            (None, None) => first_bad = Some(offset),
+            (None, Some(_)) => {}
+        }
+        offset = end.map_or(data.len(), |end| offset + end + 1);
+    }
+    let good_len = first_bad.unwrap_or(data.len()) as u64;
+    let mut entries = entries.into_iter();
+    match entries.next() {
+        Some(Entry::Format { version }) if version == FORMAT_VERSION => {}
+        Some(Entry::Format { version }) => {
+            return Err(corrupt(format!(
+                "store format version {version} is not supported (this build reads version {FORMAT_VERSION})"
+            )))
+        }
+        Some(_) => return Err(corrupt("the log does not start with a format record".into())),
+        None => return Err(corrupt("the format record is missing or damaged".into())),
+    }
+    Ok((entries.collect(), good_len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_with_a_wrong_checksum_does_not_decode() {
+        let mut line = encode(&Entry::Format { version: 1 });
+        line.pop();
+        assert!(decode(&line).is_some());
+        let flipped = line.len() - 3;
+        line[flipped] ^= 1;
+        assert!(decode(&line).is_none());
+    }
+
+    #[test]
+    fn damage_before_valid_records_is_an_error_not_a_silent_drop() {
+        let mut data = encode(&Entry::Format { version: 1 });
+        data.extend_from_slice(b"garbage\n");
+        data.extend(encode(&Entry::UserDelete { id: uuid::Uuid::nil() }));
+        let err = parse(&data, Path::new("x")).err().expect("must refuse");
+        assert!(err.to_string().contains("damaged record"), "{err}");
+    }
+
+    #[test]
+    fn a_torn_tail_is_excluded_from_the_good_prefix() {
+        let mut data = encode(&Entry::Format { version: 1 });
+        let good = data.len() as u64;
+        let whole = encode(&Entry::UserDelete { id: uuid::Uuid::nil() });
+        data.extend_from_slice(&whole[..whole.len() - 5]);
+        let (entries, good_len) = parse(&data, Path::new("x")).unwrap();
+        assert!(entries.is_empty());
+        assert_eq!(good_len, good);
+    }
+}
