@@ -95,7 +95,10 @@ pub fn thumbprint(members: &[(&str, &str)]) -> String {
         .map(|(k, v)| format!("\"{k}\":\"{v}\""))
         .collect::<Vec<_>>()
         .join(",");
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, format!("{{{canonical}}}").as_bytes());
+    let digest = aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        format!("{{{canonical}}}").as_bytes(),
+    );
     URL_SAFE_NO_PAD.encode(digest.as_ref())
 }
 
@@ -116,7 +119,11 @@ impl KeySet {
             path: dir.display().to_string(),
             source,
         };
-        fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io)?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io)?;
         let mut keys = Self::read_dir(dir)?;
         if keys.is_empty() {
             let path = generate_ed25519(dir)?;
@@ -174,8 +181,11 @@ pub fn generate_ed25519(dir: &Path) -> Result<PathBuf, KeyError> {
         path: dir.display().to_string(),
         reason,
     };
-    let pair = Ed25519KeyPair::generate().map_err(|e| invalid(format!("key generation failed: {e}")))?;
-    let der = pair.to_pkcs8v1().map_err(|e| invalid(format!("PKCS#8 encoding failed: {e}")))?;
+    let pair =
+        Ed25519KeyPair::generate().map_err(|e| invalid(format!("key generation failed: {e}")))?;
+    let der = pair
+        .to_pkcs8v1()
+        .map_err(|e| invalid(format!("PKCS#8 encoding failed: {e}")))?;
     let text = pem::encode(&pem::Pem::new("PRIVATE KEY", der.as_ref().to_vec()));
     let x = URL_SAFE_NO_PAD.encode(pair.public_key().as_ref());
     let kid = thumbprint(&[("crv", "Ed25519"), ("kty", "OKP"), ("x", &x)]);
@@ -192,7 +202,9 @@ pub fn generate_ed25519(dir: &Path) -> Result<PathBuf, KeyError> {
         .mode(0o600)
         .open(&tmp)
         .map_err(io)?;
-    file.write_all(text.as_bytes()).and_then(|_| file.sync_all()).map_err(io)?;
+    file.write_all(text.as_bytes())
+        .and_then(|_| file.sync_all())
+        .map_err(io)?;
     fs::rename(&tmp, &path).map_err(io)?;
     fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
     Ok(path)
@@ -218,7 +230,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let keys = KeySet::load_or_generate(dir.path(), Duration::from_secs(600)).unwrap();
         let signer = keys.signer();
-        assert_eq!(fs::metadata(&signer.path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&signer.path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         let again = KeySet::load_or_generate(dir.path(), Duration::from_secs(600)).unwrap();
         assert_eq!(again.signer().kid, signer.kid);
         assert_eq!(again.jwks().len(), 1);
@@ -228,7 +243,9 @@ mod tests {
     fn a_non_key_file_is_reported_with_its_path() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("bad.pem"), "not a key").unwrap();
-        let err = KeySet::load_or_generate(dir.path(), Duration::ZERO).err().unwrap();
+        let err = KeySet::load_or_generate(dir.path(), Duration::ZERO)
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("bad.pem"), "{err}");
     }
 }

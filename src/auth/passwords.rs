@@ -28,7 +28,8 @@ pub struct PasswordHasher {
 impl PasswordHasher {
     /// `concurrency` hashes may run at once (one per core is the useful maximum).
     pub fn new(m_kib: u32, t: u32, p: u32, concurrency: usize) -> Result<Self, PasswordError> {
-        let params = Params::new(m_kib, t, p, None).map_err(|e| PasswordError::Params(e.to_string()))?;
+        let params =
+            Params::new(m_kib, t, p, None).map_err(|e| PasswordError::Params(e.to_string()))?;
         let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
         let dummy = argon
             .hash_password(b"dummy password for unknown accounts")
@@ -46,8 +47,14 @@ impl PasswordHasher {
     }
 
     async fn blocking<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let _permit = self.permits.acquire().await.expect("the semaphore is never closed");
-        tokio::task::spawn_blocking(f).await.expect("argon2 does not panic")
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
+        tokio::task::spawn_blocking(f)
+            .await
+            .expect("argon2 does not panic")
     }
 
     /// A PHC string (`$argon2id$v=19$m=...`) with a fresh random salt.
@@ -73,7 +80,11 @@ impl PasswordHasher {
         let matched = self
             .blocking(move || {
                 PasswordHash::new(&hash)
-                    .map(|parsed| argon.verify_password(password.expose_secret().as_bytes(), &parsed).is_ok())
+                    .map(|parsed| {
+                        argon
+                            .verify_password(password.expose_secret().as_bytes(), &parsed)
+                            .is_ok()
+                    })
                     .unwrap_or(false)
             })
             .await;
@@ -113,7 +124,10 @@ mod tests {
         let hash = h.hash(&pw).await.unwrap();
         assert!(hash.starts_with("$argon2id$"));
         assert!(h.verify(Some(&hash), &pw).await);
-        assert!(!h.verify(Some(&hash), &SecretString::from("wrong horse")).await);
+        assert!(
+            !h.verify(Some(&hash), &SecretString::from("wrong horse"))
+                .await
+        );
     }
 
     #[tokio::test]

@@ -36,7 +36,11 @@ pub struct AccessClaims {
 impl AccessClaims {
     pub fn scopes(&self) -> Scopes {
         // Unknown names are ignored: a token can only lose power by it.
-        Scopes::of(self.scope.split(' ').filter_map(crate::domain::Scope::parse))
+        Scopes::of(
+            self.scope
+                .split(' ')
+                .filter_map(crate::domain::Scope::parse),
+        )
     }
 
     pub fn issued_at(&self) -> DateTime<Utc> {
@@ -119,7 +123,12 @@ impl TokenService {
         &self.keys
     }
 
-    pub fn issue(&self, sub: String, scope: &Scopes, role: Option<Role>) -> Result<IssuedToken, TokenError> {
+    pub fn issue(
+        &self,
+        sub: String,
+        scope: &Scopes,
+        role: Option<Role>,
+    ) -> Result<IssuedToken, TokenError> {
         let now = Utc::now().timestamp();
         let claims = AccessClaims {
             iss: self.issuer.clone(),
@@ -128,7 +137,7 @@ impl TokenService {
             iat: now,
             nbf: now,
             exp: now + self.ttl.as_secs() as i64,
-            jti: Uuid::new_v4().to_string(),
+            jti: Uuid::now_v7().to_string(),
             scope: scope.to_string(),
             role,
         };
@@ -171,18 +180,19 @@ impl TokenService {
         validation.set_issuer(&[&self.issuer]);
         validation.set_audience(&[&self.audience]);
         validation.set_required_spec_claims(&["exp", "nbf", "iat", "iss", "aud", "sub"]);
-        let data = jsonwebtoken::decode::<AccessClaims>(token, &key.decoding, &validation).map_err(|e| {
-            match e.kind() {
+        let data = jsonwebtoken::decode::<AccessClaims>(token, &key.decoding, &validation)
+            .map_err(|e| match e.kind() {
                 ErrorKind::InvalidSignature => TokenError::BadSignature,
                 ErrorKind::ExpiredSignature => TokenError::Expired,
                 ErrorKind::ImmatureSignature => TokenError::NotYetValid,
                 ErrorKind::InvalidIssuer => TokenError::WrongIssuer,
                 ErrorKind::InvalidAudience => TokenError::WrongAudience,
                 ErrorKind::InvalidAlgorithm => TokenError::WrongAlgorithm,
-                ErrorKind::MissingRequiredClaim(_) => TokenError::Invalid("a required claim is missing"),
+                ErrorKind::MissingRequiredClaim(_) => {
+                    TokenError::Invalid("a required claim is missing")
+                }
                 _ => TokenError::Malformed,
-            }
-        })?;
+            })?;
         if data.claims.jti.is_empty() {
             return Err(TokenError::Invalid("jti is empty"));
         }
@@ -218,7 +228,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let svc = service(dir.path(), 900);
         let issued = svc
-            .issue(Uuid::new_v4().to_string(), &Scopes::of([Scope::Profile]), Some(Role::User))
+            .issue(
+                Uuid::new_v4().to_string(),
+                &Scopes::of([Scope::Profile]),
+                Some(Role::User),
+            )
             .unwrap();
         let claims = svc.verify(&issued.token).unwrap();
         assert_eq!(claims, issued.claims);
@@ -235,16 +249,19 @@ mod tests {
             .issue("x".into(), &Scopes::default(), Some(Role::User))
             .unwrap()
             .token;
-        assert_eq!(service(b.path(), 60).verify(&token), Err(TokenError::UnknownKey));
+        assert_eq!(
+            service(b.path(), 60).verify(&token),
+            Err(TokenError::UnknownKey)
+        );
     }
 
     #[test]
     fn alg_none_and_hmac_with_the_public_key_are_rejected() {
         let dir = tempfile::tempdir().unwrap();
         let svc = service(dir.path(), 60);
-        let issued = svc.issue("x".into(), &Scopes::default(), Some(Role::User)).unwrap();
-        let kid = issued.claims.jti.clone();
-        let _ = kid;
+        let issued = svc
+            .issue("x".into(), &Scopes::default(), Some(Role::User))
+            .unwrap();
         let key_kid = svc.keys.read().unwrap().signer().kid.clone();
         let claims = serde_json::to_value(&issued.claims).unwrap();
         let payload = b64(&claims);
@@ -260,7 +277,12 @@ mod tests {
         let mut header = Header::new(Algorithm::HS256);
         header.typ = Some("at+jwt".into());
         header.kid = Some(key_kid);
-        let hs = jsonwebtoken::encode(&header, &issued.claims, &EncodingKey::from_secret(x.as_bytes())).unwrap();
+        let hs = jsonwebtoken::encode(
+            &header,
+            &issued.claims,
+            &EncodingKey::from_secret(x.as_bytes()),
+        )
+        .unwrap();
         assert_eq!(svc.verify(&hs), Err(TokenError::WrongAlgorithm));
     }
 
@@ -268,7 +290,10 @@ mod tests {
     fn a_tampered_payload_fails_the_signature() {
         let dir = tempfile::tempdir().unwrap();
         let svc = service(dir.path(), 60);
-        let token = svc.issue("x".into(), &Scopes::default(), Some(Role::User)).unwrap().token;
+        let token = svc
+            .issue("x".into(), &Scopes::default(), Some(Role::User))
+            .unwrap()
+            .token;
         let mut parts: Vec<String> = token.split('.').map(String::from).collect();
         let mut claims: serde_json::Value =
             serde_json::from_slice(&URL_SAFE_NO_PAD.decode(&parts[1]).unwrap()).unwrap();
@@ -281,7 +306,10 @@ mod tests {
     fn expired_tokens_fail_after_the_leeway() {
         let dir = tempfile::tempdir().unwrap();
         let svc = service(dir.path(), 60);
-        let mut claims = svc.issue("x".into(), &Scopes::default(), Some(Role::User)).unwrap().claims;
+        let mut claims = svc
+            .issue("x".into(), &Scopes::default(), Some(Role::User))
+            .unwrap()
+            .claims;
         claims.exp = Utc::now().timestamp() - LEEWAY_SECS as i64 - 2;
         let keys = svc.keys.read().unwrap();
         let mut header = Header::new(Algorithm::EdDSA);

@@ -18,7 +18,9 @@ impl Email {
             return Err(DomainError::InvalidEmail("too long"));
         }
         if email.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(DomainError::InvalidEmail("contains spaces or control characters"));
+            return Err(DomainError::InvalidEmail(
+                "contains spaces or control characters",
+            ));
         }
         let (local, domain) = email
             .split_once('@')

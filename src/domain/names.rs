@@ -28,7 +28,10 @@ mod tests {
     #[test]
     fn names_are_trimmed_and_blank_means_none() {
         assert_eq!(
-            PersonName::parse(" Ada ", "first_name").unwrap().unwrap().as_str(),
+            PersonName::parse(" Ada ", "first_name")
+                .unwrap()
+                .unwrap()
+                .as_str(),
             "Ada"
         );
         assert_eq!(PersonName::parse("  ", "first_name"), Ok(None));

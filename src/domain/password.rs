@@ -38,7 +38,10 @@ mod tests {
         assert!(parse("12345678").is_ok());
         assert!(parse(&"é".repeat(256)).is_ok());
         assert_eq!(parse("1234567").err(), Some(DomainError::PasswordLength));
-        assert_eq!(parse(&"x".repeat(257)).err(), Some(DomainError::PasswordLength));
+        assert_eq!(
+            parse(&"x".repeat(257)).err(),
+            Some(DomainError::PasswordLength)
+        );
         assert_eq!(parse("").err(), Some(DomainError::PasswordMissing));
     }
 }

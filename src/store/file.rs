@@ -24,7 +24,9 @@ pub struct FileStoreOptions {
 
 impl Default for FileStoreOptions {
     fn default() -> Self {
-        Self { compact_slack: 1000 }
+        Self {
+            compact_slack: 1000,
+        }
     }
 }
 
@@ -192,7 +194,11 @@ impl FileStore {
 
     /// Lines currently in the log (for tests and metrics).
     pub fn log_entries(&self) -> u64 {
-        self.inner.log.lock().unwrap_or_else(|e| e.into_inner()).entries()
+        self.inner
+            .log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entries()
     }
 
     pub fn path(dir: &Path) -> PathBuf {
@@ -294,7 +300,11 @@ mod tests {
             let store = open(dir.path());
             store.create_user(alice.clone()).await.unwrap();
             store.create_user(user("bob@example.com")).await.unwrap();
-            let bob = store.user_by_email("BOB@example.com").await.unwrap().unwrap();
+            let bob = store
+                .user_by_email("BOB@example.com")
+                .await
+                .unwrap()
+                .unwrap();
             store.delete_user(bob.id).await.unwrap();
             store
                 .update_user(alice.id, Box::new(|u| u.role = Role::Admin))
@@ -326,7 +336,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path());
         store.create_user(user("Ada@Example.com")).await.unwrap();
-        let err = store.create_user(user("ada@example.COM")).await.unwrap_err();
+        let err = store
+            .create_user(user("ada@example.COM"))
+            .await
+            .unwrap_err();
         assert!(matches!(err, StoreError::DuplicateEmail));
         assert_eq!(store.count_users().await.unwrap(), 1);
     }
@@ -352,7 +365,11 @@ mod tests {
         let store = open(dir.path());
         assert_eq!(store.count_users().await.unwrap(), 1);
         assert!(store.user(kept.id).await.unwrap().is_some());
-        assert_eq!(fs::metadata(&path).unwrap().len(), before, "torn bytes truncated");
+        assert_eq!(
+            fs::metadata(&path).unwrap().len(),
+            before,
+            "torn bytes truncated"
+        );
         // And the log accepts appends again, readable after another reopen.
         store.create_user(user("after@example.com")).await.unwrap();
         drop(store);
@@ -379,14 +396,24 @@ mod tests {
         for i in 0..50 {
             let store = store.clone();
             tasks.push(tokio::spawn(async move {
-                store.create_user(user(&format!("u{i}@example.com"))).await.unwrap();
+                store
+                    .create_user(user(&format!("u{i}@example.com")))
+                    .await
+                    .unwrap();
                 // Read-modify-write of one record from many tasks at once.
                 store
                     .update_user(
                         target.id,
                         Box::new(|u| {
-                            let n: u32 = u.first_name.as_ref().map_or(0, |n| n.as_str().parse().unwrap());
-                            u.first_name = crate::domain::PersonName::parse(&(n + 1).to_string(), "first_name").unwrap();
+                            let n: u32 = u
+                                .first_name
+                                .as_ref()
+                                .map_or(0, |n| n.as_str().parse().unwrap());
+                            u.first_name = crate::domain::PersonName::parse(
+                                &(n + 1).to_string(),
+                                "first_name",
+                            )
+                            .unwrap();
                         }),
                     )
                     .await
@@ -398,7 +425,10 @@ mod tests {
         }
         let check = |store: &FileStore| {
             let state = read(&store.inner.state);
-            (state.users.len(), state.users[&target.id].first_name.clone())
+            (
+                state.users.len(),
+                state.users[&target.id].first_name.clone(),
+            )
         };
         assert_eq!(check(&store).0, 51);
         assert_eq!(check(&store).1.unwrap().as_str(), "50");
@@ -411,7 +441,13 @@ mod tests {
     #[tokio::test]
     async fn compaction_keeps_live_records_and_shrinks_the_log() {
         let dir = tempfile::tempdir().unwrap();
-        let store = FileStore::open(dir.path(), FileStoreOptions { compact_slack: 1_000_000 }).unwrap();
+        let store = FileStore::open(
+            dir.path(),
+            FileStoreOptions {
+                compact_slack: 1_000_000,
+            },
+        )
+        .unwrap();
         let keep = user("keep@example.com");
         store.create_user(keep.clone()).await.unwrap();
         for i in 0..30 {
@@ -453,7 +489,11 @@ mod tests {
             }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
-        assert!(store.log_entries() < 20, "log has {} lines", store.log_entries());
+        assert!(
+            store.log_entries() < 20,
+            "log has {} lines",
+            store.log_entries()
+        );
         drop(store);
         assert!(open(dir.path()).user(u.id).await.unwrap().is_some());
     }
@@ -468,7 +508,13 @@ mod tests {
             ids.push(u.id);
             store.create_user(u).await.unwrap();
         }
-        let page: Vec<_> = store.list_users(1, 2).await.unwrap().iter().map(|u| u.id).collect();
+        let page: Vec<_> = store
+            .list_users(1, 2)
+            .await
+            .unwrap()
+            .iter()
+            .map(|u| u.id)
+            .collect();
         assert_eq!(page, ids[1..3]);
         assert_eq!(store.list_users(10, 2).await.unwrap().len(), 0);
     }

@@ -11,9 +11,15 @@ use crate::domain::{Email, PersonName, Role, User};
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Entry {
     /// First line of every log file.
-    Format { version: u32 },
-    UserPut { user: UserRecord },
-    UserDelete { id: Uuid },
+    Format {
+        version: u32,
+    },
+    UserPut {
+        user: UserRecord,
+    },
+    UserDelete {
+        id: Uuid,
+    },
 }
 
 pub const FORMAT_VERSION: u32 = 1;

@@ -1,0 +1,102 @@
+//! The HTTP API: one module per OpenAPI tag, assembled here into the service whose spec
+//! is committed under `openapi/`.
+
+mod auth;
+mod body;
+mod error;
+mod security;
+mod status;
+mod users;
+mod well_known;
+
+use std::sync::Arc;
+
+use poem::middleware::{CatchPanic, NormalizePath, TrailingSlash};
+use poem::{Endpoint, EndpointExt, Route};
+use poem_openapi::{OpenApiService, Tags};
+
+pub use body::BodyLimit;
+pub use error::{ApiError, ErrorBody};
+pub use security::Caller;
+
+use crate::startup::AppState;
+
+#[derive(Tags)]
+pub enum ApiTags {
+    /// Health and counts.
+    Status,
+    /// Tokens: log in with a password (OAuth2 token endpoint).
+    Auth,
+    /// User accounts.
+    Users,
+    /// Published keys for verifying tokens offline.
+    WellKnown,
+}
+
+pub type Apis = (
+    status::StatusApi,
+    auth::AuthApi,
+    users::UsersApi,
+    well_known::WellKnownApi,
+);
+
+/// The OpenAPI service. The spec depends on no configuration, so the committed file
+/// matches every deployment.
+pub fn openapi_service(state: Option<Arc<AppState>>) -> OpenApiService<Apis, ()> {
+    let apis = (
+        status::StatusApi::new(state.clone()),
+        auth::AuthApi::new(state.clone()),
+        users::UsersApi::new(state.clone()),
+        well_known::WellKnownApi::new(state),
+    );
+    OpenApiService::new(apis, "simple-api", env!("CARGO_PKG_VERSION"))
+        .description(
+            "A stateless JWT authentication service. Log in at `POST /api/v1/auth/token` \
+             (OAuth2 password grant, email as username), then send the access token as \
+             `Authorization: Bearer <token>`. Verify tokens offline with `/.well-known/jwks.json`.",
+        )
+        .license("MIT")
+}
+
+/// The spec as committed in `openapi/openapi.json` (pretty JSON and a final newline).
+pub fn spec_json() -> String {
+    let mut spec = openapi_service(None).spec();
+    spec.push('\n');
+    spec
+}
+
+/// Every route of the service, wrapped in the JSON error handling.
+pub fn routes(state: Arc<AppState>) -> impl Endpoint {
+    let service = openapi_service(Some(state.clone()));
+    let limit = BodyLimit(usize::try_from(state.config.max_body_bytes).unwrap_or(usize::MAX));
+    let spec = spec_json();
+    let docs = service.swagger_ui();
+    Route::new()
+        .nest("/", service)
+        .nest("/docs", docs)
+        .at(
+            "/openapi.json",
+            poem::endpoint::make_sync(move |_| {
+                poem::Response::builder()
+                    .content_type("application/json; charset=utf-8")
+                    .body(spec.clone())
+            }),
+        )
+        .with(NormalizePath::new(TrailingSlash::Trim))
+        .around(error::json_errors)
+        .with(CatchPanic::new().with_handler(|_| {
+            error::json_response(
+                poem::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "Internal error",
+            )
+        }))
+        .data(state)
+        .data(limit)
+}
+
+/// The shared state of a serving API (absent only when the spec is printed).
+fn state(state: &Option<Arc<AppState>>) -> Result<&Arc<AppState>, ApiError> {
+    state.as_ref().ok_or_else(|| {
+        ApiError::internal(&std::io::Error::other("the API was built without state"))
+    })
+}

@@ -1,0 +1,63 @@
+use std::sync::Arc;
+
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+
+use super::{ApiError, ApiTags, Caller};
+use crate::domain::Scope;
+use crate::startup::AppState;
+
+pub struct StatusApi {
+    state: Option<Arc<AppState>>,
+}
+
+impl StatusApi {
+    pub fn new(state: Option<Arc<AppState>>) -> Self {
+        Self { state }
+    }
+}
+
+/// The service is up.
+#[derive(Object)]
+pub struct StatusBody {
+    /// Always `OK`.
+    pub status: String,
+}
+
+/// User statistics.
+#[derive(Object)]
+pub struct StatsBody {
+    /// How many user accounts exist.
+    pub users: u64,
+}
+
+#[derive(ApiResponse)]
+pub enum StatsResponse {
+    /// The counts.
+    #[oai(status = 200)]
+    Ok(Json<StatsBody>),
+}
+
+#[OpenApi(prefix_path = "/api/v1", tag = "ApiTags::Status")]
+impl StatusApi {
+    /// Service status
+    ///
+    /// Answers `{"status": "OK"}` whenever the service is up. Needs no token.
+    #[oai(path = "/status", method = "get", operation_id = "getStatus")]
+    async fn status(&self) -> Json<StatusBody> {
+        Json(StatusBody {
+            status: "OK".into(),
+        })
+    }
+
+    /// Count users
+    ///
+    /// The number of user accounts. Admins (with the `users:read` scope) only.
+    #[oai(path = "/stats", method = "get", operation_id = "getStats")]
+    async fn stats(&self, caller: Caller) -> Result<StatsResponse, ApiError> {
+        caller.require_admin(Scope::UsersRead)?;
+        let state = super::state(&self.state)?;
+        let users = state.store.count_users().await? as u64;
+        Ok(StatsResponse::Ok(Json(StatsBody { users })))
+    }
+}

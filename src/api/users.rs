@@ -1,0 +1,322 @@
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::types::Password;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+use secrecy::SecretString;
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::body::{optional_str, JsonObject};
+use super::security::MaybeCaller;
+use super::{ApiError, ApiTags, Caller};
+use crate::domain::{Email, NewPassword, PersonName, Role, Scope, User};
+use crate::startup::AppState;
+
+pub struct UsersApi {
+    state: Option<Arc<AppState>>,
+}
+
+impl UsersApi {
+    pub fn new(state: Option<Arc<AppState>>) -> Self {
+        Self { state }
+    }
+}
+
+/// A user account as the API shows it. Never contains a password or hash.
+#[derive(Object)]
+pub struct UserBody {
+    /// The user's id (a UUID).
+    pub id: Uuid,
+    /// The email, as given at sign-up (trimmed). Unique regardless of case.
+    pub email: String,
+    /// First name, or null.
+    #[oai(nullable)]
+    pub first_name: Option<String>,
+    /// Last name, or null.
+    #[oai(nullable)]
+    pub last_name: Option<String>,
+    /// `user` or `admin`.
+    pub role: String,
+    /// When the account was created (RFC 3339, UTC).
+    pub created_at: DateTime<Utc>,
+    /// When the account last changed (RFC 3339, UTC).
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<&User> for UserBody {
+    fn from(u: &User) -> Self {
+        Self {
+            id: u.id,
+            email: u.email.as_str().to_owned(),
+            first_name: u.first_name.as_ref().map(|n| n.as_str().to_owned()),
+            last_name: u.last_name.as_ref().map(|n| n.as_str().to_owned()),
+            role: u.role.as_str().to_owned(),
+            created_at: u.created_at,
+            updated_at: u.updated_at,
+        }
+    }
+}
+
+/// A new account.
+#[derive(Object)]
+pub struct NewUserRequest {
+    /// The email to log in with.
+    pub email: String,
+    /// 8 to 256 characters.
+    pub password: Password,
+    /// First name (optional).
+    pub first_name: Option<String>,
+    /// Last name (optional).
+    pub last_name: Option<String>,
+    /// `user` (default) or `admin`; only an admin may set it.
+    pub role: Option<String>,
+}
+
+/// Changes to an account; absent fields stay as they are, `null` clears a name.
+#[derive(Object)]
+pub struct UpdateUserRequest {
+    /// New first name.
+    #[oai(nullable)]
+    pub first_name: Option<String>,
+    /// New last name.
+    #[oai(nullable)]
+    pub last_name: Option<String>,
+    /// New role, `user` or `admin`; only an admin may change it.
+    pub role: Option<String>,
+}
+
+/// An empty JSON object.
+#[derive(Object)]
+pub struct Empty {}
+
+#[derive(ApiResponse)]
+pub enum UserResponse {
+    /// The user.
+    #[oai(status = 200)]
+    Ok(Json<UserBody>),
+}
+
+#[derive(ApiResponse)]
+pub enum UserListResponse {
+    /// A page of users, oldest first.
+    #[oai(status = 200)]
+    Ok(Json<Vec<UserBody>>),
+}
+
+#[derive(ApiResponse)]
+pub enum CreatedResponse {
+    /// The new user.
+    #[oai(status = 201)]
+    Created(Json<UserBody>),
+}
+
+#[derive(ApiResponse)]
+pub enum DeletedResponse {
+    /// The user is gone and their tokens stopped working.
+    #[oai(status = 200)]
+    Ok(Json<Empty>),
+}
+
+/// Optional name field: absent → unchanged (`None`), null → cleared, string → parsed.
+fn name_field(
+    fields: &Map<String, Value>,
+    name: &'static str,
+) -> Result<Option<Option<PersonName>>, ApiError> {
+    if !fields.contains_key(name) {
+        return Ok(None);
+    }
+    match optional_str(fields, name)? {
+        None => Ok(Some(None)),
+        Some(raw) => Ok(Some(PersonName::parse(raw, name)?)),
+    }
+}
+
+fn role_field(fields: &Map<String, Value>) -> Result<Option<Role>, ApiError> {
+    Ok(optional_str(fields, "role")?.map(Role::parse).transpose()?)
+}
+
+impl UsersApi {
+    fn state(&self) -> Result<&Arc<AppState>, ApiError> {
+        super::state(&self.state)
+    }
+
+    /// Sign-up or admin creation, from the raw JSON object.
+    async fn create(
+        &self,
+        caller: Option<&Caller>,
+        fields: Map<String, Value>,
+    ) -> Result<User, ApiError> {
+        let state = self.state()?;
+        let email = match fields.get("email") {
+            None | Some(Value::Null) => return Err(crate::domain::DomainError::EmailMissing.into()),
+            Some(Value::String(s)) => Email::parse(s)?,
+            Some(_) => return Err(ApiError::bad_request("email must be a string")),
+        };
+        let password = match fields.get("password") {
+            None | Some(Value::Null) => {
+                return Err(crate::domain::DomainError::PasswordMissing.into())
+            }
+            Some(Value::String(s)) => NewPassword::parse(SecretString::from(s.as_str()))?,
+            Some(_) => return Err(ApiError::bad_request("password must be a string")),
+        };
+        let first_name = name_field(&fields, "first_name")?.flatten();
+        let last_name = name_field(&fields, "last_name")?.flatten();
+        let role = role_field(&fields)?.unwrap_or(Role::User);
+        let is_admin = caller.is_some_and(|c| c.is_admin_with(Scope::UsersWrite));
+        if role != Role::User && !is_admin {
+            return Err(ApiError::forbidden());
+        }
+        // Cheap duplicate check first, so a taken email costs no argon2 run; the store
+        // re-checks atomically.
+        if state.store.user_by_email(email.as_str()).await?.is_some() {
+            return Err(crate::store::StoreError::DuplicateEmail.into());
+        }
+        let hash = state.passwords.hash(password.secret()).await?;
+        let user = User::new(email, hash, role, first_name, last_name);
+        state.store.create_user(user.clone()).await?;
+        tracing::info!(user_id = %user.id, by = ?caller.map(|c| c.id()), "user created");
+        Ok(user)
+    }
+}
+
+#[OpenApi(prefix_path = "/api/v1", tag = "ApiTags::Users")]
+impl UsersApi {
+    /// List users
+    ///
+    /// Users ordered by creation time, a page at a time. Admins (`users:read`) only.
+    #[oai(path = "/users", method = "get", operation_id = "listUsers")]
+    async fn list(
+        &self,
+        caller: Caller,
+        /// How many users to return (1 to 1000, default 100).
+        #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
+        limit: Query<Option<u32>>,
+        /// How many users to skip (default 0).
+        offset: Query<Option<u32>>,
+    ) -> Result<UserListResponse, ApiError> {
+        caller.require_admin(Scope::UsersRead)?;
+        let limit = limit.0.unwrap_or(100) as usize;
+        let offset = offset.0.unwrap_or(0) as usize;
+        let users = self.state()?.store.list_users(offset, limit).await?;
+        Ok(UserListResponse::Ok(Json(
+            users.iter().map(UserBody::from).collect(),
+        )))
+    }
+
+    /// Get a user
+    ///
+    /// `me` is the caller. Users may read themselves; admins (`users:read`) anyone.
+    #[oai(path = "/users/:id", method = "get", operation_id = "getUser")]
+    async fn get(
+        &self,
+        caller: Caller,
+        /// A user id, or `me`.
+        id: Path<String>,
+    ) -> Result<UserResponse, ApiError> {
+        let target = caller.target(&id.0);
+        caller.require_access(target, Scope::UsersRead)?;
+        if target == Some(caller.id()) {
+            return Ok(UserResponse::Ok(Json(UserBody::from(&caller.user))));
+        }
+        let user = match target {
+            Some(id) => self.state()?.store.user(id).await?,
+            None => None,
+        };
+        let user = user.ok_or_else(ApiError::not_found)?;
+        Ok(UserResponse::Ok(Json(UserBody::from(&user))))
+    }
+
+    /// Create a user (sign up)
+    ///
+    /// Open to anyone while SIGNUP_ENABLED is true; otherwise admins (`users:write`) only.
+    /// Only an admin may set `role`.
+    #[oai(path = "/users", method = "post", operation_id = "createUser")]
+    async fn create_user(
+        &self,
+        caller: MaybeCaller,
+        body: JsonObject<NewUserRequest>,
+    ) -> Result<CreatedResponse, ApiError> {
+        let state = self.state()?;
+        let caller = caller.0;
+        if !state.config.signup_enabled {
+            match &caller {
+                None => return Err(ApiError::unauthorized()),
+                Some(c) => c.require_admin(Scope::UsersWrite)?,
+            }
+        }
+        let fields = body.into_object()?;
+        let user = self.create(caller.as_ref(), fields).await?;
+        Ok(CreatedResponse::Created(Json(UserBody::from(&user))))
+    }
+
+    /// Update a user
+    ///
+    /// Changes `first_name` and `last_name`; an admin may also change `role`. Users may
+    /// update themselves; admins (`users:write`) anyone.
+    #[oai(path = "/users/:id", method = "put", operation_id = "updateUser")]
+    async fn update(
+        &self,
+        caller: Caller,
+        /// A user id, or `me`.
+        id: Path<String>,
+        body: JsonObject<UpdateUserRequest>,
+    ) -> Result<UserResponse, ApiError> {
+        let target = caller.target(&id.0);
+        caller.require_access(target, Scope::UsersWrite)?;
+        let state = self.state()?;
+        let target = target.ok_or_else(ApiError::not_found)?;
+        let current = state
+            .store
+            .user(target)
+            .await?
+            .ok_or_else(ApiError::not_found)?;
+        let fields = body.into_object()?;
+        let first_name = name_field(&fields, "first_name")?;
+        let last_name = name_field(&fields, "last_name")?;
+        let role = role_field(&fields)?;
+        if role.is_some_and(|r| r != current.role) && !caller.is_admin_with(Scope::UsersWrite) {
+            return Err(ApiError::forbidden());
+        }
+        let user = state
+            .store
+            .update_user(
+                target,
+                Box::new(move |u| {
+                    if let Some(name) = first_name {
+                        u.first_name = name;
+                    }
+                    if let Some(name) = last_name {
+                        u.last_name = name;
+                    }
+                    if let Some(role) = role {
+                        u.role = role;
+                    }
+                    u.updated_at = Utc::now();
+                }),
+            )
+            .await?;
+        Ok(UserResponse::Ok(Json(UserBody::from(&user))))
+    }
+
+    /// Delete a user
+    ///
+    /// Removes the account; its tokens stop working at once. Users may delete themselves;
+    /// admins (`users:write`) anyone.
+    #[oai(path = "/users/:id", method = "delete", operation_id = "deleteUser")]
+    async fn delete(
+        &self,
+        caller: Caller,
+        /// A user id, or `me`.
+        id: Path<String>,
+    ) -> Result<DeletedResponse, ApiError> {
+        let target = caller.target(&id.0);
+        caller.require_access(target, Scope::UsersWrite)?;
+        let target = target.ok_or_else(ApiError::not_found)?;
+        let user = self.state()?.store.delete_user(target).await?;
+        tracing::info!(user_id = %user.id, by = %caller.id(), "user deleted");
+        Ok(DeletedResponse::Ok(Json(Empty {})))
+    }
+}

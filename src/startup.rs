@@ -1,0 +1,172 @@
+//! Builds the application from a Config: the same code path for `main` and the tests.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use poem::listener::{Acceptor, Listener, TcpListener};
+use poem::{EndpointExt, Server};
+use secrecy::SecretString;
+
+use crate::api;
+use crate::auth::{KeySet, PasswordHasher, TokenService};
+use crate::config::Config;
+use crate::domain::{Email, NewPassword, Role, User};
+use crate::store::{FileStore, FileStoreOptions, Store, StoreError};
+
+/// Everything a request handler needs, shared by all of them.
+pub struct AppState {
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+    pub tokens: TokenService,
+    pub passwords: PasswordHasher,
+}
+
+impl AppState {
+    /// Opens the store, loads (or generates) the keys and prepares the password hasher.
+    pub fn open(config: Config) -> anyhow::Result<Self> {
+        let store = FileStore::open(&config.data_dir, FileStoreOptions::default()).map_err(
+            |e| match e {
+                StoreError::Locked(_) | StoreError::Corrupt { .. } => {
+                    anyhow::anyhow!("DATA_DIR: {e}")
+                }
+                other => anyhow::anyhow!("DATA_DIR {}: {other}", config.data_dir.display()),
+            },
+        )?;
+        let keys = KeySet::load_or_generate(
+            &config.keys_dir,
+            Duration::from_secs(config.key_publish_delay),
+        )
+        .map_err(|e| anyhow::anyhow!("KEYS_DIR: {e}"))?;
+        let tokens = TokenService::new(
+            Arc::new(RwLock::new(keys)),
+            config.jwt_issuer.clone(),
+            config.jwt_audience.clone(),
+            config.session_ttl(),
+        );
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let passwords =
+            PasswordHasher::new(config.argon2_m_kib, config.argon2_t, config.argon2_p, cores)
+                .map_err(|e| anyhow::anyhow!("ARGON2_M_KIB/ARGON2_T/ARGON2_P: {e}"))?;
+        Ok(Self {
+            config,
+            store: Arc::new(store),
+            tokens,
+            passwords,
+        })
+    }
+
+    /// Creates a user from plain inputs (CLI and ADMIN_EMAIL bootstrap).
+    pub async fn create_user(
+        &self,
+        email: &str,
+        password: SecretString,
+        role: Role,
+    ) -> anyhow::Result<User> {
+        let email = Email::parse(email).context("email")?;
+        let password = NewPassword::parse(password).context("password")?;
+        let hash = self.passwords.hash(password.secret()).await?;
+        let user = User::new(email, hash, role, None, None);
+        self.store.create_user(user.clone()).await?;
+        Ok(user)
+    }
+
+    /// ADMIN_EMAIL/ADMIN_PASSWORD: create the admin if missing; promote an existing account
+    /// with that email to admin. An existing password is never overwritten from the
+    /// environment (changing it stays an explicit act).
+    async fn ensure_admin(&self) -> anyhow::Result<()> {
+        let (Some(email), Some(password)) = (&self.config.admin_email, &self.config.admin_password)
+        else {
+            return Ok(());
+        };
+        match self.store.user_by_email(email).await? {
+            Some(user) if user.role == Role::Admin => {}
+            Some(user) => {
+                self.store
+                    .update_user(
+                        user.id,
+                        Box::new(|u| {
+                            u.role = Role::Admin;
+                            u.updated_at = chrono::Utc::now();
+                        }),
+                    )
+                    .await?;
+                tracing::info!(user_id = %user.id, "ADMIN_EMAIL account promoted to admin");
+            }
+            None => {
+                let user = self
+                    .create_user(email, SecretString::from(password.clone()), Role::Admin)
+                    .await
+                    .context("ADMIN_EMAIL/ADMIN_PASSWORD")?;
+                tracing::info!(user_id = %user.id, "ADMIN_EMAIL account created");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A bound, ready-to-run server.
+pub struct Application {
+    addr: SocketAddr,
+    state: Arc<AppState>,
+    acceptor: poem::listener::TcpAcceptor,
+}
+
+impl Application {
+    /// Opens everything and binds the port (0 picks a free one), failing with a message
+    /// that names the variable at fault.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        config.validate()?;
+        let addr = SocketAddr::new(config.api_host, config.api_port);
+        // Bind first: a taken port must fail before anything is written to disk.
+        let acceptor = TcpListener::bind(addr)
+            .into_acceptor()
+            .await
+            .with_context(|| format!("API_HOST/API_PORT: cannot listen on {addr}"))?;
+        let state = Arc::new(AppState::open(config)?);
+        state.ensure_admin().await?;
+        let addr = acceptor
+            .local_addr()
+            .first()
+            .and_then(|a| a.as_socket_addr().copied())
+            .context("API_PORT: the listener has no address")?;
+        Ok(Self {
+            addr,
+            state,
+            acceptor,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn state(&self) -> Arc<AppState> {
+        self.state.clone()
+    }
+
+    /// Serves until `shutdown` resolves, then drains in-flight requests.
+    pub async fn run_until(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send,
+    ) -> std::io::Result<()> {
+        tracing::info!(address = %self.addr, "simple-api listening");
+        let app = api::routes(self.state.clone()).boxed();
+        Server::new_with_acceptor(self.acceptor)
+            .run_with_graceful_shutdown(app, shutdown, Some(Duration::from_secs(10)))
+            .await
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C, for a graceful shutdown.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term.recv() => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,64 @@
+use serde_json::json;
+
+use crate::helpers::{spawn_app, spawn_app_with};
+
+#[test]
+fn unknown_routes_are_json_404s() {
+    let app = spawn_app();
+    for (method, path) in [
+        ("GET", "/api/v1/no-such-route"),
+        ("POST", "/api/v1/no/such/route"),
+        ("GET", "/.well-known/nothing"),
+        ("GET", "/"),
+    ] {
+        app.request(method, path, None, None, None)
+            .expect_error(404, "Not found");
+    }
+}
+
+#[test]
+fn wrong_methods_are_json_405s() {
+    let app = spawn_app();
+    let token = app.new_user().token;
+    for (method, path) in [
+        ("DELETE", "/api/v1/status"),
+        ("GET", "/api/v1/auth/token"),
+        ("PATCH", "/api/v1/users/me"),
+    ] {
+        app.request(method, path, Some(&token), None, None)
+            .expect_error(405, "Method not allowed");
+    }
+}
+
+#[test]
+fn bodies_over_the_limit_are_413_and_change_nothing() {
+    let app = spawn_app_with(|c| c.max_body_bytes = 1024);
+    let padding = "x".repeat(2000);
+    let body =
+        json!({"email": "big@example.com", "password": "a-good-password", "first_name": padding});
+    let resp = app.post_json("/api/v1/users", None, &body);
+    resp.expect_error(413, "Payload too large");
+    let admin = app.admin_token();
+    assert_eq!(
+        app.get("/api/v1/stats", Some(&admin)).expect(200),
+        json!({"users": 1})
+    );
+    // The token endpoint keeps its RFC 6749 shape even here.
+    let long = "p".repeat(2000);
+    let resp = app.post_form(
+        "/api/v1/auth/token",
+        &[("grant_type", "password"), ("password", &long)],
+    );
+    assert_eq!(resp.expect(413)["error"], "invalid_request");
+}
+
+#[test]
+fn bad_query_parameters_are_json_400s() {
+    let app = spawn_app();
+    let admin = app.admin_token();
+    for query in ["limit=abc", "limit=0", "limit=1001", "offset=-1"] {
+        let resp = app.get(&format!("/api/v1/users?{query}"), Some(&admin));
+        let body = resp.expect(400);
+        assert!(body["error"].is_string(), "{query}: {body}");
+    }
+}

@@ -1,0 +1,342 @@
+use std::path::PathBuf;
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+use simple_api::config::Config;
+use simple_api::startup::Application;
+use tempfile::TempDir;
+use ureq::http;
+
+pub const ADMIN_EMAIL: &str = "admin@example.com";
+pub const ADMIN_PASSWORD: &str = "admin-password-1";
+
+/// A running application and a client for it. Dropping it stops the server.
+pub struct TestApp {
+    pub base: String,
+    pub keys_dir: PathBuf,
+    agent: ureq::Agent,
+    config: Config,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    dirs: Option<(TempDir, TempDir)>,
+}
+
+/// The config every test starts from: the contract's defaults, port 0, private dirs,
+/// cheap argon2 (the real parameters are covered by the unit tests' hashing round trip).
+pub fn test_config(data_dir: PathBuf, keys_dir: PathBuf) -> Config {
+    Config {
+        api_host: "127.0.0.1".parse().unwrap(),
+        api_port: 0,
+        data_dir,
+        database_url: None,
+        keys_dir,
+        session_duration: 900,
+        refresh_token_ttl: 2_592_000,
+        session_name: "session_id".into(),
+        jwt_issuer: "simple-api".into(),
+        jwt_audience: "simple-api".into(),
+        public_url: None,
+        signup_enabled: true,
+        admin_email: Some(ADMIN_EMAIL.into()),
+        admin_password: Some(ADMIN_PASSWORD.into()),
+        cookie_secure: false,
+        refresh_reuse_grace: 10,
+        key_publish_delay: 600,
+        max_body_bytes: 65_536,
+        login_max_failures: 5,
+        login_window: 900,
+        argon2_m_kib: 1024,
+        argon2_t: 1,
+        argon2_p: 1,
+        trusted_proxies: Vec::new(),
+        audit_log: None,
+        log_format: "text".into(),
+    }
+}
+
+pub fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {})
+}
+
+pub fn spawn_app_with(change: impl FnOnce(&mut Config)) -> TestApp {
+    let data = tempfile::tempdir().unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    simple_api::auth::keys::generate_ed25519(keys.path()).unwrap();
+    let mut config = test_config(data.path().join("data"), keys.path().to_owned());
+    change(&mut config);
+    start(config, (data, keys))
+}
+
+fn start(config: Config, dirs: (TempDir, TempDir)) -> TestApp {
+    let (data, keys) = dirs;
+    let saved = config.clone();
+    if std::env::var_os("TEST_LOG").is_some() {
+        simple_api::telemetry::init("text");
+    }
+
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let app = Application::build(config).await.expect("the app starts");
+            ready_tx.send(app.port()).unwrap();
+            app.run_until(async {
+                let _ = stop_rx.await;
+            })
+            .await
+            .unwrap();
+        });
+    });
+    let port = ready_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("app ready");
+    let agent = ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build(),
+    );
+    TestApp {
+        base: format!("http://127.0.0.1:{port}"),
+        keys_dir: keys.path().to_owned(),
+        agent,
+        config: saved,
+        stop: Some(stop_tx),
+        thread: Some(thread),
+        dirs: Some((data, keys)),
+    }
+}
+
+impl TestApp {
+    fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+
+    /// Stops the server and starts a new one on the same DATA_DIR and KEYS_DIR.
+    pub fn restart(mut self) -> TestApp {
+        self.stop();
+        let dirs = self.dirs.take().unwrap();
+        let config = self.config.clone();
+        drop(self);
+        start(config, dirs)
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+pub struct Resp {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: String,
+}
+
+impl Resp {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts the status and a JSON content type, and returns the body.
+    pub fn expect(&self, status: u16) -> Value {
+        assert_eq!(
+            self.status, status,
+            "unexpected status; body: {}",
+            self.body
+        );
+        let ct = self.header("content-type").unwrap_or_default();
+        assert!(
+            ct.starts_with("application/json"),
+            "content-type {ct:?}, body {}",
+            self.body
+        );
+        self.json()
+    }
+
+    /// Asserts an `{"error": message}` body with this status.
+    pub fn expect_error(&self, status: u16, message: &str) {
+        assert_eq!(self.expect(status), json!({ "error": message }));
+    }
+}
+
+pub struct TestUser {
+    pub id: String,
+    pub email: String,
+    pub password: String,
+    pub token: String,
+}
+
+impl TestApp {
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        content_type: Option<&str>,
+        body: Option<Vec<u8>>,
+    ) -> Resp {
+        let mut req = http::Request::builder()
+            .method(method)
+            .uri(format!("{}{}", self.base, path));
+        if let Some(token) = token {
+            req = req.header("Authorization", format!("Bearer {token}"));
+        }
+        if let Some(ct) = content_type {
+            req = req.header("Content-Type", ct);
+        }
+        let result = match body {
+            Some(body) => self.agent.run(req.body(body).unwrap()),
+            None => self.agent.run(req.body(()).unwrap()),
+        };
+        let mut resp = result.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        Resp {
+            status: resp.status().as_u16(),
+            headers: resp.headers().clone(),
+            body: resp
+                .body_mut()
+                .with_config()
+                .limit(10 << 20)
+                .read_to_string()
+                .unwrap(),
+        }
+    }
+
+    pub fn get(&self, path: &str, token: Option<&str>) -> Resp {
+        self.request("GET", path, token, None, None)
+    }
+
+    pub fn delete(&self, path: &str, token: Option<&str>) -> Resp {
+        self.request("DELETE", path, token, None, None)
+    }
+
+    pub fn post_json(&self, path: &str, token: Option<&str>, body: &Value) -> Resp {
+        self.request(
+            "POST",
+            path,
+            token,
+            Some("application/json"),
+            Some(body.to_string().into_bytes()),
+        )
+    }
+
+    pub fn put_json(&self, path: &str, token: Option<&str>, body: &Value) -> Resp {
+        self.request(
+            "PUT",
+            path,
+            token,
+            Some("application/json"),
+            Some(body.to_string().into_bytes()),
+        )
+    }
+
+    pub fn post_form(&self, path: &str, fields: &[(&str, &str)]) -> Resp {
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(fields)
+            .finish();
+        self.request(
+            "POST",
+            path,
+            None,
+            Some("application/x-www-form-urlencoded"),
+            Some(body.into_bytes()),
+        )
+    }
+
+    pub fn signup(&self, email: &str, password: &str) -> Resp {
+        self.post_json(
+            "/api/v1/users",
+            None,
+            &json!({ "email": email, "password": password }),
+        )
+    }
+
+    pub fn password_grant(&self, email: &str, password: &str) -> Resp {
+        self.post_form(
+            "/api/v1/auth/token",
+            &[
+                ("grant_type", "password"),
+                ("username", email),
+                ("password", password),
+            ],
+        )
+    }
+
+    pub fn token_for(&self, email: &str, password: &str) -> String {
+        let body = self.password_grant(email, password).expect(200);
+        body["access_token"].as_str().unwrap().to_owned()
+    }
+
+    /// A new signed-up, logged-in user.
+    pub fn new_user(&self) -> TestUser {
+        let email = format!("user-{}@example.com", uuid::Uuid::new_v4().simple());
+        let password = "a-good-password".to_owned();
+        let body = self.signup(&email, &password).expect(201);
+        let token = self.token_for(&email, &password);
+        TestUser {
+            id: body["id"].as_str().unwrap().to_owned(),
+            email,
+            password,
+            token,
+        }
+    }
+
+    pub fn admin_token(&self) -> String {
+        self.token_for(ADMIN_EMAIL, ADMIN_PASSWORD)
+    }
+
+    /// Signs arbitrary claims with the server's own key (to test claim checks).
+    pub fn sign(&self, header: Header, claims: &Value) -> String {
+        jsonwebtoken::encode(&header, claims, &self.signing_key()).unwrap()
+    }
+
+    pub fn signing_key(&self) -> EncodingKey {
+        let pem = std::fs::read_dir(&self.keys_dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "pem"))
+            .unwrap();
+        EncodingKey::from_ed_pem(&std::fs::read(pem).unwrap()).unwrap()
+    }
+
+    pub fn kid(&self) -> String {
+        self.get("/.well-known/jwks.json", None).json()["keys"][0]["kid"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// A header like the server's: EdDSA, `typ: at+jwt`, the server's kid.
+    pub fn header(&self) -> Header {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.typ = Some("at+jwt".into());
+        header.kid = Some(self.kid());
+        header
+    }
+}
+
+/// Claims the server would issue for `sub` now, as JSON to tweak.
+pub fn claims_for(sub: &str) -> Value {
+    let now = chrono::Utc::now().timestamp();
+    json!({
+        "iss": "simple-api", "aud": "simple-api", "sub": sub,
+        "iat": now, "nbf": now, "exp": now + 300,
+        "jti": uuid::Uuid::now_v7().to_string(), "scope": "profile", "role": "user",
+    })
+}

@@ -1,0 +1,12 @@
+//! The one integration-test binary: every test starts the real application on port 0
+//! with its own temp DATA_DIR and a freshly generated test key.
+
+mod helpers;
+
+mod auth;
+mod errors;
+mod openapi;
+mod process;
+mod status;
+mod tokens;
+mod users;

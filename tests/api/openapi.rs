@@ -1,0 +1,105 @@
+use std::collections::HashSet;
+
+use serde_json::Value;
+
+use crate::helpers::spawn_app;
+
+const COMMITTED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/openapi.json");
+
+#[test]
+fn the_committed_spec_is_the_generated_one() {
+    let generated = simple_api::api::spec_json();
+    if std::env::var_os("UPDATE_OPENAPI").is_some() {
+        std::fs::write(COMMITTED, &generated).unwrap();
+    }
+    let committed = std::fs::read_to_string(COMMITTED).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "openapi/openapi.json is out of date with the code.\n\
+         Regenerate it with:  UPDATE_OPENAPI=1 cargo test --test api the_committed_spec\n\
+         (or: cargo run -- openapi > openapi/openapi.json) and commit the diff."
+    );
+}
+
+#[test]
+fn the_served_spec_is_the_committed_file() {
+    let app = spawn_app();
+    let resp = app.get("/openapi.json", None);
+    assert_eq!(resp.status, 200);
+    let committed: Value =
+        serde_json::from_str(&std::fs::read_to_string(COMMITTED).unwrap()).unwrap();
+    assert_eq!(resp.json(), committed);
+}
+
+#[test]
+fn every_operation_has_a_unique_operation_id_a_summary_and_documented_errors() {
+    let spec: Value = serde_json::from_str(&simple_api::api::spec_json()).unwrap();
+    let mut ids = HashSet::new();
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let id = op["operationId"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{method} {path} has no operationId"));
+            assert!(ids.insert(id.to_owned()), "duplicate operationId {id}");
+            assert!(op["summary"].is_string(), "{method} {path} has no summary");
+            let protected = op["security"]
+                .as_array()
+                .is_some_and(|s| s.iter().all(|r| !r.as_object().unwrap().is_empty()));
+            if protected {
+                for status in ["401", "403"] {
+                    assert!(
+                        op["responses"][status].is_object(),
+                        "{method} {path} does not document {status}"
+                    );
+                }
+            }
+        }
+    }
+    assert!(ids.len() >= 9, "{ids:?}");
+}
+
+#[test]
+fn the_oauth2_password_flow_points_at_the_token_endpoint_and_declares_scopes() {
+    let spec: Value = serde_json::from_str(&simple_api::api::spec_json()).unwrap();
+    let schemes = &spec["components"]["securitySchemes"];
+    assert_eq!(schemes["bearerAuth"]["scheme"], "bearer");
+    let password = &schemes["oauth2"]["flows"]["password"];
+    assert_eq!(password["tokenUrl"], "/api/v1/auth/token");
+    assert!(
+        !password["scopes"].as_object().unwrap().is_empty(),
+        "generators need scopes"
+    );
+    let token_op = &spec["paths"]["/api/v1/auth/token"]["post"];
+    assert!(token_op["requestBody"]["content"]["application/x-www-form-urlencoded"].is_object());
+    let me = &spec["paths"]["/api/v1/users/{id}"]["get"]["security"];
+    assert_eq!(
+        me.as_array().unwrap().len(),
+        2,
+        "bearer and oauth2, no anonymous access"
+    );
+}
+
+#[test]
+fn swagger_ui_is_served_without_any_outside_asset() {
+    let app = spawn_app();
+    for path in ["/docs", "/docs/"] {
+        let resp = app.get(path, None);
+        assert_eq!(resp.status, 200, "{path}");
+        assert!(resp
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/html"));
+        assert!(resp.body.contains("swagger"), "{path} is not Swagger UI");
+        for tag in [
+            "<script src=\"http",
+            "<link href=\"http",
+            "src=\"//",
+            "href=\"//",
+        ] {
+            assert!(
+                !resp.body.contains(tag),
+                "{path} loads an outside asset ({tag})"
+            );
+        }
+    }
+}

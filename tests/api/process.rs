@@ -1,0 +1,332 @@
+//! The binary itself: start-up errors, the lock, the CLI, and crash safety under kill -9.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+const BIN: &str = env!("CARGO_BIN_EXE_simple-api");
+const CONTRACT_VARS: &[&str] = &[
+    "API_HOST",
+    "API_PORT",
+    "DATA_DIR",
+    "DATABASE_URL",
+    "KEYS_DIR",
+    "SESSION_DURATION",
+    "REFRESH_TOKEN_TTL",
+    "SESSION_NAME",
+    "JWT_ISSUER",
+    "JWT_AUDIENCE",
+    "PUBLIC_URL",
+    "SIGNUP_ENABLED",
+    "ADMIN_EMAIL",
+    "ADMIN_PASSWORD",
+    "COOKIE_SECURE",
+    "REFRESH_REUSE_GRACE",
+    "KEY_PUBLISH_DELAY",
+    "MAX_BODY_BYTES",
+    "LOGIN_MAX_FAILURES",
+    "LOGIN_WINDOW",
+    "ARGON2_M_KIB",
+    "ARGON2_T",
+    "ARGON2_P",
+    "TRUSTED_PROXIES",
+    "AUDIT_LOG",
+];
+
+fn command(dir: &std::path::Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    for var in CONTRACT_VARS {
+        cmd.env_remove(var);
+    }
+    cmd.current_dir(dir)
+        .env("DATA_DIR", dir.join("data"))
+        .env("KEYS_DIR", dir.join("keys"))
+        .env("ARGON2_M_KIB", "1024")
+        .env("ARGON2_T", "1")
+        .env("API_PORT", "0")
+        .env("ADMIN_EMAIL", "admin@example.com")
+        .env("ADMIN_PASSWORD", "admin-password-1")
+        .stdin(Stdio::null());
+    cmd
+}
+
+fn one_line_failure(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success(), "expected a failure");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    // Log lines may come first; the failure itself is exactly one line, the last.
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error")).collect();
+    assert_eq!(errors.len(), 1, "expected one error line, got: {stderr}");
+    assert_eq!(stderr.lines().last(), Some(errors[0]), "{stderr}");
+    errors[0].to_owned()
+}
+
+#[test]
+fn bad_values_stop_start_up_with_one_line_naming_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    for (var, value) in [
+        ("API_PORT", "abc"),
+        ("SESSION_DURATION", "-5"),
+        ("SIGNUP_ENABLED", "maybe"),
+        ("MAX_BODY_BYTES", "lots"),
+        ("ARGON2_M_KIB", "1"),
+    ] {
+        let line = one_line_failure(command(dir.path()).env(var, value));
+        assert!(
+            line.contains(var) || line.contains(&var.to_lowercase().replace('_', "-")),
+            "{var}: {line}"
+        );
+    }
+    let line = one_line_failure(command(dir.path()).env_remove("ADMIN_PASSWORD"));
+    assert!(line.contains("ADMIN_PASSWORD"), "{line}");
+}
+
+#[test]
+fn an_unreadable_key_file_stops_start_up_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("keys")).unwrap();
+    std::fs::write(
+        dir.path().join("keys/broken.pem"),
+        "-----BEGIN NOTHING-----",
+    )
+    .unwrap();
+    let line = one_line_failure(&mut command(dir.path()));
+    assert!(
+        line.contains("broken.pem") && line.contains("KEYS_DIR"),
+        "{line}"
+    );
+}
+
+struct Server(std::process::Child, u16);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start(dir: &std::path::Path) -> Server {
+    let port = free_port();
+    let child = command(dir)
+        .env("API_PORT", port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let server = Server(child, port);
+    let agent = ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if agent
+            .get(format!("http://127.0.0.1:{port}/api/v1/status"))
+            .call()
+            .is_ok()
+        {
+            return server;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("the server did not start");
+}
+
+#[test]
+fn a_second_process_on_the_same_data_dir_gets_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = start(dir.path());
+    let line = one_line_failure(&mut command(dir.path()));
+    assert!(
+        line.contains("DATA_DIR") && line.contains("in use"),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_port_in_use_stops_start_up_naming_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let line = one_line_failure(command(dir.path()).env("API_PORT", port));
+    assert!(line.contains("API_PORT"), "{line}");
+}
+
+#[test]
+fn first_start_generates_a_private_ed25519_key_and_reuses_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let kid = |port: u16| {
+        let body = ureq::get(format!("http://127.0.0.1:{port}/.well-known/jwks.json"))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap();
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["keys"][0]["kid"].clone()
+    };
+    let first = {
+        let server = start(dir.path());
+        kid(server.1)
+    };
+    let pems: Vec<_> = std::fs::read_dir(dir.path().join("keys"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(pems.len(), 1);
+    let pem = std::fs::read_to_string(&pems[0]).unwrap();
+    assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----"));
+    assert_eq!(
+        std::fs::metadata(&pems[0]).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let server = start(dir.path());
+    assert_eq!(kid(server.1), first);
+}
+
+#[test]
+fn users_create_reads_the_password_from_stdin() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = command(dir.path())
+        .args(["users", "create", "--email", "root@example.com", "--admin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"root-password-1\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed["role"], "admin");
+
+    let server = start(dir.path());
+    let form = "grant_type=password&username=root%40example.com&password=root-password-1";
+    let mut resp = ureq::post(format!("http://127.0.0.1:{}/api/v1/auth/token", server.1))
+        .content_type("application/x-www-form-urlencoded")
+        .send(form)
+        .unwrap();
+    let body: serde_json::Value =
+        serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
+    assert_eq!(body["scope"], "profile users:read users:write");
+}
+
+#[test]
+fn the_openapi_command_prints_the_committed_spec() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = command(dir.path()).arg("openapi").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        simple_api::api::spec_json()
+    );
+    assert!(
+        !dir.path().join("data").exists(),
+        "printing the spec touches no state"
+    );
+}
+
+/// Sign-ups race a SIGKILL; every sign-up that was answered 201 must be there after a restart.
+#[test]
+fn kill_9_loses_no_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start(dir.path());
+    let port = server.1;
+    let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let acknowledged = acknowledged.clone();
+            std::thread::spawn(move || {
+                let agent = ureq::Agent::new_with_config(
+                    ureq::Agent::config_builder()
+                        .http_status_as_error(false)
+                        .timeout_global(Some(Duration::from_secs(5)))
+                        .build(),
+                );
+                for i in 0.. {
+                    let email = format!("w{w}-{i}@example.com");
+                    let body = json!({"email": email, "password": "a-good-password"}).to_string();
+                    match agent
+                        .post(format!("http://127.0.0.1:{port}/api/v1/users"))
+                        .content_type("application/json")
+                        .send(body)
+                    {
+                        Ok(resp) if resp.status().as_u16() == 201 => {
+                            acknowledged.lock().unwrap().push(email)
+                        }
+                        Ok(_) => {}
+                        Err(_) => break,
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(700));
+    server.0.kill().unwrap(); // SIGKILL
+    server.0.wait().unwrap();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert!(
+        acknowledged.len() > 10,
+        "only {} writes before the kill",
+        acknowledged.len()
+    );
+
+    // A fresh process must hold every acknowledged user.
+    let server = start(dir.path());
+    let base = format!("http://127.0.0.1:{}", server.1);
+    let form = "grant_type=password&username=admin%40example.com&password=admin-password-1";
+    let mut resp = ureq::post(format!("{base}/api/v1/auth/token"))
+        .content_type("application/x-www-form-urlencoded")
+        .send(form)
+        .unwrap();
+    let token: serde_json::Value =
+        serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
+    let token = token["access_token"].as_str().unwrap().to_owned();
+    let mut stored = std::collections::HashSet::new();
+    for page in 0.. {
+        let mut resp = ureq::get(format!(
+            "{base}/api/v1/users?limit=1000&offset={}",
+            page * 1000
+        ))
+        .header("Authorization", format!("Bearer {token}"))
+        .call()
+        .unwrap();
+        let users: Vec<serde_json::Value> =
+            serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
+        if users.is_empty() {
+            break;
+        }
+        stored.extend(
+            users
+                .into_iter()
+                .map(|u| u["email"].as_str().unwrap().to_owned()),
+        );
+    }
+    for email in &acknowledged {
+        assert!(stored.contains(email), "{email} was acknowledged but lost");
+    }
+}
