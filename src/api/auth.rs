@@ -175,7 +175,7 @@ impl AuthApi {
     #[oai(path = "/auth/token", method = "post", operation_id = "createToken")]
     async fn token(&self, body: FormFields<TokenRequest>) -> Result<TokenResponse, OAuthError> {
         let state = super::state(&self.state)?;
-        let pairs = body.fields.map_err(|e| match e {
+        let pairs = body.into_object().map_err(|e| match e {
             super::body::BodyError::TooLarge => OAuthError::from(super::ApiError::too_large()),
             super::body::BodyError::WrongFormat => {
                 OAuthError::invalid_request("the body must be application/x-www-form-urlencoded")

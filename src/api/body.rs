@@ -49,24 +49,70 @@ fn media_type(req: &Request) -> Option<String> {
     Some(ct.split(';').next()?.trim().to_ascii_lowercase())
 }
 
-/// A JSON object body, documented as `T`. The handler decides when to look at it, so a
-/// 404 for an unknown record can win over a malformed body.
-pub struct JsonObject<T> {
-    pub fields: Result<Map<String, Value>, BodyError>,
+/// How a body of one media type is recognised and decoded.
+pub trait BodyFormat {
+    const MEDIA_TYPE: &'static str;
+    type Output: Send;
+    fn accepts(media_type: &str) -> bool;
+    fn decode(bytes: &[u8]) -> Result<Self::Output, BodyError>;
+}
+
+/// `application/json` (or `+json`) holding an object.
+pub struct JsonFormat;
+
+impl BodyFormat for JsonFormat {
+    const MEDIA_TYPE: &'static str = "application/json";
+    type Output = Map<String, Value>;
+
+    fn accepts(media: &str) -> bool {
+        media == "application/json"
+            || (media.starts_with("application/") && media.ends_with("+json"))
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self::Output, BodyError> {
+        match serde_json::from_slice::<Value>(bytes) {
+            Ok(Value::Object(map)) => Ok(map),
+            _ => Err(BodyError::WrongFormat),
+        }
+    }
+}
+
+/// `application/x-www-form-urlencoded` pairs, in order.
+pub struct FormFormat;
+
+impl BodyFormat for FormFormat {
+    const MEDIA_TYPE: &'static str = "application/x-www-form-urlencoded";
+    type Output = Vec<(String, String)>;
+
+    fn accepts(media: &str) -> bool {
+        media == Self::MEDIA_TYPE
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self::Output, BodyError> {
+        Ok(form_urlencoded::parse(bytes).into_owned().collect())
+    }
+}
+
+/// A body in format `F`, documented in the spec as schema `T`. Decoding never fails the
+/// request by itself: the handler decides when to look, so a 404 for an unknown record
+/// can win over a malformed body, and each route answers in its own error shape.
+pub struct Body<T, F: BodyFormat> {
+    fields: Result<F::Output, BodyError>,
     _schema: PhantomData<T>,
 }
 
-impl<T> JsonObject<T> {
-    pub fn into_object(self) -> Result<Map<String, Value>, BodyError> {
+/// A JSON object body documented as `T`.
+pub type JsonObject<T> = Body<T, JsonFormat>;
+/// Form fields documented as `T`.
+pub type FormFields<T> = Body<T, FormFormat>;
+
+impl<T, F: BodyFormat> Body<T, F> {
+    pub fn into_object(self) -> Result<F::Output, BodyError> {
         self.fields
     }
 }
 
-fn is_json(media: &str) -> bool {
-    media == "application/json" || (media.starts_with("application/") && media.ends_with("+json"))
-}
-
-impl<'a, T: Type> ApiExtractor<'a> for JsonObject<T> {
+impl<'a, T: Type, F: BodyFormat> ApiExtractor<'a> for Body<T, F> {
     const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::RequestObject];
     type ParamType = ();
     type ParamRawType = ();
@@ -79,7 +125,7 @@ impl<'a, T: Type> ApiExtractor<'a> for JsonObject<T> {
         Some(MetaRequest {
             description: None,
             content: vec![MetaMediaType {
-                content_type: "application/json",
+                content_type: F::MEDIA_TYPE,
                 schema: T::schema_ref(),
             }],
             required: true,
@@ -92,15 +138,12 @@ impl<'a, T: Type> ApiExtractor<'a> for JsonObject<T> {
         _: ExtractParamOptions<Self::ParamType>,
     ) -> poem::Result<Self> {
         let fields = async {
-            // A JSON body must say so: this also keeps cross-site HTML forms out.
-            if !media_type(req).is_some_and(|m| is_json(&m)) {
+            // The media type must say what the body is: this also keeps cross-site HTML
+            // forms (which cannot send application/json) away from JSON routes.
+            if !media_type(req).is_some_and(|m| F::accepts(&m)) {
                 return Err(BodyError::WrongFormat);
             }
-            let bytes = read_limited(req, body).await?;
-            match serde_json::from_slice::<Value>(&bytes) {
-                Ok(Value::Object(map)) => Ok(map),
-                _ => Err(BodyError::WrongFormat),
-            }
+            F::decode(&read_limited(req, body).await?)
         }
         .await;
         Ok(Self {
@@ -108,13 +151,6 @@ impl<'a, T: Type> ApiExtractor<'a> for JsonObject<T> {
             _schema: PhantomData,
         })
     }
-}
-
-/// The fields of an `application/x-www-form-urlencoded` body, documented as `T`.
-/// A field sent twice is an error (RFC 6749 §3.2), so `get` never has to choose.
-pub struct FormFields<T> {
-    pub fields: Result<Vec<(String, String)>, BodyError>,
-    _schema: PhantomData<T>,
 }
 
 /// Parsed form fields; empty values count as absent (RFC 6749 §3.1).
@@ -135,46 +171,6 @@ impl Form {
             .iter()
             .find(|(n, v)| n == name && !v.is_empty())
             .map(|(_, v)| v.as_str())
-    }
-}
-
-impl<'a, T: Type> ApiExtractor<'a> for FormFields<T> {
-    const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::RequestObject];
-    type ParamType = ();
-    type ParamRawType = ();
-
-    fn register(registry: &mut Registry) {
-        T::register(registry);
-    }
-
-    fn request_meta() -> Option<MetaRequest> {
-        Some(MetaRequest {
-            description: None,
-            content: vec![MetaMediaType {
-                content_type: "application/x-www-form-urlencoded",
-                schema: T::schema_ref(),
-            }],
-            required: true,
-        })
-    }
-
-    async fn from_request(
-        req: &'a Request,
-        body: &mut RequestBody,
-        _: ExtractParamOptions<Self::ParamType>,
-    ) -> poem::Result<Self> {
-        let fields = async {
-            if media_type(req).as_deref() != Some("application/x-www-form-urlencoded") {
-                return Err(BodyError::WrongFormat);
-            }
-            let bytes = read_limited(req, body).await?;
-            Ok(form_urlencoded::parse(&bytes).into_owned().collect())
-        }
-        .await;
-        Ok(Self {
-            fields,
-            _schema: PhantomData,
-        })
     }
 }
 

@@ -317,6 +317,24 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn framework_errors_become_json_and_500s_stay_opaque() {
+        let resp = error_response(poem::Error::from_string(
+            "secret internals: /etc/passwd",
+            StatusCode::INTERNAL_SERVER_ERROR,
+        ));
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            resp.into_body().into_string().await.unwrap(),
+            r#"{"error":"Internal error"}"#
+        );
+        let resp = error_response(poem::error::NotFoundError.into());
+        assert_eq!(
+            resp.into_body().into_string().await.unwrap(),
+            r#"{"error":"Not found"}"#
+        );
+    }
+
     #[test]
     fn rejected_tokens_get_an_rfc_6750_challenge() {
         let resp = ApiError::from(TokenError::Expired).into_response();

@@ -203,11 +203,11 @@ impl<'a> ApiExtractor<'a> for MaybeCaller {
     type ParamRawType = ();
 
     fn register(registry: &mut Registry) {
-        register_schemes(registry);
+        Caller::register(registry);
     }
 
     fn security_schemes() -> Vec<&'static str> {
-        vec![BEARER_SCHEME, OAUTH2_SCHEME]
+        Caller::security_schemes()
     }
 
     fn has_security_fallback() -> bool {

@@ -499,6 +499,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_failing_disk_refuses_writes_loses_nothing_and_keeps_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let kept = user("kept@example.com");
+        store.create_user(kept.clone()).await.unwrap();
+        store.inner.log.lock().unwrap().break_writes_for_test();
+        let err = store
+            .create_user(user("new@example.com"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
+        // The failed write is not applied in memory either, and reads still work.
+        assert_eq!(store.count_users().await.unwrap(), 1);
+        assert!(store
+            .user_by_email("new@example.com")
+            .await
+            .unwrap()
+            .is_none());
+        assert_eq!(store.user(kept.id).await.unwrap(), Some(kept.clone()));
+        drop(store);
+        let reopened = open(dir.path());
+        assert_eq!(reopened.count_users().await.unwrap(), 1);
+    }
+
+    #[tokio::test]
     async fn list_is_ordered_by_creation_and_paged() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path());

@@ -235,6 +235,15 @@ fn parse(data: &[u8], path: &Path) -> Result<(Vec<Entry>, u64), StoreError> {
 }
 
 #[cfg(test)]
+impl Log {
+    /// Swaps the append handle for a read-only one, so every write fails as on a full or
+    /// read-only disk.
+    pub fn break_writes_for_test(&mut self) {
+        self.file = File::open(self.dir.join(LOG_FILE)).unwrap();
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -255,7 +264,9 @@ mod tests {
         data.extend(encode(&Entry::UserDelete {
             id: uuid::Uuid::nil(),
         }));
-        let err = parse(&data, Path::new("x")).map(|_| ()).expect_err("must refuse");
+        let err = parse(&data, Path::new("x"))
+            .map(|_| ())
+            .expect_err("must refuse");
         assert!(err.to_string().contains("damaged record"), "{err}");
     }
 
