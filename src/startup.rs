@@ -18,6 +18,8 @@ use crate::store::{FileStore, FileStoreOptions, Store, StoreError};
 /// Everything a request handler needs, shared by all of them.
 pub struct AppState {
     pub config: Config,
+    /// PUBLIC_URL, or the address actually bound.
+    pub public_url: String,
     pub store: Arc<dyn Store>,
     pub tokens: TokenService,
     pub passwords: PasswordHasher,
@@ -50,6 +52,7 @@ impl AppState {
             PasswordHasher::new(config.argon2_m_kib, config.argon2_t, config.argon2_p, cores)
                 .map_err(|e| anyhow::anyhow!("ARGON2_M_KIB/ARGON2_T/ARGON2_P: {e}"))?;
         Ok(Self {
+            public_url: config.public_url(config.api_port),
             config,
             store: Arc::new(store),
             tokens,
@@ -124,7 +127,14 @@ impl Application {
             .into_acceptor()
             .await
             .with_context(|| format!("API_HOST/API_PORT: cannot listen on {addr}"))?;
-        let state = Arc::new(AppState::open(config)?);
+        let bound = acceptor
+            .local_addr()
+            .first()
+            .and_then(|a| a.as_socket_addr().copied())
+            .context("API_PORT: the listener has no address")?;
+        let mut state = AppState::open(config)?;
+        state.public_url = state.config.public_url(bound.port());
+        let state = Arc::new(state);
         state.ensure_admin().await?;
         let addr = acceptor
             .local_addr()
@@ -152,10 +162,26 @@ impl Application {
         shutdown: impl std::future::Future<Output = ()> + Send,
     ) -> std::io::Result<()> {
         tracing::info!(address = %self.addr, "simple-api listening");
+        let pruner = tokio::spawn(prune_periodically(self.state.clone()));
         let app = api::routes(self.state.clone()).boxed();
-        Server::new_with_acceptor(self.acceptor)
+        let result = Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(app, shutdown, Some(Duration::from_secs(10)))
-            .await
+            .await;
+        pruner.abort();
+        result
+    }
+}
+
+/// Forgets expired sessions and revoked `jti`s that expired, so memory tracks live state.
+async fn prune_periodically(state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        match state.store.prune(chrono::Utc::now()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(pruned = n, "expired sessions and revocations pruned"),
+            Err(e) => tracing::warn!(error = %e, "pruning failed"),
+        }
     }
 }
 

@@ -51,17 +51,18 @@ fn media_type(req: &Request) -> Option<String> {
 
 /// How a body of one media type is recognised and decoded.
 pub trait BodyFormat {
-    const MEDIA_TYPE: &'static str;
+    /// The media types documented in the spec.
+    const MEDIA_TYPES: &'static [&'static str];
     type Output: Send;
     fn accepts(media_type: &str) -> bool;
-    fn decode(bytes: &[u8]) -> Result<Self::Output, BodyError>;
+    fn decode(media_type: &str, bytes: &[u8]) -> Result<Self::Output, BodyError>;
 }
 
 /// `application/json` (or `+json`) holding an object.
 pub struct JsonFormat;
 
 impl BodyFormat for JsonFormat {
-    const MEDIA_TYPE: &'static str = "application/json";
+    const MEDIA_TYPES: &'static [&'static str] = &["application/json"];
     type Output = Map<String, Value>;
 
     fn accepts(media: &str) -> bool {
@@ -69,7 +70,7 @@ impl BodyFormat for JsonFormat {
             || (media.starts_with("application/") && media.ends_with("+json"))
     }
 
-    fn decode(bytes: &[u8]) -> Result<Self::Output, BodyError> {
+    fn decode(_: &str, bytes: &[u8]) -> Result<Self::Output, BodyError> {
         match serde_json::from_slice::<Value>(bytes) {
             Ok(Value::Object(map)) => Ok(map),
             _ => Err(BodyError::WrongFormat),
@@ -81,15 +82,42 @@ impl BodyFormat for JsonFormat {
 pub struct FormFormat;
 
 impl BodyFormat for FormFormat {
-    const MEDIA_TYPE: &'static str = "application/x-www-form-urlencoded";
+    const MEDIA_TYPES: &'static [&'static str] = &[FORM];
     type Output = Vec<(String, String)>;
 
     fn accepts(media: &str) -> bool {
-        media == Self::MEDIA_TYPE
+        media == FORM
     }
 
-    fn decode(bytes: &[u8]) -> Result<Self::Output, BodyError> {
+    fn decode(_: &str, bytes: &[u8]) -> Result<Self::Output, BodyError> {
         Ok(form_urlencoded::parse(bytes).into_owned().collect())
+    }
+}
+
+const FORM: &str = "application/x-www-form-urlencoded";
+
+/// A JSON object or a form, as a JSON object (form values become strings).
+pub struct JsonOrFormFormat;
+
+impl BodyFormat for JsonOrFormFormat {
+    const MEDIA_TYPES: &'static [&'static str] = &["application/json", FORM];
+    type Output = Map<String, Value>;
+
+    fn accepts(media: &str) -> bool {
+        JsonFormat::accepts(media) || FormFormat::accepts(media)
+    }
+
+    fn decode(media_type: &str, bytes: &[u8]) -> Result<Self::Output, BodyError> {
+        if JsonFormat::accepts(media_type) {
+            return JsonFormat::decode(media_type, bytes);
+        }
+        let pairs = FormFormat::decode(media_type, bytes)?;
+        let form = Form::new(pairs).map_err(|_| BodyError::WrongFormat)?;
+        Ok(form
+            .0
+            .into_iter()
+            .map(|(k, v)| (k, Value::String(v)))
+            .collect())
     }
 }
 
@@ -105,6 +133,8 @@ pub struct Body<T, F: BodyFormat> {
 pub type JsonObject<T> = Body<T, JsonFormat>;
 /// Form fields documented as `T`.
 pub type FormFields<T> = Body<T, FormFormat>;
+/// A JSON object or form fields documented as `T`.
+pub type JsonOrForm<T> = Body<T, JsonOrFormFormat>;
 
 impl<T, F: BodyFormat> Body<T, F> {
     pub fn into_object(self) -> Result<F::Output, BodyError> {
@@ -124,10 +154,13 @@ impl<'a, T: Type, F: BodyFormat> ApiExtractor<'a> for Body<T, F> {
     fn request_meta() -> Option<MetaRequest> {
         Some(MetaRequest {
             description: None,
-            content: vec![MetaMediaType {
-                content_type: F::MEDIA_TYPE,
-                schema: T::schema_ref(),
-            }],
+            content: F::MEDIA_TYPES
+                .iter()
+                .map(|media| MetaMediaType {
+                    content_type: media,
+                    schema: T::schema_ref(),
+                })
+                .collect(),
             required: true,
         })
     }
@@ -140,10 +173,9 @@ impl<'a, T: Type, F: BodyFormat> ApiExtractor<'a> for Body<T, F> {
         let fields = async {
             // The media type must say what the body is: this also keeps cross-site HTML
             // forms (which cannot send application/json) away from JSON routes.
-            if !media_type(req).is_some_and(|m| F::accepts(&m)) {
-                return Err(BodyError::WrongFormat);
-            }
-            F::decode(&read_limited(req, body).await?)
+            let media = media_type(req).filter(|m| F::accepts(m));
+            let media = media.ok_or(BodyError::WrongFormat)?;
+            F::decode(&media, &read_limited(req, body).await?)
         }
         .await;
         Ok(Self {

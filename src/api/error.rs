@@ -50,10 +50,16 @@ pub enum ApiError {
     Unavailable(Json<ErrorBody>),
 }
 
+impl ErrorBody {
+    pub fn json(message: impl Into<String>) -> Json<ErrorBody> {
+        Json(ErrorBody {
+            error: message.into(),
+        })
+    }
+}
+
 fn body(message: impl Into<String>) -> Json<ErrorBody> {
-    Json(ErrorBody {
-        error: message.into(),
-    })
+    ErrorBody::json(message)
 }
 
 impl ApiError {

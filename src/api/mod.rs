@@ -5,6 +5,7 @@ mod auth;
 mod body;
 mod error;
 mod security;
+mod sessions;
 mod status;
 mod users;
 mod well_known;
@@ -25,8 +26,10 @@ use crate::startup::AppState;
 pub enum ApiTags {
     /// Health and counts.
     Status,
-    /// Tokens: log in with a password (OAuth2 token endpoint).
+    /// Tokens: the OAuth2 token endpoint (password and refresh grants) and revocation.
     Auth,
+    /// Cookie sessions for browsers: log in and log out.
+    Sessions,
     /// User accounts.
     Users,
     /// Published keys for verifying tokens offline.
@@ -36,6 +39,7 @@ pub enum ApiTags {
 pub type Apis = (
     status::StatusApi,
     auth::AuthApi,
+    sessions::SessionsApi,
     users::UsersApi,
     well_known::WellKnownApi,
 );
@@ -46,6 +50,7 @@ pub fn openapi_service(state: Option<Arc<AppState>>) -> OpenApiService<Apis, ()>
     let apis = (
         status::StatusApi::new(state.clone()),
         auth::AuthApi::new(state.clone()),
+        sessions::SessionsApi::new(state.clone()),
         users::UsersApi::new(state.clone()),
         well_known::WellKnownApi::new(state),
     );

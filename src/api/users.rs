@@ -9,7 +9,7 @@ use secrecy::SecretString;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use super::body::{optional_str, JsonObject};
+use super::body::{optional_str, JsonObject, JsonOrForm};
 use super::security::MaybeCaller;
 use super::{ApiError, ApiTags, Caller};
 use crate::domain::{Email, NewPassword, PersonName, Role, Scope, User};
@@ -86,6 +86,22 @@ pub struct UpdateUserRequest {
     pub last_name: Option<String>,
     /// New role, `user` or `admin`; only an admin may change it.
     pub role: Option<String>,
+}
+
+/// A password change: form-encoded or JSON.
+#[derive(Object)]
+pub struct ChangePasswordRequest {
+    /// The password in use now.
+    pub current_password: Password,
+    /// The new password, 8 to 256 characters.
+    pub new_password: Password,
+}
+
+#[derive(ApiResponse)]
+pub enum PasswordChangedResponse {
+    /// Changed. Every other session of the user has ended; this one goes on.
+    #[oai(status = 200)]
+    Ok(Json<Empty>),
 }
 
 /// An empty JSON object.
@@ -299,6 +315,62 @@ impl UsersApi {
             )
             .await?;
         Ok(UserResponse::Ok(Json(UserBody::from(&user))))
+    }
+
+    /// Change your password
+    ///
+    /// Needs the current password. Ends every other session of the user (all their other
+    /// access and refresh tokens); the session making the change goes on. Only for
+    /// yourself: an admin cannot set another user's password here.
+    #[oai(
+        path = "/users/:id/password",
+        method = "put",
+        operation_id = "changePassword"
+    )]
+    async fn change_password(
+        &self,
+        caller: Caller,
+        /// Your own user id, or `me`.
+        id: Path<String>,
+        body: JsonOrForm<ChangePasswordRequest>,
+    ) -> Result<PasswordChangedResponse, ApiError> {
+        if caller.target(&id.0) != Some(caller.id()) || !caller.scopes.contains(Scope::Profile) {
+            return Err(ApiError::forbidden());
+        }
+        let state = self.state()?;
+        let fields = body.into_object()?;
+        let current = optional_str(&fields, "current_password")?
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| ApiError::bad_request("current_password missing"))?;
+        let new = match optional_str(&fields, "new_password")? {
+            None | Some("") => return Err(ApiError::bad_request("new_password missing")),
+            Some(raw) => NewPassword::parse(SecretString::from(raw))?,
+        };
+        let current = SecretString::from(current);
+        if !state
+            .passwords
+            .verify(Some(&caller.user.password_hash), &current)
+            .await
+        {
+            return Err(ApiError::bad_request("current password is incorrect"));
+        }
+        let hash = state.passwords.hash(new.secret()).await?;
+        let keep = caller.session_id();
+        state
+            .store
+            .update_user(
+                caller.id(),
+                Box::new(move |u| {
+                    let now = Utc::now();
+                    u.password_hash = hash;
+                    u.tokens_valid_after = now;
+                    u.kept_session = keep;
+                    u.updated_at = now;
+                }),
+            )
+            .await?;
+        tracing::info!(user_id = %caller.id(), "password changed; other sessions ended");
+        Ok(PasswordChangedResponse::Ok(Json(Empty {})))
     }
 
     /// Delete a user

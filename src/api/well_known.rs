@@ -3,7 +3,8 @@ use std::sync::Arc;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
-use super::ApiTags;
+use super::{ApiError, ApiTags};
+use crate::domain::Scope;
 use crate::startup::AppState;
 
 pub struct WellKnownApi {
@@ -48,6 +49,41 @@ pub enum JwksResponse {
     Ok(Json<JwkSet>, #[oai(header = "Cache-Control")] String),
 }
 
+/// Authorization server metadata (RFC 8414).
+#[derive(Object)]
+pub struct ServerMetadata {
+    /// The `iss` of every token (JWT_ISSUER).
+    pub issuer: String,
+    /// Where to get tokens.
+    pub token_endpoint: String,
+    /// Where the verification keys are.
+    pub jwks_uri: String,
+    /// Where to revoke tokens (RFC 7009).
+    pub revocation_endpoint: String,
+    /// The grants the token endpoint accepts.
+    pub grant_types_supported: Vec<String>,
+    /// How clients authenticate at the token endpoint.
+    pub token_endpoint_auth_methods_supported: Vec<String>,
+    /// How clients authenticate at the revocation endpoint.
+    pub revocation_endpoint_auth_methods_supported: Vec<String>,
+    /// Empty: there is no authorization endpoint.
+    pub response_types_supported: Vec<String>,
+    /// Every scope a token can carry.
+    pub scopes_supported: Vec<String>,
+    /// Where the human-readable API documentation is.
+    pub service_documentation: String,
+}
+
+#[derive(ApiResponse)]
+pub enum MetadataResponse {
+    /// The metadata.
+    #[oai(status = 200)]
+    Ok(
+        Json<ServerMetadata>,
+        #[oai(header = "Cache-Control")] String,
+    ),
+}
+
 #[OpenApi(tag = "ApiTags::WellKnown")]
 impl WellKnownApi {
     /// Token verification keys (JWKS)
@@ -59,11 +95,8 @@ impl WellKnownApi {
         method = "get",
         operation_id = "getJwks"
     )]
-    async fn jwks(&self) -> poem::Result<JwksResponse> {
-        let state = self
-            .state
-            .as_ref()
-            .ok_or_else(|| poem::Error::from_status(poem::http::StatusCode::SERVICE_UNAVAILABLE))?;
+    async fn jwks(&self) -> Result<JwksResponse, ApiError> {
+        let state = super::state(&self.state)?;
         let keys = state
             .tokens
             .keys()
@@ -87,6 +120,35 @@ impl WellKnownApi {
         Ok(JwksResponse::Ok(
             Json(JwkSet { keys }),
             format!("public, max-age={max_age}"),
+        ))
+    }
+
+    /// Authorization server metadata
+    ///
+    /// RFC 8414 discovery: the issuer and the absolute URLs of the endpoints (on PUBLIC_URL).
+    #[oai(
+        path = "/.well-known/oauth-authorization-server",
+        method = "get",
+        operation_id = "getServerMetadata"
+    )]
+    async fn metadata(&self) -> Result<MetadataResponse, ApiError> {
+        let state = super::state(&self.state)?;
+        let base = &state.public_url;
+        let strings = |items: &[&str]| items.iter().map(|s| s.to_string()).collect();
+        Ok(MetadataResponse::Ok(
+            Json(ServerMetadata {
+                issuer: state.config.jwt_issuer.clone(),
+                token_endpoint: format!("{base}/api/v1/auth/token"),
+                jwks_uri: format!("{base}/.well-known/jwks.json"),
+                revocation_endpoint: format!("{base}/api/v1/auth/revoke"),
+                grant_types_supported: strings(&["password", "refresh_token"]),
+                token_endpoint_auth_methods_supported: strings(&["none"]),
+                revocation_endpoint_auth_methods_supported: strings(&["none"]),
+                response_types_supported: Vec::new(),
+                scopes_supported: Scope::ALL.iter().map(|s| s.as_str().to_owned()).collect(),
+                service_documentation: format!("{base}/docs"),
+            }),
+            "public, max-age=3600".into(),
         ))
     }
 }

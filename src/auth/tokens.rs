@@ -31,6 +31,9 @@ pub struct AccessClaims {
     /// Present on user tokens only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<Role>,
+    /// The login session (user tokens): what "log out" and "end other sessions" act on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
 }
 
 impl AccessClaims {
@@ -41,6 +44,14 @@ impl AccessClaims {
                 .split(' ')
                 .filter_map(crate::domain::Scope::parse),
         )
+    }
+
+    pub fn session_id(&self) -> Option<Uuid> {
+        self.sid.as_deref().and_then(|s| Uuid::parse_str(s).ok())
+    }
+
+    pub fn expires_at(&self) -> DateTime<Utc> {
+        DateTime::from_timestamp(self.exp, 0).unwrap_or(DateTime::<Utc>::MAX_UTC)
     }
 
     pub fn issued_at(&self) -> DateTime<Utc> {
@@ -128,6 +139,7 @@ impl TokenService {
         sub: String,
         scope: &Scopes,
         role: Option<Role>,
+        sid: Option<Uuid>,
     ) -> Result<IssuedToken, TokenError> {
         let now = Utc::now().timestamp();
         let claims = AccessClaims {
@@ -140,6 +152,7 @@ impl TokenService {
             jti: Uuid::now_v7().to_string(),
             scope: scope.to_string(),
             role,
+            sid: sid.map(|s| s.to_string()),
         };
         let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
         let key = keys.signer();
@@ -232,6 +245,7 @@ mod tests {
                 Uuid::new_v4().to_string(),
                 &Scopes::of([Scope::Profile]),
                 Some(Role::User),
+                None,
             )
             .unwrap();
         let claims = svc.verify(&issued.token).unwrap();
@@ -246,7 +260,7 @@ mod tests {
     fn a_token_from_another_service_instance_is_rejected() {
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let token = service(a.path(), 60)
-            .issue("x".into(), &Scopes::default(), Some(Role::User))
+            .issue("x".into(), &Scopes::default(), Some(Role::User), None)
             .unwrap()
             .token;
         assert_eq!(
@@ -260,7 +274,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let svc = service(dir.path(), 60);
         let issued = svc
-            .issue("x".into(), &Scopes::default(), Some(Role::User))
+            .issue("x".into(), &Scopes::default(), Some(Role::User), None)
             .unwrap();
         let key_kid = svc.keys.read().unwrap().signer().kid.clone();
         let claims = serde_json::to_value(&issued.claims).unwrap();
@@ -291,7 +305,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let svc = service(dir.path(), 60);
         let token = svc
-            .issue("x".into(), &Scopes::default(), Some(Role::User))
+            .issue("x".into(), &Scopes::default(), Some(Role::User), None)
             .unwrap()
             .token;
         let mut parts: Vec<String> = token.split('.').map(String::from).collect();
@@ -307,7 +321,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let svc = service(dir.path(), 60);
         let mut claims = svc
-            .issue("x".into(), &Scopes::default(), Some(Role::User))
+            .issue("x".into(), &Scopes::default(), Some(Role::User), None)
             .unwrap()
             .claims;
         claims.exp = Utc::now().timestamp() - LEEWAY_SECS as i64 - 2;

@@ -6,6 +6,7 @@ mod names;
 mod password;
 mod role;
 mod scope;
+mod session;
 mod user;
 
 pub use email::Email;
@@ -14,4 +15,5 @@ pub use names::PersonName;
 pub use password::NewPassword;
 pub use role::Role;
 pub use scope::{Scope, Scopes};
+pub use session::{RefreshToken, Session};
 pub use user::{User, UserId};

@@ -68,6 +68,11 @@ impl Scopes {
         self.0.is_subset(&other.0)
     }
 
+    /// The scopes in both sets.
+    pub fn intersect(&self, other: &Scopes) -> Scopes {
+        Self(self.0.intersection(&other.0).copied().collect())
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

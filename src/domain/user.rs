@@ -16,8 +16,11 @@ pub struct User {
     pub password_hash: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
-    /// Tokens issued before this instant are dead ("log out everywhere", password change).
+    /// Tokens and sessions issued before this instant are dead ("log out everywhere",
+    /// password change)...
     pub tokens_valid_after: DateTime<Utc>,
+    /// ...except this session: the one that changed the password.
+    pub kept_session: Option<Uuid>,
 }
 
 impl User {
@@ -40,6 +43,13 @@ impl User {
             created_at: now,
             updated_at: now,
             tokens_valid_after: DateTime::<Utc>::UNIX_EPOCH,
+            kept_session: None,
         }
+    }
+
+    /// Whether a token or session of session `sid`, issued at `issued`, survived the
+    /// user's last "end sessions".
+    pub fn session_alive(&self, sid: Option<Uuid>, issued: DateTime<Utc>) -> bool {
+        issued >= self.tokens_valid_after || (sid.is_some() && sid == self.kept_session)
     }
 }

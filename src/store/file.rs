@@ -10,22 +10,27 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use uuid::Uuid;
 
 use super::log::Log;
-use super::record::{Entry, UserRecord};
-use super::{Store, StoreError, UserUpdate};
-use crate::domain::{Email, User, UserId};
+use super::record::{Entry, RefreshRecord, SessionRecord, UserRecord};
+use super::{RefreshOutcome, Store, StoreError, UserUpdate};
+use crate::domain::{Email, RefreshToken, Session, User, UserId};
 
 #[derive(Debug, Clone)]
 pub struct FileStoreOptions {
     /// Compact once the log holds this many more lines than twice the live records.
     pub compact_slack: u64,
+    /// How long a revoked session is remembered: as long as an access token of it may
+    /// still be valid, so that token stays refused.
+    pub revoked_retention: chrono::Duration,
 }
 
 impl Default for FileStoreOptions {
     fn default() -> Self {
         Self {
             compact_slack: 1000,
+            revoked_retention: chrono::Duration::days(1),
         }
     }
 }
@@ -35,6 +40,11 @@ struct State {
     users: HashMap<UserId, User>,
     by_email: HashMap<String, UserId>,
     by_created: BTreeSet<(DateTime<Utc>, UserId)>,
+    sessions: HashMap<Uuid, Session>,
+    /// Refresh-token hash → session.
+    by_refresh: HashMap<String, Uuid>,
+    /// Revoked access-token ids → when they expire anyway.
+    revoked_jtis: HashMap<String, DateTime<Utc>>,
 }
 
 impl State {
@@ -51,8 +61,75 @@ impl State {
             Entry::UserDelete { id } => {
                 self.remove_user(id);
             }
+            Entry::SessionPut { session } => {
+                let session = Session::try_from(session)?;
+                self.remove_session(session.id);
+                for token in &session.tokens {
+                    self.by_refresh.insert(token.hash.clone(), session.id);
+                }
+                self.sessions.insert(session.id, session);
+            }
+            Entry::SessionRotate {
+                id,
+                presented,
+                at,
+                new,
+            } => {
+                let Some(session) = self.sessions.get_mut(&id) else {
+                    return Ok(()); // pruned since: nothing left to update
+                };
+                if let Some(token) = session.tokens.iter_mut().find(|t| t.hash == presented) {
+                    // The grace window runs from the first rotation, not the latest replay.
+                    token.rotated_at.get_or_insert(at);
+                }
+                self.by_refresh.insert(new.hash.clone(), id);
+                let oldest = session.tokens.first().map(|t| t.hash.clone());
+                session.push(RefreshToken::from(new));
+                if let Some(oldest) = oldest.filter(|h| session.tokens.iter().all(|t| &t.hash != h))
+                {
+                    self.by_refresh.remove(&oldest);
+                }
+            }
+            Entry::SessionRevoke { id, at } => {
+                if let Some(session) = self.sessions.get_mut(&id) {
+                    session.revoked_at.get_or_insert(at);
+                }
+            }
+            Entry::JtiRevoke { jti, expires_at } => {
+                self.revoked_jtis.insert(jti, expires_at);
+            }
         }
         Ok(())
+    }
+
+    fn remove_session(&mut self, id: Uuid) {
+        if let Some(old) = self.sessions.remove(&id) {
+            for token in old.tokens {
+                self.by_refresh.remove(&token.hash);
+            }
+        }
+    }
+
+    /// Drops what can no longer matter: dead sessions (revoked, expired, user gone) and
+    /// `jti`s past their expiry. A pure function of time, so replaying the log and pruning
+    /// again gives the same state.
+    fn prune(&mut self, now: DateTime<Utc>, revoked_retention: chrono::Duration) -> usize {
+        let dead: Vec<Uuid> = self
+            .sessions
+            .values()
+            .filter(|s| {
+                let expired = s.tokens.last().is_none_or(|t| t.expires_at <= now);
+                let forgotten = s.revoked_at.is_some_and(|at| at + revoked_retention <= now);
+                expired || forgotten || !self.users.contains_key(&s.user_id)
+            })
+            .map(|s| s.id)
+            .collect();
+        for id in &dead {
+            self.remove_session(*id);
+        }
+        let before = self.revoked_jtis.len();
+        self.revoked_jtis.retain(|_, exp| *exp > now);
+        dead.len() + before - self.revoked_jtis.len()
     }
 
     fn remove_user(&mut self, id: UserId) -> Option<User> {
@@ -63,16 +140,21 @@ impl State {
     }
 
     fn live_records(&self) -> u64 {
-        self.users.len() as u64
+        (self.users.len() + self.sessions.len() + self.revoked_jtis.len()) as u64
     }
 
     fn snapshot(&self) -> Vec<Entry> {
-        self.by_created
-            .iter()
-            .map(|(_, id)| Entry::UserPut {
-                user: UserRecord::from(&self.users[id]),
-            })
-            .collect()
+        let users = self.by_created.iter().map(|(_, id)| Entry::UserPut {
+            user: UserRecord::from(&self.users[id]),
+        });
+        let sessions = self.sessions.values().map(|s| Entry::SessionPut {
+            session: SessionRecord::from(s),
+        });
+        let jtis = self.revoked_jtis.iter().map(|(jti, exp)| Entry::JtiRevoke {
+            jti: jti.clone(),
+            expires_at: *exp,
+        });
+        users.chain(sessions).chain(jtis).collect()
     }
 }
 
@@ -129,6 +211,7 @@ impl FileStore {
                 reason,
             })?;
         }
+        state.prune(Utc::now(), options.revoked_retention);
         Ok(Self {
             inner: Arc::new(Inner {
                 state: RwLock::new(state),
@@ -185,7 +268,11 @@ impl FileStore {
     /// Rewrites the log as the live records only. Writers wait; readers do not.
     pub fn compact(&self) -> Result<(), StoreError> {
         let mut log = self.inner.log.lock().unwrap_or_else(|e| e.into_inner());
-        let snapshot = read(&self.inner.state).snapshot();
+        let snapshot = {
+            let mut state = self.inner.state.write().unwrap_or_else(|e| e.into_inner());
+            state.prune(Utc::now(), self.inner.options.revoked_retention);
+            state.snapshot()
+        };
         let before = log.entries();
         log.rewrite(snapshot.into_iter())?;
         tracing::info!(before, after = log.entries(), "store log compacted");
@@ -268,6 +355,125 @@ impl Store for FileStore {
     async fn count_users(&self) -> Result<usize, StoreError> {
         Ok(read(&self.inner.state).users.len())
     }
+
+    async fn create_session(&self, session: Session) -> Result<(), StoreError> {
+        self.write(move |_| {
+            let entry = Entry::SessionPut {
+                session: SessionRecord::from(&session),
+            };
+            Ok((vec![entry], ()))
+        })
+        .await
+    }
+
+    async fn refresh(
+        &self,
+        presented: String,
+        new: RefreshToken,
+        grace: chrono::Duration,
+    ) -> Result<RefreshOutcome, StoreError> {
+        self.write(move |state| {
+            let now = new.issued_at;
+            let session = state
+                .by_refresh
+                .get(&presented)
+                .and_then(|id| state.sessions.get(id));
+            let Some(session) = session else {
+                return Ok((vec![], RefreshOutcome::Invalid));
+            };
+            let token = session.tokens.iter().find(|t| t.hash == presented);
+            let user = state.users.get(&session.user_id);
+            let (Some(token), Some(user)) = (token, user) else {
+                return Ok((vec![], RefreshOutcome::Invalid));
+            };
+            if !session.is_live(now)
+                || token.expires_at <= now
+                || !user.session_alive(Some(session.id), session.created_at)
+            {
+                return Ok((vec![], RefreshOutcome::Invalid));
+            }
+            let benign_race = match token.rotated_at {
+                None => false,
+                Some(at) if now - at <= grace => true,
+                Some(_) => {
+                    let revoke = Entry::SessionRevoke {
+                        id: session.id,
+                        at: now,
+                    };
+                    let outcome = RefreshOutcome::Reused {
+                        session_id: session.id,
+                        user_id: user.id,
+                    };
+                    return Ok((vec![revoke], outcome));
+                }
+            };
+            let rotate = Entry::SessionRotate {
+                id: session.id,
+                presented,
+                at: now,
+                new: RefreshRecord::from(&new),
+            };
+            let outcome = RefreshOutcome::Rotated {
+                session_id: session.id,
+                scope: session.scope.clone(),
+                user: user.clone(),
+                benign_race,
+            };
+            Ok((vec![rotate], outcome))
+        })
+        .await
+    }
+
+    async fn session_by_refresh(&self, hash: &str) -> Result<Option<Session>, StoreError> {
+        let state = read(&self.inner.state);
+        Ok(state
+            .by_refresh
+            .get(hash)
+            .and_then(|id| state.sessions.get(id))
+            .cloned())
+    }
+
+    async fn session(&self, id: Uuid) -> Result<Option<Session>, StoreError> {
+        Ok(read(&self.inner.state).sessions.get(&id).cloned())
+    }
+
+    async fn revoke_session(&self, id: Uuid) -> Result<(), StoreError> {
+        self.write(move |state| {
+            let live = state
+                .sessions
+                .get(&id)
+                .is_some_and(|s| s.revoked_at.is_none());
+            let entries = if live {
+                vec![Entry::SessionRevoke { id, at: Utc::now() }]
+            } else {
+                vec![]
+            };
+            Ok((entries, ()))
+        })
+        .await
+    }
+
+    async fn revoke_jti(&self, jti: String, expires_at: DateTime<Utc>) -> Result<(), StoreError> {
+        self.write(move |state| {
+            let entries = if state.revoked_jtis.contains_key(&jti) {
+                vec![]
+            } else {
+                vec![Entry::JtiRevoke { jti, expires_at }]
+            };
+            Ok((entries, ()))
+        })
+        .await
+    }
+
+    async fn is_jti_revoked(&self, jti: &str) -> Result<bool, StoreError> {
+        Ok(read(&self.inner.state).revoked_jtis.contains_key(jti))
+    }
+
+    async fn prune(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        let retention = self.inner.options.revoked_retention;
+        let mut state = self.inner.state.write().unwrap_or_else(|e| e.into_inner());
+        Ok(state.prune(now, retention))
+    }
 }
 
 #[cfg(test)]
@@ -276,7 +482,7 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
-    use crate::domain::Role;
+    use crate::domain::{RefreshToken, Role, Session};
 
     fn user(email: &str) -> User {
         User::new(
@@ -445,6 +651,7 @@ mod tests {
             dir.path(),
             FileStoreOptions {
                 compact_slack: 1_000_000,
+                ..Default::default()
             },
         )
         .unwrap();
@@ -474,7 +681,14 @@ mod tests {
     #[tokio::test]
     async fn compaction_runs_by_itself_once_the_log_outgrows_the_state() {
         let dir = tempfile::tempdir().unwrap();
-        let store = FileStore::open(dir.path(), FileStoreOptions { compact_slack: 10 }).unwrap();
+        let store = FileStore::open(
+            dir.path(),
+            FileStoreOptions {
+                compact_slack: 10,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         let u = user("churn@example.com");
         store.create_user(u.clone()).await.unwrap();
         for _ in 0..40 {
@@ -521,6 +735,153 @@ mod tests {
         drop(store);
         let reopened = open(dir.path());
         assert_eq!(reopened.count_users().await.unwrap(), 1);
+    }
+
+    fn refresh_token(hash: &str, ttl_secs: i64) -> RefreshToken {
+        let now = Utc::now();
+        RefreshToken {
+            hash: hash.into(),
+            issued_at: now,
+            expires_at: now + chrono::Duration::seconds(ttl_secs),
+            rotated_at: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn refresh_rotates_tolerates_a_quick_replay_and_revokes_on_late_reuse() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let owner = user("owner@example.com");
+        store.create_user(owner.clone()).await.unwrap();
+        let session = Session::new(
+            owner.id,
+            crate::domain::Scopes::default(),
+            refresh_token("t1", 60),
+        );
+        store.create_session(session.clone()).await.unwrap();
+        let grace = chrono::Duration::seconds(5);
+
+        let first = store
+            .refresh("t1".into(), refresh_token("t2", 60), grace)
+            .await
+            .unwrap();
+        assert!(
+            matches!(
+                first,
+                RefreshOutcome::Rotated {
+                    benign_race: false,
+                    ..
+                }
+            ),
+            "{first:?}"
+        );
+        let replay = store
+            .refresh("t1".into(), refresh_token("t3", 60), grace)
+            .await
+            .unwrap();
+        assert!(
+            matches!(
+                replay,
+                RefreshOutcome::Rotated {
+                    benign_race: true,
+                    ..
+                }
+            ),
+            "{replay:?}"
+        );
+        let late = store
+            .refresh(
+                "t1".into(),
+                refresh_token("t4", 60),
+                chrono::Duration::zero(),
+            )
+            .await
+            .unwrap();
+        assert!(matches!(late, RefreshOutcome::Reused { .. }), "{late:?}");
+        // The whole family is dead now, the newest token included, and stays so on reload.
+        let newest = store
+            .refresh("t3".into(), refresh_token("t5", 60), grace)
+            .await
+            .unwrap();
+        assert!(matches!(newest, RefreshOutcome::Invalid), "{newest:?}");
+        drop(store);
+        let store = open(dir.path());
+        assert!(store
+            .session(session.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_some());
+        let unknown = store
+            .refresh("nope".into(), refresh_token("t6", 60), grace)
+            .await
+            .unwrap();
+        assert!(matches!(unknown, RefreshOutcome::Invalid));
+    }
+
+    #[tokio::test]
+    async fn sessions_of_logged_out_or_deleted_users_do_not_refresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let owner = user("gone@example.com");
+        store.create_user(owner.clone()).await.unwrap();
+        let session = Session::new(
+            owner.id,
+            crate::domain::Scopes::default(),
+            refresh_token("a", 60),
+        );
+        store.create_session(session).await.unwrap();
+        store
+            .update_user(owner.id, Box::new(|u| u.tokens_valid_after = Utc::now()))
+            .await
+            .unwrap();
+        let outcome = store
+            .refresh("a".into(), refresh_token("b", 60), chrono::Duration::zero())
+            .await
+            .unwrap();
+        assert!(matches!(outcome, RefreshOutcome::Invalid));
+    }
+
+    #[tokio::test]
+    async fn revocations_persist_and_expired_state_is_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let owner = user("prune@example.com");
+        store.create_user(owner.clone()).await.unwrap();
+        let soon = Utc::now() + chrono::Duration::seconds(1);
+        store.revoke_jti("j1".into(), soon).await.unwrap();
+        store
+            .revoke_jti("j2".into(), Utc::now() + chrono::Duration::hours(1))
+            .await
+            .unwrap();
+        let live = Session::new(
+            owner.id,
+            crate::domain::Scopes::default(),
+            refresh_token("l", 3600),
+        );
+        let expiring = Session::new(
+            owner.id,
+            crate::domain::Scopes::default(),
+            refresh_token("e", 1),
+        );
+        store.create_session(live.clone()).await.unwrap();
+        store.create_session(expiring.clone()).await.unwrap();
+        drop(store);
+        let store = open(dir.path());
+        assert!(store.is_jti_revoked("j1").await.unwrap());
+        assert_eq!(
+            store
+                .prune(Utc::now() + chrono::Duration::seconds(2))
+                .await
+                .unwrap(),
+            2
+        );
+        assert!(!store.is_jti_revoked("j1").await.unwrap());
+        assert!(store.is_jti_revoked("j2").await.unwrap());
+        assert!(store.session(expiring.id).await.unwrap().is_none());
+        assert!(store.session_by_refresh("e").await.unwrap().is_none());
+        assert!(store.session(live.id).await.unwrap().is_some());
     }
 
     #[tokio::test]

@@ -120,6 +120,9 @@ impl Log {
 
     /// Appends entries and returns once they are on disk (fdatasync).
     pub fn append(&mut self, entries: &[Entry]) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
         if self.broken {
             return Err(StoreError::Unavailable(io::Error::other(
                 "an earlier write failed and could not be rolled back; restart to recover",

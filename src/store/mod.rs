@@ -7,7 +7,10 @@ mod record;
 
 use async_trait::async_trait;
 
-use crate::domain::{User, UserId};
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::domain::{RefreshToken, Scopes, Session, User, UserId};
 
 pub use file::{FileStore, FileStoreOptions};
 
@@ -40,6 +43,24 @@ pub enum StoreError {
 /// updates of different fields never overwrite each other.
 pub type UserUpdate = Box<dyn FnOnce(&mut User) + Send>;
 
+/// What presenting a refresh token did.
+#[derive(Debug)]
+pub enum RefreshOutcome {
+    /// The token was current, or was rotated less than the grace window ago (a benign
+    /// race: two tabs, a lost response): `new` is now the session's newest token.
+    Rotated {
+        session_id: Uuid,
+        scope: Scopes,
+        user: User,
+        benign_race: bool,
+    },
+    /// The token was rotated longer ago than the grace window: someone replayed it. The
+    /// whole session is now revoked, its newest token included.
+    Reused { session_id: Uuid, user_id: UserId },
+    /// Unknown, expired or revoked token, or a user who is gone or ended the session.
+    Invalid,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Adds a user; `DuplicateEmail` when the email (case-insensitively) is taken.
@@ -54,4 +75,24 @@ pub trait Store: Send + Sync + 'static {
     /// Users ordered by `created_at` (then id), a page at a time.
     async fn list_users(&self, offset: usize, limit: usize) -> Result<Vec<User>, StoreError>;
     async fn count_users(&self) -> Result<usize, StoreError>;
+
+    /// Records a new login with its first refresh token.
+    async fn create_session(&self, session: Session) -> Result<(), StoreError>;
+    /// Exchanges the refresh token whose SHA-256 is `presented` for `new`, atomically,
+    /// detecting reuse (see `RefreshOutcome`).
+    async fn refresh(
+        &self,
+        presented: String,
+        new: RefreshToken,
+        grace: chrono::Duration,
+    ) -> Result<RefreshOutcome, StoreError>;
+    async fn session_by_refresh(&self, hash: &str) -> Result<Option<Session>, StoreError>;
+    async fn session(&self, id: Uuid) -> Result<Option<Session>, StoreError>;
+    /// Revokes a session (idempotent; unknown ids are ignored).
+    async fn revoke_session(&self, id: Uuid) -> Result<(), StoreError>;
+    /// Revokes an access token's `jti` until `expires_at`.
+    async fn revoke_jti(&self, jti: String, expires_at: DateTime<Utc>) -> Result<(), StoreError>;
+    async fn is_jti_revoked(&self, jti: &str) -> Result<bool, StoreError>;
+    /// Forgets expired and revoked sessions and expired `jti`s; returns how many.
+    async fn prune(&self, now: DateTime<Utc>) -> Result<usize, StoreError>;
 }

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::domain::{Email, PersonName, Role, User};
+use crate::domain::{Email, PersonName, RefreshToken, Role, Scopes, Session, User};
 
 /// One line of the store's log.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -19,6 +19,26 @@ pub enum Entry {
     },
     UserDelete {
         id: Uuid,
+    },
+    /// A new session, or a whole session in a compacted log.
+    SessionPut {
+        session: SessionRecord,
+    },
+    /// One refresh: `presented` is marked rotated at `at`, `new` joins the family.
+    SessionRotate {
+        id: Uuid,
+        presented: String,
+        at: DateTime<Utc>,
+        new: RefreshRecord,
+    },
+    SessionRevoke {
+        id: Uuid,
+        at: DateTime<Utc>,
+    },
+    /// An access token's `jti`, dead until its `exp`.
+    JtiRevoke {
+        jti: String,
+        expires_at: DateTime<Utc>,
     },
 }
 
@@ -35,6 +55,8 @@ pub struct UserRecord {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub tokens_valid_after: DateTime<Utc>,
+    #[serde(default)]
+    pub kept_session: Option<Uuid>,
 }
 
 impl From<&User> for UserRecord {
@@ -49,6 +71,7 @@ impl From<&User> for UserRecord {
             created_at: user.created_at,
             updated_at: user.updated_at,
             tokens_valid_after: user.tokens_valid_after,
+            kept_session: user.kept_session,
         }
     }
 }
@@ -73,6 +96,77 @@ impl TryFrom<UserRecord> for User {
             created_at: r.created_at,
             updated_at: r.updated_at,
             tokens_valid_after: r.tokens_valid_after,
+            kept_session: r.kept_session,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub scope: String,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub tokens: Vec<RefreshRecord>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RefreshRecord {
+    /// SHA-256 of the token, hex.
+    pub hash: String,
+    pub issued_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub rotated_at: Option<DateTime<Utc>>,
+}
+
+impl From<&RefreshToken> for RefreshRecord {
+    fn from(t: &RefreshToken) -> Self {
+        Self {
+            hash: t.hash.clone(),
+            issued_at: t.issued_at,
+            expires_at: t.expires_at,
+            rotated_at: t.rotated_at,
+        }
+    }
+}
+
+impl From<RefreshRecord> for RefreshToken {
+    fn from(r: RefreshRecord) -> Self {
+        Self {
+            hash: r.hash,
+            issued_at: r.issued_at,
+            expires_at: r.expires_at,
+            rotated_at: r.rotated_at,
+        }
+    }
+}
+
+impl From<&Session> for SessionRecord {
+    fn from(s: &Session) -> Self {
+        Self {
+            id: s.id,
+            user_id: s.user_id,
+            scope: s.scope.to_string(),
+            created_at: s.created_at,
+            revoked_at: s.revoked_at,
+            tokens: s.tokens.iter().map(RefreshRecord::from).collect(),
+        }
+    }
+}
+
+impl TryFrom<SessionRecord> for Session {
+    type Error = String;
+
+    fn try_from(r: SessionRecord) -> Result<Self, String> {
+        Ok(Session {
+            id: r.id,
+            user_id: r.user_id,
+            scope: Scopes::parse(&r.scope)
+                .map_err(|s| format!("session {}: unknown scope {s}", r.id))?,
+            created_at: r.created_at,
+            revoked_at: r.revoked_at,
+            tokens: r.tokens.into_iter().map(RefreshToken::from).collect(),
         })
     }
 }

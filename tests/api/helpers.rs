@@ -192,14 +192,30 @@ impl TestApp {
         content_type: Option<&str>,
         body: Option<Vec<u8>>,
     ) -> Resp {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let mut headers = Vec::new();
+        if let Some(auth) = &auth {
+            headers.push(("Authorization", auth.as_str()));
+        }
+        if let Some(ct) = content_type {
+            headers.push(("Content-Type", ct));
+        }
+        self.send(method, path, &headers, body)
+    }
+
+    /// A request with exactly these headers.
+    pub fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> Resp {
         let mut req = http::Request::builder()
             .method(method)
             .uri(format!("{}{}", self.base, path));
-        if let Some(token) = token {
-            req = req.header("Authorization", format!("Bearer {token}"));
-        }
-        if let Some(ct) = content_type {
-            req = req.header("Content-Type", ct);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
         }
         let result = match body {
             Some(body) => self.agent.run(req.body(body).unwrap()),
@@ -247,15 +263,17 @@ impl TestApp {
     }
 
     pub fn post_form(&self, path: &str, fields: &[(&str, &str)]) -> Resp {
-        let body = form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(fields)
-            .finish();
-        self.request(
-            "POST",
-            path,
-            None,
-            Some("application/x-www-form-urlencoded"),
-            Some(body.into_bytes()),
+        self.request("POST", path, None, Some(FORM), Some(form(fields)))
+    }
+
+    /// A refresh-grant request.
+    pub fn refresh(&self, refresh_token: &str) -> Resp {
+        self.post_form(
+            "/api/v1/auth/token",
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh_token),
+            ],
         )
     }
 
@@ -328,6 +346,27 @@ impl TestApp {
         header.typ = Some("at+jwt".into());
         header.kid = Some(self.kid());
         header
+    }
+}
+
+pub const FORM: &str = "application/x-www-form-urlencoded";
+
+pub fn form(fields: &[(&str, &str)]) -> Vec<u8> {
+    form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(fields)
+        .finish()
+        .into_bytes()
+}
+
+impl Resp {
+    /// The `Set-Cookie` header for cookie `name`.
+    pub fn set_cookie(&self, name: &str) -> Option<String> {
+        self.headers
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|v| v.starts_with(&format!("{name}=")))
+            .map(str::to_owned)
     }
 }
 

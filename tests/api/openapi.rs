@@ -74,8 +74,14 @@ fn the_oauth2_password_flow_points_at_the_token_endpoint_and_declares_scopes() {
     let me = &spec["paths"]["/api/v1/users/{id}"]["get"]["security"];
     assert_eq!(
         me.as_array().unwrap().len(),
-        2,
-        "bearer and oauth2, no anonymous access"
+        3,
+        "bearer, oauth2 or the cookie; never anonymous"
+    );
+    assert_eq!(password["refreshUrl"], "/api/v1/auth/token");
+    let cookie = &schemes["sessionCookie"];
+    assert_eq!(
+        (cookie["type"].as_str(), cookie["in"].as_str()),
+        (Some("apiKey"), Some("cookie"))
     );
 }
 

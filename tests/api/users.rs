@@ -4,7 +4,7 @@ use crate::helpers::{spawn_app, spawn_app_with, ADMIN_EMAIL};
 
 const USERS: &str = "/api/v1/users";
 
-fn assert_user_json(user: &Value) {
+pub fn assert_user_json(user: &Value) {
     let keys: Vec<&str> = user
         .as_object()
         .unwrap()

@@ -1,0 +1,191 @@
+//! The classic session routes, now stateless: the cookie holds an access JWT.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use poem::Request;
+use poem_openapi::param::Query;
+use poem_openapi::payload::Json;
+use poem_openapi::types::Password;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+use secrecy::SecretString;
+use uuid::Uuid;
+
+use super::body::{BodyError, Form, FormFields};
+use super::security::same_origin;
+use super::users::{Empty, UserBody};
+use super::{ApiError, ApiTags, Caller, ErrorBody};
+use crate::startup::AppState;
+
+pub struct SessionsApi {
+    state: Option<Arc<AppState>>,
+}
+
+impl SessionsApi {
+    pub fn new(state: Option<Arc<AppState>>) -> Self {
+        Self { state }
+    }
+}
+
+/// Cookie login, form-encoded.
+#[derive(Object)]
+pub struct SessionLoginRequest {
+    /// The account's email.
+    pub email: String,
+    /// The account's password.
+    pub password: Password,
+}
+
+#[derive(ApiResponse)]
+pub enum SessionLoginResponse {
+    /// Logged in: the session cookie holds an access token for SESSION_DURATION seconds.
+    #[oai(status = 200)]
+    Ok(
+        Json<UserBody>,
+        /// `<SESSION_NAME>=<access token>; HttpOnly; SameSite=Strict; Path=/; Max-Age=...`
+        #[oai(header = "Set-Cookie")]
+        String,
+        #[oai(header = "Cache-Control")] String,
+    ),
+}
+
+#[derive(ApiResponse)]
+pub enum LogoutResponse {
+    /// Logged out; the cookie is cleared.
+    #[oai(status = 200)]
+    Ok(Json<Empty>, #[oai(header = "Set-Cookie")] String),
+}
+
+/// The Set-Cookie value for the session cookie (`max_age` 0 clears it).
+fn session_cookie(state: &AppState, value: &str, max_age: u64) -> String {
+    let secure = if state.config.cookie_secure {
+        "; Secure"
+    } else {
+        ""
+    };
+    format!(
+        "{}={value}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}{secure}",
+        state.config.session_name
+    )
+}
+
+impl SessionsApi {
+    fn state(&self) -> Result<&Arc<AppState>, ApiError> {
+        super::state(&self.state)
+    }
+}
+
+#[OpenApi(prefix_path = "/api/v1", tag = "ApiTags::Sessions")]
+impl SessionsApi {
+    /// Log in with a session cookie
+    ///
+    /// Form fields `email` and `password`. Sets the session cookie (an access token, valid
+    /// for SESSION_DURATION seconds) that every protected route accepts like a bearer
+    /// token. An unknown email and a wrong password get the same 401.
+    #[oai(
+        path = "/auth_session/login",
+        method = "post",
+        operation_id = "createSession"
+    )]
+    async fn login(
+        &self,
+        req: &Request,
+        body: FormFields<SessionLoginRequest>,
+    ) -> Result<SessionLoginResponse, ApiError> {
+        let state = self.state()?;
+        // Login CSRF: a cross-site form must not log the victim into someone else's account.
+        if !same_origin(req, &state.public_url) {
+            return Err(ApiError::Forbidden(ErrorBody::json(
+                "cross-site request refused: the Origin does not match this service",
+            )));
+        }
+        let pairs = match body.into_object() {
+            Ok(pairs) => pairs,
+            Err(BodyError::TooLarge) => return Err(ApiError::too_large()),
+            // Like the classic API: anything but a form has no email in it.
+            Err(BodyError::WrongFormat) => Vec::new(),
+        };
+        let form = Form::new(pairs).map_err(ApiError::bad_request)?;
+        let email = form
+            .get("email")
+            .ok_or_else(|| ApiError::bad_request("email missing"))?;
+        let password = SecretString::from(
+            form.get("password")
+                .ok_or_else(|| ApiError::bad_request("password missing"))?,
+        );
+        let user = state.store.user_by_email(email).await?;
+        let verified = state
+            .passwords
+            .verify(user.as_ref().map(|u| u.password_hash.as_str()), &password)
+            .await;
+        let Some(user) = user.filter(|_| verified) else {
+            tracing::info!("cookie login refused");
+            return Err(ApiError::Unauthorized(
+                ErrorBody::json("invalid credentials"),
+                super::error::REALM.to_owned(),
+            ));
+        };
+        let sid = Uuid::now_v7();
+        let token = state.tokens.issue(
+            user.id.to_string(),
+            &user.role.scopes(),
+            Some(user.role),
+            Some(sid),
+        )?;
+        tracing::info!(user_id = %user.id, session_id = %sid, "cookie login");
+        Ok(SessionLoginResponse::Ok(
+            Json(UserBody::from(&user)),
+            session_cookie(state, &token.token, token.expires_in),
+            "no-store".into(),
+        ))
+    }
+
+    /// Log out
+    ///
+    /// Revokes the presented token (and, for a password-grant login, its refresh tokens)
+    /// and clears the session cookie. `?scope=global` also ends every other session of the
+    /// user: all access and refresh tokens issued before now.
+    #[oai(
+        path = "/auth_session/logout",
+        method = "delete",
+        operation_id = "deleteSession"
+    )]
+    async fn logout(
+        &self,
+        caller: Caller,
+        /// `local` (default): this session; `global`: every session of the user.
+        scope: Query<Option<String>>,
+    ) -> Result<LogoutResponse, ApiError> {
+        let state = self.state()?;
+        let global = match scope.0.as_deref() {
+            None | Some("local") => false,
+            Some("global") => true,
+            Some(_) => return Err(ApiError::bad_request("scope must be local or global")),
+        };
+        let claims = &caller.claims;
+        state
+            .store
+            .revoke_jti(claims.jti.clone(), claims.expires_at())
+            .await?;
+        if let Some(sid) = caller.session_id() {
+            state.store.revoke_session(sid).await?;
+        }
+        if global {
+            state
+                .store
+                .update_user(
+                    caller.id(),
+                    Box::new(|u| {
+                        u.tokens_valid_after = Utc::now();
+                        u.kept_session = None;
+                    }),
+                )
+                .await?;
+        }
+        tracing::info!(user_id = %caller.id(), global, "logout");
+        Ok(LogoutResponse::Ok(
+            Json(Empty {}),
+            session_cookie(state, "", 0),
+        ))
+    }
+}
