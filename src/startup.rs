@@ -60,6 +60,20 @@ impl AppState {
         })
     }
 
+    /// The account with this email if the password is right. Unknown emails are verified
+    /// against a dummy hash: the same answer in the same time, so logins reveal nothing
+    /// about which accounts exist.
+    pub async fn check_credentials(
+        &self,
+        email: &str,
+        password: &SecretString,
+    ) -> Result<Option<User>, StoreError> {
+        let user = self.store.user_by_email(email).await?;
+        let hash = user.as_ref().map(|u| u.password_hash.as_str());
+        let verified = self.passwords.verify(hash, password).await;
+        Ok(user.filter(|_| verified))
+    }
+
     /// Creates a user from plain inputs (CLI and ADMIN_EMAIL bootstrap).
     pub async fn create_user(
         &self,

@@ -149,16 +149,10 @@ impl AuthApi {
                 .ok_or_else(|| OAuthError::invalid_request("password missing"))?,
         );
         let user = state
-            .store
-            .user_by_email(username)
+            .check_credentials(username, &password)
             .await
-            .map_err(super::ApiError::from)?;
-        // Verify even for unknown accounts (against a dummy hash): same answer, same time.
-        let verified = state
-            .passwords
-            .verify(user.as_ref().map(|u| u.password_hash.as_str()), &password)
-            .await;
-        let Some(user) = user.filter(|_| verified) else {
+            .map_err(ApiError::from)?;
+        let Some(user) = user else {
             tracing::info!("password grant refused");
             return Err(OAuthError::new(
                 OAuthErrorCode::InvalidGrant,

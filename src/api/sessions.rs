@@ -113,12 +113,7 @@ impl SessionsApi {
             form.get("password")
                 .ok_or_else(|| ApiError::bad_request("password missing"))?,
         );
-        let user = state.store.user_by_email(email).await?;
-        let verified = state
-            .passwords
-            .verify(user.as_ref().map(|u| u.password_hash.as_str()), &password)
-            .await;
-        let Some(user) = user.filter(|_| verified) else {
+        let Some(user) = state.check_credentials(email, &password).await? else {
             tracing::info!("cookie login refused");
             return Err(ApiError::Unauthorized(
                 ErrorBody::json("invalid credentials"),

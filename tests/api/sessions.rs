@@ -7,8 +7,8 @@ use crate::helpers::{form, spawn_app, spawn_app_with, TestApp, TestUser, FORM};
 const LOGIN: &str = "/api/v1/auth_session/login";
 const LOGOUT: &str = "/api/v1/auth_session/logout";
 
-fn cookie_login(app: &TestApp, user: &TestUser) -> String {
-    let resp = app.send(
+fn post_login(app: &TestApp, user: &TestUser) -> crate::helpers::Resp {
+    app.send(
         "POST",
         LOGIN,
         &[("Content-Type", FORM)],
@@ -16,7 +16,11 @@ fn cookie_login(app: &TestApp, user: &TestUser) -> String {
             ("email", &user.email),
             ("password", &user.password),
         ])),
-    );
+    )
+}
+
+fn cookie_login(app: &TestApp, user: &TestUser) -> String {
+    let resp = post_login(app, user);
     let body = resp.expect(200);
     assert_eq!(body["id"], user.id.as_str());
     let cookie = resp.set_cookie("session_id").expect("a session cookie");
@@ -32,15 +36,7 @@ fn with_cookie(value: &str) -> String {
 fn cookie_login_sets_a_strict_http_only_cookie_that_works_like_a_bearer_token() {
     let app = spawn_app();
     let user = app.new_user();
-    let resp = app.send(
-        "POST",
-        LOGIN,
-        &[("Content-Type", FORM)],
-        Some(form(&[
-            ("email", &user.email),
-            ("password", &user.password),
-        ])),
-    );
+    let resp = post_login(&app, &user);
     crate::users::assert_user_json(&resp.expect(200));
     let cookie = resp.set_cookie("session_id").unwrap();
     for attribute in ["HttpOnly", "SameSite=Strict", "Path=/", "Max-Age=900"] {
@@ -64,15 +60,7 @@ fn cookie_secure_and_session_name_are_honoured() {
         c.session_name = "_my_session_id".into();
     });
     let user = app.new_user();
-    let resp = app.send(
-        "POST",
-        LOGIN,
-        &[("Content-Type", FORM)],
-        Some(form(&[
-            ("email", &user.email),
-            ("password", &user.password),
-        ])),
-    );
+    let resp = post_login(&app, &user);
     let cookie = resp
         .set_cookie("_my_session_id")
         .expect("cookie named by SESSION_NAME");
