@@ -71,6 +71,11 @@ impl AppState {
         let user = self.store.user_by_email(email).await?;
         let hash = user.as_ref().map(|u| u.password_hash.as_str());
         let verified = self.passwords.verify(hash, password).await;
+        // A hash made with older (cheaper) parameters would answer faster than the dummy
+        // hash of unknown accounts: pay the current price too, so timing tells nothing.
+        if !verified && hash.is_some_and(|h| self.passwords.needs_rehash(h)) {
+            self.passwords.verify(None, password).await;
+        }
         Ok(user.filter(|_| verified))
     }
 
@@ -89,9 +94,10 @@ impl AppState {
         Ok(user)
     }
 
-    /// ADMIN_EMAIL/ADMIN_PASSWORD: create the admin if missing; promote an existing account
-    /// with that email to admin. An existing password is never overwritten from the
-    /// environment (changing it stays an explicit act).
+    /// ADMIN_EMAIL/ADMIN_PASSWORD: create the admin if missing. An existing account with
+    /// that email is promoted only if ADMIN_PASSWORD is its password: with open sign-up,
+    /// anyone could have registered that email first. Its password is never overwritten
+    /// from the environment (changing it stays an explicit act).
     async fn ensure_admin(&self) -> anyhow::Result<()> {
         let (Some(email), Some(password)) = (&self.config.admin_email, &self.config.admin_password)
         else {
@@ -100,6 +106,18 @@ impl AppState {
         match self.store.user_by_email(email).await? {
             Some(user) if user.role == Role::Admin => {}
             Some(user) => {
+                let password = SecretString::from(password.clone());
+                if !self
+                    .passwords
+                    .verify(Some(&user.password_hash), &password)
+                    .await
+                {
+                    anyhow::bail!(
+                        "ADMIN_EMAIL: an account with this email exists and ADMIN_PASSWORD is not its \
+                         password; refusing to promote it (log in as that account and change its \
+                         password, or choose another ADMIN_EMAIL)"
+                    );
+                }
                 self.store
                     .update_user(
                         user.id,
@@ -178,7 +196,9 @@ impl Application {
         tracing::info!(address = %self.addr, "simple-api listening");
         let pruner = tokio::spawn(prune_periodically(self.state.clone()));
         let app = api::routes(self.state.clone()).boxed();
+        // Idle or trickling connections are closed rather than held forever.
         let result = Server::new_with_acceptor(self.acceptor)
+            .idle_timeout(Duration::from_secs(60))
             .run_with_graceful_shutdown(app, shutdown, Some(Duration::from_secs(10)))
             .await;
         pruner.abort();

@@ -26,7 +26,7 @@ impl AuthApi {
     }
 }
 
-/// The grants this endpoint supports.
+/// Which grant: `password` or `refresh_token`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
 #[oai(rename_all = "snake_case")]
 pub enum GrantType {
@@ -39,7 +39,6 @@ pub enum GrantType {
 /// An OAuth2 token request (RFC 6749), form-encoded.
 #[derive(Object)]
 pub struct TokenRequest {
-    /// Which grant: `password` or `refresh_token`.
     pub grant_type: GrantType,
     /// password grant: the account's email.
     pub username: Option<String>,
@@ -241,10 +240,19 @@ impl AuthApi {
         if !state.passwords.needs_rehash(&user.password_hash) {
             return;
         }
+        let old = user.password_hash.clone();
         let outcome = match state.passwords.hash(password).await {
             Ok(hash) => state
                 .store
-                .update_user(user.id, Box::new(move |u| u.password_hash = hash))
+                .update_user(
+                    user.id,
+                    // Only if the password did not change meanwhile: never resurrect an old one.
+                    Box::new(move |u| {
+                        if u.password_hash == old {
+                            u.password_hash = hash;
+                        }
+                    }),
+                )
                 .await
                 .map(|_| ())
                 .map_err(|e| e.to_string()),

@@ -34,13 +34,23 @@ impl From<BodyError> for ApiError {
     }
 }
 
+/// How long a client may take to send a body; a trickle beyond that is dropped.
+const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 async fn read_limited(req: &Request, body: &mut RequestBody) -> Result<Vec<u8>, BodyError> {
     let limit = req.data::<BodyLimit>().map_or(64 * 1024, |l| l.0);
+    // A declared length over the limit is refused before reading a byte.
+    let declared = req
+        .header(poem::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(BodyError::TooLarge);
+    }
     let body = body.take().map_err(|_| BodyError::WrongFormat)?;
-    match body.into_bytes_limit(limit).await {
-        Ok(bytes) => Ok(bytes.to_vec()),
-        Err(ReadBodyError::PayloadTooLarge) => Err(BodyError::TooLarge),
-        Err(_) => Err(BodyError::WrongFormat),
+    match tokio::time::timeout(BODY_READ_TIMEOUT, body.into_bytes_limit(limit)).await {
+        Ok(Ok(bytes)) => Ok(bytes.to_vec()),
+        Ok(Err(ReadBodyError::PayloadTooLarge)) => Err(BodyError::TooLarge),
+        Ok(Err(_)) | Err(_) => Err(BodyError::WrongFormat),
     }
 }
 

@@ -172,7 +172,7 @@ impl From<PasswordError> for ApiError {
     }
 }
 
-/// RFC 6749 §5.2 error codes.
+/// The error code (RFC 6749 §5.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
 #[oai(rename_all = "snake_case")]
 pub enum OAuthErrorCode {
@@ -191,7 +191,6 @@ pub enum OAuthErrorCode {
 /// The body of a token endpoint error (RFC 6749 §5.2).
 #[derive(Debug, Clone, Object)]
 pub struct OAuthErrorBody {
-    /// The error code.
     pub error: OAuthErrorCode,
     /// A human-readable explanation.
     #[oai(skip_serializing_if_is_none)]

@@ -78,14 +78,14 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
     let docs = service.swagger_ui();
     Route::new()
         .nest("/", service)
-        .nest("/docs", docs)
+        .nest("/docs", poem::get(docs))
         .at(
             "/openapi.json",
-            poem::endpoint::make_sync(move |_| {
+            poem::get(poem::endpoint::make_sync(move |_| {
                 poem::Response::builder()
                     .content_type("application/json; charset=utf-8")
                     .body(spec.clone())
-            }),
+            })),
         )
         .with(NormalizePath::new(TrailingSlash::Trim))
         .around(error::json_errors)

@@ -49,7 +49,13 @@ fn issued_instant(claims: &AccessClaims) -> DateTime<Utc> {
 }
 
 fn bearer_token(req: &Request) -> Option<&str> {
-    let value = req.headers().get(AUTHORIZATION)?.to_str().ok()?;
+    let mut values = req.headers().get_all(AUTHORIZATION).iter();
+    let value = values.next()?.to_str().ok()?;
+    // Two Authorization headers: which one a proxy or another service would use is
+    // anyone's guess, so use neither.
+    if values.next().is_some() {
+        return Some("");
+    }
     let (scheme, token) = value.split_once(' ')?;
     scheme
         .eq_ignore_ascii_case("bearer")

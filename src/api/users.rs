@@ -38,8 +38,7 @@ pub struct UserBody {
     /// Last name, or null.
     #[oai(nullable)]
     pub last_name: Option<String>,
-    /// `user` or `admin`.
-    pub role: String,
+    pub role: UserRole,
     /// When the account was created (RFC 3339, UTC).
     pub created_at: DateTime<Utc>,
     /// When the account last changed (RFC 3339, UTC).
@@ -53,9 +52,27 @@ impl From<&User> for UserBody {
             email: u.email.as_str().to_owned(),
             first_name: u.first_name.as_ref().map(|n| n.as_str().to_owned()),
             last_name: u.last_name.as_ref().map(|n| n.as_str().to_owned()),
-            role: u.role.as_str().to_owned(),
+            role: u.role.into(),
             created_at: u.created_at,
             updated_at: u.updated_at,
+        }
+    }
+}
+
+/// What a user may do: `user` reaches their own record, `admin` every record. Only an
+/// admin may set or change a role (default `user`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, poem_openapi::Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum UserRole {
+    User,
+    Admin,
+}
+
+impl From<Role> for UserRole {
+    fn from(role: Role) -> Self {
+        match role {
+            Role::User => Self::User,
+            Role::Admin => Self::Admin,
         }
     }
 }
@@ -71,8 +88,8 @@ pub struct NewUserRequest {
     pub first_name: Option<String>,
     /// Last name (optional).
     pub last_name: Option<String>,
-    /// `user` (default) or `admin`; only an admin may set it.
-    pub role: Option<String>,
+    // Documented on UserRole: a doc comment here would wrap the $ref in allOf.
+    pub role: Option<UserRole>,
 }
 
 /// Changes to an account; absent fields stay as they are, `null` clears a name.
@@ -84,8 +101,8 @@ pub struct UpdateUserRequest {
     /// New last name.
     #[oai(nullable)]
     pub last_name: Option<String>,
-    /// New role, `user` or `admin`; only an admin may change it.
-    pub role: Option<String>,
+    // Only an admin may change it (see UserRole).
+    pub role: Option<UserRole>,
 }
 
 /// A password change: form-encoded or JSON.
@@ -293,9 +310,13 @@ impl UsersApi {
         let first_name = name_field(&fields, "first_name")?;
         let last_name = name_field(&fields, "last_name")?;
         let role = role_field(&fields)?;
-        if role.is_some_and(|r| r != current.role) && !caller.is_admin_with(Scope::UsersWrite) {
+        let may_set_role = caller.is_admin_with(Scope::UsersWrite);
+        if role.is_some_and(|r| r != current.role) && !may_set_role {
             return Err(ApiError::forbidden());
         }
+        // Decided again inside the atomic update: a concurrent demotion must not be undone
+        // by a non-admin "restating" the role they had a moment ago.
+        let role = role.filter(|_| may_set_role);
         let user = state
             .store
             .update_user(

@@ -180,6 +180,10 @@ impl TokenService {
         if !typ_ok {
             return Err(TokenError::WrongType);
         }
+        // RFC 7515 §4.1.11: we understand no critical extension, so any is a rejection.
+        if header.crit.is_some() {
+            return Err(TokenError::Invalid("unsupported crit header"));
+        }
         let kid = header.kid.as_deref().ok_or(TokenError::UnknownKey)?;
         let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
         let key = keys.get(kid).ok_or(TokenError::UnknownKey)?;
@@ -208,6 +212,9 @@ impl TokenService {
             })?;
         if data.claims.jti.is_empty() {
             return Err(TokenError::Invalid("jti is empty"));
+        }
+        if data.claims.iat > Utc::now().timestamp() + LEEWAY_SECS as i64 {
+            return Err(TokenError::Invalid("iat is in the future"));
         }
         Ok(data.claims)
     }

@@ -74,14 +74,23 @@ impl Log {
         let path = dir.join(LOG_FILE);
         // A crash mid-compaction leaves a temp file that was never renamed: the log is intact.
         let _ = fs::remove_file(dir.join(TMP_FILE));
-        if !path.exists() {
-            let mut file =
-                create_private(&path).map_err(io_err(format!("create {}", path.display())))?;
-            file.write_all(&encode(&Entry::Format {
-                version: FORMAT_VERSION,
-            }))
-            .and_then(|_| file.sync_all())
-            .map_err(io_err(format!("write {}", path.display())))?;
+        // A log without one complete line never got past its format record, so nothing in
+        // it was ever acknowledged: (re)create it, atomically, as a temp file renamed in place.
+        let uninitialised = match fs::read(&path) {
+            Ok(data) => !data.contains(&b'\n'),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => true,
+            Err(e) => return Err(io_err(format!("read {}", path.display()))(e)),
+        };
+        if uninitialised {
+            let tmp = dir.join(TMP_FILE);
+            let created = create_private(&tmp).and_then(|mut file| {
+                file.write_all(&encode(&Entry::Format {
+                    version: FORMAT_VERSION,
+                }))?;
+                file.sync_all()?;
+                fs::rename(&tmp, &path)
+            });
+            created.map_err(io_err(format!("create {}", path.display())))?;
             sync_dir(dir)?;
         }
         let mut data = Vec::new();
@@ -178,6 +187,9 @@ impl Log {
                 return Err(StoreError::Unavailable(e));
             }
         };
+        // The rename happened: the old handle now points at an unlinked file. Until the new
+        // one is open and durable, no append may be acknowledged.
+        self.broken = true;
         sync_dir(&self.dir)?;
         self.file = OpenOptions::new()
             .append(true)
@@ -249,6 +261,18 @@ impl Log {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_log_cut_off_before_its_first_line_is_recreated() {
+        for content in [&b""[..], b"0000", b"1234abcd {\"op\":\"for"] {
+            let dir = tempfile::tempdir().unwrap();
+            fs::write(dir.path().join(LOG_FILE), content).unwrap();
+            let (log, entries) =
+                Log::open(dir.path()).expect("a store that never acked anything loads");
+            assert!(entries.is_empty());
+            assert_eq!(log.entries(), 1);
+        }
+    }
 
     #[test]
     fn a_line_with_a_wrong_checksum_does_not_decode() {

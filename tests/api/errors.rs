@@ -62,3 +62,36 @@ fn bad_query_parameters_are_json_400s() {
         assert!(body["error"].is_string(), "{query}: {body}");
     }
 }
+
+#[test]
+fn the_spec_and_the_docs_answer_only_get() {
+    let app = spawn_app();
+    app.request("DELETE", "/openapi.json", None, None, None)
+        .expect_error(405, "Method not allowed");
+    app.request("POST", "/docs", None, None, None)
+        .expect_error(405, "Method not allowed");
+}
+
+#[test]
+fn a_declared_length_over_the_limit_is_refused_before_the_body_arrives() {
+    use std::io::{Read, Write};
+    let app = spawn_app();
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(
+            b"POST /api/v1/users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+              Content-Length: 99999999999\r\nConnection: close\r\n\r\n{",
+        )
+        .unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    assert!(response.starts_with("HTTP/1.1 413"), "{response}");
+    assert!(
+        response.contains(r#"{"error":"Payload too large"}"#),
+        "{response}"
+    );
+}

@@ -125,6 +125,11 @@ fn start(dir: &std::path::Path) -> Server {
         .spawn()
         .unwrap();
     let server = Server(child, port);
+    wait_ready(port);
+    server
+}
+
+fn wait_ready(port: u16) {
     let agent = ureq::Agent::new_with_config(
         ureq::Agent::config_builder()
             .http_status_as_error(false)
@@ -132,12 +137,9 @@ fn start(dir: &std::path::Path) -> Server {
     );
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
-        if agent
-            .get(format!("http://127.0.0.1:{port}/api/v1/status"))
-            .call()
-            .is_ok()
-        {
-            return server;
+        let url = format!("http://127.0.0.1:{port}/api/v1/status");
+        if agent.get(url).call().is_ok() {
+            return;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -329,4 +331,46 @@ fn kill_9_loses_no_acknowledged_write() {
     for email in &acknowledged {
         assert!(stored.contains(email), "{email} was acknowledged but lost");
     }
+}
+
+#[test]
+fn admin_email_promotes_an_existing_account_only_with_its_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let squatter = "root@example.com";
+    {
+        let port = free_port();
+        let child = command(dir.path())
+            .env_remove("ADMIN_EMAIL")
+            .env_remove("ADMIN_PASSWORD")
+            .env("API_PORT", port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let _server = Server(child, port);
+        wait_ready(port);
+        let resp = ureq::post(format!("http://127.0.0.1:{port}/api/v1/users"))
+            .content_type("application/json")
+            .send(json!({"email": squatter, "password": "squatter-password"}).to_string())
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 201);
+    }
+    let line = one_line_failure(
+        command(dir.path())
+            .env("ADMIN_EMAIL", squatter)
+            .env("ADMIN_PASSWORD", "operator-password"),
+    );
+    assert!(line.contains("ADMIN_EMAIL"), "{line}");
+    // With the account's own password it is the operator's account: promote it.
+    let port = free_port();
+    let child = command(dir.path())
+        .env("ADMIN_EMAIL", squatter)
+        .env("ADMIN_PASSWORD", "squatter-password")
+        .env("API_PORT", port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _server = Server(child, port);
+    wait_ready(port);
 }

@@ -198,3 +198,32 @@ fn the_role_comes_from_the_store_not_the_token() {
     app.get("/api/v1/users", Some(&token))
         .expect_error(403, "Forbidden");
 }
+
+#[test]
+fn unknown_critical_headers_and_future_iat_are_rejected() {
+    let app = spawn_app();
+    let user = app.new_user();
+    let mut header = app.header();
+    header.crit = Some(vec!["exp-extension".into()]);
+    assert_rejected(&app, &app.sign(header, &claims_for(&user.id)));
+    let mut claims = claims_for(&user.id);
+    claims["iat"] = json!(chrono::Utc::now().timestamp() + 3600);
+    assert_rejected(&app, &app.sign(app.header(), &claims));
+}
+
+#[test]
+fn two_authorization_headers_are_refused() {
+    let app = spawn_app();
+    let user = app.new_user();
+    let bearer = format!("Bearer {}", user.token);
+    let resp = app.send(
+        "GET",
+        "/api/v1/users/me",
+        &[
+            ("Authorization", &bearer),
+            ("Authorization", "Bearer other"),
+        ],
+        None,
+    );
+    assert_eq!(resp.status, 401);
+}
