@@ -5,9 +5,18 @@ use std::io::Read;
 use anyhow::Context;
 use secrecy::SecretString;
 
-use crate::config::{Config, UsersCommand};
-use crate::domain::{PersonName, Role};
+use std::time::{Duration, SystemTime};
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+
+use crate::auth::clients::generate_secret;
+use crate::auth::keys::{self, KeyAlgorithm, KeySet, KeyStatus};
+use crate::auth::PasswordHasher;
+use crate::config::{ClientsCommand, Config, KeysCommand, UsersCommand};
+use crate::domain::{client_scopes, Client, ClientName, PersonName, Role};
 use crate::startup::AppState;
+use crate::store::spool::{self, AdminChange, Applied};
 
 /// `simple-api users ...`: works on DATA_DIR directly, so the server must not be running
 /// (the store's lock says so clearly if it is).
@@ -58,4 +67,159 @@ pub async fn users(config: Config, command: UsersCommand) -> anyhow::Result<()> 
             Ok(())
         }
     }
+}
+
+/// How long the CLI waits for a running server to take a spooled change.
+const SPOOL_WAIT: Duration = Duration::from_secs(15);
+
+fn hasher(config: &Config) -> anyhow::Result<PasswordHasher> {
+    Ok(PasswordHasher::new(
+        config.argon2_m_kib,
+        config.argon2_t,
+        config.argon2_p,
+        1,
+    )?)
+}
+
+async fn apply(config: &Config, change: AdminChange) -> anyhow::Result<()> {
+    match spool::apply(&config.data_dir, change, SPOOL_WAIT).await? {
+        Applied::Done => Ok(()),
+        Applied::Queued(path) => {
+            eprintln!(
+                "note: the running server has not applied the change yet; it is saved in {} and \
+                 will be applied at its next reload (send it SIGHUP)",
+                path.display()
+            );
+            Ok(())
+        }
+    }
+}
+
+fn find_client(config: &Config, id: &str) -> anyhow::Result<Client> {
+    let id = uuid::Uuid::parse_str(id).context("client id")?;
+    spool::read_clients(&config.data_dir)?
+        .into_iter()
+        .find(|c| c.id == id)
+        .ok_or_else(|| anyhow::anyhow!("no client with id {id}"))
+}
+
+/// `simple-api clients ...`: directly on DATA_DIR, or through the running server's spool.
+pub async fn clients(config: Config, command: ClientsCommand) -> anyhow::Result<()> {
+    match command {
+        ClientsCommand::Create { name, scope } => {
+            let name = ClientName::parse(&name).context("--name")?;
+            let scope = client_scopes(&scope).map_err(|e| anyhow::anyhow!("--scope: {e}"))?;
+            let secret = generate_secret();
+            let now = Utc::now();
+            let client = Client {
+                id: uuid::Uuid::new_v4(),
+                name,
+                scope,
+                secret_hash: hasher(&config)?
+                    .hash(&SecretString::from(secret.clone()))
+                    .await?,
+                created_at: now,
+                secret_rotated_at: now,
+            };
+            apply(&config, AdminChange::PutClient(client.clone())).await?;
+            println!(
+                "{}",
+                json!({
+                    "client_id": client.id,
+                    "client_secret": secret,
+                    "name": client.name.as_str(),
+                    "scope": client.scope.to_string(),
+                })
+            );
+            eprintln!("Store the client_secret now: it is not shown again.");
+        }
+        ClientsCommand::List => {
+            for c in spool::read_clients(&config.data_dir)? {
+                println!(
+                    "{}",
+                    json!({ "client_id": c.id, "name": c.name.as_str(), "scope": c.scope.to_string(),
+                            "created_at": c.created_at, "secret_rotated_at": c.secret_rotated_at })
+                );
+            }
+        }
+        ClientsCommand::Delete { id } => {
+            let client = find_client(&config, &id)?;
+            apply(&config, AdminChange::DeleteClient(client.id)).await?;
+            println!("{}", json!({ "deleted": client.id }));
+        }
+        ClientsCommand::RotateSecret { id } => {
+            let mut client = find_client(&config, &id)?;
+            let secret = generate_secret();
+            client.secret_hash = hasher(&config)?
+                .hash(&SecretString::from(secret.clone()))
+                .await?;
+            client.secret_rotated_at = Utc::now();
+            apply(&config, AdminChange::PutClient(client.clone())).await?;
+            println!(
+                "{}",
+                json!({ "client_id": client.id, "client_secret": secret })
+            );
+            eprintln!("Store the client_secret now: it is not shown again.");
+        }
+    }
+    Ok(())
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    DateTime::<Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// `simple-api keys ...`: works on KEYS_DIR files; a running server notices within seconds
+/// (or at once on SIGHUP).
+pub fn keys(config: Config, command: KeysCommand) -> anyhow::Result<()> {
+    let delay = Duration::from_secs(config.key_publish_delay);
+    let dir = &config.keys_dir;
+    match command {
+        KeysCommand::List => {
+            let set = KeySet::load(dir, delay)?;
+            let now = SystemTime::now();
+            for key in set.keys() {
+                let status = match set.status(key, now) {
+                    KeyStatus::Next => "next",
+                    KeyStatus::Signing => "signing",
+                    KeyStatus::Previous => "previous",
+                };
+                println!(
+                    "{}",
+                    json!({ "kid": key.kid, "alg": key.jwk.alg, "status": status,
+                            "published_at": rfc3339(key.modified),
+                            "signs_from": rfc3339(key.modified + delay),
+                            "file": key.path.display().to_string() })
+                );
+            }
+        }
+        KeysCommand::Rotate { alg } => {
+            let algorithm = KeyAlgorithm::parse(&alg).ok_or_else(|| {
+                anyhow::anyhow!("--alg: expected EdDSA, ES256 or RS256, got {alg}")
+            })?;
+            let path = keys::generate(dir, algorithm)?;
+            let set = KeySet::load(dir, delay)?;
+            let key = set
+                .keys()
+                .iter()
+                .find(|k| k.path == path)
+                .context("the new key did not load")?;
+            println!(
+                "{}",
+                json!({ "kid": key.kid, "alg": key.jwk.alg, "file": path.display().to_string(),
+                        "published_at": rfc3339(key.modified),
+                        "signs_from": rfc3339(key.modified + delay) })
+            );
+        }
+        KeysCommand::Retire { kid, force } => {
+            let set = KeySet::load(dir, delay)?;
+            let ttl = Duration::from_secs(config.session_duration);
+            let retired = set.retire(&kid, ttl, force)?;
+            println!(
+                "{}",
+                json!({ "retired": kid, "file": retired.display().to_string() })
+            );
+        }
+    }
+    Ok(())
 }

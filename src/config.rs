@@ -28,8 +28,51 @@ pub enum Command {
     /// Manage user accounts in DATA_DIR.
     #[command(subcommand)]
     Users(UsersCommand),
+    /// Manage service clients (client_credentials). Works while the server runs.
+    #[command(subcommand)]
+    Clients(ClientsCommand),
+    /// Manage signing keys in KEYS_DIR. Works while the server runs.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Print the OpenAPI document (JSON).
     Openapi,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClientsCommand {
+    /// Register a client; prints its client_id and client_secret (shown only once).
+    Create {
+        #[arg(long)]
+        name: String,
+        /// Space-separated scopes: users:read and/or users:write.
+        #[arg(long)]
+        scope: String,
+    },
+    /// List clients (never their secrets).
+    List,
+    /// Delete a client; its tokens stop working at once.
+    Delete { id: String },
+    /// Give a client a new secret (printed once); the old one stops working.
+    RotateSecret { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// List the keys: kid, algorithm, status, file.
+    List,
+    /// Add a new key: published in the JWKS at once, signing after KEY_PUBLISH_DELAY.
+    Rotate {
+        /// EdDSA (default), ES256 or RS256.
+        #[arg(long, default_value = "EdDSA")]
+        alg: String,
+    },
+    /// Stop publishing a key (renames its file to *.pem.retired).
+    Retire {
+        kid: String,
+        /// Retire even though tokens it signed may still be valid.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

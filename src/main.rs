@@ -24,6 +24,8 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(cli.config).await,
         Command::Users(cmd) => cli::users(cli.config, cmd).await,
+        Command::Clients(cmd) => cli::clients(cli.config, cmd).await,
+        Command::Keys(cmd) => cli::keys(cli.config, cmd),
         Command::Openapi => {
             print!("{}", api::spec_json());
             Ok(())

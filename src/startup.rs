@@ -194,27 +194,82 @@ impl Application {
         shutdown: impl std::future::Future<Output = ()> + Send,
     ) -> std::io::Result<()> {
         tracing::info!(address = %self.addr, "simple-api listening");
-        let pruner = tokio::spawn(prune_periodically(self.state.clone()));
+        let maintenance = tokio::spawn(maintain(self.state.clone()));
         let app = api::routes(self.state.clone()).boxed();
         // Idle or trickling connections are closed rather than held forever.
         let result = Server::new_with_acceptor(self.acceptor)
             .idle_timeout(Duration::from_secs(60))
             .run_with_graceful_shutdown(app, shutdown, Some(Duration::from_secs(10)))
             .await;
-        pruner.abort();
+        maintenance.abort();
         result
     }
 }
 
-/// Forgets expired sessions and revoked `jti`s that expired, so memory tracks live state.
-async fn prune_periodically(state: Arc<AppState>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(60));
+/// How often key files and spooled admin changes are looked at (SIGHUP: at once).
+const RELOAD_EVERY: Duration = Duration::from_secs(2);
+/// How often expired sessions and revocations are forgotten.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// Background upkeep: picks up key changes and CLI changes without a restart, and keeps
+/// memory to live state.
+async fn maintain(state: Arc<AppState>) {
+    let mut reload = tokio::time::interval(RELOAD_EVERY);
+    let mut prune = tokio::time::interval(PRUNE_EVERY);
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     loop {
-        tick.tick().await;
-        match state.store.prune(chrono::Utc::now()).await {
+        let hup = async {
+            match hangup.as_mut() {
+                Some(signal) => signal.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = reload.tick() => state.reload().await,
+            _ = hup => {
+                tracing::info!("SIGHUP: reloading keys and admin changes");
+                state.reload().await;
+            }
+            _ = prune.tick() => match state.store.prune(chrono::Utc::now()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(pruned = n, "expired sessions and revocations pruned"),
+                Err(e) => tracing::warn!(error = %e, "pruning failed"),
+            },
+        }
+    }
+}
+
+impl AppState {
+    /// Reloads KEYS_DIR if its files changed (a bad new file is logged and ignored: the
+    /// running key set stays), and applies admin changes spooled by the CLI.
+    pub async fn reload(&self) {
+        let dir = &self.config.keys_dir;
+        let stale = self
+            .tokens
+            .keys()
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_stale(dir);
+        if stale {
+            match KeySet::load(dir, Duration::from_secs(self.config.key_publish_delay)) {
+                Ok(keys) => {
+                    let kids: Vec<String> = keys.keys().iter().map(|k| k.kid.clone()).collect();
+                    *self
+                        .tokens
+                        .keys()
+                        .write()
+                        .unwrap_or_else(|e| e.into_inner()) = keys;
+                    tracing::info!(?kids, "signing keys reloaded");
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "KEYS_DIR changed but cannot be loaded; keeping the current keys")
+                }
+            }
+        }
+        match self.store.apply_spool().await {
             Ok(0) => {}
-            Ok(n) => tracing::debug!(pruned = n, "expired sessions and revocations pruned"),
-            Err(e) => tracing::warn!(error = %e, "pruning failed"),
+            Ok(n) => tracing::info!(changes = n, "applied admin changes from the CLI"),
+            Err(e) => tracing::error!(error = %e, "applying spooled admin changes failed"),
         }
     }
 }

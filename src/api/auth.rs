@@ -1,5 +1,6 @@
 use std::sync::Arc;
 
+use poem::Request;
 use poem_openapi::payload::Json;
 use poem_openapi::types::Password;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
@@ -10,9 +11,11 @@ use chrono::Utc;
 use super::body::{BodyError, Form, FormFields};
 use super::error::{OAuthError, OAuthErrorCode};
 use super::{ApiError, ApiTags};
+use crate::auth::clients::parse_basic;
 use crate::auth::refresh;
 use crate::auth::tokens::IssuedToken;
-use crate::domain::{Scopes, Session, User};
+use crate::auth::Subject;
+use crate::domain::{Client, Scopes, Session, User};
 use crate::startup::AppState;
 use crate::store::RefreshOutcome;
 
@@ -26,7 +29,7 @@ impl AuthApi {
     }
 }
 
-/// Which grant: `password` or `refresh_token`.
+/// Which grant: `password`, `refresh_token` or `client_credentials`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
 #[oai(rename_all = "snake_case")]
 pub enum GrantType {
@@ -34,6 +37,8 @@ pub enum GrantType {
     Password,
     /// Exchange a refresh token for a new access token and a new refresh token (§6).
     RefreshToken,
+    /// A registered client's own token (§4.4).
+    ClientCredentials,
 }
 
 /// An OAuth2 token request (RFC 6749), form-encoded.
@@ -48,8 +53,11 @@ pub struct TokenRequest {
     pub refresh_token: Option<String>,
     /// Space-separated scopes to narrow the token to (default: everything the account may do).
     pub scope: Option<String>,
-    /// Public clients (such as Swagger UI) may send their id; it is accepted and not checked.
+    /// client_credentials with form authentication: the client's id. (Public clients such
+    /// as Swagger UI may send one with the other grants; it is accepted and not checked.)
     pub client_id: Option<String>,
+    /// client_credentials with form authentication (`client_secret_post`): the secret.
+    pub client_secret: Option<Password>,
 }
 
 /// A successful token response (RFC 6749 §5.1).
@@ -70,6 +78,57 @@ pub struct TokenBody {
     pub refresh_token: Option<String>,
 }
 
+/// An RFC 7662 introspection request.
+#[derive(Object)]
+pub struct IntrospectRequest {
+    /// The access token or refresh token to look at.
+    pub token: String,
+    /// `access_token` or `refresh_token`; only a hint.
+    pub token_type_hint: Option<String>,
+    /// form authentication (`client_secret_post`): the client's id.
+    pub client_id: Option<String>,
+    /// form authentication (`client_secret_post`): the client's secret.
+    pub client_secret: Option<Password>,
+}
+
+/// RFC 7662 §2.2. Inactive tokens get `{"active": false}` and nothing else.
+#[derive(Object, Default)]
+#[oai(skip_serializing_if_is_none)]
+pub struct IntrospectBody {
+    /// Whether the token is valid right now.
+    pub active: bool,
+    /// Its scopes, space-separated.
+    pub scope: Option<String>,
+    /// The client it was issued to (client tokens).
+    pub client_id: Option<String>,
+    /// The user or client id it speaks for.
+    pub sub: Option<String>,
+    /// `Bearer` (access token) or `refresh_token`.
+    pub token_type: Option<String>,
+    /// Expiry, seconds since the epoch.
+    pub exp: Option<i64>,
+    /// Issue time, seconds since the epoch.
+    pub iat: Option<i64>,
+    /// Not-before, seconds since the epoch.
+    pub nbf: Option<i64>,
+    /// Issuer.
+    pub iss: Option<String>,
+    /// Audience.
+    pub aud: Option<String>,
+    /// Token id.
+    pub jti: Option<String>,
+}
+
+#[derive(ApiResponse)]
+pub enum IntrospectResponse {
+    /// The token's state.
+    #[oai(status = 200)]
+    Ok(
+        Json<IntrospectBody>,
+        #[oai(header = "Cache-Control")] String,
+    ),
+}
+
 /// An RFC 7009 revocation request.
 #[derive(Object)]
 pub struct RevokeRequest {
@@ -77,6 +136,10 @@ pub struct RevokeRequest {
     pub token: String,
     /// `refresh_token` or `access_token`; only a hint, the token's shape decides.
     pub token_type_hint: Option<String>,
+    /// Optional form authentication: the client's id.
+    pub client_id: Option<String>,
+    /// Optional form authentication: the client's secret.
+    pub client_secret: Option<Password>,
 }
 
 #[derive(ApiResponse)]
@@ -170,10 +233,12 @@ impl AuthApi {
         let token = state
             .tokens
             .issue(
-                user.id.to_string(),
+                Subject::User {
+                    id: user.id,
+                    role: user.role,
+                    sid: Some(session.id),
+                },
                 &scopes,
-                Some(user.role),
-                Some(session.id),
             )
             .map_err(ApiError::from)?;
         tracing::info!(user_id = %user.id, session_id = %session.id, "password grant: logged in");
@@ -208,10 +273,12 @@ impl AuthApi {
                 let token = state
                     .tokens
                     .issue(
-                        user.id.to_string(),
+                        Subject::User {
+                            id: user.id,
+                            role: user.role,
+                            sid: Some(session_id),
+                        },
                         &scopes,
-                        Some(user.role),
-                        Some(session_id),
                     )
                     .map_err(ApiError::from)?;
                 tracing::info!(user_id = %user.id, %session_id, benign_race, "refresh token rotated");
@@ -268,18 +335,43 @@ impl AuthApi {
 impl AuthApi {
     /// Get an access token
     ///
-    /// The OAuth2 token endpoint (RFC 6749), form-encoded. `grant_type=password` with the
-    /// account's email as `username` returns a signed JWT access token and a refresh token.
-    /// Wrong email and wrong password get the same `invalid_grant` answer.
-    /// `grant_type=refresh_token` exchanges a refresh token for a new pair (rotation).
+    /// The OAuth2 token endpoint (RFC 6749), form-encoded.
+    /// - `grant_type=password` with the account's email as `username` returns a signed JWT
+    ///   access token and a refresh token. Wrong email and wrong password get the same
+    ///   `invalid_grant` answer.
+    /// - `grant_type=refresh_token` exchanges a refresh token for a new pair (rotation).
+    /// - `grant_type=client_credentials`: a registered client (HTTP Basic, or form
+    ///   `client_id`/`client_secret`) gets an access token with its scopes (or the narrower
+    ///   `scope` asked for); no refresh token.
     #[oai(path = "/auth/token", method = "post", operation_id = "createToken")]
-    async fn token(&self, body: FormFields<TokenRequest>) -> Result<TokenResponse, OAuthError> {
+    async fn token(
+        &self,
+        req: &Request,
+        body: FormFields<TokenRequest>,
+    ) -> Result<TokenResponse, OAuthError> {
         let state = super::state(&self.state)?;
         let form = form_of(body)?;
         match form.get("grant_type") {
             None => Err(OAuthError::invalid_request("grant_type missing")),
             Some("password") => self.password_grant(state, &form).await,
             Some("refresh_token") => self.refresh_grant(state, &form).await,
+            Some("client_credentials") => {
+                let client = authenticate_client(state, req, &form)
+                    .await?
+                    .ok_or_else(|| {
+                        OAuthError::new(
+                            OAuthErrorCode::InvalidClient,
+                            "client authentication required",
+                        )
+                    })?;
+                let scopes = narrow(form.get("scope"), client.scope.clone())?;
+                let token = state
+                    .tokens
+                    .issue(Subject::Client { id: client.id }, &scopes)
+                    .map_err(ApiError::from)?;
+                tracing::info!(client_id = %client.id, scope = %scopes, "client_credentials grant");
+                Ok(granted(token, None))
+            }
             Some(other) => Err(OAuthError::new(
                 OAuthErrorCode::UnsupportedGrantType,
                 format!("grant_type {other} is not supported"),
@@ -291,24 +383,36 @@ impl AuthApi {
     ///
     /// RFC 7009. A refresh token ends its whole session; an access token is refused from
     /// now until it expires. Answers 200 `{}` even for unknown or expired tokens, so it
-    /// reveals nothing. Anyone holding a token may revoke it.
+    /// reveals nothing. Without client authentication, whoever holds a token may revoke
+    /// it; an authenticated client may revoke only tokens issued to it.
     #[oai(path = "/auth/revoke", method = "post", operation_id = "revokeToken")]
-    async fn revoke(&self, body: FormFields<RevokeRequest>) -> Result<RevokeResponse, OAuthError> {
+    async fn revoke(
+        &self,
+        req: &Request,
+        body: FormFields<RevokeRequest>,
+    ) -> Result<RevokeResponse, OAuthError> {
         let state = super::state(&self.state)?;
         let form = form_of(body)?;
+        let client = authenticate_client(state, req, &form).await?;
         let token = form
             .get("token")
             .ok_or_else(|| OAuthError::invalid_request("token missing"))?;
+        let issued_to_caller = |token_client: Option<&str>| match &client {
+            None => true,
+            Some(client) => token_client == Some(client.id.to_string().as_str()),
+        };
         if token.contains('.') {
             // Only a token this service signed, and that is still valid, needs revoking.
             if let Ok(claims) = state.tokens.verify(token) {
-                let (jti, exp) = (claims.jti.clone(), claims.expires_at());
-                state
-                    .store
-                    .revoke_jti(jti, exp)
-                    .await
-                    .map_err(ApiError::from)?;
-                tracing::info!(sub = %claims.sub, "access token revoked");
+                if issued_to_caller(claims.client_id.as_deref()) {
+                    let (jti, exp) = (claims.jti.clone(), claims.expires_at());
+                    state
+                        .store
+                        .revoke_jti(jti, exp)
+                        .await
+                        .map_err(ApiError::from)?;
+                    tracing::info!(sub = %claims.sub, "access token revoked");
+                }
             }
         } else if let Some(session) = state
             .store
@@ -316,14 +420,161 @@ impl AuthApi {
             .await
             .map_err(ApiError::from)?
         {
-            state
-                .store
-                .revoke_session(session.id)
-                .await
-                .map_err(ApiError::from)?;
-            tracing::info!(user_id = %session.user_id, session_id = %session.id, "session revoked");
+            // Refresh tokens belong to user logins, never to a registered client.
+            if issued_to_caller(None) {
+                state
+                    .store
+                    .revoke_session(session.id)
+                    .await
+                    .map_err(ApiError::from)?;
+                tracing::info!(user_id = %session.user_id, session_id = %session.id, "session revoked");
+            }
         }
         Ok(RevokeResponse::Ok(Json(super::users::Empty {})))
+    }
+
+    /// Introspect a token
+    ///
+    /// RFC 7662, for registered clients (HTTP Basic or form `client_id`/`client_secret`):
+    /// whether a token is active right now, checked against revocations and the store, for
+    /// services that cannot accept the latency of offline verification. Anything invalid,
+    /// expired or revoked is `{"active": false}`.
+    #[oai(
+        path = "/auth/introspect",
+        method = "post",
+        operation_id = "introspectToken"
+    )]
+    async fn introspect(
+        &self,
+        req: &Request,
+        body: FormFields<IntrospectRequest>,
+    ) -> Result<IntrospectResponse, OAuthError> {
+        let state = super::state(&self.state)?;
+        let form = form_of(body)?;
+        authenticate_client(state, req, &form)
+            .await?
+            .ok_or_else(|| {
+                OAuthError::new(
+                    OAuthErrorCode::InvalidClient,
+                    "client authentication required",
+                )
+            })?;
+        let token = form
+            .get("token")
+            .ok_or_else(|| OAuthError::invalid_request("token missing"))?;
+        let inactive = IntrospectBody::default();
+        let body = if token.contains('.') {
+            match super::security::verify_access_token(state, token).await {
+                Ok(caller) => {
+                    let c = caller.claims;
+                    IntrospectBody {
+                        active: true,
+                        scope: Some(caller.scopes.to_string()),
+                        client_id: c.client_id.clone(),
+                        sub: Some(c.sub),
+                        token_type: Some("Bearer".into()),
+                        exp: Some(c.exp),
+                        iat: Some(c.iat),
+                        nbf: Some(c.nbf),
+                        iss: Some(c.iss),
+                        aud: Some(c.aud),
+                        jti: Some(c.jti),
+                    }
+                }
+                Err(_) => inactive,
+            }
+        } else {
+            introspect_refresh(state, token).await?.unwrap_or(inactive)
+        };
+        Ok(IntrospectResponse::Ok(Json(body), "no-store".into()))
+    }
+}
+
+/// A refresh token's introspection: active while current, unexpired, in a live session of
+/// a user who has not ended it.
+async fn introspect_refresh(
+    state: &AppState,
+    token: &str,
+) -> Result<Option<IntrospectBody>, OAuthError> {
+    let hash = refresh::hash(token);
+    let Some(session) = state
+        .store
+        .session_by_refresh(&hash)
+        .await
+        .map_err(ApiError::from)?
+    else {
+        return Ok(None);
+    };
+    let now = Utc::now();
+    let current = session
+        .tokens
+        .iter()
+        .find(|t| t.hash == hash)
+        .filter(|t| t.rotated_at.is_none() && t.expires_at > now);
+    let user = state
+        .store
+        .user(session.user_id)
+        .await
+        .map_err(ApiError::from)?;
+    let alive = user.is_some_and(|u| u.session_alive(Some(session.id), session.created_at));
+    Ok(current
+        .filter(|_| alive && session.is_live(now))
+        .map(|t| IntrospectBody {
+            active: true,
+            scope: Some(session.scope.to_string()),
+            sub: Some(session.user_id.to_string()),
+            token_type: Some("refresh_token".into()),
+            exp: Some(t.expires_at.timestamp()),
+            iat: Some(t.issued_at.timestamp()),
+            iss: Some(state.config.jwt_issuer.clone()),
+            ..IntrospectBody::default()
+        }))
+}
+
+/// The client authenticating this request, if it tried: HTTP Basic or form
+/// `client_id` + `client_secret` (not both). Swagger UI's empty Basic (`Og==`) and a bare
+/// `client_id` (public clients) count as no authentication. Failure is `invalid_client`.
+async fn authenticate_client(
+    state: &AppState,
+    req: &Request,
+    form: &Form,
+) -> Result<Option<Client>, OAuthError> {
+    let basic = req
+        .header(poem::http::header::AUTHORIZATION)
+        .and_then(parse_basic)
+        .filter(|(id, secret)| !(id.is_empty() && secret.is_empty()));
+    let posted = form
+        .get("client_secret")
+        .map(|secret| (form.get("client_id"), secret));
+    let (id, secret) = match (basic, posted) {
+        (None, None) => return Ok(None),
+        (Some(_), Some(_)) => {
+            return Err(OAuthError::invalid_request(
+                "use one client authentication method, not two",
+            ))
+        }
+        (Some((id, secret)), None) => (id, secret),
+        (None, Some((id, secret))) => (id.unwrap_or_default().to_owned(), secret.to_owned()),
+    };
+    let client = match uuid::Uuid::parse_str(&id) {
+        Ok(id) => state.store.client(id).await.map_err(ApiError::from)?,
+        Err(_) => None,
+    };
+    // Unknown clients cost a (dummy) hash too: the answer and its timing say nothing.
+    let secret = SecretString::from(secret);
+    let verified = state
+        .passwords
+        .verify(client.as_ref().map(|c| c.secret_hash.as_str()), &secret)
+        .await;
+    match client.filter(|_| verified) {
+        Some(client) => Ok(Some(client)),
+        None => {
+            tracing::info!("client authentication failed");
+            Err(OAuthError::new(
+                OAuthErrorCode::InvalidClient,
+                "client authentication failed",
+            ))
+        }
     }
 }
 

@@ -18,7 +18,7 @@ use poem_openapi::{OpenApiService, Tags};
 
 pub use body::BodyLimit;
 pub use error::{ApiError, ErrorBody};
-pub use security::Caller;
+pub use security::{Access, Caller, ACCESS};
 
 use crate::startup::AppState;
 
@@ -63,11 +63,33 @@ pub fn openapi_service(state: Option<Arc<AppState>>) -> OpenApiService<Apis, ()>
         .license("MIT")
 }
 
-/// The spec as committed in `openapi/openapi.json` (pretty JSON and a final newline).
+/// The spec as committed in `openapi/openapi.json` (pretty JSON and a final newline),
+/// with each protected operation's scopes taken from its `Access` declaration.
 pub fn spec_json() -> String {
-    let mut spec = openapi_service(None).spec();
-    spec.push('\n');
-    spec
+    let mut spec: serde_json::Value =
+        serde_json::from_str(&openapi_service(None).spec()).expect("poem-openapi emits JSON");
+    if let Some(paths) = spec.get_mut("paths").and_then(|p| p.as_object_mut()) {
+        for op in paths
+            .values_mut()
+            .filter_map(|i| i.as_object_mut())
+            .flat_map(|i| i.values_mut())
+        {
+            let id = op
+                .get("operationId")
+                .and_then(|v| v.as_str())
+                .unwrap_or_default();
+            if let Some((_, access)) = security::ACCESS.iter().find(|(op_id, _)| *op_id == id) {
+                let open = op["security"].as_array().is_some_and(|r| {
+                    r.iter()
+                        .any(|req| req.as_object().is_some_and(|o| o.is_empty()))
+                });
+                op["security"] = security::requirements(*access, open);
+            }
+        }
+    }
+    let mut text = serde_json::to_string_pretty(&spec).expect("a JSON value serializes");
+    text.push('\n');
+    text
 }
 
 /// Every route of the service, wrapped in the JSON error handling.

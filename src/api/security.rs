@@ -14,7 +14,7 @@ use poem_openapi::{ApiExtractor, ApiExtractorType, ExtractParamOptions};
 
 use super::{ApiError, ErrorBody};
 use crate::auth::{AccessClaims, Principal, TokenError};
-use crate::domain::{Role, Scope, Scopes, User, UserId};
+use crate::domain::{Client, Role, Scope, Scopes, User, UserId};
 use crate::startup::AppState;
 
 pub const BEARER_SCHEME: &str = "bearerAuth";
@@ -25,11 +25,77 @@ pub const COOKIE_SCHEME: &str = "sessionCookie";
 pub const DEFAULT_COOKIE_NAME: &str = "session_id";
 pub const TOKEN_URL: &str = "/api/v1/auth/token";
 
-/// A verified caller: the token's claims and the user as the store has it now.
+/// Who may call an operation. The one declaration per operation: handlers enforce it
+/// (`Caller::authorize`) and the spec documents it (the oauth2 scopes of each operation
+/// are filled in from `ACCESS` by `api::spec_json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Admins and clients holding the scope.
+    Admin(Scope),
+    /// The user themselves (`profile` scope), or admins and clients holding the scope.
+    SelfOr(Scope),
+    /// Only the user themselves (`profile` scope).
+    SelfOnly,
+    /// Any valid user token (its own session).
+    AnyUser,
+}
+
+pub const GET_STATS: (&str, Access) = ("getStats", Access::Admin(Scope::UsersRead));
+pub const LIST_USERS: (&str, Access) = ("listUsers", Access::Admin(Scope::UsersRead));
+pub const GET_USER: (&str, Access) = ("getUser", Access::SelfOr(Scope::UsersRead));
+pub const UPDATE_USER: (&str, Access) = ("updateUser", Access::SelfOr(Scope::UsersWrite));
+pub const DELETE_USER: (&str, Access) = ("deleteUser", Access::SelfOr(Scope::UsersWrite));
+pub const CHANGE_PASSWORD: (&str, Access) = ("changePassword", Access::SelfOnly);
+pub const LOGOUT: (&str, Access) = ("deleteSession", Access::AnyUser);
+/// Creating users when sign-up is closed (open sign-up needs no token at all).
+pub const CREATE_USER: (&str, Access) = ("createUser", Access::Admin(Scope::UsersWrite));
+
+/// Every protected operation, by operationId.
+pub const ACCESS: &[(&str, Access)] = &[
+    GET_STATS,
+    LIST_USERS,
+    GET_USER,
+    UPDATE_USER,
+    DELETE_USER,
+    CHANGE_PASSWORD,
+    LOGOUT,
+    CREATE_USER,
+];
+
+/// The OpenAPI security requirements of an operation with this access: any of the bearer
+/// token, the cookie, or an oauth2 token with the scopes (OpenAPI lists scopes for oauth2
+/// schemes only). `open`: the operation also works without a token.
+pub fn requirements(access: Access, open: bool) -> serde_json::Value {
+    use serde_json::json;
+    let mut alternatives = vec![json!({ BEARER_SCHEME: [] })];
+    match access {
+        Access::Admin(scope) => alternatives.push(json!({ OAUTH2_SCHEME: [scope.as_str()] })),
+        Access::SelfOr(scope) => {
+            alternatives.push(json!({ OAUTH2_SCHEME: [Scope::Profile.as_str()] }));
+            alternatives.push(json!({ OAUTH2_SCHEME: [scope.as_str()] }));
+        }
+        Access::SelfOnly => alternatives.push(json!({ OAUTH2_SCHEME: [Scope::Profile.as_str()] })),
+        Access::AnyUser => alternatives.push(json!({ OAUTH2_SCHEME: [] })),
+    }
+    alternatives.push(json!({ COOKIE_SCHEME: [] }));
+    if open {
+        alternatives.push(json!({}));
+    }
+    serde_json::Value::Array(alternatives)
+}
+
+/// Who is behind a verified token, as the store has them now.
+pub enum Subject {
+    User(User),
+    Client(Client),
+}
+
+/// A verified caller: the token's claims, its effective scopes and its subject.
 pub struct Caller {
     pub claims: AccessClaims,
+    /// The token's scopes, narrowed to what the subject may still have today.
     pub scopes: Scopes,
-    pub user: User,
+    pub subject: Subject,
     /// The token came from the session cookie rather than the Authorization header.
     pub via_cookie: bool,
 }
@@ -97,30 +163,23 @@ pub fn same_origin(req: &Request, public_url: &str) -> bool {
             .any(|scheme| origin.eq_ignore_ascii_case(&format!("{scheme}{host}")))
 }
 
-/// `Ok(None)` when no credentials were sent; `Err` when they were and failed.
-async fn authenticate(req: &Request) -> Result<Option<Caller>, ApiError> {
-    let state = req.data::<Arc<AppState>>().ok_or_else(|| {
+fn app_state(req: &Request) -> Result<&Arc<AppState>, ApiError> {
+    req.data::<Arc<AppState>>().ok_or_else(|| {
         ApiError::internal(&std::io::Error::other("AppState missing from the request"))
-    })?;
-    let (token, via_cookie) = match bearer_token(req) {
-        Some(token) => (token, false),
-        None => match cookie(req, &state.config.session_name) {
-            Some(token) => (token, true),
-            None => return Ok(None),
-        },
-    };
-    // SameSite=Strict already keeps the cookie off cross-site requests in current
-    // browsers; checking Origin on unsafe methods covers older ones and sibling sites.
-    if via_cookie && !req.method().is_safe() && !same_origin(req, &state.public_url) {
-        return Err(ApiError::Forbidden(ErrorBody::json(
-            "cross-site request refused: the Origin does not match this service",
-        )));
-    }
+    })
+}
+
+/// Every check of an access token, in the contract's order: signature with the key
+/// named by `kid` and its own algorithm, `exp`/`nbf`, `iss`, `aud` (all in
+/// `TokenService::verify`), then the revoked `jti`s and the store: the subject still
+/// exists, the token is newer than the user's last "end sessions", its session is not
+/// revoked. Shared by every protected route and by introspection.
+pub async fn verify_access_token(state: &AppState, token: &str) -> Result<Caller, ApiError> {
     let claims = state.tokens.verify(token)?;
     if state.store.is_jti_revoked(&claims.jti).await? {
         return Err(TokenError::Revoked.into());
     }
-    match claims.principal()? {
+    let (subject, allowed) = match claims.principal()? {
         Principal::User { id, .. } => {
             let user = state
                 .store
@@ -138,53 +197,116 @@ async fn authenticate(req: &Request) -> Result<Option<Caller>, ApiError> {
                     return Err(TokenError::Revoked.into());
                 }
             }
-            let scopes = claims.scopes();
-            Ok(Some(Caller {
-                claims,
-                scopes,
-                user,
-                via_cookie,
-            }))
+            let allowed = user.role.scopes();
+            (Subject::User(user), allowed)
         }
+        Principal::Client { id } => {
+            let client = state
+                .store
+                .client(id)
+                .await?
+                .ok_or(TokenError::Invalid("the client no longer exists"))?;
+            let allowed = client.scope.clone();
+            (Subject::Client(client), allowed)
+        }
+    };
+    let scopes = claims.scopes().intersect(&allowed);
+    Ok(Caller {
+        claims,
+        scopes,
+        subject,
+        via_cookie: false,
+    })
+}
+
+/// `Ok(None)` when no credentials were sent; `Err` when they were and failed.
+async fn authenticate(req: &Request) -> Result<Option<Caller>, ApiError> {
+    let state = app_state(req)?;
+    let (token, via_cookie) = match bearer_token(req) {
+        Some(token) => (token, false),
+        None => match cookie(req, &state.config.session_name) {
+            Some(token) => (token, true),
+            None => return Ok(None),
+        },
+    };
+    // SameSite=Strict already keeps the cookie off cross-site requests in current
+    // browsers; checking Origin on unsafe methods covers older ones and sibling sites.
+    if via_cookie && !req.method().is_safe() && !same_origin(req, &state.public_url) {
+        return Err(ApiError::Forbidden(ErrorBody::json(
+            "cross-site request refused: the Origin does not match this service",
+        )));
     }
+    let mut caller = verify_access_token(state, token).await?;
+    caller.via_cookie = via_cookie;
+    Ok(Some(caller))
 }
 
 impl Caller {
-    pub fn id(&self) -> UserId {
-        self.user.id
+    pub fn user(&self) -> Option<&User> {
+        match &self.subject {
+            Subject::User(user) => Some(user),
+            Subject::Client(_) => None,
+        }
+    }
+
+    pub fn user_id(&self) -> Option<UserId> {
+        self.user().map(|u| u.id)
+    }
+
+    /// The user behind a user-only operation; 403 for a client token.
+    pub fn require_user(&self) -> Result<&User, ApiError> {
+        self.user().ok_or_else(ApiError::forbidden)
     }
 
     pub fn session_id(&self) -> Option<uuid::Uuid> {
         self.claims.session_id()
     }
 
-    /// An admin (by the store's current role, not the token's) whose token carries `scope`.
-    pub fn is_admin_with(&self, scope: Scope) -> bool {
-        self.user.role == Role::Admin && self.scopes.contains(scope)
-    }
-
-    pub fn require_admin(&self, scope: Scope) -> Result<(), ApiError> {
-        if self.is_admin_with(scope) {
-            Ok(())
-        } else {
-            Err(ApiError::forbidden())
+    /// For logs: `user:<id>` or `client:<id>`.
+    pub fn label(&self) -> String {
+        match &self.subject {
+            Subject::User(u) => format!("user:{}", u.id),
+            Subject::Client(c) => format!("client:{}", c.id),
         }
     }
 
-    /// `me` or a user id from a path. Anything that is not a UUID names no user.
-    pub fn target(&self, raw: &str) -> Option<UserId> {
+    /// An admin (by the store's current role, not the token's) or a client, whose token
+    /// carries `scope`.
+    pub fn has_authority(&self, scope: Scope) -> bool {
+        let privileged = match &self.subject {
+            Subject::User(user) => user.role == Role::Admin,
+            Subject::Client(_) => true,
+        };
+        privileged && self.scopes.contains(scope)
+    }
+
+    /// `me` or a user id from a path (anything that is not a UUID names no user). A
+    /// client has no `me`: 403.
+    pub fn target(&self, raw: &str) -> Result<Option<UserId>, ApiError> {
         if raw == "me" {
-            Some(self.id())
-        } else {
-            uuid::Uuid::parse_str(raw).ok()
+            return self.user_id().map(Some).ok_or_else(ApiError::forbidden);
         }
+        Ok(uuid::Uuid::parse_str(raw).ok())
     }
 
-    /// May act on `target`'s record: themselves with the `profile` scope, or an admin with
-    /// `scope`. Others get 403 whether or not the record exists, so ids cannot be probed.
-    pub fn require_access(&self, target: Option<UserId>, scope: Scope) -> Result<(), ApiError> {
-        let own = target == Some(self.id()) && self.scopes.contains(Scope::Profile);
-        if own || self.is_admin_with(scope) {
+    /// Enforces an operation's `Access` on `target` (the user the operation is about).
+    /// Others get 403 whether or not the record exists, so ids cannot be probed.
+    pub fn authorize(
+        &self,
+        (_, access): (&str, Access),
+        target: Option<UserId>,
+    ) -> Result<(), ApiError> {
+        let own = || {
+            self.user_id().is_some_and(|id| Some(id) == target)
+                && self.scopes.contains(Scope::Profile)
+        };
+        let allowed = match access {
+            Access::Admin(scope) => self.has_authority(scope),
+            Access::SelfOr(scope) => own() || self.has_authority(scope),
+            Access::SelfOnly => own(),
+            Access::AnyUser => self.user().is_some(),
+        };
+        if allowed {
             Ok(())
         } else {
             Err(ApiError::forbidden())
@@ -235,7 +357,10 @@ fn register_schemes(registry: &mut Registry) {
         OAUTH2_SCHEME,
         MetaSecurityScheme {
             ty: "oauth2",
-            description: Some("Log in with email (as username) and password; the token is sent as a bearer token."),
+            description: Some(
+                "People: the password flow (email as username). Services: the client \
+                 credentials flow (`simple-api clients create`). Tokens are sent as bearer tokens.",
+            ),
             name: None,
             key_in: None,
             scheme: None,
@@ -248,7 +373,12 @@ fn register_schemes(registry: &mut Registry) {
                     refresh_url: Some(TOKEN_URL),
                     scopes: scopes(),
                 }),
-                client_credentials: None,
+                client_credentials: Some(MetaOAuthFlow {
+                    authorization_url: None,
+                    token_url: Some(TOKEN_URL),
+                    refresh_url: None,
+                    scopes: scopes(),
+                }),
                 authorization_code: None,
             }),
             openid_connect_url: None,

@@ -12,9 +12,10 @@ use secrecy::SecretString;
 use uuid::Uuid;
 
 use super::body::{BodyError, Form, FormFields};
-use super::security::same_origin;
+use super::security::{same_origin, LOGOUT};
 use super::users::{Empty, UserBody};
 use super::{ApiError, ApiTags, Caller, ErrorBody};
+use crate::auth::Subject;
 use crate::startup::AppState;
 
 pub struct SessionsApi {
@@ -121,12 +122,12 @@ impl SessionsApi {
             ));
         };
         let sid = Uuid::now_v7();
-        let token = state.tokens.issue(
-            user.id.to_string(),
-            &user.role.scopes(),
-            Some(user.role),
-            Some(sid),
-        )?;
+        let subject = Subject::User {
+            id: user.id,
+            role: user.role,
+            sid: Some(sid),
+        };
+        let token = state.tokens.issue(subject, &user.role.scopes())?;
         tracing::info!(user_id = %user.id, session_id = %sid, "cookie login");
         Ok(SessionLoginResponse::Ok(
             Json(UserBody::from(&user)),
@@ -151,6 +152,8 @@ impl SessionsApi {
         /// `local` (default): this session; `global`: every session of the user.
         scope: Query<Option<String>>,
     ) -> Result<LogoutResponse, ApiError> {
+        caller.authorize(LOGOUT, None)?;
+        let user_id = caller.require_user()?.id;
         let state = self.state()?;
         let global = match scope.0.as_deref() {
             None | Some("local") => false,
@@ -169,7 +172,7 @@ impl SessionsApi {
             state
                 .store
                 .update_user(
-                    caller.id(),
+                    user_id,
                     Box::new(|u| {
                         u.tokens_valid_after = Utc::now();
                         u.kept_session = None;
@@ -177,7 +180,7 @@ impl SessionsApi {
                 )
                 .await?;
         }
-        tracing::info!(user_id = %caller.id(), global, "logout");
+        tracing::info!(%user_id, global, "logout");
         Ok(LogoutResponse::Ok(
             Json(Empty {}),
             session_cookie(state, "", 0),

@@ -3,8 +3,8 @@ use std::sync::Arc;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
+use super::security::GET_STATS;
 use super::{ApiError, ApiTags, Caller};
-use crate::domain::Scope;
 use crate::startup::AppState;
 
 pub struct StatusApi {
@@ -55,7 +55,7 @@ impl StatusApi {
     /// The number of user accounts. Admins (with the `users:read` scope) only.
     #[oai(path = "/stats", method = "get", operation_id = "getStats")]
     async fn stats(&self, caller: Caller) -> Result<StatsResponse, ApiError> {
-        caller.require_admin(Scope::UsersRead)?;
+        caller.authorize(GET_STATS, None)?;
         let state = super::state(&self.state)?;
         let users = state.store.count_users().await? as u64;
         Ok(StatsResponse::Ok(Json(StatsBody { users })))

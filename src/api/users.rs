@@ -10,7 +10,9 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::body::{optional_str, JsonObject, JsonOrForm};
-use super::security::MaybeCaller;
+use super::security::{
+    MaybeCaller, CHANGE_PASSWORD, CREATE_USER, DELETE_USER, GET_USER, LIST_USERS, UPDATE_USER,
+};
 use super::{ApiError, ApiTags, Caller};
 use crate::domain::{Email, NewPassword, PersonName, Role, Scope, User};
 use crate::startup::AppState;
@@ -198,7 +200,7 @@ impl UsersApi {
         let first_name = name_field(&fields, "first_name")?.flatten();
         let last_name = name_field(&fields, "last_name")?.flatten();
         let role = role_field(&fields)?.unwrap_or(Role::User);
-        let is_admin = caller.is_some_and(|c| c.is_admin_with(Scope::UsersWrite));
+        let is_admin = caller.is_some_and(|c| c.has_authority(Scope::UsersWrite));
         if role != Role::User && !is_admin {
             return Err(ApiError::forbidden());
         }
@@ -210,7 +212,7 @@ impl UsersApi {
         let hash = state.passwords.hash(password.secret()).await?;
         let user = User::new(email, hash, role, first_name, last_name);
         state.store.create_user(user.clone()).await?;
-        tracing::info!(user_id = %user.id, by = ?caller.map(|c| c.id()), "user created");
+        tracing::info!(user_id = %user.id, by = ?caller.map(Caller::label), "user created");
         Ok(user)
     }
 }
@@ -230,7 +232,7 @@ impl UsersApi {
         /// How many users to skip (default 0).
         offset: Query<Option<u32>>,
     ) -> Result<UserListResponse, ApiError> {
-        caller.require_admin(Scope::UsersRead)?;
+        caller.authorize(LIST_USERS, None)?;
         let limit = limit.0.unwrap_or(100) as usize;
         let offset = offset.0.unwrap_or(0) as usize;
         let users = self.state()?.store.list_users(offset, limit).await?;
@@ -249,10 +251,10 @@ impl UsersApi {
         /// A user id, or `me`.
         id: Path<String>,
     ) -> Result<UserResponse, ApiError> {
-        let target = caller.target(&id.0);
-        caller.require_access(target, Scope::UsersRead)?;
-        if target == Some(caller.id()) {
-            return Ok(UserResponse::Ok(Json(UserBody::from(&caller.user))));
+        let target = caller.target(&id.0)?;
+        caller.authorize(GET_USER, target)?;
+        if let Some(me) = caller.user().filter(|u| Some(u.id) == target) {
+            return Ok(UserResponse::Ok(Json(UserBody::from(me))));
         }
         let user = match target {
             Some(id) => self.state()?.store.user(id).await?,
@@ -277,7 +279,7 @@ impl UsersApi {
         if !state.config.signup_enabled {
             match &caller {
                 None => return Err(ApiError::unauthorized()),
-                Some(c) => c.require_admin(Scope::UsersWrite)?,
+                Some(c) => c.authorize(CREATE_USER, None)?,
             }
         }
         let fields = body.into_object()?;
@@ -297,8 +299,8 @@ impl UsersApi {
         id: Path<String>,
         body: JsonObject<UpdateUserRequest>,
     ) -> Result<UserResponse, ApiError> {
-        let target = caller.target(&id.0);
-        caller.require_access(target, Scope::UsersWrite)?;
+        let target = caller.target(&id.0)?;
+        caller.authorize(UPDATE_USER, target)?;
         let state = self.state()?;
         let target = target.ok_or_else(ApiError::not_found)?;
         let current = state
@@ -310,7 +312,7 @@ impl UsersApi {
         let first_name = name_field(&fields, "first_name")?;
         let last_name = name_field(&fields, "last_name")?;
         let role = role_field(&fields)?;
-        let may_set_role = caller.is_admin_with(Scope::UsersWrite);
+        let may_set_role = caller.has_authority(Scope::UsersWrite);
         if role.is_some_and(|r| r != current.role) && !may_set_role {
             return Err(ApiError::forbidden());
         }
@@ -355,9 +357,9 @@ impl UsersApi {
         id: Path<String>,
         body: JsonOrForm<ChangePasswordRequest>,
     ) -> Result<PasswordChangedResponse, ApiError> {
-        if caller.target(&id.0) != Some(caller.id()) || !caller.scopes.contains(Scope::Profile) {
-            return Err(ApiError::forbidden());
-        }
+        let target = caller.target(&id.0)?;
+        caller.authorize(CHANGE_PASSWORD, target)?;
+        let me = caller.require_user()?;
         let state = self.state()?;
         let fields = body.into_object()?;
         let current = optional_str(&fields, "current_password")?
@@ -370,7 +372,7 @@ impl UsersApi {
         let current = SecretString::from(current);
         if !state
             .passwords
-            .verify(Some(&caller.user.password_hash), &current)
+            .verify(Some(&me.password_hash), &current)
             .await
         {
             return Err(ApiError::bad_request("current password is incorrect"));
@@ -380,7 +382,7 @@ impl UsersApi {
         state
             .store
             .update_user(
-                caller.id(),
+                me.id,
                 Box::new(move |u| {
                     let now = Utc::now();
                     u.password_hash = hash;
@@ -390,7 +392,7 @@ impl UsersApi {
                 }),
             )
             .await?;
-        tracing::info!(user_id = %caller.id(), "password changed; other sessions ended");
+        tracing::info!(user_id = %me.id, "password changed; other sessions ended");
         Ok(PasswordChangedResponse::Ok(Json(Empty {})))
     }
 
@@ -405,11 +407,11 @@ impl UsersApi {
         /// A user id, or `me`.
         id: Path<String>,
     ) -> Result<DeletedResponse, ApiError> {
-        let target = caller.target(&id.0);
-        caller.require_access(target, Scope::UsersWrite)?;
+        let target = caller.target(&id.0)?;
+        caller.authorize(DELETE_USER, target)?;
         let target = target.ok_or_else(ApiError::not_found)?;
         let user = self.state()?.store.delete_user(target).await?;
-        tracing::info!(user_id = %user.id, by = %caller.id(), "user deleted");
+        tracing::info!(user_id = %user.id, by = %caller.label(), "user deleted");
         Ok(DeletedResponse::Ok(Json(Empty {})))
     }
 }

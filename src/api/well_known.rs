@@ -17,22 +17,29 @@ impl WellKnownApi {
     }
 }
 
-/// A public key (RFC 7517). Only the members of Ed25519 (OKP) keys are present today.
+/// A public key (RFC 7517): Ed25519 (`OKP`), P-256 (`EC`) or RSA.
 #[derive(Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct Jwk {
-    /// Key type: `OKP` for Ed25519.
+    /// Key type: `OKP`, `EC` or `RSA`.
     pub kty: String,
-    /// Curve: `Ed25519`.
-    pub crv: String,
-    /// The public key, base64url.
-    pub x: String,
     /// Key id: the RFC 7638 SHA-256 thumbprint; tokens name their key with it.
     pub kid: String,
-    /// The only algorithm this key verifies: `EdDSA`.
+    /// The only algorithm this key verifies: `EdDSA`, `ES256` or `RS256`.
     pub alg: String,
     /// Always `sig`.
     #[oai(rename = "use")]
     pub use_: String,
+    /// Curve (`OKP`, `EC`): `Ed25519` or `P-256`.
+    pub crv: Option<String>,
+    /// Public key (`OKP`) or X coordinate (`EC`), base64url.
+    pub x: Option<String>,
+    /// Y coordinate (`EC`), base64url.
+    pub y: Option<String>,
+    /// Modulus (`RSA`), base64url.
+    pub n: Option<String>,
+    /// Exponent (`RSA`), base64url.
+    pub e: Option<String>,
 }
 
 /// A JWK Set (RFC 7517 §5).
@@ -60,12 +67,16 @@ pub struct ServerMetadata {
     pub jwks_uri: String,
     /// Where to revoke tokens (RFC 7009).
     pub revocation_endpoint: String,
+    /// Where registered clients ask whether a token is active (RFC 7662).
+    pub introspection_endpoint: String,
     /// The grants the token endpoint accepts.
     pub grant_types_supported: Vec<String>,
     /// How clients authenticate at the token endpoint.
     pub token_endpoint_auth_methods_supported: Vec<String>,
     /// How clients authenticate at the revocation endpoint.
     pub revocation_endpoint_auth_methods_supported: Vec<String>,
+    /// How clients authenticate at the introspection endpoint.
+    pub introspection_endpoint_auth_methods_supported: Vec<String>,
     /// Empty: there is no authorization endpoint.
     pub response_types_supported: Vec<String>,
     /// Every scope a token can carry.
@@ -107,11 +118,14 @@ impl WellKnownApi {
             .into_iter()
             .map(|k| Jwk {
                 kty: k.kty.into(),
-                crv: k.crv.into(),
-                x: k.x,
                 kid: k.kid,
                 alg: k.alg.into(),
-                use_: k.use_.into(),
+                use_: "sig".into(),
+                crv: k.crv.map(str::to_owned),
+                x: k.x,
+                y: k.y,
+                n: k.n,
+                e: k.e,
             })
             .collect();
         // Never cache longer than a new key is pre-published, so a cached set always
@@ -141,9 +155,26 @@ impl WellKnownApi {
                 token_endpoint: format!("{base}/api/v1/auth/token"),
                 jwks_uri: format!("{base}/.well-known/jwks.json"),
                 revocation_endpoint: format!("{base}/api/v1/auth/revoke"),
-                grant_types_supported: strings(&["password", "refresh_token"]),
-                token_endpoint_auth_methods_supported: strings(&["none"]),
-                revocation_endpoint_auth_methods_supported: strings(&["none"]),
+                introspection_endpoint: format!("{base}/api/v1/auth/introspect"),
+                grant_types_supported: strings(&[
+                    "password",
+                    "refresh_token",
+                    "client_credentials",
+                ]),
+                token_endpoint_auth_methods_supported: strings(&[
+                    "client_secret_basic",
+                    "client_secret_post",
+                    "none",
+                ]),
+                revocation_endpoint_auth_methods_supported: strings(&[
+                    "client_secret_basic",
+                    "client_secret_post",
+                    "none",
+                ]),
+                introspection_endpoint_auth_methods_supported: strings(&[
+                    "client_secret_basic",
+                    "client_secret_post",
+                ]),
                 response_types_supported: Vec::new(),
                 scopes_supported: Scope::ALL.iter().map(|s| s.as_str().to_owned()).collect(),
                 service_documentation: format!("{base}/docs"),

@@ -1,5 +1,9 @@
-//! Signing keys from KEYS_DIR: PKCS#8 PEM files, each pinned to its own algorithm and
-//! published by its RFC 7638 thumbprint.
+//! Signing keys from KEYS_DIR: PKCS#8 PEM files (Ed25519, P-256 or RSA ≥ 2048), each
+//! pinned to its own algorithm and published by its RFC 7638 thumbprint.
+//!
+//! Rotation without downtime: a new key file is published in the JWKS as soon as it
+//! appears, but signs only once it is KEY_PUBLISH_DELAY old (its file's mtime), so every
+//! verifier that caches the JWKS for at most that long already knows it.
 
 use std::fs;
 use std::io::Write;
@@ -7,11 +11,14 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::rsa::KeySize;
+use aws_lc_rs::signature::{
+    EcdsaKeyPair, Ed25519KeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING,
+};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
-use serde::Serialize;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -23,18 +30,59 @@ pub enum KeyError {
     },
     #[error("key file {path}: {reason}")]
     Invalid { path: String, reason: String },
+    #[error("{0}")]
+    Refused(String),
 }
 
-/// The public half of a key as a JWK (RFC 7517), with the members RFC 7638 hashes.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+/// The public half of a key as a JWK (RFC 7517).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublicJwk {
     pub kty: &'static str,
-    pub crv: &'static str,
-    pub x: String,
     pub kid: String,
     pub alg: &'static str,
-    #[serde(rename = "use")]
-    pub use_: &'static str,
+    /// OKP and EC keys.
+    pub crv: Option<&'static str>,
+    pub x: Option<String>,
+    /// EC keys.
+    pub y: Option<String>,
+    /// RSA keys.
+    pub n: Option<String>,
+    pub e: Option<String>,
+}
+
+/// The signature algorithms keys may have, by their JOSE names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyAlgorithm {
+    EdDsa,
+    Es256,
+    Rs256,
+}
+
+impl KeyAlgorithm {
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "EdDSA" | "Ed25519" | "ed25519" => Some(Self::EdDsa),
+            "ES256" | "es256" => Some(Self::Es256),
+            "RS256" | "rs256" => Some(Self::Rs256),
+            _ => None,
+        }
+    }
+
+    pub fn jose(self) -> &'static str {
+        match self {
+            Self::EdDsa => "EdDSA",
+            Self::Es256 => "ES256",
+            Self::Rs256 => "RS256",
+        }
+    }
+
+    fn jwt(self) -> Algorithm {
+        match self {
+            Self::EdDsa => Algorithm::EdDSA,
+            Self::Es256 => Algorithm::ES256,
+            Self::Rs256 => Algorithm::RS256,
+        }
+    }
 }
 
 /// One key: the private half signs, the public half verifies, and only with `algorithm`.
@@ -45,11 +93,16 @@ pub struct Key {
     pub encoding: EncodingKey,
     pub decoding: DecodingKey,
     pub path: PathBuf,
+    /// When the key was published: it signs from `modified + publish delay` on.
     pub modified: SystemTime,
 }
 
+fn b64(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
 impl Key {
-    /// Parses a PKCS#8 PEM private key (Ed25519; v1 or v2 encoding).
+    /// Parses a PKCS#8 PEM private key: Ed25519 (v1 or v2), P-256 or RSA of 2048+ bits.
     pub fn from_pem(pem_text: &[u8], path: &Path, modified: SystemTime) -> Result<Self, KeyError> {
         let invalid = |reason: String| KeyError::Invalid {
             path: path.display().to_string(),
@@ -63,23 +116,82 @@ impl Key {
             )));
         }
         let der = block.contents();
-        let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der)
-            .map_err(|e| invalid(format!("not a usable Ed25519 PKCS#8 key: {e}")))?;
-        let x = URL_SAFE_NO_PAD.encode(pair.public_key().as_ref());
-        let kid = thumbprint(&[("crv", "Ed25519"), ("kty", "OKP"), ("x", &x)]);
-        let decoding = DecodingKey::from_ed_components(&x).map_err(|e| invalid(e.to_string()))?;
-        Ok(Self {
-            jwk: PublicJwk {
+        let jwt_err = |e: jsonwebtoken::errors::Error| invalid(e.to_string());
+        let (algorithm, jwk, encoding, decoding) = if let Ok(pair) =
+            Ed25519KeyPair::from_pkcs8_maybe_unchecked(der)
+        {
+            let x = b64(pair.public_key().as_ref());
+            let kid = thumbprint(&[("crv", "Ed25519"), ("kty", "OKP"), ("x", &x)]);
+            let decoding = DecodingKey::from_ed_components(&x).map_err(jwt_err)?;
+            let jwk = PublicJwk {
                 kty: "OKP",
-                crv: "Ed25519",
-                x,
-                kid: kid.clone(),
+                kid,
                 alg: "EdDSA",
-                use_: "sig",
-            },
-            kid,
-            algorithm: Algorithm::EdDSA,
-            encoding: EncodingKey::from_ed_der(der),
+                crv: Some("Ed25519"),
+                x: Some(x),
+                y: None,
+                n: None,
+                e: None,
+            };
+            (
+                KeyAlgorithm::EdDsa,
+                jwk,
+                EncodingKey::from_ed_der(der),
+                decoding,
+            )
+        } else if let Ok(pair) = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der) {
+            // Uncompressed SEC1 point: 0x04 || X (32 bytes) || Y (32 bytes).
+            let point = pair.public_key().as_ref();
+            let (x, y) = (b64(&point[1..33]), b64(&point[33..65]));
+            let kid = thumbprint(&[("crv", "P-256"), ("kty", "EC"), ("x", &x), ("y", &y)]);
+            let decoding = DecodingKey::from_ec_components(&x, &y).map_err(jwt_err)?;
+            let jwk = PublicJwk {
+                kty: "EC",
+                kid,
+                alg: "ES256",
+                crv: Some("P-256"),
+                x: Some(x),
+                y: Some(y),
+                n: None,
+                e: None,
+            };
+            (
+                KeyAlgorithm::Es256,
+                jwk,
+                EncodingKey::from_ec_der(der),
+                decoding,
+            )
+        } else if let Ok(pair) = aws_lc_rs::rsa::KeyPair::from_pkcs8(der) {
+            if pair.public_modulus_len() < 256 {
+                return Err(invalid("RSA keys must have at least 2048 bits".into()));
+            }
+            let public = pair.public_key();
+            let n = b64(public.modulus().big_endian_without_leading_zero());
+            let e = b64(public.exponent().big_endian_without_leading_zero());
+            let kid = thumbprint(&[("e", &e), ("kty", "RSA"), ("n", &n)]);
+            let decoding = DecodingKey::from_rsa_components(&n, &e).map_err(jwt_err)?;
+            let encoding = EncodingKey::from_rsa_pem(pem_text).map_err(jwt_err)?;
+            let jwk = PublicJwk {
+                kty: "RSA",
+                kid,
+                alg: "RS256",
+                crv: None,
+                x: None,
+                y: None,
+                n: Some(n),
+                e: Some(e),
+            };
+            (KeyAlgorithm::Rs256, jwk, encoding, decoding)
+        } else {
+            return Err(invalid(
+                "not an Ed25519, P-256 or RSA PKCS#8 private key".into(),
+            ));
+        };
+        Ok(Self {
+            kid: jwk.kid.clone(),
+            algorithm: algorithm.jwt(),
+            jwk,
+            encoding,
             decoding,
             path: path.to_owned(),
             modified,
@@ -99,21 +211,30 @@ pub fn thumbprint(members: &[(&str, &str)]) -> String {
         &aws_lc_rs::digest::SHA256,
         format!("{{{canonical}}}").as_bytes(),
     );
-    URL_SAFE_NO_PAD.encode(digest.as_ref())
+    b64(digest.as_ref())
 }
 
-/// Every key in KEYS_DIR, and the one that signs.
+/// What a key is doing at a given moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyStatus {
+    /// Published, not signing yet: it will sign once it has been published long enough.
+    Next,
+    /// Signs new tokens.
+    Signing,
+    /// Published only, so the tokens it signed still verify.
+    Previous,
+}
+
+/// Every key in KEYS_DIR, oldest first.
 pub struct KeySet {
     keys: Vec<Key>,
-    signer: usize,
+    publish_delay: Duration,
+    /// Names and mtimes of the files, to notice changes cheaply.
+    fingerprint: Vec<(PathBuf, SystemTime)>,
 }
 
 impl KeySet {
     /// Loads every `*.pem` in `dir`; generates an Ed25519 key (mode 0600) when there is none.
-    ///
-    /// The signer is the newest key that has been published for at least `publish_delay`
-    /// (so verifiers caching the JWKS already know it); when no key is that old, as on a
-    /// first start or a fresh deployment, the oldest key signs at once.
     pub fn load_or_generate(dir: &Path, publish_delay: Duration) -> Result<Self, KeyError> {
         let io = |source| KeyError::Io {
             path: dir.display().to_string(),
@@ -124,72 +245,177 @@ impl KeySet {
             .mode(0o700)
             .create(dir)
             .map_err(io)?;
-        let mut keys = Self::read_dir(dir)?;
-        if keys.is_empty() {
-            let path = generate_ed25519(dir)?;
+        if fingerprint(dir)?.is_empty() {
+            let path = generate(dir, KeyAlgorithm::EdDsa)?;
             tracing::info!(path = %path.display(), "generated a new Ed25519 signing key");
-            keys = Self::read_dir(dir)?;
         }
-        keys.sort_by_key(|k| k.modified);
-        let now = SystemTime::now();
-        let signer = keys
-            .iter()
-            .rposition(|k| now.duration_since(k.modified).unwrap_or_default() >= publish_delay)
-            .unwrap_or(0);
-        Ok(Self { keys, signer })
+        Self::load(dir, publish_delay)
     }
 
-    fn read_dir(dir: &Path) -> Result<Vec<Key>, KeyError> {
-        let io = |path: &Path| {
-            let path = path.display().to_string();
-            move |source| KeyError::Io { path, source }
-        };
+    /// Loads every `*.pem` in `dir`; there must be at least one.
+    pub fn load(dir: &Path, publish_delay: Duration) -> Result<Self, KeyError> {
+        let fingerprint = fingerprint(dir)?;
         let mut keys = Vec::new();
-        for entry in fs::read_dir(dir).map_err(io(dir))? {
-            let path = entry.map_err(io(dir))?.path();
-            if path.extension().and_then(|e| e.to_str()) != Some("pem") {
-                continue;
-            }
-            let meta = fs::metadata(&path).map_err(io(&path))?;
+        for (path, modified) in &fingerprint {
+            let io = |source| KeyError::Io {
+                path: path.display().to_string(),
+                source,
+            };
+            let meta = fs::metadata(path).map_err(io)?;
             if meta.permissions().mode() & 0o077 != 0 {
                 tracing::warn!(path = %path.display(), "private key file is readable by group or others; chmod 600 it");
             }
-            let text = fs::read(&path).map_err(io(&path))?;
-            let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-            keys.push(Key::from_pem(&text, &path, modified)?);
+            let text = fs::read(path).map_err(io)?;
+            keys.push(Key::from_pem(&text, path, *modified)?);
         }
-        Ok(keys)
+        if keys.is_empty() {
+            return Err(KeyError::Refused(format!(
+                "KEYS_DIR {}: no *.pem key",
+                dir.display()
+            )));
+        }
+        keys.sort_by_key(|k| k.modified);
+        Ok(Self {
+            keys,
+            publish_delay,
+            fingerprint,
+        })
+    }
+
+    /// Whether the files in `dir` changed since this set was loaded.
+    pub fn is_stale(&self, dir: &Path) -> bool {
+        fingerprint(dir).is_ok_and(|now| now != self.fingerprint)
+    }
+
+    /// The key that signs at `now`: the newest key published for at least the delay, or,
+    /// when none is that old (a first start, a fresh deployment), the oldest key.
+    pub fn signer_at(&self, now: SystemTime) -> &Key {
+        let ready =
+            |k: &&Key| now.duration_since(k.modified).unwrap_or_default() >= self.publish_delay;
+        self.keys.iter().rev().find(ready).unwrap_or(&self.keys[0])
     }
 
     pub fn signer(&self) -> &Key {
-        &self.keys[self.signer]
+        self.signer_at(SystemTime::now())
     }
 
     pub fn get(&self, kid: &str) -> Option<&Key> {
         self.keys.iter().find(|k| k.kid == kid)
     }
 
+    pub fn keys(&self) -> &[Key] {
+        &self.keys
+    }
+
+    pub fn status(&self, key: &Key, now: SystemTime) -> KeyStatus {
+        let signer = self.signer_at(now);
+        if signer.kid == key.kid {
+            KeyStatus::Signing
+        } else if key.modified > signer.modified {
+            KeyStatus::Next
+        } else {
+            KeyStatus::Previous
+        }
+    }
+
+    /// When `key` stopped signing (`None` while it signs or has not signed yet).
+    pub fn stopped_signing_at(&self, key: &Key, now: SystemTime) -> Option<SystemTime> {
+        if self.status(key, now) != KeyStatus::Previous {
+            return None;
+        }
+        // It signed until the next newer key became ready to sign.
+        let successor = self.keys.iter().find(|k| k.modified > key.modified)?;
+        Some(successor.modified + self.publish_delay)
+    }
+
     pub fn jwks(&self) -> Vec<PublicJwk> {
         self.keys.iter().map(|k| k.jwk.clone()).collect()
     }
+
+    /// Stops publishing `kid` by renaming its file to `*.pem.retired`. Refused while a
+    /// token it signed may still be valid (`token_ttl` after it stopped signing), unless
+    /// `force`; always refused for the only key or the signing key.
+    pub fn retire(&self, kid: &str, token_ttl: Duration, force: bool) -> Result<PathBuf, KeyError> {
+        let key = self
+            .get(kid)
+            .ok_or_else(|| KeyError::Refused(format!("no key with kid {kid}")))?;
+        let now = SystemTime::now();
+        match self.status(key, now) {
+            KeyStatus::Signing => {
+                return Err(KeyError::Refused(format!(
+                    "key {kid} is the signing key; rotate first and wait until the new key signs"
+                )))
+            }
+            KeyStatus::Previous | KeyStatus::Next => {}
+        }
+        if !force {
+            let safe_from = self.stopped_signing_at(key, now).map(|stopped| {
+                stopped + token_ttl + Duration::from_secs(super::tokens::LEEWAY_SECS)
+            });
+            if let Some(safe_from) = safe_from.filter(|t| *t > now) {
+                let wait = safe_from.duration_since(now).unwrap_or_default().as_secs() + 1;
+                return Err(KeyError::Refused(format!(
+                    "tokens signed by key {kid} may still be valid for {wait} s; retire it later or use --force"
+                )));
+            }
+        }
+        let retired = key.path.with_extension("pem.retired");
+        fs::rename(&key.path, &retired).map_err(|source| KeyError::Io {
+            path: key.path.display().to_string(),
+            source,
+        })?;
+        Ok(retired)
+    }
 }
 
-/// Writes a new Ed25519 key as PKCS#8 v1 PEM (the form OpenSSL writes and every JOSE
-/// library reads), atomically and with mode 0600 from the first byte.
-pub fn generate_ed25519(dir: &Path) -> Result<PathBuf, KeyError> {
+fn fingerprint(dir: &Path) -> Result<Vec<(PathBuf, SystemTime)>, KeyError> {
+    let io = |source| KeyError::Io {
+        path: dir.display().to_string(),
+        source,
+    };
+    let mut files = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io)? {
+        let path = entry.map_err(io)?.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("pem") {
+            continue;
+        }
+        let modified = fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        files.push((path, modified));
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Writes a new key as PKCS#8 v1 PEM (the form OpenSSL writes and every JOSE library
+/// reads), atomically and with mode 0600 from the first byte.
+pub fn generate(dir: &Path, algorithm: KeyAlgorithm) -> Result<PathBuf, KeyError> {
     let invalid = |reason: String| KeyError::Invalid {
         path: dir.display().to_string(),
         reason,
     };
-    let pair =
-        Ed25519KeyPair::generate().map_err(|e| invalid(format!("key generation failed: {e}")))?;
-    let der = pair
-        .to_pkcs8v1()
-        .map_err(|e| invalid(format!("PKCS#8 encoding failed: {e}")))?;
-    let text = pem::encode(&pem::Pem::new("PRIVATE KEY", der.as_ref().to_vec()));
-    let x = URL_SAFE_NO_PAD.encode(pair.public_key().as_ref());
-    let kid = thumbprint(&[("crv", "Ed25519"), ("kty", "OKP"), ("x", &x)]);
-    let name = format!("ed25519-{}.pem", &kid[..16]);
+    let fail = |e: aws_lc_rs::error::Unspecified| invalid(format!("key generation failed: {e}"));
+    let der: Vec<u8> = match algorithm {
+        KeyAlgorithm::EdDsa => Ed25519KeyPair::generate()
+            .and_then(|k| k.to_pkcs8v1())
+            .map_err(fail)?
+            .as_ref()
+            .to_vec(),
+        KeyAlgorithm::Es256 => EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)
+            .and_then(|k| k.to_pkcs8v1())
+            .map_err(fail)?
+            .as_ref()
+            .to_vec(),
+        KeyAlgorithm::Rs256 => aws_lc_rs::rsa::KeyPair::generate(KeySize::Rsa2048)
+            .and_then(|k| k.as_der())
+            .map_err(fail)?
+            .as_ref()
+            .to_vec(),
+    };
+    let text = pem::encode(&pem::Pem::new("PRIVATE KEY", der));
+    let key = Key::from_pem(text.as_bytes(), dir, SystemTime::now())?;
+    let name = format!("{}-{}.pem", algorithm.jose().to_lowercase(), &key.kid[..16]);
     let path = dir.join(&name);
     let tmp = dir.join(format!(".{name}.tmp"));
     let io = |source| KeyError::Io {
@@ -210,6 +436,11 @@ pub fn generate_ed25519(dir: &Path) -> Result<PathBuf, KeyError> {
     Ok(path)
 }
 
+/// An Ed25519 key, the default (kept for callers that need no choice).
+pub fn generate_ed25519(dir: &Path) -> Result<PathBuf, KeyError> {
+    generate(dir, KeyAlgorithm::EdDsa)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,6 +457,13 @@ mod tests {
     }
 
     #[test]
+    fn thumbprint_matches_rfc_7638_section_3_1() {
+        let n = "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw";
+        let kid = thumbprint(&[("e", "AQAB"), ("kty", "RSA"), ("n", n)]);
+        assert_eq!(kid, "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs");
+    }
+
+    #[test]
     fn a_generated_key_is_private_and_loads_back_as_the_signer() {
         let dir = tempfile::tempdir().unwrap();
         let keys = KeySet::load_or_generate(dir.path(), Duration::from_secs(600)).unwrap();
@@ -237,6 +475,51 @@ mod tests {
         let again = KeySet::load_or_generate(dir.path(), Duration::from_secs(600)).unwrap();
         assert_eq!(again.signer().kid, signer.kid);
         assert_eq!(again.jwks().len(), 1);
+    }
+
+    #[test]
+    fn every_algorithm_generates_loads_and_is_pinned() {
+        for alg in [
+            KeyAlgorithm::EdDsa,
+            KeyAlgorithm::Es256,
+            KeyAlgorithm::Rs256,
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            generate(dir.path(), alg).unwrap();
+            let keys = KeySet::load(dir.path(), Duration::ZERO).unwrap();
+            let key = keys.signer();
+            assert_eq!(key.jwk.alg, alg.jose());
+            assert_eq!(key.algorithm, alg.jwt());
+        }
+    }
+
+    #[test]
+    fn a_new_key_is_published_at_once_but_signs_only_after_the_delay() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = generate(dir.path(), KeyAlgorithm::EdDsa).unwrap();
+        let past = SystemTime::now() - Duration::from_secs(3600);
+        fs::File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(past)
+            .unwrap();
+        generate(dir.path(), KeyAlgorithm::Es256).unwrap();
+        let keys = KeySet::load(dir.path(), Duration::from_secs(600)).unwrap();
+        assert_eq!(keys.jwks().len(), 2);
+        let now = SystemTime::now();
+        assert_eq!(keys.signer_at(now).jwk.alg, "EdDSA");
+        assert_eq!(
+            keys.signer_at(now + Duration::from_secs(601)).jwk.alg,
+            "ES256"
+        );
+        let new = &keys.keys()[1];
+        assert_eq!(keys.status(new, now), KeyStatus::Next);
+        // The old key still signs: retiring it is refused.
+        let old_kid = keys.keys()[0].kid.clone();
+        assert!(keys
+            .retire(&old_kid, Duration::from_secs(900), false)
+            .is_err());
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Credentials: signing keys, access tokens and password hashes. No HTTP types here.
 
+pub mod clients;
 pub mod keys;
 pub mod passwords;
 pub mod refresh;
@@ -7,4 +8,4 @@ pub mod tokens;
 
 pub use keys::{KeyError, KeySet};
 pub use passwords::{PasswordError, PasswordHasher};
-pub use tokens::{AccessClaims, Principal, TokenError, TokenService};
+pub use tokens::{AccessClaims, Principal, Subject, TokenError, TokenService};

@@ -34,6 +34,9 @@ pub struct AccessClaims {
     /// The login session (user tokens): what "log out" and "end other sessions" act on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sid: Option<String>,
+    /// The client the token was issued to (client_credentials tokens; RFC 9068).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
 }
 
 impl AccessClaims {
@@ -58,13 +61,15 @@ impl AccessClaims {
         DateTime::from_timestamp(self.iat, 0).unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
     }
 
-    /// Who the token speaks for.
+    /// Who the token speaks for: a user (it has a `role`) or a client (`client_id` = `sub`).
     pub fn principal(&self) -> Result<Principal, TokenError> {
-        match self.role {
-            Some(role) => Uuid::parse_str(&self.sub)
-                .map(|id| Principal::User { id, role })
-                .map_err(|_| TokenError::Invalid("sub is not a user id")),
-            None => Err(TokenError::Invalid("token has no role")),
+        let id = Uuid::parse_str(&self.sub).map_err(|_| TokenError::Invalid("sub is not an id"))?;
+        match (self.role, self.client_id.as_deref()) {
+            (Some(role), None) => Ok(Principal::User { id, role }),
+            (None, Some(client)) if client == self.sub => Ok(Principal::Client { id }),
+            _ => Err(TokenError::Invalid(
+                "token is neither a user's nor a client's",
+            )),
         }
     }
 }
@@ -72,6 +77,20 @@ impl AccessClaims {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Principal {
     User { id: UserId, role: Role },
+    Client { id: crate::domain::ClientId },
+}
+
+/// Whom a token is issued to.
+pub enum Subject {
+    /// A user, in login session `sid`.
+    User {
+        id: UserId,
+        role: Role,
+        sid: Option<Uuid>,
+    },
+    Client {
+        id: crate::domain::ClientId,
+    },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -134,13 +153,11 @@ impl TokenService {
         &self.keys
     }
 
-    pub fn issue(
-        &self,
-        sub: String,
-        scope: &Scopes,
-        role: Option<Role>,
-        sid: Option<Uuid>,
-    ) -> Result<IssuedToken, TokenError> {
+    pub fn issue(&self, subject: Subject, scope: &Scopes) -> Result<IssuedToken, TokenError> {
+        let (sub, role, sid, client_id) = match subject {
+            Subject::User { id, role, sid } => (id.to_string(), Some(role), sid, None),
+            Subject::Client { id } => (id.to_string(), None, None, Some(id.to_string())),
+        };
         let now = Utc::now().timestamp();
         let claims = AccessClaims {
             iss: self.issuer.clone(),
@@ -153,6 +170,7 @@ impl TokenService {
             scope: scope.to_string(),
             role,
             sid: sid.map(|s| s.to_string()),
+            client_id,
         };
         let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
         let key = keys.signer();
@@ -239,6 +257,14 @@ mod tests {
         )
     }
 
+    fn user() -> Subject {
+        Subject::User {
+            id: Uuid::now_v7(),
+            role: Role::User,
+            sid: None,
+        }
+    }
+
     fn b64(v: &serde_json::Value) -> String {
         URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap())
     }
@@ -247,14 +273,7 @@ mod tests {
     fn issued_tokens_verify_and_carry_every_claim() {
         let dir = tempfile::tempdir().unwrap();
         let svc = service(dir.path(), 900);
-        let issued = svc
-            .issue(
-                Uuid::new_v4().to_string(),
-                &Scopes::of([Scope::Profile]),
-                Some(Role::User),
-                None,
-            )
-            .unwrap();
+        let issued = svc.issue(user(), &Scopes::of([Scope::Profile])).unwrap();
         let claims = svc.verify(&issued.token).unwrap();
         assert_eq!(claims, issued.claims);
         assert_eq!(claims.exp - claims.iat, 900);
@@ -267,7 +286,7 @@ mod tests {
     fn a_token_from_another_service_instance_is_rejected() {
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let token = service(a.path(), 60)
-            .issue("x".into(), &Scopes::default(), Some(Role::User), None)
+            .issue(user(), &Scopes::default())
             .unwrap()
             .token;
         assert_eq!(
@@ -280,9 +299,7 @@ mod tests {
     fn alg_none_and_hmac_with_the_public_key_are_rejected() {
         let dir = tempfile::tempdir().unwrap();
         let svc = service(dir.path(), 60);
-        let issued = svc
-            .issue("x".into(), &Scopes::default(), Some(Role::User), None)
-            .unwrap();
+        let issued = svc.issue(user(), &Scopes::default()).unwrap();
         let key_kid = svc.keys.read().unwrap().signer().kid.clone();
         let claims = serde_json::to_value(&issued.claims).unwrap();
         let payload = b64(&claims);
@@ -294,7 +311,7 @@ mod tests {
         assert_eq!(svc.verify(&none), Err(TokenError::Malformed));
 
         // Algorithm confusion: HS256 keyed with the public key's bytes.
-        let x = svc.keys.read().unwrap().signer().jwk.x.clone();
+        let x = svc.keys.read().unwrap().signer().jwk.x.clone().unwrap();
         let mut header = Header::new(Algorithm::HS256);
         header.typ = Some("at+jwt".into());
         header.kid = Some(key_kid);
@@ -311,10 +328,7 @@ mod tests {
     fn a_tampered_payload_fails_the_signature() {
         let dir = tempfile::tempdir().unwrap();
         let svc = service(dir.path(), 60);
-        let token = svc
-            .issue("x".into(), &Scopes::default(), Some(Role::User), None)
-            .unwrap()
-            .token;
+        let token = svc.issue(user(), &Scopes::default()).unwrap().token;
         let mut parts: Vec<String> = token.split('.').map(String::from).collect();
         let mut claims: serde_json::Value =
             serde_json::from_slice(&URL_SAFE_NO_PAD.decode(&parts[1]).unwrap()).unwrap();
@@ -327,10 +341,7 @@ mod tests {
     fn expired_tokens_fail_after_the_leeway() {
         let dir = tempfile::tempdir().unwrap();
         let svc = service(dir.path(), 60);
-        let mut claims = svc
-            .issue("x".into(), &Scopes::default(), Some(Role::User), None)
-            .unwrap()
-            .claims;
+        let mut claims = svc.issue(user(), &Scopes::default()).unwrap().claims;
         claims.exp = Utc::now().timestamp() - LEEWAY_SECS as i64 - 2;
         let keys = svc.keys.read().unwrap();
         let mut header = Header::new(Algorithm::EdDSA);

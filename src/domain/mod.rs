@@ -1,5 +1,6 @@
 //! Domain types: valid by construction, parsed once at the edge.
 
+mod client;
 mod email;
 mod error;
 mod names;
@@ -9,6 +10,7 @@ mod scope;
 mod session;
 mod user;
 
+pub use client::{client_scopes, Client, ClientId, ClientName};
 pub use email::Email;
 pub use error::DomainError;
 pub use names::PersonName;

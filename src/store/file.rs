@@ -13,9 +13,9 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::log::Log;
-use super::record::{Entry, RefreshRecord, SessionRecord, UserRecord};
+use super::record::{ClientRecord, Entry, RefreshRecord, SessionRecord, UserRecord};
 use super::{RefreshOutcome, Store, StoreError, UserUpdate};
-use crate::domain::{Email, RefreshToken, Session, User, UserId};
+use crate::domain::{Client, ClientId, Email, RefreshToken, Session, User, UserId};
 
 #[derive(Debug, Clone)]
 pub struct FileStoreOptions {
@@ -45,6 +45,7 @@ struct State {
     by_refresh: HashMap<String, Uuid>,
     /// Revoked access-token ids → when they expire anyway.
     revoked_jtis: HashMap<String, DateTime<Utc>>,
+    clients: HashMap<ClientId, Client>,
 }
 
 impl State {
@@ -98,6 +99,13 @@ impl State {
             Entry::JtiRevoke { jti, expires_at } => {
                 self.revoked_jtis.insert(jti, expires_at);
             }
+            Entry::ClientPut { client } => {
+                let client = Client::try_from(client)?;
+                self.clients.insert(client.id, client);
+            }
+            Entry::ClientDelete { id } => {
+                self.clients.remove(&id);
+            }
         }
         Ok(())
     }
@@ -140,7 +148,8 @@ impl State {
     }
 
     fn live_records(&self) -> u64 {
-        (self.users.len() + self.sessions.len() + self.revoked_jtis.len()) as u64
+        (self.users.len() + self.sessions.len() + self.revoked_jtis.len() + self.clients.len())
+            as u64
     }
 
     fn snapshot(&self) -> Vec<Entry> {
@@ -154,11 +163,15 @@ impl State {
             jti: jti.clone(),
             expires_at: *exp,
         });
-        users.chain(sessions).chain(jtis).collect()
+        let clients = self.clients.values().map(|c| Entry::ClientPut {
+            client: ClientRecord::from(c),
+        });
+        users.chain(clients).chain(sessions).chain(jtis).collect()
     }
 }
 
 struct Inner {
+    dir: PathBuf,
     state: RwLock<State>,
     /// Serialises writers: validation, append and apply happen as one step.
     log: Mutex<Log>,
@@ -214,6 +227,7 @@ impl FileStore {
         state.prune(Utc::now(), options.revoked_retention);
         Ok(Self {
             inner: Arc::new(Inner {
+                dir: dir.to_owned(),
                 state: RwLock::new(state),
                 log: Mutex::new(log),
                 compacting: AtomicBool::new(false),
@@ -286,6 +300,10 @@ impl FileStore {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .entries()
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
     }
 
     pub fn path(dir: &Path) -> PathBuf {
@@ -467,6 +485,42 @@ impl Store for FileStore {
 
     async fn is_jti_revoked(&self, jti: &str) -> Result<bool, StoreError> {
         Ok(read(&self.inner.state).revoked_jtis.contains_key(jti))
+    }
+
+    async fn put_client(&self, client: Client) -> Result<(), StoreError> {
+        self.write(move |_| {
+            let entry = Entry::ClientPut {
+                client: ClientRecord::from(&client),
+            };
+            Ok((vec![entry], ()))
+        })
+        .await
+    }
+
+    async fn delete_client(&self, id: ClientId) -> Result<Client, StoreError> {
+        self.write(move |state| {
+            let client = state
+                .clients
+                .get(&id)
+                .cloned()
+                .ok_or(StoreError::NotFound)?;
+            Ok((vec![Entry::ClientDelete { id }], client))
+        })
+        .await
+    }
+
+    async fn client(&self, id: ClientId) -> Result<Option<Client>, StoreError> {
+        Ok(read(&self.inner.state).clients.get(&id).cloned())
+    }
+
+    async fn list_clients(&self) -> Result<Vec<Client>, StoreError> {
+        let mut clients: Vec<Client> = read(&self.inner.state).clients.values().cloned().collect();
+        clients.sort_by_key(|c| (c.created_at, c.id));
+        Ok(clients)
+    }
+
+    async fn apply_spool(&self) -> Result<usize, StoreError> {
+        FileStore::apply_spool(self).await
     }
 
     async fn prune(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {

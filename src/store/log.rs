@@ -38,7 +38,7 @@ pub fn encode(entry: &Entry) -> Vec<u8> {
     line
 }
 
-fn decode(line: &[u8]) -> Option<Entry> {
+pub fn decode(line: &[u8]) -> Option<Entry> {
     let (crc, json) = (line.get(..8)?, line.get(9..)?);
     if line.get(8) != Some(&b' ') {
         return None;
@@ -203,6 +203,17 @@ impl Log {
         self.entries = count;
         self.broken = false;
         Ok(())
+    }
+}
+
+/// The entries of the log in `dir` without opening it for writing (another process may
+/// hold it): a torn tail is ignored, not repaired.
+pub fn read_entries(dir: &Path) -> Result<Vec<Entry>, StoreError> {
+    let path = dir.join(LOG_FILE);
+    match fs::read(&path) {
+        Ok(data) => parse(&data, &path).map(|(entries, _)| entries),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(io_err(format!("read {}", path.display()))(e)),
     }
 }
 

@@ -4,13 +4,14 @@
 mod file;
 mod log;
 mod record;
+pub mod spool;
 
 use async_trait::async_trait;
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::domain::{RefreshToken, Scopes, Session, User, UserId};
+use crate::domain::{Client, ClientId, RefreshToken, Scopes, Session, User, UserId};
 
 pub use file::{FileStore, FileStoreOptions};
 
@@ -93,6 +94,19 @@ pub trait Store: Send + Sync + 'static {
     /// Revokes an access token's `jti` until `expires_at`.
     async fn revoke_jti(&self, jti: String, expires_at: DateTime<Utc>) -> Result<(), StoreError>;
     async fn is_jti_revoked(&self, jti: &str) -> Result<bool, StoreError>;
+    /// Adds or replaces a client (creation, secret rotation).
+    async fn put_client(&self, client: Client) -> Result<(), StoreError>;
+    /// Removes a client; `NotFound` if there is none.
+    async fn delete_client(&self, id: ClientId) -> Result<Client, StoreError>;
+    async fn client(&self, id: ClientId) -> Result<Option<Client>, StoreError>;
+    /// Every client, oldest first.
+    async fn list_clients(&self) -> Result<Vec<Client>, StoreError>;
+
+    /// Applies admin changes queued by the CLI while this server held the store.
+    async fn apply_spool(&self) -> Result<usize, StoreError> {
+        Ok(0)
+    }
+
     /// Forgets expired and revoked sessions and expired `jti`s; returns how many.
     async fn prune(&self, now: DateTime<Utc>) -> Result<usize, StoreError>;
 }

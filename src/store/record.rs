@@ -4,7 +4,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::domain::{Email, PersonName, RefreshToken, Role, Scopes, Session, User};
+use crate::domain::{
+    Client, ClientName, Email, PersonName, RefreshToken, Role, Scopes, Session, User,
+};
 
 /// One line of the store's log.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -34,6 +36,12 @@ pub enum Entry {
     SessionRevoke {
         id: Uuid,
         at: DateTime<Utc>,
+    },
+    ClientPut {
+        client: ClientRecord,
+    },
+    ClientDelete {
+        id: Uuid,
     },
     /// An access token's `jti`, dead until its `exp`.
     JtiRevoke {
@@ -167,6 +175,45 @@ impl TryFrom<SessionRecord> for Session {
             created_at: r.created_at,
             revoked_at: r.revoked_at,
             tokens: r.tokens.into_iter().map(RefreshToken::from).collect(),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClientRecord {
+    pub id: Uuid,
+    pub name: String,
+    pub scope: String,
+    pub secret_hash: String,
+    pub created_at: DateTime<Utc>,
+    pub secret_rotated_at: DateTime<Utc>,
+}
+
+impl From<&Client> for ClientRecord {
+    fn from(c: &Client) -> Self {
+        Self {
+            id: c.id,
+            name: c.name.as_str().to_owned(),
+            scope: c.scope.to_string(),
+            secret_hash: c.secret_hash.clone(),
+            created_at: c.created_at,
+            secret_rotated_at: c.secret_rotated_at,
+        }
+    }
+}
+
+impl TryFrom<ClientRecord> for Client {
+    type Error = String;
+
+    fn try_from(r: ClientRecord) -> Result<Self, String> {
+        Ok(Client {
+            id: r.id,
+            name: ClientName::parse(&r.name).map_err(|e| format!("client {}: {e}", r.id))?,
+            scope: Scopes::parse(&r.scope)
+                .map_err(|s| format!("client {}: unknown scope {s}", r.id))?,
+            secret_hash: r.secret_hash,
+            created_at: r.created_at,
+            secret_rotated_at: r.secret_rotated_at,
         })
     }
 }

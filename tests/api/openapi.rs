@@ -73,15 +73,38 @@ fn the_oauth2_password_flow_points_at_the_token_endpoint_and_declares_scopes() {
     assert!(token_op["requestBody"]["content"]["application/x-www-form-urlencoded"].is_object());
     let me = &spec["paths"]["/api/v1/users/{id}"]["get"]["security"];
     assert_eq!(
-        me.as_array().unwrap().len(),
-        3,
-        "bearer, oauth2 or the cookie; never anonymous"
+        me,
+        &serde_json::json!([
+            {"bearerAuth": []}, {"oauth2": ["profile"]}, {"oauth2": ["users:read"]}, {"sessionCookie": []}
+        ]),
+        "yourself with profile, or users:read; never anonymous"
     );
+    let clients = &schemes["oauth2"]["flows"]["clientCredentials"];
+    assert_eq!(clients["tokenUrl"], "/api/v1/auth/token");
     assert_eq!(password["refreshUrl"], "/api/v1/auth/token");
     let cookie = &schemes["sessionCookie"];
     assert_eq!(
         (cookie["type"].as_str(), cookie["in"].as_str()),
         (Some("apiKey"), Some("cookie"))
+    );
+}
+
+#[test]
+fn every_protected_operation_declares_its_access_once() {
+    use simple_api::api::ACCESS;
+    let spec: Value = serde_json::from_str(&simple_api::api::spec_json()).unwrap();
+    let mut protected = HashSet::new();
+    for item in spec["paths"].as_object().unwrap().values() {
+        for op in item.as_object().unwrap().values() {
+            if op["security"].is_array() {
+                protected.insert(op["operationId"].as_str().unwrap().to_owned());
+            }
+        }
+    }
+    let declared: HashSet<String> = ACCESS.iter().map(|(id, _)| id.to_string()).collect();
+    assert_eq!(
+        protected, declared,
+        "operations with a token and ACCESS entries differ"
     );
 }
 
