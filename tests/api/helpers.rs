@@ -133,6 +133,82 @@ impl TestApp {
     }
 }
 
+/// What a CLI run printed.
+pub struct CliOutput {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CliOutput {
+    /// The one JSON object printed on stdout.
+    pub fn json(&self) -> Value {
+        assert!(self.success, "CLI failed: {}", self.stderr);
+        serde_json::from_str(self.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {}", self.stdout))
+    }
+}
+
+impl TestApp {
+    /// Runs `simple-api ARGS` against this app's DATA_DIR and KEYS_DIR, as an operator
+    /// would on the same machine while the server runs.
+    pub fn cli(&self, args: &[&str]) -> CliOutput {
+        let c = &self.config;
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_simple-api"))
+            .args(args)
+            .env_clear()
+            .env("DATA_DIR", &c.data_dir)
+            .env("KEYS_DIR", &c.keys_dir)
+            .env("KEY_PUBLISH_DELAY", c.key_publish_delay.to_string())
+            .env("SESSION_DURATION", c.session_duration.to_string())
+            .env("ARGON2_M_KIB", c.argon2_m_kib.to_string())
+            .env("ARGON2_T", c.argon2_t.to_string())
+            .env("ARGON2_P", c.argon2_p.to_string())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        CliOutput {
+            success: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// A registered client: (id, secret).
+    pub fn new_client(&self, scope: &str) -> (String, String) {
+        let out = self
+            .cli(&[
+                "clients",
+                "create",
+                "--name",
+                "test service",
+                "--scope",
+                scope,
+            ])
+            .json();
+        (
+            out["client_id"].as_str().unwrap().to_owned(),
+            out["client_secret"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// A client_credentials request with HTTP Basic authentication.
+    pub fn client_grant(&self, id: &str, secret: &str, scope: Option<&str>) -> Resp {
+        use base64::Engine;
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"));
+        let auth = format!("Basic {basic}");
+        let mut fields = vec![("grant_type", "client_credentials")];
+        if let Some(scope) = scope {
+            fields.push(("scope", scope));
+        }
+        self.send(
+            "POST",
+            "/api/v1/auth/token",
+            &[("Authorization", &auth), ("Content-Type", FORM)],
+            Some(form(&fields)),
+        )
+    }
+}
+
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.stop();

@@ -4,7 +4,9 @@
 mod helpers;
 
 mod auth;
+mod clients;
 mod errors;
+mod keys;
 mod openapi;
 mod process;
 mod refresh;
