@@ -179,6 +179,9 @@ pub struct Config {
     /// Security-event log (JSON lines); `-` for stdout. Default DATA_DIR/audit.log.
     #[arg(long, env = "AUDIT_LOG", global = true)]
     pub audit_log: Option<PathBuf>,
+    /// Seconds between re-reads of KEYS_DIR and of admin changes from the CLI (SIGHUP: at once).
+    #[arg(long, env = "RELOAD_INTERVAL", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    pub reload_interval: u64,
     /// Log format on stderr: `text` or `json`.
     #[arg(long, env = "LOG_FORMAT", default_value = "text", value_parser = ["text", "json"], global = true)]
     pub log_format: String,

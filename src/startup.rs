@@ -206,15 +206,13 @@ impl Application {
     }
 }
 
-/// How often key files and spooled admin changes are looked at (SIGHUP: at once).
-const RELOAD_EVERY: Duration = Duration::from_secs(2);
 /// How often expired sessions and revocations are forgotten.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// Background upkeep: picks up key changes and CLI changes without a restart, and keeps
 /// memory to live state.
 async fn maintain(state: Arc<AppState>) {
-    let mut reload = tokio::time::interval(RELOAD_EVERY);
+    let mut reload = tokio::time::interval(Duration::from_secs(state.config.reload_interval));
     let mut prune = tokio::time::interval(PRUNE_EVERY);
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     loop {

@@ -51,6 +51,7 @@ pub fn test_config(data_dir: PathBuf, keys_dir: PathBuf) -> Config {
         argon2_p: 1,
         trusted_proxies: Vec::new(),
         audit_log: None,
+        reload_interval: 2,
         log_format: "text".into(),
     }
 }

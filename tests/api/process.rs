@@ -374,3 +374,45 @@ fn admin_email_promotes_an_existing_account_only_with_its_password() {
     let _server = Server(child, port);
     wait_ready(port);
 }
+
+#[test]
+fn sighup_reloads_the_keys_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let child = command(dir.path())
+        .env("API_PORT", port.to_string())
+        .env("RELOAD_INTERVAL", "3600")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let server = Server(child, port);
+    wait_ready(port);
+    let jwks = || {
+        let mut resp = ureq::get(format!("http://127.0.0.1:{port}/.well-known/jwks.json"))
+            .call()
+            .unwrap();
+        let body: serde_json::Value =
+            serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
+        body["keys"].as_array().unwrap().len()
+    };
+    assert_eq!(jwks(), 1);
+    simple_api::auth::keys::generate(
+        &dir.path().join("keys"),
+        simple_api::auth::keys::KeyAlgorithm::Es256,
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(jwks(), 1, "no periodic reload within the hour");
+    let pid = server.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while jwks() != 2 {
+        assert!(Instant::now() < deadline, "SIGHUP did not reload KEYS_DIR");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
