@@ -72,6 +72,26 @@ pub async fn users(config: Config, command: UsersCommand) -> anyhow::Result<()> 
 /// How long the CLI waits for a running server to take a spooled change.
 const SPOOL_WAIT: Duration = Duration::from_secs(15);
 
+/// Records an operator's action in the audit log, like the server does for API calls.
+fn audit(config: &Config, event: &str, subject: &str, fields: serde_json::Value) {
+    let path = config
+        .audit_log
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join("audit.log"));
+    match crate::audit::Audit::open(&path) {
+        Ok(log) => log.record(
+            event,
+            Some(subject),
+            &crate::audit::Context::default(),
+            fields,
+        ),
+        Err(e) => eprintln!(
+            "warning: cannot write the audit log {}: {e}",
+            path.display()
+        ),
+    }
+}
+
 fn hasher(config: &Config) -> anyhow::Result<PasswordHasher> {
     Ok(PasswordHasher::new(
         config.argon2_m_kib,
@@ -122,6 +142,8 @@ pub async fn clients(config: Config, command: ClientsCommand) -> anyhow::Result<
                 secret_rotated_at: now,
             };
             apply(&config, AdminChange::PutClient(client.clone())).await?;
+            let fields = json!({ "via": "cli", "scope": client.scope.to_string() });
+            audit(&config, "client_created", &client.id.to_string(), fields);
             println!(
                 "{}",
                 json!({
@@ -145,6 +167,12 @@ pub async fn clients(config: Config, command: ClientsCommand) -> anyhow::Result<
         ClientsCommand::Delete { id } => {
             let client = find_client(&config, &id)?;
             apply(&config, AdminChange::DeleteClient(client.id)).await?;
+            audit(
+                &config,
+                "client_deleted",
+                &client.id.to_string(),
+                json!({ "via": "cli" }),
+            );
             println!("{}", json!({ "deleted": client.id }));
         }
         ClientsCommand::RotateSecret { id } => {
@@ -155,6 +183,12 @@ pub async fn clients(config: Config, command: ClientsCommand) -> anyhow::Result<
                 .await?;
             client.secret_rotated_at = Utc::now();
             apply(&config, AdminChange::PutClient(client.clone())).await?;
+            audit(
+                &config,
+                "client_secret_rotated",
+                &client.id.to_string(),
+                json!({ "via": "cli" }),
+            );
             println!(
                 "{}",
                 json!({ "client_id": client.id, "client_secret": secret })
@@ -204,6 +238,12 @@ pub fn keys(config: Config, command: KeysCommand) -> anyhow::Result<()> {
                 .iter()
                 .find(|k| k.path == path)
                 .context("the new key did not load")?;
+            audit(
+                &config,
+                "key_rotated",
+                &key.kid,
+                json!({ "via": "cli", "alg": key.jwk.alg }),
+            );
             println!(
                 "{}",
                 json!({ "kid": key.kid, "alg": key.jwk.alg, "file": path.display().to_string(),
@@ -215,6 +255,12 @@ pub fn keys(config: Config, command: KeysCommand) -> anyhow::Result<()> {
             let set = KeySet::load(dir, delay)?;
             let ttl = Duration::from_secs(config.session_duration);
             let retired = set.retire(&kid, ttl, force)?;
+            audit(
+                &config,
+                "key_retired",
+                &kid,
+                json!({ "via": "cli", "forced": force }),
+            );
             println!(
                 "{}",
                 json!({ "retired": kid, "file": retired.display().to_string() })

@@ -9,11 +9,34 @@ use poem::listener::{Acceptor, Listener, TcpListener};
 use poem::{EndpointExt, Server};
 use secrecy::SecretString;
 
+use serde_json::json;
+
 use crate::api;
+use crate::audit::{self, Audit};
+use crate::auth::throttle::Throttle;
 use crate::auth::{KeySet, PasswordHasher, TokenService};
 use crate::config::Config;
 use crate::domain::{Email, NewPassword, Role, User};
+use crate::metrics::Metrics;
 use crate::store::{FileStore, FileStoreOptions, Store, StoreError};
+
+/// The outcome of a password login.
+pub enum Login {
+    Ok(User),
+    /// Unknown email or wrong password: the caller cannot tell which.
+    Invalid,
+    /// Too many recent failures for the account or the address: retry after this long.
+    Throttled(Duration),
+}
+
+/// Why a credential check could not be answered (not: why it failed).
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Password(#[from] crate::auth::PasswordError),
+}
 
 /// Everything a request handler needs, shared by all of them.
 pub struct AppState {
@@ -23,6 +46,9 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub tokens: TokenService,
     pub passwords: PasswordHasher,
+    pub throttle: Throttle,
+    pub audit: Audit,
+    pub metrics: Metrics,
 }
 
 impl AppState {
@@ -47,6 +73,16 @@ impl AppState {
             config.jwt_audience.clone(),
             config.session_ttl(),
         );
+        let audit_path = config
+            .audit_log
+            .clone()
+            .unwrap_or_else(|| config.data_dir.join("audit.log"));
+        let audit = Audit::open(&audit_path)
+            .with_context(|| format!("AUDIT_LOG: cannot open {}", audit_path.display()))?;
+        let throttle = Throttle::new(
+            config.login_max_failures,
+            Duration::from_secs(config.login_window),
+        );
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let passwords =
             PasswordHasher::new(config.argon2_m_kib, config.argon2_t, config.argon2_p, cores)
@@ -57,26 +93,55 @@ impl AppState {
             store: Arc::new(store),
             tokens,
             passwords,
+            throttle,
+            audit,
+            metrics: Metrics::default(),
         })
     }
 
-    /// The account with this email if the password is right. Unknown emails are verified
-    /// against a dummy hash: the same answer in the same time, so logins reveal nothing
-    /// about which accounts exist.
-    pub async fn check_credentials(
+    /// A password login (token endpoint or cookie), throttled per account and address
+    /// before any hash is computed. Unknown emails are verified against a dummy hash: the
+    /// same answer in the same time, so logins reveal nothing about which accounts exist.
+    /// Records the attempt in the metrics and the audit log (`via`: the grant).
+    pub async fn login(
         &self,
         email: &str,
         password: &SecretString,
-    ) -> Result<Option<User>, StoreError> {
+        ctx: &audit::Context,
+        via: &'static str,
+    ) -> Result<Login, CredentialError> {
+        let address = ctx.client_ip.as_deref().and_then(|ip| ip.parse().ok());
+        if let Err(wait) = self.throttle.check(email, address) {
+            self.metrics.login("throttled");
+            self.audit
+                .record("login_throttled", Some(email), ctx, json!({ "via": via }));
+            return Ok(Login::Throttled(wait));
+        }
         let user = self.store.user_by_email(email).await?;
         let hash = user.as_ref().map(|u| u.password_hash.as_str());
-        let verified = self.passwords.verify(hash, password).await;
+        let verified = self.passwords.verify(hash, password).await?;
         // A hash made with older (cheaper) parameters would answer faster than the dummy
         // hash of unknown accounts: pay the current price too, so timing tells nothing.
         if !verified && hash.is_some_and(|h| self.passwords.needs_rehash(h)) {
-            self.passwords.verify(None, password).await;
+            self.passwords.verify(None, password).await?;
         }
-        Ok(user.filter(|_| verified))
+        match user.filter(|_| verified) {
+            Some(user) => {
+                self.throttle.record_success(email);
+                self.metrics.login("ok");
+                let subject = user.id.to_string();
+                self.audit
+                    .record("login_ok", Some(&subject), ctx, json!({ "via": via }));
+                Ok(Login::Ok(user))
+            }
+            None => {
+                self.throttle.record_failure(email, address);
+                self.metrics.login("failed");
+                self.audit
+                    .record("login_failed", Some(email), ctx, json!({ "via": via }));
+                Ok(Login::Invalid)
+            }
+        }
     }
 
     /// Creates a user from plain inputs (CLI and ADMIN_EMAIL bootstrap).
@@ -110,7 +175,7 @@ impl AppState {
                 if !self
                     .passwords
                     .verify(Some(&user.password_hash), &password)
-                    .await
+                    .await?
                 {
                     anyhow::bail!(
                         "ADMIN_EMAIL: an account with this email exists and ADMIN_PASSWORD is not its \

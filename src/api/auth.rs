@@ -10,13 +10,13 @@ use chrono::Utc;
 
 use super::body::{BodyError, Form, FormFields};
 use super::error::{OAuthError, OAuthErrorCode};
-use super::{ApiError, ApiTags};
+use super::{ApiError, ApiTags, RequestCtx};
 use crate::auth::clients::parse_basic;
 use crate::auth::refresh;
 use crate::auth::tokens::IssuedToken;
 use crate::auth::Subject;
 use crate::domain::{Client, Scopes, Session, User};
-use crate::startup::AppState;
+use crate::startup::{AppState, Login};
 use crate::store::RefreshOutcome;
 
 pub struct AuthApi {
@@ -202,6 +202,7 @@ impl AuthApi {
         &self,
         state: &AppState,
         form: &Form,
+        ctx: &RequestCtx,
     ) -> Result<TokenResponse, OAuthError> {
         let username = form
             .get("username")
@@ -210,16 +211,19 @@ impl AuthApi {
             form.get("password")
                 .ok_or_else(|| OAuthError::invalid_request("password missing"))?,
         );
-        let user = state
-            .check_credentials(username, &password)
+        let login = state
+            .login(username, &password, &ctx.audit(), "password")
             .await
             .map_err(ApiError::from)?;
-        let Some(user) = user else {
-            tracing::info!("password grant refused");
-            return Err(OAuthError::new(
-                OAuthErrorCode::InvalidGrant,
-                "invalid username or password",
-            ));
+        let user = match login {
+            Login::Ok(user) => user,
+            Login::Throttled(wait) => return Err(OAuthError::throttled(wait)),
+            Login::Invalid => {
+                return Err(OAuthError::new(
+                    OAuthErrorCode::InvalidGrant,
+                    "invalid username or password",
+                ))
+            }
         };
         let scopes = narrow(form.get("scope"), user.role.scopes())?;
         self.rehash_if_outdated(state, &user, &password).await;
@@ -241,6 +245,7 @@ impl AuthApi {
                 &scopes,
             )
             .map_err(ApiError::from)?;
+        state.metrics.token_issued("password");
         tracing::info!(user_id = %user.id, session_id = %session.id, "password grant: logged in");
         Ok(granted(token, Some(refresh.token)))
     }
@@ -249,6 +254,7 @@ impl AuthApi {
         &self,
         state: &AppState,
         form: &Form,
+        ctx: &RequestCtx,
     ) -> Result<TokenResponse, OAuthError> {
         let presented = form
             .get("refresh_token")
@@ -281,6 +287,7 @@ impl AuthApi {
                         &scopes,
                     )
                     .map_err(ApiError::from)?;
+                state.metrics.token_issued("refresh_token");
                 tracing::info!(user_id = %user.id, %session_id, benign_race, "refresh token rotated");
                 Ok(granted(token, Some(new.token)))
             }
@@ -289,6 +296,18 @@ impl AuthApi {
                 user_id,
             } => {
                 tracing::warn!(%user_id, %session_id, "refresh token reuse detected: session revoked");
+                state
+                    .metrics
+                    .refresh_reuse
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let subject = user_id.to_string();
+                let fields = serde_json::json!({ "session_id": session_id });
+                state.audit.record(
+                    "refresh_reuse_detected",
+                    Some(&subject),
+                    &ctx.audit(),
+                    fields,
+                );
                 Err(OAuthError::new(
                     OAuthErrorCode::InvalidGrant,
                     "refresh token reuse detected; the session has been revoked",
@@ -347,16 +366,17 @@ impl AuthApi {
     async fn token(
         &self,
         req: &Request,
+        ctx: RequestCtx,
         body: FormFields<TokenRequest>,
     ) -> Result<TokenResponse, OAuthError> {
         let state = super::state(&self.state)?;
         let form = form_of(body)?;
         match form.get("grant_type") {
             None => Err(OAuthError::invalid_request("grant_type missing")),
-            Some("password") => self.password_grant(state, &form).await,
-            Some("refresh_token") => self.refresh_grant(state, &form).await,
+            Some("password") => self.password_grant(state, &form, &ctx).await,
+            Some("refresh_token") => self.refresh_grant(state, &form, &ctx).await,
             Some("client_credentials") => {
-                let client = authenticate_client(state, req, &form)
+                let client = authenticate_client(state, req, &form, &ctx)
                     .await?
                     .ok_or_else(|| {
                         OAuthError::new(
@@ -369,6 +389,7 @@ impl AuthApi {
                     .tokens
                     .issue(Subject::Client { id: client.id }, &scopes)
                     .map_err(ApiError::from)?;
+                state.metrics.token_issued("client_credentials");
                 tracing::info!(client_id = %client.id, scope = %scopes, "client_credentials grant");
                 Ok(granted(token, None))
             }
@@ -389,11 +410,12 @@ impl AuthApi {
     async fn revoke(
         &self,
         req: &Request,
+        ctx: RequestCtx,
         body: FormFields<RevokeRequest>,
     ) -> Result<RevokeResponse, OAuthError> {
         let state = super::state(&self.state)?;
         let form = form_of(body)?;
-        let client = authenticate_client(state, req, &form).await?;
+        let client = authenticate_client(state, req, &form, &ctx).await?;
         let token = form
             .get("token")
             .ok_or_else(|| OAuthError::invalid_request("token missing"))?;
@@ -411,7 +433,10 @@ impl AuthApi {
                         .revoke_jti(jti, exp)
                         .await
                         .map_err(ApiError::from)?;
-                    tracing::info!(sub = %claims.sub, "access token revoked");
+                    let fields = serde_json::json!({ "kind": "access_token", "jti": claims.jti });
+                    state
+                        .audit
+                        .record("token_revoked", Some(&claims.sub), &ctx.audit(), fields);
                 }
             }
         } else if let Some(session) = state
@@ -427,7 +452,12 @@ impl AuthApi {
                     .revoke_session(session.id)
                     .await
                     .map_err(ApiError::from)?;
-                tracing::info!(user_id = %session.user_id, session_id = %session.id, "session revoked");
+                let fields =
+                    serde_json::json!({ "kind": "refresh_token", "session_id": session.id });
+                let subject = session.user_id.to_string();
+                state
+                    .audit
+                    .record("token_revoked", Some(&subject), &ctx.audit(), fields);
             }
         }
         Ok(RevokeResponse::Ok(Json(super::users::Empty {})))
@@ -447,11 +477,12 @@ impl AuthApi {
     async fn introspect(
         &self,
         req: &Request,
+        ctx: RequestCtx,
         body: FormFields<IntrospectRequest>,
     ) -> Result<IntrospectResponse, OAuthError> {
         let state = super::state(&self.state)?;
         let form = form_of(body)?;
-        authenticate_client(state, req, &form)
+        authenticate_client(state, req, &form, &ctx)
             .await?
             .ok_or_else(|| {
                 OAuthError::new(
@@ -538,6 +569,7 @@ async fn authenticate_client(
     state: &AppState,
     req: &Request,
     form: &Form,
+    ctx: &RequestCtx,
 ) -> Result<Option<Client>, OAuthError> {
     let basic = req
         .header(poem::http::header::AUTHORIZATION)
@@ -556,6 +588,11 @@ async fn authenticate_client(
         (Some((id, secret)), None) => (id, secret),
         (None, Some((id, secret))) => (id.unwrap_or_default().to_owned(), secret.to_owned()),
     };
+    // Secrets cannot be guessed, but each check costs an argon2 hash: throttle failures.
+    if let Err(wait) = state.throttle.check(&id, ctx.client_ip) {
+        state.metrics.login("throttled");
+        return Err(OAuthError::throttled(wait));
+    }
     let client = match uuid::Uuid::parse_str(&id) {
         Ok(id) => state.store.client(id).await.map_err(ApiError::from)?,
         Err(_) => None,
@@ -565,11 +602,19 @@ async fn authenticate_client(
     let verified = state
         .passwords
         .verify(client.as_ref().map(|c| c.secret_hash.as_str()), &secret)
-        .await;
+        .await
+        .map_err(ApiError::from)?;
     match client.filter(|_| verified) {
-        Some(client) => Ok(Some(client)),
+        Some(client) => {
+            state.throttle.record_success(&id);
+            Ok(Some(client))
+        }
         None => {
-            tracing::info!("client authentication failed");
+            state.throttle.record_failure(&id, ctx.client_ip);
+            let fields = serde_json::json!({});
+            state
+                .audit
+                .record("client_auth_failed", Some(&id), &ctx.audit(), fields);
             Err(OAuthError::new(
                 OAuthErrorCode::InvalidClient,
                 "client authentication failed",

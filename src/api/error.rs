@@ -3,12 +3,13 @@
 use std::fmt::Write as _;
 
 use poem::http::StatusCode;
-use poem::{Endpoint, IntoResponse, Request, Response};
+use poem::{IntoResponse, Response};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Enum, Object};
 
 use crate::auth::{PasswordError, TokenError};
 use crate::domain::DomainError;
+use crate::startup::CredentialError;
 use crate::store::StoreError;
 
 pub const REALM: &str = "Bearer realm=\"simple-api\"";
@@ -42,12 +43,19 @@ pub enum ApiError {
     /// The request body is larger than MAX_BODY_BYTES.
     #[oai(status = 413)]
     PayloadTooLarge(Json<ErrorBody>),
+    /// Too many failed attempts (logins, password checks): retry after `Retry-After` seconds.
+    #[oai(status = 429)]
+    TooManyRequests(Json<ErrorBody>, #[oai(header = "Retry-After")] String),
     /// An unexpected failure; details are in the server log, never in the response.
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
-    /// The store cannot accept writes right now (disk full, read-only). Reads still work.
+    /// The store cannot accept writes right now (disk full, read-only; reads still work),
+    /// or the service is shedding load (then with `Retry-After`).
     #[oai(status = 503)]
-    Unavailable(Json<ErrorBody>),
+    Unavailable(
+        Json<ErrorBody>,
+        #[oai(header = "Retry-After")] Option<String>,
+    ),
 }
 
 impl ErrorBody {
@@ -104,9 +112,17 @@ impl ApiError {
 
     pub fn unavailable(error: &(dyn std::error::Error + 'static)) -> Self {
         tracing::error!(error = %error_chain(error), "store unavailable for writes");
-        Self::Unavailable(body(
-            "Service unavailable: the store cannot accept writes right now",
-        ))
+        Self::Unavailable(
+            body("Service unavailable: the store cannot accept writes right now"),
+            None,
+        )
+    }
+
+    pub fn throttled(retry_after: std::time::Duration) -> Self {
+        Self::TooManyRequests(
+            body("Too many failed attempts; retry later"),
+            retry_after.as_secs().max(1).to_string(),
+        )
     }
 }
 
@@ -168,7 +184,22 @@ impl From<TokenError> for ApiError {
 
 impl From<PasswordError> for ApiError {
     fn from(e: PasswordError) -> Self {
-        Self::internal(&e)
+        match e {
+            PasswordError::Busy => Self::Unavailable(
+                body("Busy: too many password checks in progress; retry shortly"),
+                Some("1".into()),
+            ),
+            PasswordError::Params(_) | PasswordError::Hashing(_) => Self::internal(&e),
+        }
+    }
+}
+
+impl From<CredentialError> for ApiError {
+    fn from(e: CredentialError) -> Self {
+        match e {
+            CredentialError::Store(e) => e.into(),
+            CredentialError::Password(e) => e.into(),
+        }
     }
 }
 
@@ -182,6 +213,8 @@ pub enum OAuthErrorCode {
     UnauthorizedClient,
     UnsupportedGrantType,
     InvalidScope,
+    /// Not RFC 6749: too many failed attempts; retry after `Retry-After` seconds.
+    TooManyRequests,
     /// Not RFC 6749: an unexpected failure (see the server log).
     ServerError,
     /// Not RFC 6749: the store cannot accept writes right now.
@@ -216,12 +249,22 @@ pub enum OAuthError {
     /// The request body is larger than MAX_BODY_BYTES.
     #[oai(status = 413)]
     PayloadTooLarge(Json<OAuthErrorBody>),
+    /// `too_many_requests`: too many failed logins for the account or from the address.
+    #[oai(status = 429)]
+    TooManyRequests(
+        Json<OAuthErrorBody>,
+        #[oai(header = "Retry-After")] String,
+        #[oai(header = "Cache-Control")] String,
+    ),
     /// An unexpected failure; details are in the server log.
     #[oai(status = 500)]
     Internal(Json<OAuthErrorBody>),
-    /// The store cannot accept writes right now.
+    /// The store cannot accept writes, or the service is shedding load (`Retry-After`).
     #[oai(status = 503)]
-    Unavailable(Json<OAuthErrorBody>),
+    Unavailable(
+        Json<OAuthErrorBody>,
+        #[oai(header = "Retry-After")] Option<String>,
+    ),
 }
 
 impl OAuthError {
@@ -235,13 +278,28 @@ impl OAuthError {
                 Self::InvalidClient(body, "Basic realm=\"simple-api\"".into(), "no-store".into())
             }
             OAuthErrorCode::ServerError => Self::Internal(body),
-            OAuthErrorCode::TemporarilyUnavailable => Self::Unavailable(body),
+            OAuthErrorCode::TemporarilyUnavailable => Self::Unavailable(body, None),
+            OAuthErrorCode::TooManyRequests => {
+                Self::TooManyRequests(body, "1".into(), "no-store".into())
+            }
             _ => Self::BadRequest(body, "no-store".into()),
         }
     }
 
     pub fn invalid_request(description: impl Into<String>) -> Self {
         Self::new(OAuthErrorCode::InvalidRequest, description)
+    }
+
+    pub fn throttled(retry_after: std::time::Duration) -> Self {
+        let body = Json(OAuthErrorBody {
+            error: OAuthErrorCode::TooManyRequests,
+            error_description: Some("too many failed logins; retry later".into()),
+        });
+        Self::TooManyRequests(
+            body,
+            retry_after.as_secs().max(1).to_string(),
+            "no-store".into(),
+        )
     }
 }
 
@@ -256,7 +314,20 @@ impl From<ApiError> for OAuthError {
                     error_description: Some(b.error),
                 }))
             }
-            ApiError::Unavailable(Json(b)) => (OAuthErrorCode::TemporarilyUnavailable, b.error),
+            ApiError::Unavailable(Json(b), retry) => {
+                let body = Json(OAuthErrorBody {
+                    error: OAuthErrorCode::TemporarilyUnavailable,
+                    error_description: Some(b.error),
+                });
+                return Self::Unavailable(body, retry);
+            }
+            ApiError::TooManyRequests(Json(b), retry) => {
+                let body = Json(OAuthErrorBody {
+                    error: OAuthErrorCode::TooManyRequests,
+                    error_description: Some(b.error),
+                });
+                return Self::TooManyRequests(body, retry, "no-store".into());
+            }
             ApiError::Unauthorized(Json(b), _)
             | ApiError::Forbidden(Json(b))
             | ApiError::NotFound(Json(b))
@@ -268,14 +339,7 @@ impl From<ApiError> for OAuthError {
 }
 
 /// The last line of defence: whatever poem itself answers with (unknown route, wrong
-/// method, unparsable parameter, panic) becomes a JSON `{"error": ...}` body.
-pub async fn json_errors<E: Endpoint>(next: E, req: Request) -> poem::Result<Response> {
-    match next.call(req).await {
-        Ok(resp) => Ok(resp.into_response()),
-        Err(err) => Ok(error_response(err)),
-    }
-}
-
+/// method, unparsable parameter) becomes a JSON `{"error": ...}` body.
 pub fn error_response(err: poem::Error) -> Response {
     if err.is_from_response() {
         return err.into_response();

@@ -3,6 +3,7 @@
 
 mod auth;
 mod body;
+mod context;
 mod error;
 mod security;
 mod sessions;
@@ -17,6 +18,7 @@ use poem::{Endpoint, EndpointExt, Route};
 use poem_openapi::{OpenApiService, Tags};
 
 pub use body::BodyLimit;
+pub use context::RequestCtx;
 pub use error::{ApiError, ErrorBody};
 pub use security::{Access, Caller, ACCESS};
 
@@ -109,8 +111,9 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
                     .body(spec.clone())
             })),
         )
+        .at("/metrics", poem::get(context::metrics))
         .with(NormalizePath::new(TrailingSlash::Trim))
-        .around(error::json_errors)
+        .around(context::observe)
         .with(CatchPanic::new().with_handler(|_| {
             error::json_response(
                 poem::http::StatusCode::INTERNAL_SERVER_ERROR,

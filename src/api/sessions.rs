@@ -14,9 +14,9 @@ use uuid::Uuid;
 use super::body::{BodyError, Form, FormFields};
 use super::security::{same_origin, LOGOUT};
 use super::users::{Empty, UserBody};
-use super::{ApiError, ApiTags, Caller, ErrorBody};
+use super::{ApiError, ApiTags, Caller, ErrorBody, RequestCtx};
 use crate::auth::Subject;
-use crate::startup::AppState;
+use crate::startup::{AppState, Login};
 
 pub struct SessionsApi {
     state: Option<Arc<AppState>>,
@@ -91,6 +91,7 @@ impl SessionsApi {
     async fn login(
         &self,
         req: &Request,
+        ctx: RequestCtx,
         body: FormFields<SessionLoginRequest>,
     ) -> Result<SessionLoginResponse, ApiError> {
         let state = self.state()?;
@@ -114,7 +115,15 @@ impl SessionsApi {
             form.get("password")
                 .ok_or_else(|| ApiError::bad_request("password missing"))?,
         );
-        let Some(user) = state.check_credentials(email, &password).await? else {
+        let user = match state
+            .login(email, &password, &ctx.audit(), "cookie")
+            .await?
+        {
+            Login::Ok(user) => Some(user),
+            Login::Throttled(wait) => return Err(ApiError::throttled(wait)),
+            Login::Invalid => None,
+        };
+        let Some(user) = user else {
             tracing::info!("cookie login refused");
             return Err(ApiError::Unauthorized(
                 ErrorBody::json("invalid credentials"),
@@ -128,6 +137,7 @@ impl SessionsApi {
             sid: Some(sid),
         };
         let token = state.tokens.issue(subject, &user.role.scopes())?;
+        state.metrics.token_issued("cookie");
         tracing::info!(user_id = %user.id, session_id = %sid, "cookie login");
         Ok(SessionLoginResponse::Ok(
             Json(UserBody::from(&user)),
@@ -149,6 +159,7 @@ impl SessionsApi {
     async fn logout(
         &self,
         caller: Caller,
+        ctx: RequestCtx,
         /// `local` (default): this session; `global`: every session of the user.
         scope: Query<Option<String>>,
     ) -> Result<LogoutResponse, ApiError> {
@@ -180,7 +191,11 @@ impl SessionsApi {
                 )
                 .await?;
         }
-        tracing::info!(%user_id, global, "logout");
+        let subject = user_id.to_string();
+        let fields = serde_json::json!({ "global": global });
+        state
+            .audit
+            .record("logout", Some(&subject), &ctx.audit(), fields);
         Ok(LogoutResponse::Ok(
             Json(Empty {}),
             session_cookie(state, "", 0),

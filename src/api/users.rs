@@ -13,7 +13,7 @@ use super::body::{optional_str, JsonObject, JsonOrForm};
 use super::security::{
     MaybeCaller, CHANGE_PASSWORD, CREATE_USER, DELETE_USER, GET_USER, LIST_USERS, UPDATE_USER,
 };
-use super::{ApiError, ApiTags, Caller};
+use super::{ApiError, ApiTags, Caller, RequestCtx};
 use crate::domain::{Email, NewPassword, PersonName, Role, Scope, User};
 use crate::startup::AppState;
 
@@ -183,6 +183,7 @@ impl UsersApi {
         &self,
         caller: Option<&Caller>,
         fields: Map<String, Value>,
+        audit: &crate::audit::Context,
     ) -> Result<User, ApiError> {
         let state = self.state()?;
         let email = match fields.get("email") {
@@ -212,7 +213,12 @@ impl UsersApi {
         let hash = state.passwords.hash(password.secret()).await?;
         let user = User::new(email, hash, role, first_name, last_name);
         state.store.create_user(user.clone()).await?;
-        tracing::info!(user_id = %user.id, by = ?caller.map(Caller::label), "user created");
+        let fields =
+            serde_json::json!({ "by": caller.map(Caller::label), "role": user.role.as_str() });
+        let subject = user.id.to_string();
+        state
+            .audit
+            .record("user_created", Some(&subject), audit, fields);
         Ok(user)
     }
 }
@@ -272,6 +278,7 @@ impl UsersApi {
     async fn create_user(
         &self,
         caller: MaybeCaller,
+        ctx: RequestCtx,
         body: JsonObject<NewUserRequest>,
     ) -> Result<CreatedResponse, ApiError> {
         let state = self.state()?;
@@ -283,7 +290,7 @@ impl UsersApi {
             }
         }
         let fields = body.into_object()?;
-        let user = self.create(caller.as_ref(), fields).await?;
+        let user = self.create(caller.as_ref(), fields, &ctx.audit()).await?;
         Ok(CreatedResponse::Created(Json(UserBody::from(&user))))
     }
 
@@ -355,6 +362,7 @@ impl UsersApi {
         caller: Caller,
         /// Your own user id, or `me`.
         id: Path<String>,
+        ctx: RequestCtx,
         body: JsonOrForm<ChangePasswordRequest>,
     ) -> Result<PasswordChangedResponse, ApiError> {
         let target = caller.target(&id.0)?;
@@ -370,11 +378,18 @@ impl UsersApi {
             Some(raw) => NewPassword::parse(SecretString::from(raw))?,
         };
         let current = SecretString::from(current);
+        // A stolen access token must not become a way to brute-force the password.
+        let email = me.email.as_str();
+        state
+            .throttle
+            .check(email, ctx.client_ip)
+            .map_err(ApiError::throttled)?;
         if !state
             .passwords
             .verify(Some(&me.password_hash), &current)
-            .await
+            .await?
         {
+            state.throttle.record_failure(email, ctx.client_ip);
             return Err(ApiError::bad_request("current password is incorrect"));
         }
         let hash = state.passwords.hash(new.secret()).await?;
@@ -392,7 +407,13 @@ impl UsersApi {
                 }),
             )
             .await?;
-        tracing::info!(user_id = %me.id, "password changed; other sessions ended");
+        let subject = me.id.to_string();
+        state.audit.record(
+            "password_changed",
+            Some(&subject),
+            &ctx.audit(),
+            serde_json::json!({}),
+        );
         Ok(PasswordChangedResponse::Ok(Json(Empty {})))
     }
 
@@ -406,12 +427,17 @@ impl UsersApi {
         caller: Caller,
         /// A user id, or `me`.
         id: Path<String>,
+        ctx: RequestCtx,
     ) -> Result<DeletedResponse, ApiError> {
         let target = caller.target(&id.0)?;
         caller.authorize(DELETE_USER, target)?;
         let target = target.ok_or_else(ApiError::not_found)?;
         let user = self.state()?.store.delete_user(target).await?;
-        tracing::info!(user_id = %user.id, by = %caller.label(), "user deleted");
+        let fields = serde_json::json!({ "by": caller.label() });
+        let subject = user.id.to_string();
+        self.state()?
+            .audit
+            .record("user_deleted", Some(&subject), &ctx.audit(), fields);
         Ok(DeletedResponse::Ok(Json(Empty {})))
     }
 }

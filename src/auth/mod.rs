@@ -4,6 +4,7 @@ pub mod clients;
 pub mod keys;
 pub mod passwords;
 pub mod refresh;
+pub mod throttle;
 pub mod tokens;
 
 pub use keys::{KeyError, KeySet};
