@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use poem::http::StatusCode;
-use poem::{IntoResponse, Response};
+use poem::Response;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Enum, Object};
 
@@ -369,6 +369,8 @@ pub fn json_response(status: StatusCode, message: &str) -> Response {
 
 #[cfg(test)]
 mod tests {
+    use poem::IntoResponse;
+
     use super::*;
 
     #[test]
