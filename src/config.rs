@@ -34,8 +34,21 @@ pub enum Command {
     /// Manage signing keys in KEYS_DIR. Works while the server runs.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Password hashing tools.
+    #[command(subcommand)]
+    Passwords(PasswordsCommand),
     /// Print the OpenAPI document (JSON).
     Openapi,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PasswordsCommand {
+    /// Measure argon2id on this machine and suggest ARGON2_* settings for a target time.
+    Calibrate {
+        /// The time one hash should take, in milliseconds.
+        #[arg(long, default_value_t = 50)]
+        target_ms: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -173,6 +186,9 @@ pub struct Config {
     /// argon2id lanes.
     #[arg(long, env = "ARGON2_P", default_value_t = 1, global = true)]
     pub argon2_p: u32,
+    /// Password checks that may wait for a hashing slot; beyond that, 503 + Retry-After.
+    #[arg(long, env = "ARGON2_QUEUE", default_value_t = 256, global = true)]
+    pub argon2_queue: usize,
     /// Peers whose X-Forwarded-For is believed (comma-separated addresses).
     #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',', global = true)]
     pub trusted_proxies: Vec<IpAddr>,

@@ -84,9 +84,14 @@ impl AppState {
             Duration::from_secs(config.login_window),
         );
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let passwords =
-            PasswordHasher::new(config.argon2_m_kib, config.argon2_t, config.argon2_p, cores)
-                .map_err(|e| anyhow::anyhow!("ARGON2_M_KIB/ARGON2_T/ARGON2_P: {e}"))?;
+        let passwords = PasswordHasher::with_queue(
+            config.argon2_m_kib,
+            config.argon2_t,
+            config.argon2_p,
+            cores,
+            config.argon2_queue,
+        )
+        .map_err(|e| anyhow::anyhow!("ARGON2_M_KIB/ARGON2_T/ARGON2_P: {e}"))?;
         Ok(Self {
             public_url: config.public_url(config.api_port),
             config,

@@ -49,6 +49,7 @@ pub fn test_config(data_dir: PathBuf, keys_dir: PathBuf) -> Config {
         argon2_m_kib: 1024,
         argon2_t: 1,
         argon2_p: 1,
+        argon2_queue: 256,
         trusted_proxies: Vec::new(),
         audit_log: None,
         reload_interval: 2,
@@ -172,6 +173,10 @@ impl TestApp {
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         }
+    }
+
+    pub fn config_data_dir(&self) -> PathBuf {
+        self.config.data_dir.clone()
     }
 
     /// A registered client: (id, secret).

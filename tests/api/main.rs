@@ -6,6 +6,7 @@ mod helpers;
 mod auth;
 mod clients;
 mod errors;
+mod hardening;
 mod keys;
 mod openapi;
 mod process;
