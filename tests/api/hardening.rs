@@ -240,7 +240,7 @@ fn hostile_bodies_get_4xx_json() {
     ];
     for (ct, body) in cases {
         let resp = app.request("POST", "/api/v1/users", None, Some(ct), Some(body));
-        assert_eq!(resp.expect(400)["error"].is_string(), true);
+        assert!(resp.expect(400)["error"].is_string());
     }
     let bad_form = app.request(
         "POST",
