@@ -195,6 +195,9 @@ pub struct Config {
     /// Security-event log (JSON lines); `-` for stdout. Default DATA_DIR/audit.log.
     #[arg(long, env = "AUDIT_LOG", global = true)]
     pub audit_log: Option<PathBuf>,
+    /// Seconds a client may take to send a request's headers (slow clients are cut off).
+    #[arg(long, env = "HEADER_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    pub header_timeout: u64,
     /// Seconds between re-reads of KEYS_DIR and of admin changes from the CLI (SIGHUP: at once).
     #[arg(long, env = "RELOAD_INTERVAL", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..), global = true)]
     pub reload_interval: u64,

@@ -18,6 +18,7 @@ use crate::auth::{KeySet, PasswordHasher, TokenService};
 use crate::config::Config;
 use crate::domain::{Email, NewPassword, Role, User};
 use crate::metrics::Metrics;
+use crate::slowloris::HeaderDeadlineAcceptor;
 use crate::store::{FileStore, FileStoreOptions, Store, StoreError};
 
 /// The outcome of a password login.
@@ -267,7 +268,9 @@ impl Application {
         let maintenance = tokio::spawn(maintain(self.state.clone()));
         let app = api::routes(self.state.clone()).boxed();
         // Idle or trickling connections are closed rather than held forever.
-        let result = Server::new_with_acceptor(self.acceptor)
+        let header_timeout = Duration::from_secs(self.state.config.header_timeout);
+        let acceptor = HeaderDeadlineAcceptor::new(self.acceptor, header_timeout);
+        let result = Server::new_with_acceptor(acceptor)
             .idle_timeout(Duration::from_secs(60))
             .run_with_graceful_shutdown(app, shutdown, Some(Duration::from_secs(10)))
             .await;

@@ -95,3 +95,42 @@ fn a_declared_length_over_the_limit_is_refused_before_the_body_arrives() {
         "{response}"
     );
 }
+
+#[test]
+fn a_client_trickling_its_headers_is_cut_off() {
+    use std::io::{Read, Write};
+    let app = spawn_app_with(|c| c.header_timeout = 1);
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let mut slow = std::net::TcpStream::connect(&addr).unwrap();
+    slow.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    // One byte every 200 ms is never idle, but never finishes its headers either.
+    for b in b"GET /api/v1/status HTTP/1.1\r\nHost: x\r\nX-Slow: "
+        .iter()
+        .cycle()
+        .take(40)
+    {
+        if slow.write_all(&[*b]).is_err() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let mut rest = Vec::new();
+    let _ = slow.read_to_end(&mut rest);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(9),
+        "held for {:?}",
+        started.elapsed()
+    );
+    // A normal client on a keep-alive connection is unaffected, request after request.
+    let mut fast = std::net::TcpStream::connect(&addr).unwrap();
+    for _ in 0..2 {
+        fast.write_all(b"GET /api/v1/status HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut buf = [0u8; 512];
+        let n = fast.read(&mut buf).unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+    }
+}

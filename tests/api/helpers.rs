@@ -52,6 +52,7 @@ pub fn test_config(data_dir: PathBuf, keys_dir: PathBuf) -> Config {
         argon2_queue: 256,
         trusted_proxies: Vec::new(),
         audit_log: None,
+        header_timeout: 10,
         reload_interval: 2,
         log_format: "text".into(),
     }

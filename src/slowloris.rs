@@ -1,0 +1,151 @@
+//! A deadline on request headers. poem's server has an idle timeout, but a client that
+//! trickles one byte at a time is never idle and could hold a connection (and a file
+//! descriptor) forever. This acceptor wraps each connection: from the first byte of a
+//! request until the end of its headers (`\r\n\r\n`) it allows at most `timeout`; then
+//! the connection is closed. Bodies have their own deadline (see `api::body`).
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use poem::http::uri::Scheme;
+use poem::listener::Acceptor;
+use poem::web::{LocalAddr, RemoteAddr};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Sleep;
+
+pub struct HeaderDeadlineAcceptor<A> {
+    inner: A,
+    timeout: Duration,
+}
+
+impl<A> HeaderDeadlineAcceptor<A> {
+    pub fn new(inner: A, timeout: Duration) -> Self {
+        Self { inner, timeout }
+    }
+}
+
+impl<A: Acceptor> Acceptor for HeaderDeadlineAcceptor<A> {
+    type Io = HeaderDeadline<A::Io>;
+
+    fn local_addr(&self) -> Vec<LocalAddr> {
+        self.inner.local_addr()
+    }
+
+    async fn accept(&mut self) -> io::Result<(Self::Io, LocalAddr, RemoteAddr, Scheme)> {
+        let (io, local, remote, scheme) = self.inner.accept().await?;
+        Ok((HeaderDeadline::new(io, self.timeout), local, remote, scheme))
+    }
+}
+
+pub struct HeaderDeadline<Io> {
+    io: Io,
+    timeout: Duration,
+    /// Set while a request's headers are being read.
+    deadline: Option<Pin<Box<Sleep>>>,
+    /// How much of `\r\n\r\n` the bytes read so far end with.
+    matched: usize,
+}
+
+impl<Io> HeaderDeadline<Io> {
+    fn new(io: Io, timeout: Duration) -> Self {
+        // A new connection starts waiting for headers: one that sends nothing is closed too.
+        Self {
+            io,
+            timeout,
+            deadline: Some(Box::pin(tokio::time::sleep(timeout))),
+            matched: 0,
+        }
+    }
+
+    fn scan(&mut self, bytes: &[u8]) {
+        const END: &[u8] = b"\r\n\r\n";
+        for &b in bytes {
+            if self.deadline.is_none() {
+                // The first byte of the next request (keep-alive) starts its deadline.
+                self.deadline = Some(Box::pin(tokio::time::sleep(self.timeout)));
+                self.matched = 0;
+            }
+            self.matched = if b == END[self.matched] {
+                self.matched + 1
+            } else if b == END[0] {
+                1
+            } else {
+                0
+            };
+            if self.matched == END.len() {
+                self.deadline = None;
+                self.matched = 0;
+                // The body follows; it is the handlers' to time out. A pipelined next
+                // request in the same read gets no deadline: rare, and still idle-limited.
+                return;
+            }
+        }
+    }
+}
+
+impl<Io: AsyncRead + Unpin> AsyncRead for HeaderDeadline<Io> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if let Some(deadline) = self.deadline.as_mut() {
+            if deadline.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "request headers too slow",
+                )));
+            }
+        }
+        let before = buf.filled().len();
+        let this = &mut *self;
+        let result = Pin::new(&mut this.io).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = result {
+            let fresh = buf.filled()[before..].to_vec();
+            this.scan(&fresh);
+        }
+        result
+    }
+}
+
+impl<Io: AsyncWrite + Unpin> AsyncWrite for HeaderDeadline<Io> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_deadline_ends_at_the_blank_line_and_restarts_with_the_next_request() {
+        let mut d = HeaderDeadline::new((), Duration::from_secs(5));
+        assert!(d.deadline.is_some());
+        d.scan(b"GET / HTTP/1.1\r\nHost: x\r\n");
+        assert!(d.deadline.is_some());
+        d.scan(b"\r\n");
+        assert!(d.deadline.is_none());
+        d.scan(b"G");
+        assert!(d.deadline.is_some());
+        d.scan(b"ET / HTTP/1.1\r\n\r");
+        assert!(d.deadline.is_some());
+        d.scan(b"\n");
+        assert!(d.deadline.is_none());
+    }
+}
