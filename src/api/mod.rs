@@ -94,12 +94,26 @@ pub fn spec_json() -> String {
     text
 }
 
+/// Swagger UI with the assets poem-openapi embeds (no CDN), showing the served spec
+/// (scopes included) and keeping the Authorize login across reloads.
+pub fn docs_html(service: &OpenApiService<Apis, ()>) -> String {
+    service
+        .swagger_ui_html()
+        .replacen(&service.spec(), spec_json().trim_end(), 1)
+        .replacen(
+            "deepLinking: true,",
+            "deepLinking: true,\n        persistAuthorization: true,",
+            1,
+        )
+}
+
 /// Every route of the service, wrapped in the JSON error handling.
 pub fn routes(state: Arc<AppState>) -> impl Endpoint {
     let service = openapi_service(Some(state.clone()));
     let limit = BodyLimit(usize::try_from(state.config.max_body_bytes).unwrap_or(usize::MAX));
     let spec = spec_json();
-    let docs = service.swagger_ui();
+    let docs_page = docs_html(&service);
+    let docs = poem::endpoint::make_sync(move |_| poem::web::Html(docs_page.clone()));
     Route::new()
         .nest("/", service)
         .nest("/docs", poem::get(docs))

@@ -109,6 +109,16 @@ fn every_protected_operation_declares_its_access_once() {
 }
 
 #[test]
+fn swagger_ui_shows_the_served_spec_and_keeps_the_login() {
+    let html = simple_api::api::docs_html(&simple_api::api::openapi_service(None));
+    assert!(
+        html.contains(simple_api::api::spec_json().trim_end()),
+        "the page embeds the served spec"
+    );
+    assert!(html.contains("persistAuthorization: true"));
+}
+
+#[test]
 fn swagger_ui_is_served_without_any_outside_asset() {
     let app = spawn_app();
     for path in ["/docs", "/docs/"] {
