@@ -89,9 +89,38 @@ pub fn spec_json() -> String {
             }
         }
     }
+    tidy_for_generators(&mut spec);
     let mut text = serde_json::to_string_pretty(&spec).expect("a JSON value serializes");
     text.push('\n');
     text
+}
+
+/// Two details of poem-openapi's output that SDK generators stumble on: media types keyed
+/// `application/json; charset=utf-8` (openapi-generator looks for `application/json`
+/// exactly; the responses still say `charset=utf-8`), and an empty object schema without
+/// `additionalProperties`, which generators read as an untyped map.
+fn tidy_for_generators(node: &mut serde_json::Value) {
+    match node {
+        serde_json::Value::Object(map) => {
+            if let Some(content) = map.get_mut("content").and_then(|c| c.as_object_mut()) {
+                if let Some(json) = content.remove("application/json; charset=utf-8") {
+                    content.insert("application/json".into(), json);
+                }
+            }
+            let empty_object = map.get("type").and_then(|t| t.as_str()) == Some("object")
+                && !map.contains_key("properties")
+                && !map.contains_key("additionalProperties");
+            if empty_object {
+                map.insert(
+                    "additionalProperties".into(),
+                    serde_json::Value::Bool(false),
+                );
+            }
+            map.values_mut().for_each(tidy_for_generators);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(tidy_for_generators),
+        _ => {}
+    }
 }
 
 /// Swagger UI with the assets poem-openapi embeds (no CDN), showing the served spec
