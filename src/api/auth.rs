@@ -43,6 +43,7 @@ pub enum GrantType {
 
 /// An OAuth2 token request (RFC 6749), form-encoded.
 #[derive(Object)]
+#[oai(example)]
 pub struct TokenRequest {
     pub grant_type: GrantType,
     /// password grant: the account's email.
@@ -654,5 +655,19 @@ mod tests {
         );
         assert!(narrow(Some("users:read"), Role::User.scopes()).is_err());
         assert!(narrow(Some("root"), Role::User.scopes()).is_err());
+    }
+}
+
+impl poem_openapi::types::Example for TokenRequest {
+    fn example() -> Self {
+        Self {
+            grant_type: GrantType::Password,
+            username: Some("ada@example.com".into()),
+            password: Some(Password("correct horse battery".into())),
+            refresh_token: None,
+            scope: None,
+            client_id: None,
+            client_secret: None,
+        }
     }
 }

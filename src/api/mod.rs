@@ -95,7 +95,7 @@ pub fn spec_json() -> String {
     text
 }
 
-/// Two details of poem-openapi's output that SDK generators stumble on: media types keyed
+/// Details of poem-openapi's output that SDK generators stumble on: media types keyed
 /// `application/json; charset=utf-8` (openapi-generator looks for `application/json`
 /// exactly; the responses still say `charset=utf-8`), and an empty object schema without
 /// `additionalProperties`, which generators read as an untyped map.
@@ -115,6 +115,10 @@ fn tidy_for_generators(node: &mut serde_json::Value) {
                     "additionalProperties".into(),
                     serde_json::Value::Bool(false),
                 );
+            }
+            // Examples list only the fields they set (`null` would break non-nullable ones).
+            if let Some(serde_json::Value::Object(example)) = map.get_mut("example") {
+                example.retain(|_, v| !v.is_null());
             }
             map.values_mut().for_each(tidy_for_generators);
         }

@@ -81,6 +81,7 @@ impl From<Role> for UserRole {
 
 /// A new account.
 #[derive(Object)]
+#[oai(example)]
 pub struct NewUserRequest {
     /// The email to log in with.
     pub email: String,
@@ -96,6 +97,7 @@ pub struct NewUserRequest {
 
 /// Changes to an account; absent fields stay as they are, `null` clears a name.
 #[derive(Object)]
+#[oai(example)]
 pub struct UpdateUserRequest {
     /// New first name.
     #[oai(nullable)]
@@ -109,6 +111,7 @@ pub struct UpdateUserRequest {
 
 /// A password change: form-encoded or JSON.
 #[derive(Object)]
+#[oai(example)]
 pub struct ChangePasswordRequest {
     /// The password in use now.
     pub current_password: Password,
@@ -439,5 +442,36 @@ impl UsersApi {
             .audit
             .record("user_deleted", Some(&subject), &ctx.audit(), fields);
         Ok(DeletedResponse::Ok(Json(Empty {})))
+    }
+}
+
+impl poem_openapi::types::Example for NewUserRequest {
+    fn example() -> Self {
+        Self {
+            email: "ada@example.com".into(),
+            password: Password("correct horse battery".into()),
+            first_name: Some("Ada".into()),
+            last_name: Some("Lovelace".into()),
+            role: None,
+        }
+    }
+}
+
+impl poem_openapi::types::Example for UpdateUserRequest {
+    fn example() -> Self {
+        Self {
+            first_name: Some("Grace".into()),
+            last_name: Some("Hopper".into()),
+            role: None,
+        }
+    }
+}
+
+impl poem_openapi::types::Example for ChangePasswordRequest {
+    fn example() -> Self {
+        Self {
+            current_password: Password("correct horse battery".into()),
+            new_password: Password("a brand new passphrase".into()),
+        }
     }
 }
