@@ -639,6 +639,20 @@ fn refresh_ttl(state: &AppState) -> chrono::Duration {
     chrono::Duration::seconds(state.config.refresh_token_ttl.min(i64::MAX as u64 / 1000) as i64)
 }
 
+impl poem_openapi::types::Example for TokenRequest {
+    fn example() -> Self {
+        Self {
+            grant_type: GrantType::Password,
+            username: Some("ada@example.com".into()),
+            password: Some(Password("correct horse battery".into())),
+            refresh_token: None,
+            scope: None,
+            client_id: None,
+            client_secret: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -655,19 +669,5 @@ mod tests {
         );
         assert!(narrow(Some("users:read"), Role::User.scopes()).is_err());
         assert!(narrow(Some("root"), Role::User.scopes()).is_err());
-    }
-}
-
-impl poem_openapi::types::Example for TokenRequest {
-    fn example() -> Self {
-        Self {
-            grant_type: GrantType::Password,
-            username: Some("ada@example.com".into()),
-            password: Some(Password("correct horse battery".into())),
-            refresh_token: None,
-            scope: None,
-            client_id: None,
-            client_secret: None,
-        }
     }
 }
