@@ -40,12 +40,24 @@ impl<A: Acceptor> Acceptor for HeaderDeadlineAcceptor<A> {
     }
 }
 
+/// Where the connection is in the request/response cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Reading a request's headers, under the deadline.
+    Headers,
+    /// Headers done: the rest (a body) is the handlers' to time out.
+    Body,
+    /// A response went out: the next byte read starts the next request.
+    Idle,
+}
+
 pub struct HeaderDeadline<Io> {
     io: Io,
     timeout: Duration,
-    /// Set while a request's headers are being read.
+    phase: Phase,
+    /// Armed while a request's headers are being read.
     deadline: Option<Pin<Box<Sleep>>>,
-    /// How much of `\r\n\r\n` the bytes read so far end with.
+    /// How much of `\r\n\r\n` the header bytes read so far end with.
     matched: usize,
 }
 
@@ -55,6 +67,7 @@ impl<Io> HeaderDeadline<Io> {
         Self {
             io,
             timeout,
+            phase: Phase::Headers,
             deadline: Some(Box::pin(tokio::time::sleep(timeout))),
             matched: 0,
         }
@@ -63,10 +76,16 @@ impl<Io> HeaderDeadline<Io> {
     fn scan(&mut self, bytes: &[u8]) {
         const END: &[u8] = b"\r\n\r\n";
         for &b in bytes {
-            if self.deadline.is_none() {
-                // The first byte of the next request (keep-alive) starts its deadline.
-                self.deadline = Some(Box::pin(tokio::time::sleep(self.timeout)));
-                self.matched = 0;
+            match self.phase {
+                // Body bytes are not headers: they never arm the deadline.
+                Phase::Body => return,
+                Phase::Idle => {
+                    // The first byte of the next request (keep-alive) starts its deadline.
+                    self.phase = Phase::Headers;
+                    self.deadline = Some(Box::pin(tokio::time::sleep(self.timeout)));
+                    self.matched = 0;
+                }
+                Phase::Headers => {}
             }
             self.matched = if b == END[self.matched] {
                 self.matched + 1
@@ -76,10 +95,9 @@ impl<Io> HeaderDeadline<Io> {
                 0
             };
             if self.matched == END.len() {
+                self.phase = Phase::Body;
                 self.deadline = None;
                 self.matched = 0;
-                // The body follows; it is the handlers' to time out. A pipelined next
-                // request in the same read gets no deadline: rare, and still idle-limited.
                 return;
             }
         }
@@ -117,6 +135,10 @@ impl<Io: AsyncWrite + Unpin> AsyncWrite for HeaderDeadline<Io> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        // A response (or a 100 Continue) is going out: what is read next is not this
+        // request's headers any more.
+        self.phase = Phase::Idle;
+        self.deadline = None;
         Pin::new(&mut self.io).poll_write(cx, buf)
     }
 
@@ -139,8 +161,11 @@ mod tests {
         assert!(d.deadline.is_some());
         d.scan(b"GET / HTTP/1.1\r\nHost: x\r\n");
         assert!(d.deadline.is_some());
-        d.scan(b"\r\n");
+        d.scan(b"\r\n{\"body\": 1}");
         assert!(d.deadline.is_none());
+        d.scan(b"more body without a blank line");
+        assert!(d.deadline.is_none(), "body bytes never arm the deadline");
+        d.phase = Phase::Idle; // a response went out
         d.scan(b"G");
         assert!(d.deadline.is_some());
         d.scan(b"ET / HTTP/1.1\r\n\r");
