@@ -123,8 +123,19 @@ fn a_client_trickling_its_headers_is_cut_off() {
         "held for {:?}",
         started.elapsed()
     );
-    // A normal client on a keep-alive connection is unaffected, request after request.
+    // A normal client on a keep-alive connection is unaffected, request after request,
+    // idle longer than the header deadline in between, bodies included.
     let mut fast = std::net::TcpStream::connect(&addr).unwrap();
+    let body = r#"{"email": "keepalive@example.com", "password": "a-good-password"}"#;
+    let post = format!(
+        "POST /api/v1/users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    fast.write_all(post.as_bytes()).unwrap();
+    let mut buf = [0u8; 1024];
+    let n = fast.read(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 201"));
+    std::thread::sleep(std::time::Duration::from_millis(1500));
     for _ in 0..2 {
         fast.write_all(b"GET /api/v1/status HTTP/1.1\r\nHost: x\r\n\r\n")
             .unwrap();
