@@ -83,6 +83,7 @@ pub struct TokenBody {
 #[derive(Object)]
 pub struct IntrospectRequest {
     /// The access token or refresh token to look at.
+    #[oai(validator(min_length = 1))]
     pub token: String,
     /// `access_token` or `refresh_token`; only a hint.
     pub token_type_hint: Option<String>,
@@ -134,6 +135,7 @@ pub enum IntrospectResponse {
 #[derive(Object)]
 pub struct RevokeRequest {
     /// The refresh token or access token to revoke.
+    #[oai(validator(min_length = 1))]
     pub token: String,
     /// `refresh_token` or `access_token`; only a hint, the token's shape decides.
     pub token_type_hint: Option<String>,

@@ -195,13 +195,32 @@ impl<'a, T: Type, F: BodyFormat> ApiExtractor<'a> for Body<T, F> {
     }
 }
 
+/// Every form parameter some route reads. Only these may not be repeated (RFC 6749 §3.1);
+/// any other parameter is ignored, repeated or not.
+const KNOWN_PARAMETERS: &[&str] = &[
+    "grant_type",
+    "username",
+    "password",
+    "refresh_token",
+    "scope",
+    "client_id",
+    "client_secret",
+    "token",
+    "token_type_hint",
+    "email",
+    "current_password",
+    "new_password",
+];
+
 /// Parsed form fields; empty values count as absent (RFC 6749 §3.1).
 pub struct Form(Vec<(String, String)>);
 
 impl Form {
     pub fn new(pairs: Vec<(String, String)>) -> Result<Self, String> {
         for (i, (name, _)) in pairs.iter().enumerate() {
-            if pairs[..i].iter().any(|(n, _)| n == name) {
+            if KNOWN_PARAMETERS.contains(&name.as_str())
+                && pairs[..i].iter().any(|(n, _)| n == name)
+            {
                 return Err(format!("parameter {name} is repeated"));
             }
         }
@@ -235,7 +254,8 @@ mod tests {
     #[test]
     fn repeated_form_parameters_are_refused_and_empty_ones_are_absent() {
         let pair = |a: &str, b: &str| (a.to_owned(), b.to_owned());
-        assert!(Form::new(vec![pair("a", "1"), pair("a", "2")]).is_err());
+        assert!(Form::new(vec![pair("token", "1"), pair("token", "2")]).is_err());
+        assert!(Form::new(vec![pair("unknown", "1"), pair("unknown", "2")]).is_ok());
         let form = Form::new(vec![pair("a", ""), pair("b", "x")]).unwrap();
         assert_eq!(form.get("a"), None);
         assert_eq!(form.get("b"), Some("x"));

@@ -71,10 +71,19 @@ pub async fn observe<E: Endpoint>(next: E, mut req: Request) -> poem::Result<Res
         .map_or_else(|| uuid::Uuid::new_v4().simple().to_string(), str::to_owned);
     req.extensions_mut().insert(RequestId(id.clone()));
     let state = req.data::<Arc<AppState>>().cloned();
+    let allow = req.data::<Arc<super::error::AllowTable>>().cloned();
+    let path = req.uri().path().to_owned();
     let mut resp = match next.call(req).await {
         Ok(resp) => resp.into_response(),
         Err(err) => super::error::error_response(err),
     };
+    // RFC 9110 §15.5.6: a 405 names the methods that would work.
+    if resp.status() == poem::http::StatusCode::METHOD_NOT_ALLOWED {
+        let methods = allow.as_ref().and_then(|a| a.methods(&path));
+        if let Some(value) = methods.and_then(|m| HeaderValue::from_str(m).ok()) {
+            resp.headers_mut().insert(poem::http::header::ALLOW, value);
+        }
+    }
     if let Ok(value) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert(REQUEST_ID, value);
     }

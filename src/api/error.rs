@@ -339,6 +339,57 @@ impl From<ApiError> for OAuthError {
 }
 
 /// The last line of defence: whatever poem itself answers with (unknown route, wrong
+/// The methods of every route, for the `Allow` header of a 405 (RFC 9110 §15.5.6).
+pub struct AllowTable(Vec<(Vec<Option<String>>, String)>);
+
+impl AllowTable {
+    /// From the spec's paths (`{param}` segments match anything), plus the spec and docs.
+    pub fn from_spec(spec: &str) -> Self {
+        let spec: serde_json::Value = serde_json::from_str(spec).unwrap_or_default();
+        let segments = |path: &str| -> Vec<Option<String>> {
+            path.trim_matches('/')
+                .split('/')
+                .map(|s| (!s.starts_with('{')).then(|| s.to_owned()))
+                .collect()
+        };
+        let mut table: Vec<(Vec<Option<String>>, String)> = spec["paths"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(path, item)| {
+                let mut methods: Vec<String> = item
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(m, _)| m.to_ascii_uppercase())
+                    .collect();
+                if methods.iter().any(|m| m == "GET") {
+                    methods.push("HEAD".into());
+                }
+                (segments(path), methods.join(", "))
+            })
+            .collect();
+        table.push((segments("/openapi.json"), "GET, HEAD".into()));
+        table.push((segments("/docs"), "GET, HEAD".into()));
+        Self(table)
+    }
+
+    pub fn methods(&self, path: &str) -> Option<&str> {
+        let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+        self.0
+            .iter()
+            .find(|(template, _)| {
+                template.len() == parts.len()
+                    && template
+                        .iter()
+                        .zip(&parts)
+                        .all(|(t, p)| t.as_deref().is_none_or(|t| t == *p))
+            })
+            .map(|(_, methods)| methods.as_str())
+    }
+}
+
+/// The last line of defence: whatever poem itself answers with (unknown route, wrong
 /// method, unparsable parameter) becomes a JSON `{"error": ...}` body.
 pub fn error_response(err: poem::Error) -> Response {
     if err.is_from_response() {

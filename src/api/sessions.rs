@@ -32,8 +32,10 @@ impl SessionsApi {
 #[derive(Object)]
 pub struct SessionLoginRequest {
     /// The account's email.
+    #[oai(validator(min_length = 1))]
     pub email: String,
     /// The account's password.
+    #[oai(validator(min_length = 1))]
     pub password: Password,
 }
 
@@ -48,6 +50,16 @@ pub enum SessionLoginResponse {
         String,
         #[oai(header = "Cache-Control")] String,
     ),
+}
+
+/// Which sessions a logout ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, poem_openapi::Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum LogoutScope {
+    /// This session only.
+    Local,
+    /// Every session of the user.
+    Global,
 }
 
 #[derive(ApiResponse)]
@@ -161,16 +173,12 @@ impl SessionsApi {
         caller: Caller,
         ctx: RequestCtx,
         /// `local` (default): this session; `global`: every session of the user.
-        scope: Query<Option<String>>,
+        scope: Query<Option<LogoutScope>>,
     ) -> Result<LogoutResponse, ApiError> {
         caller.authorize(LOGOUT, None)?;
         let user_id = caller.require_user()?.id;
         let state = self.state()?;
-        let global = match scope.0.as_deref() {
-            None | Some("local") => false,
-            Some("global") => true,
-            Some(_) => return Err(ApiError::bad_request("scope must be local or global")),
-        };
+        let global = scope.0 == Some(LogoutScope::Global);
         let claims = &caller.claims;
         state
             .store

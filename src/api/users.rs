@@ -84,12 +84,22 @@ impl From<Role> for UserRole {
 #[oai(example)]
 pub struct NewUserRequest {
     /// The email to log in with.
+    #[oai(validator(min_length = 1, max_length = 254))]
     pub email: String,
     /// 8 to 256 characters.
+    #[oai(validator(min_length = 8, max_length = 256))]
     pub password: Password,
     /// First name (optional).
+    #[oai(
+        nullable,
+        validator(max_length = 100, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")
+    )]
     pub first_name: Option<String>,
     /// Last name (optional).
+    #[oai(
+        nullable,
+        validator(max_length = 100, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")
+    )]
     pub last_name: Option<String>,
     // Documented on UserRole: a doc comment here would wrap the $ref in allOf.
     pub role: Option<UserRole>,
@@ -100,10 +110,16 @@ pub struct NewUserRequest {
 #[oai(example)]
 pub struct UpdateUserRequest {
     /// New first name.
-    #[oai(nullable)]
+    #[oai(
+        nullable,
+        validator(max_length = 100, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")
+    )]
     pub first_name: Option<String>,
     /// New last name.
-    #[oai(nullable)]
+    #[oai(
+        nullable,
+        validator(max_length = 100, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")
+    )]
     pub last_name: Option<String>,
     // Only an admin may change it (see UserRole).
     pub role: Option<UserRole>,
@@ -114,8 +130,10 @@ pub struct UpdateUserRequest {
 #[oai(example)]
 pub struct ChangePasswordRequest {
     /// The password in use now.
+    #[oai(validator(min_length = 1))]
     pub current_password: Password,
     /// The new password, 8 to 256 characters.
+    #[oai(validator(min_length = 8, max_length = 256))]
     pub new_password: Password,
 }
 
@@ -172,8 +190,13 @@ fn name_field(
     }
 }
 
+/// Optional role: absent → unchanged / default; `null` is not a role.
 fn role_field(fields: &Map<String, Value>) -> Result<Option<Role>, ApiError> {
-    Ok(optional_str(fields, "role")?.map(Role::parse).transpose()?)
+    match fields.get("role") {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(Role::parse(s)?)),
+        Some(_) => Err(crate::domain::DomainError::InvalidRole.into()),
+    }
 }
 
 impl UsersApi {
@@ -239,6 +262,7 @@ impl UsersApi {
         #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
         limit: Query<Option<u32>>,
         /// How many users to skip (default 0).
+        #[oai(validator(minimum(value = "0"), maximum(value = "4294967295")))]
         offset: Query<Option<u32>>,
     ) -> Result<UserListResponse, ApiError> {
         caller.authorize(LIST_USERS, None)?;

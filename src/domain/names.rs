@@ -9,10 +9,11 @@ impl PersonName {
     pub const MAX_CHARS: usize = 100;
 
     pub fn parse(raw: &str, field: &'static str) -> Result<Option<Self>, DomainError> {
-        let name = raw.trim();
-        if name.chars().count() > Self::MAX_CHARS || name.chars().any(char::is_control) {
+        // Checked as sent, so the spec's maxLength/pattern say exactly what is accepted.
+        if raw.chars().count() > Self::MAX_CHARS || raw.chars().any(char::is_control) {
             return Err(DomainError::InvalidName(field));
         }
+        let name = raw.trim();
         Ok((!name.is_empty()).then(|| Self(name.to_owned())))
     }
 
