@@ -1,4 +1,7 @@
-//! A deadline on request headers. poem's server has an idle timeout, but a client that
+//! A guard on request heads: a deadline, and limits on size and line count, answered
+//! with the service's JSON errors (hyper's own answers to these have empty bodies).
+//!
+//! The deadline: poem's server has an idle timeout, but a client that
 //! trickles one byte at a time is never idle and could hold a connection (and a file
 //! descriptor) forever. This acceptor wraps each connection: from the first byte of a
 //! request until the end of its headers (`\r\n\r\n`) it allows at most `timeout`; then
@@ -59,6 +62,30 @@ pub struct HeaderDeadline<Io> {
     deadline: Option<Pin<Box<Sleep>>>,
     /// How much of `\r\n\r\n` the header bytes read so far end with.
     matched: usize,
+    /// Size and line count of the request head read so far.
+    head_bytes: usize,
+    head_lines: usize,
+}
+
+/// The largest request head accepted (request line and headers).
+pub const MAX_HEAD_BYTES: usize = 32 * 1024;
+/// The most header lines accepted (hyper's own limit is 100, answered without a body).
+pub const MAX_HEAD_LINES: usize = 64;
+
+/// What the bytes read so far call for.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    Continue,
+    TooLarge,
+}
+
+fn canned(status: &str, message: &str) -> Vec<u8> {
+    let body = format!("{{\"error\":\"{message}\"}}");
+    format!(
+        "HTTP/1.1 {status}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
 }
 
 impl<Io> HeaderDeadline<Io> {
@@ -70,22 +97,33 @@ impl<Io> HeaderDeadline<Io> {
             phase: Phase::Headers,
             deadline: Some(Box::pin(tokio::time::sleep(timeout))),
             matched: 0,
+            head_bytes: 0,
+            head_lines: 0,
         }
     }
 
-    fn scan(&mut self, bytes: &[u8]) {
+    fn scan(&mut self, bytes: &[u8]) -> Verdict {
         const END: &[u8] = b"\r\n\r\n";
         for &b in bytes {
             match self.phase {
                 // Body bytes are not headers: they never arm the deadline.
-                Phase::Body => return,
+                Phase::Body => return Verdict::Continue,
                 Phase::Idle => {
                     // The first byte of the next request (keep-alive) starts its deadline.
                     self.phase = Phase::Headers;
                     self.deadline = Some(Box::pin(tokio::time::sleep(self.timeout)));
                     self.matched = 0;
+                    self.head_bytes = 0;
+                    self.head_lines = 0;
                 }
                 Phase::Headers => {}
+            }
+            self.head_bytes += 1;
+            if b == b'\n' {
+                self.head_lines += 1;
+            }
+            if self.head_bytes > MAX_HEAD_BYTES || self.head_lines > MAX_HEAD_LINES + 1 {
+                return Verdict::TooLarge;
             }
             self.matched = if b == END[self.matched] {
                 self.matched + 1
@@ -98,20 +136,26 @@ impl<Io> HeaderDeadline<Io> {
                 self.phase = Phase::Body;
                 self.deadline = None;
                 self.matched = 0;
-                return;
+                return Verdict::Continue;
             }
         }
+        Verdict::Continue
     }
 }
 
-impl<Io: AsyncRead + Unpin> AsyncRead for HeaderDeadline<Io> {
+impl<Io: AsyncRead + AsyncWrite + Unpin> AsyncRead for HeaderDeadline<Io> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if let Some(deadline) = self.deadline.as_mut() {
+        let this = &mut *self;
+        if let Some(deadline) = this.deadline.as_mut() {
             if deadline.as_mut().poll(cx).is_ready() {
+                this.answer(
+                    cx,
+                    &canned("408 Request Timeout", "Request headers took too long"),
+                );
                 return Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     "request headers too slow",
@@ -119,13 +163,40 @@ impl<Io: AsyncRead + Unpin> AsyncRead for HeaderDeadline<Io> {
             }
         }
         let before = buf.filled().len();
-        let this = &mut *self;
         let result = Pin::new(&mut this.io).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = result {
             let fresh = buf.filled()[before..].to_vec();
-            this.scan(&fresh);
+            if this.scan(&fresh) == Verdict::TooLarge {
+                // The oversized head never reaches the HTTP parser: our answer, then EOF.
+                buf.set_filled(before);
+                this.answer(
+                    cx,
+                    &canned(
+                        "431 Request Header Fields Too Large",
+                        "Request header fields too large",
+                    ),
+                );
+                return Poll::Ready(Ok(()));
+            }
         }
         result
+    }
+}
+
+impl<Io: AsyncWrite + Unpin> HeaderDeadline<Io> {
+    /// Best effort: the answer is small enough for the socket buffer; if it does not fit
+    /// at once, the connection is closed without it.
+    fn answer(&mut self, cx: &mut Context<'_>, response: &[u8]) {
+        let mut sent = 0;
+        while sent < response.len() {
+            match Pin::new(&mut self.io).poll_write(cx, &response[sent..]) {
+                Poll::Ready(Ok(n)) if n > 0 => sent += n,
+                _ => break,
+            }
+        }
+        let _ = Pin::new(&mut self.io).poll_flush(cx);
+        self.phase = Phase::Idle;
+        self.deadline = None;
     }
 }
 
@@ -154,6 +225,17 @@ impl<Io: AsyncWrite + Unpin> AsyncWrite for HeaderDeadline<Io> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn oversized_heads_are_refused() {
+        let mut d = HeaderDeadline::new((), Duration::from_secs(5));
+        assert_eq!(d.scan(b"GET / HTTP/1.1\r\n"), Verdict::Continue);
+        let many = "X-A: b\r\n".repeat(MAX_HEAD_LINES + 1);
+        assert_eq!(d.scan(many.as_bytes()), Verdict::TooLarge);
+        let mut d = HeaderDeadline::new((), Duration::from_secs(5));
+        let long = format!("GET / HTTP/1.1\r\nX-Big: {}", "a".repeat(MAX_HEAD_BYTES));
+        assert_eq!(d.scan(long.as_bytes()), Verdict::TooLarge);
+    }
 
     #[tokio::test]
     async fn the_deadline_ends_at_the_blank_line_and_restarts_with_the_next_request() {

@@ -118,6 +118,11 @@ fn a_client_trickling_its_headers_is_cut_off() {
     }
     let mut rest = Vec::new();
     let _ = slow.read_to_end(&mut rest);
+    let answer = String::from_utf8_lossy(&rest);
+    assert!(
+        answer.starts_with("HTTP/1.1 408") && answer.contains(r#"{"error":"#),
+        "{answer}"
+    );
     assert!(
         started.elapsed() < std::time::Duration::from_secs(9),
         "held for {:?}",
@@ -144,4 +149,44 @@ fn a_client_trickling_its_headers_is_cut_off() {
         assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
         std::thread::sleep(std::time::Duration::from_millis(1500));
     }
+}
+
+fn raw(app: &crate::helpers::TestApp, request: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let _ = stream.write_all(request);
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+#[test]
+fn oversized_request_heads_get_a_json_431() {
+    let app = spawn_app();
+    let many = format!(
+        "GET /api/v1/status HTTP/1.1\r\nHost: x\r\n{}\r\n",
+        "X-A: b\r\n".repeat(80)
+    );
+    let huge = format!(
+        "GET /api/v1/status HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(40_000)
+    );
+    for request in [many, huge] {
+        let response = raw(&app, request.as_bytes());
+        assert!(response.starts_with("HTTP/1.1 431"), "{response:.200}");
+        assert!(
+            response.ends_with(r#"{"error":"Request header fields too large"}"#),
+            "{response:.300}"
+        );
+    }
+    // Normal heads are untouched.
+    assert!(raw(
+        &app,
+        b"GET /api/v1/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .starts_with("HTTP/1.1 200"));
 }

@@ -127,10 +127,16 @@ impl TestApp {
     }
 
     /// Stops the server and starts a new one on the same DATA_DIR and KEYS_DIR.
-    pub fn restart(mut self) -> TestApp {
+    pub fn restart(self) -> TestApp {
+        self.restart_with(|_| {})
+    }
+
+    /// As `restart`, with some settings changed.
+    pub fn restart_with(mut self, change: impl FnOnce(&mut Config)) -> TestApp {
         self.stop();
         let dirs = self.dirs.take().unwrap();
-        let config = self.config.clone();
+        let mut config = self.config.clone();
+        change(&mut config);
         drop(self);
         start(config, dirs)
     }
