@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Load benchmark: builds the release binary, starts it on loopback with a temp store, and
+# drives it with wrk (installed with apt-get if missing). Prints req/s, p50 and p99 per
+# scenario, and the ratios the performance goals are stated in, measured side by side in
+# one run (the machines are shared and noisy: compare ratios, not absolute numbers).
+# Usage: benches/load.sh [seconds per round, default 5] [rounds, default 3]
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+secs="${1:-5}"
+rounds="${2:-3}"
+command -v wrk > /dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+(cd "$root" && cargo build --release --quiet)
+bin="$root/target/release/simple-api"
+tmp="$(mktemp -d)"
+port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+base="http://127.0.0.1:$port"
+DATA_DIR="$tmp/data" KEYS_DIR="$tmp/keys" AUDIT_LOG="$tmp/audit.log" API_PORT="$port" \
+  LOGIN_MAX_FAILURES=1000000 "$bin" serve > "$tmp/server.log" 2>&1 &
+pid=$!
+trap 'kill $pid 2>/dev/null || true; rm -rf "$tmp"' EXIT
+for _ in $(seq 100); do curl -sf "$base/api/v1/status" > /dev/null && break; sleep 0.1; done
+
+curl -sf "$base/api/v1/users" -H 'Content-Type: application/json' \
+  -d '{"email": "bench@example.com", "password": "bench-password-1"}' > /dev/null
+token="$(curl -sf "$base/api/v1/auth/token" -d grant_type=password -d username=bench@example.com \
+  -d password=bench-password-1 | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')"
+
+cat > "$tmp/put.lua" <<'LUA'
+wrk.method = "PUT"
+wrk.headers["Content-Type"] = "application/json"
+counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format(nil, nil, nil, '{"first_name": "n' .. counter .. '"}')
+end
+LUA
+cat > "$tmp/login.lua" <<'LUA'
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
+wrk.body = "grant_type=password&username=bench%40example.com&password=bench-password-1"
+LUA
+
+# "name|wrk arguments"; every round runs every scenario, so noise hits them alike.
+scenarios=(
+  "status|-c64 $base/api/v1/status"
+  "me (bearer)|-c64 -H 'Authorization: Bearer $token' $base/api/v1/users/me"
+  "update (fsync)|-c64 -s $tmp/put.lua -H 'Authorization: Bearer $token' $base/api/v1/users/me"
+  "login (argon2)|-c8 -s $tmp/login.lua $base/api/v1/auth/token"
+)
+declare -A rps p50 p99
+for round in $(seq "$rounds"); do
+  for entry in "${scenarios[@]}"; do
+    name="${entry%%|*}"; args="${entry#*|}"
+    out="$(eval wrk -t2 -d"${secs}s" --latency $args)"
+    rps[$name]+="$(echo "$out" | awk '/Requests\/sec/ {print $2}') "
+    p50[$name]+="$(echo "$out" | awk '$1=="50%" {print $2}') "
+    p99[$name]+="$(echo "$out" | awk '$1=="99%" {print $2}') "
+  done
+done
+median() { python3 -c 'import sys,statistics; v=[float(x) for x in sys.argv[1:]]; print(f"{statistics.median(v):.0f}")' $1; }
+mid() { echo $1 | tr ' ' '\n' | sort | sed -n "$(( ($(echo $1 | wc -w) + 1) / 2 ))p"; }
+printf '\n%-16s %12s %10s %10s   (median of %s rounds of %ss; p50/p99 from the median round)\n' scenario req/s p50 p99 "$rounds" "$secs"
+for entry in "${scenarios[@]}"; do
+  name="${entry%%|*}"
+  printf '%-16s %12s %10s %10s\n' "$name" "$(median "${rps[$name]}")" "$(mid "${p50[$name]}")" "$(mid "${p99[$name]}")"
+done
+status="$(median "${rps[status]}")"; me="$(median "${rps[me (bearer)]}")"
+echo
+echo "me / status: $(python3 -c "print(f'{$me/$status:.2f}')")   (goal >= 0.80)"
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r)"
