@@ -7,6 +7,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
 
 use super::record::{Entry, FORMAT_VERSION};
 use super::StoreError;
@@ -16,7 +17,8 @@ const TMP_FILE: &str = "store.log.tmp";
 
 pub struct Log {
     dir: PathBuf,
-    file: File,
+    /// Shared with the `Syncer`, which fsyncs it outside the writers' lock.
+    file: Arc<File>,
     len: u64,
     /// Lines in the file, the Format line included: the compaction trigger.
     entries: u64,
@@ -99,10 +101,12 @@ impl Log {
             .map_err(io_err(format!("read {}", path.display())))?;
 
         let (entries, good_len) = parse(&data, &path)?;
-        let file = OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .map_err(io_err(format!("open {}", path.display())))?;
+        let file = Arc::new(
+            OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .map_err(io_err(format!("open {}", path.display())))?,
+        );
         if good_len < data.len() as u64 {
             tracing::warn!(
                 path = %path.display(),
@@ -127,8 +131,21 @@ impl Log {
         self.entries
     }
 
+    /// The file appends go to, for the `Syncer`.
+    pub fn handle(&self) -> Arc<File> {
+        self.file.clone()
+    }
+
     /// Appends entries and returns once they are on disk (fdatasync).
+    #[cfg(test)]
     pub fn append(&mut self, entries: &[Entry]) -> Result<(), StoreError> {
+        self.write(entries)?;
+        self.file.sync_data().map_err(StoreError::Unavailable)
+    }
+
+    /// Appends entries to the file (not yet durable: see `Syncer`). A failed write is rolled
+    /// back so later appends do not follow a partial line.
+    pub fn write(&mut self, entries: &[Entry]) -> Result<(), StoreError> {
         if entries.is_empty() {
             return Ok(());
         }
@@ -138,12 +155,8 @@ impl Log {
             )));
         }
         let buf: Vec<u8> = entries.iter().flat_map(encode).collect();
-        let written = self
-            .file
-            .write_all(&buf)
-            .and_then(|_| self.file.sync_data());
+        let written = (&*self.file).write_all(&buf);
         if let Err(e) = written {
-            // Roll the partial line back so later appends do not follow garbage.
             if self
                 .file
                 .set_len(self.len)
@@ -191,10 +204,12 @@ impl Log {
         // one is open and durable, no append may be acknowledged.
         self.broken = true;
         sync_dir(&self.dir)?;
-        self.file = OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .map_err(io_err(format!("reopen {}", path.display())))?;
+        self.file = Arc::new(
+            OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .map_err(io_err(format!("reopen {}", path.display())))?,
+        );
         self.len = self
             .file
             .metadata()
@@ -214,6 +229,106 @@ pub fn read_entries(dir: &Path) -> Result<Vec<Entry>, StoreError> {
         Ok(data) => parse(&data, &path).map(|(entries, _)| entries),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
         Err(e) => Err(io_err(format!("read {}", path.display()))(e)),
+    }
+}
+
+/// Group commit: writers append under the store's lock, then wait here until an fsync that
+/// started after their append has finished. One writer at a time runs `fdatasync`; every
+/// append that arrived meanwhile is covered by the next one, so under load one fsync
+/// acknowledges many writes.
+pub struct Syncer {
+    state: Mutex<SyncState>,
+    done: Condvar,
+}
+
+struct SyncState {
+    file: Arc<File>,
+    /// Appends so far, and how many of them are known durable.
+    written: u64,
+    synced: u64,
+    syncing: bool,
+    /// An fsync failed: what is on disk is unknown, so nothing more is acknowledged.
+    failed: bool,
+    fsyncs: u64,
+}
+
+impl Syncer {
+    pub fn new(file: Arc<File>) -> Self {
+        Self {
+            state: Mutex::new(SyncState {
+                file,
+                written: 0,
+                synced: 0,
+                syncing: false,
+                failed: false,
+                fsyncs: 0,
+            }),
+            done: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SyncState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records an append (call it under the writers' lock, right after the write); returns
+    /// the number to wait for.
+    pub fn wrote(&self) -> u64 {
+        let mut state = self.lock();
+        state.written += 1;
+        state.written
+    }
+
+    pub fn failed(&self) -> bool {
+        self.lock().failed
+    }
+
+    /// fsyncs run so far (for tests and metrics).
+    pub fn fsyncs(&self) -> u64 {
+        self.lock().fsyncs
+    }
+
+    /// After a compaction, which fsync'd a new file holding everything: all is durable.
+    pub fn replaced(&self, file: Arc<File>) {
+        let mut state = self.lock();
+        state.file = file;
+        state.synced = state.written;
+        self.done.notify_all();
+    }
+
+    /// Returns once append number `seq` is on disk.
+    pub fn wait_durable(&self, seq: u64) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        loop {
+            if state.failed {
+                return Err(StoreError::Unavailable(io::Error::other(
+                    "an fsync of the store failed; restart to recover",
+                )));
+            }
+            if state.synced >= seq {
+                return Ok(());
+            }
+            if state.syncing {
+                state = self.done.wait(state).unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            state.syncing = true;
+            let target = state.written;
+            let file = state.file.clone();
+            drop(state);
+            let result = file.sync_data();
+            state = self.lock();
+            state.syncing = false;
+            state.fsyncs += 1;
+            match result {
+                Ok(()) => state.synced = state.synced.max(target),
+                Err(e) => {
+                    tracing::error!(error = %e, "fsync of the store log failed; refusing further writes");
+                    state.failed = true;
+                }
+            }
+            self.done.notify_all();
+        }
     }
 }
 
@@ -265,7 +380,7 @@ impl Log {
     /// Swaps the append handle for a read-only one, so every write fails as on a full or
     /// read-only disk.
     pub fn break_writes_for_test(&mut self) {
-        self.file = File::open(self.dir.join(LOG_FILE)).unwrap();
+        self.file = Arc::new(File::open(self.dir.join(LOG_FILE)).unwrap());
     }
 }
 
