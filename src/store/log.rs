@@ -136,13 +136,6 @@ impl Log {
         self.file.clone()
     }
 
-    /// Appends entries and returns once they are on disk (fdatasync).
-    #[cfg(test)]
-    pub fn append(&mut self, entries: &[Entry]) -> Result<(), StoreError> {
-        self.write(entries)?;
-        self.file.sync_data().map_err(StoreError::Unavailable)
-    }
-
     /// Appends entries to the file (not yet durable: see `Syncer`). A failed write is rolled
     /// back so later appends do not follow a partial line.
     pub fn write(&mut self, entries: &[Entry]) -> Result<(), StoreError> {
