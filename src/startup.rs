@@ -325,11 +325,7 @@ impl AppState {
             match KeySet::load(dir, Duration::from_secs(self.config.key_publish_delay)) {
                 Ok(keys) => {
                     let kids: Vec<String> = keys.keys().iter().map(|k| k.kid.clone()).collect();
-                    *self
-                        .tokens
-                        .keys()
-                        .write()
-                        .unwrap_or_else(|e| e.into_inner()) = keys;
+                    self.tokens.replace_keys(keys);
                     tracing::info!(?kids, "signing keys reloaded");
                 }
                 Err(e) => {

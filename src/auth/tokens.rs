@@ -1,5 +1,6 @@
 //! The one place access tokens are issued and verified.
 
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -133,7 +134,14 @@ pub struct TokenService {
     issuer: String,
     audience: String,
     ttl: Duration,
+    /// Tokens whose signature and claims already passed, by SHA-256 of the whole token:
+    /// the signature check is most of the cost of an authenticated request. Only the
+    /// stateless checks are cached; revocation and the store are checked every time.
+    verified: RwLock<HashMap<[u8; 32], AccessClaims>>,
 }
+
+/// Verified tokens remembered at most; a full cache is emptied of expired tokens first.
+pub const VERIFIED_CACHE: usize = 50_000;
 
 impl TokenService {
     pub fn new(keys: Arc<RwLock<KeySet>>, issuer: String, audience: String, ttl: Duration) -> Self {
@@ -142,7 +150,18 @@ impl TokenService {
             issuer,
             audience,
             ttl,
+            verified: RwLock::new(HashMap::new()),
         }
+    }
+
+    /// Replaces the key set (KEYS_DIR changed). Cached verifications go with the old set:
+    /// a token of a retired key must fail at once.
+    pub fn replace_keys(&self, keys: KeySet) {
+        *self.keys.write().unwrap_or_else(|e| e.into_inner()) = keys;
+        self.verified
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     pub fn issuer(&self) -> &str {
@@ -190,6 +209,39 @@ impl TokenService {
     /// signature, `exp`/`nbf` (with a small leeway), `iss` and `aud`. The caller then checks
     /// revocation and the store.
     pub fn verify(&self, token: &str) -> Result<AccessClaims, TokenError> {
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+        let key: [u8; 32] = digest.as_ref().try_into().expect("SHA-256 is 32 bytes");
+        let now = Utc::now().timestamp();
+        let cached = self
+            .verified
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .cloned();
+        if let Some(claims) = cached {
+            // The one stateless check that changes with time.
+            if now <= claims.exp + LEEWAY_SECS as i64 {
+                return Ok(claims);
+            }
+            self.verified
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&key);
+            return Err(TokenError::Expired);
+        }
+        let claims = self.verify_uncached(token)?;
+        let mut cache = self.verified.write().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= VERIFIED_CACHE {
+            cache.retain(|_, c| now <= c.exp + LEEWAY_SECS as i64);
+            if cache.len() >= VERIFIED_CACHE {
+                cache.clear();
+            }
+        }
+        cache.insert(key, claims.clone());
+        Ok(claims)
+    }
+
+    fn verify_uncached(&self, token: &str) -> Result<AccessClaims, TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
         let typ_ok = header.typ.as_deref().is_some_and(|t| {
             let t = t.to_ascii_lowercase();
@@ -335,6 +387,32 @@ mod tests {
         claims["role"] = "admin".into();
         parts[1] = b64(&claims);
         assert_eq!(svc.verify(&parts.join(".")), Err(TokenError::BadSignature));
+    }
+
+    #[test]
+    fn a_cached_token_still_expires_and_a_key_change_forgets_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let svc = service(dir.path(), 60);
+        let mut claims = svc.issue(user(), &Scopes::default()).unwrap().claims;
+        let now = Utc::now().timestamp();
+        claims.exp = now + 2 - LEEWAY_SECS as i64;
+        let token = {
+            let keys = svc.keys.read().unwrap();
+            let mut header = Header::new(Algorithm::EdDSA);
+            header.typ = Some("at+jwt".into());
+            header.kid = Some(keys.signer().kid.clone());
+            jsonwebtoken::encode(&header, &claims, &keys.signer().encoding).unwrap()
+        };
+        assert!(svc.verify(&token).is_ok());
+        assert!(svc.verify(&token).is_ok(), "from the cache");
+        std::thread::sleep(std::time::Duration::from_millis(3100));
+        assert_eq!(svc.verify(&token), Err(TokenError::Expired));
+
+        let fresh = svc.issue(user(), &Scopes::default()).unwrap().token;
+        assert!(svc.verify(&fresh).is_ok());
+        let other = tempfile::tempdir().unwrap();
+        svc.replace_keys(KeySet::load_or_generate(other.path(), Duration::ZERO).unwrap());
+        assert_eq!(svc.verify(&fresh), Err(TokenError::UnknownKey));
     }
 
     #[test]
