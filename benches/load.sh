@@ -58,11 +58,18 @@ for round in $(seq "$rounds"); do
   done
 done
 median() { python3 -c 'import sys,statistics; v=[float(x) for x in sys.argv[1:]]; print(f"{statistics.median(v):.0f}")' $1; }
-mid() { echo $1 | tr ' ' '\n' | sort | sed -n "$(( ($(echo $1 | wc -w) + 1) / 2 ))p"; }
-printf '\n%-16s %12s %10s %10s   (median of %s rounds of %ss; p50/p99 from the median round)\n' scenario req/s p50 p99 "$rounds" "$secs"
+# wrk prints latencies as 752.00us / 2.76ms / 1.02s: the median, in milliseconds.
+median_ms() {
+  python3 -c '
+import re, statistics, sys
+scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+values = [float(m.group(1)) * scale[m.group(2)] for m in (re.fullmatch(r"([\d.]+)(us|ms|s)", x) for x in sys.argv[1:]) if m]
+print(f"{statistics.median(values):.2f}ms")' $1
+}
+printf '\n%-16s %12s %10s %10s   (medians of %s rounds of %ss)\n' scenario req/s p50 p99 "$rounds" "$secs"
 for entry in "${scenarios[@]}"; do
   name="${entry%%|*}"
-  printf '%-16s %12s %10s %10s\n' "$name" "$(median "${rps[$name]}")" "$(mid "${p50[$name]}")" "$(mid "${p99[$name]}")"
+  printf '%-16s %12s %10s %10s\n' "$name" "$(median "${rps[$name]}")" "$(median_ms "${p50[$name]}")" "$(median_ms "${p99[$name]}")"
 done
 status="$(median "${rps[status]}")"; me="$(median "${rps[me (bearer)]}")"
 echo

@@ -192,8 +192,7 @@ pub async fn verify_access_token(state: &AppState, token: &str) -> Result<Caller
             // A revoked session (logout, revocation, refresh-token theft) takes its
             // access tokens with it, not only its refresh tokens.
             if let Some(sid) = claims.session_id() {
-                let session = state.store.session(sid).await?;
-                if session.is_some_and(|s| s.revoked_at.is_some()) {
+                if state.store.session_revoked(sid).await? {
                     return Err(TokenError::Revoked.into());
                 }
             }

@@ -472,6 +472,14 @@ impl Store for FileStore {
             .cloned())
     }
 
+    async fn session_revoked(&self, id: Uuid) -> Result<bool, StoreError> {
+        let state = read(&self.inner.state);
+        Ok(state
+            .sessions
+            .get(&id)
+            .is_some_and(|s| s.revoked_at.is_some()))
+    }
+
     async fn session(&self, id: Uuid) -> Result<Option<Session>, StoreError> {
         Ok(read(&self.inner.state).sessions.get(&id).cloned())
     }

@@ -89,6 +89,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<RefreshOutcome, StoreError>;
     async fn session_by_refresh(&self, hash: &str) -> Result<Option<Session>, StoreError>;
     async fn session(&self, id: Uuid) -> Result<Option<Session>, StoreError>;
+    /// Whether session `id` is known and revoked (cheap: asked on every request).
+    async fn session_revoked(&self, id: Uuid) -> Result<bool, StoreError>;
     /// Revokes a session (idempotent; unknown ids are ignored).
     async fn revoke_session(&self, id: Uuid) -> Result<(), StoreError>;
     /// Revokes an access token's `jti` until `expires_at`.
