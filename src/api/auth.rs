@@ -79,17 +79,18 @@ pub struct TokenBody {
     pub refresh_token: Option<String>,
 }
 
-/// An RFC 7662 introspection request.
+/// A token to revoke (RFC 7009) or introspect (RFC 7662), form-encoded, with optional
+/// form client authentication (or use HTTP Basic).
 #[derive(Object)]
-pub struct IntrospectRequest {
-    /// The access token or refresh token to look at.
+pub struct TokenForm {
+    /// The access token or refresh token.
     #[oai(validator(min_length = 1))]
     pub token: String,
-    /// `access_token` or `refresh_token`; only a hint.
+    /// `access_token` or `refresh_token`; only a hint, the token's shape decides.
     pub token_type_hint: Option<String>,
-    /// form authentication (`client_secret_post`): the client's id.
+    /// Form client authentication (`client_secret_post`): the client's id.
     pub client_id: Option<String>,
-    /// form authentication (`client_secret_post`): the client's secret.
+    /// Form client authentication (`client_secret_post`): the client's secret.
     pub client_secret: Option<Password>,
 }
 
@@ -129,20 +130,6 @@ pub enum IntrospectResponse {
         Json<IntrospectBody>,
         #[oai(header = "Cache-Control")] String,
     ),
-}
-
-/// An RFC 7009 revocation request.
-#[derive(Object)]
-pub struct RevokeRequest {
-    /// The refresh token or access token to revoke.
-    #[oai(validator(min_length = 1))]
-    pub token: String,
-    /// `refresh_token` or `access_token`; only a hint, the token's shape decides.
-    pub token_type_hint: Option<String>,
-    /// Optional form authentication: the client's id.
-    pub client_id: Option<String>,
-    /// Optional form authentication: the client's secret.
-    pub client_secret: Option<Password>,
 }
 
 #[derive(ApiResponse)]
@@ -414,7 +401,7 @@ impl AuthApi {
         &self,
         req: &Request,
         ctx: RequestCtx,
-        body: FormFields<RevokeRequest>,
+        body: FormFields<TokenForm>,
     ) -> Result<RevokeResponse, OAuthError> {
         let state = super::state(&self.state)?;
         let form = form_of(body)?;
@@ -481,7 +468,7 @@ impl AuthApi {
         &self,
         req: &Request,
         ctx: RequestCtx,
-        body: FormFields<IntrospectRequest>,
+        body: FormFields<TokenForm>,
     ) -> Result<IntrospectResponse, OAuthError> {
         let state = super::state(&self.state)?;
         let form = form_of(body)?;

@@ -298,36 +298,7 @@ fn kill_9_loses_no_acknowledged_write() {
     );
 
     // A fresh process must hold every acknowledged user.
-    let server = start(dir.path());
-    let base = format!("http://127.0.0.1:{}", server.1);
-    let form = "grant_type=password&username=admin%40example.com&password=admin-password-1";
-    let mut resp = ureq::post(format!("{base}/api/v1/auth/token"))
-        .content_type("application/x-www-form-urlencoded")
-        .send(form)
-        .unwrap();
-    let token: serde_json::Value =
-        serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
-    let token = token["access_token"].as_str().unwrap().to_owned();
-    let mut stored = std::collections::HashSet::new();
-    for page in 0.. {
-        let mut resp = ureq::get(format!(
-            "{base}/api/v1/users?limit=1000&offset={}",
-            page * 1000
-        ))
-        .header("Authorization", format!("Bearer {token}"))
-        .call()
-        .unwrap();
-        let users: Vec<serde_json::Value> =
-            serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
-        if users.is_empty() {
-            break;
-        }
-        stored.extend(
-            users
-                .into_iter()
-                .map(|u| u["email"].as_str().unwrap().to_owned()),
-        );
-    }
+    let stored = simple_api_emails(dir.path());
     for email in &acknowledged {
         assert!(stored.contains(email), "{email} was acknowledged but lost");
     }
