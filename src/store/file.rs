@@ -218,14 +218,13 @@ impl FileStore {
                 return Err(io(format!("lock {}", lock_path.display()))(e))
             }
         }
-        let (log, entries) = Log::open(dir)?;
         let mut state = State::default();
-        for entry in entries {
+        let log = Log::open(dir, |entry| {
             state.apply(entry).map_err(|reason| StoreError::Corrupt {
                 path: dir.join("store.log").display().to_string(),
                 reason,
-            })?;
-        }
+            })
+        })?;
         state.prune(Utc::now(), options.revoked_retention);
         Ok(Self {
             inner: Arc::new(Inner {

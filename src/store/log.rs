@@ -72,14 +72,24 @@ impl Log {
     /// Opens (or creates) the log in `dir` and returns it with every entry in it. A torn
     /// tail (a crash mid-append) is cut off; damage before the last good line is an error,
     /// because that would be silent loss of acknowledged writes.
-    pub fn open(dir: &Path) -> Result<(Self, Vec<Entry>), StoreError> {
+    pub fn open(
+        dir: &Path,
+        apply: impl FnMut(Entry) -> Result<(), StoreError>,
+    ) -> Result<Self, StoreError> {
         let path = dir.join(LOG_FILE);
         // A crash mid-compaction leaves a temp file that was never renamed: the log is intact.
         let _ = fs::remove_file(dir.join(TMP_FILE));
         // A log without one complete line never got past its format record, so nothing in
         // it was ever acknowledged: (re)create it, atomically, as a temp file renamed in place.
-        let uninitialised = match fs::read(&path) {
-            Ok(data) => !data.contains(&b'\n'),
+        let uninitialised = match File::open(&path) {
+            Ok(f) => {
+                // The format record is short: its newline is within the first bytes.
+                let mut head = Vec::new();
+                f.take(4096)
+                    .read_to_end(&mut head)
+                    .map_err(io_err(format!("read {}", path.display())))?;
+                !head.contains(&b'\n')
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => true,
             Err(e) => return Err(io_err(format!("read {}", path.display()))(e)),
         };
@@ -95,22 +105,22 @@ impl Log {
             created.map_err(io_err(format!("create {}", path.display())))?;
             sync_dir(dir)?;
         }
-        let mut data = Vec::new();
-        File::open(&path)
-            .and_then(|mut f| f.read_to_end(&mut data))
-            .map_err(io_err(format!("read {}", path.display())))?;
-
-        let (entries, good_len) = parse(&data, &path)?;
+        // Streamed: a large store is never held in memory twice (file and state).
+        let reader = io::BufReader::with_capacity(
+            1 << 20,
+            File::open(&path).map_err(io_err(format!("read {}", path.display())))?,
+        );
+        let (count, good_len, total_len) = parse_stream(reader, &path, apply)?;
         let file = Arc::new(
             OpenOptions::new()
                 .append(true)
                 .open(&path)
                 .map_err(io_err(format!("open {}", path.display())))?,
         );
-        if good_len < data.len() as u64 {
+        if good_len < total_len {
             tracing::warn!(
                 path = %path.display(),
-                dropped_bytes = data.len() as u64 - good_len,
+                dropped_bytes = total_len - good_len,
                 "dropping a torn record at the end of the store log (an unacknowledged write cut off by a crash)"
             );
             file.set_len(good_len)
@@ -121,10 +131,10 @@ impl Log {
             dir: dir.to_owned(),
             file,
             len: good_len,
-            entries: entries.len() as u64 + 1,
+            entries: count,
             broken: false,
         };
-        Ok((log, entries))
+        Ok(log)
     }
 
     pub fn entries(&self) -> u64 {
@@ -327,19 +337,40 @@ impl Syncer {
 
 /// Every entry after the Format line, and the length of the prefix that holds them.
 fn parse(data: &[u8], path: &Path) -> Result<(Vec<Entry>, u64), StoreError> {
+    let mut entries = Vec::new();
+    let (_, good_len, _) = parse_stream(data, path, |entry| {
+        entries.push(entry);
+        Ok(())
+    })?;
+    Ok((entries, good_len))
+}
+
+/// Reads the log line by line, handing every entry after the Format line to `apply`.
+/// Returns the lines read (Format included), the length of the good prefix and the total
+/// length. A bad line followed by good ones is corruption, not a torn tail.
+fn parse_stream(
+    mut reader: impl io::BufRead,
+    path: &Path,
+    mut apply: impl FnMut(Entry) -> Result<(), StoreError>,
+) -> Result<(u64, u64, u64), StoreError> {
     let corrupt = |reason: String| StoreError::Corrupt {
         path: path.display().to_string(),
         reason,
     };
-    let mut entries = Vec::new();
-    let mut offset = 0usize;
-    let mut first_bad: Option<usize> = None;
-    let mut line_no = 0;
-    while offset < data.len() {
+    let mut line = Vec::with_capacity(4096);
+    let (mut offset, mut count, mut line_no) = (0u64, 0u64, 0u64);
+    let mut first_bad: Option<u64> = None;
+    loop {
+        line.clear();
+        let read = reader
+            .read_until(b'\n', &mut line)
+            .map_err(|e| corrupt(format!("read error: {e}")))?;
+        if read == 0 {
+            break;
+        }
         line_no += 1;
-        let end = data[offset..].iter().position(|&b| b == b'\n');
         // A line without its newline was never acknowledged: treat it as torn.
-        let entry = end.and_then(|end| decode(&data[offset..offset + end]));
+        let entry = line.strip_suffix(b"\n").and_then(decode);
         match (entry, first_bad) {
             (Some(_), Some(bad)) => {
                 return Err(corrupt(format!(
@@ -347,25 +378,28 @@ fn parse(data: &[u8], path: &Path) -> Result<(Vec<Entry>, u64), StoreError> {
                      refusing to drop acknowledged data"
                 )))
             }
-            (Some(entry), None) => entries.push(entry),
+            (Some(entry), None) if line_no == 1 => match entry {
+                Entry::Format { version } if version == FORMAT_VERSION => count += 1,
+                Entry::Format { version } => {
+                    return Err(corrupt(format!(
+                        "store format version {version} is not supported (this build reads version {FORMAT_VERSION})"
+                    )))
+                }
+                _ => return Err(corrupt("the log does not start with a format record".into())),
+            },
+            (Some(entry), None) => {
+                apply(entry)?;
+                count += 1;
+            }
             (None, None) => first_bad = Some(offset),
             (None, Some(_)) => {}
         }
-        offset = end.map_or(data.len(), |end| offset + end + 1);
+        offset += read as u64;
     }
-    let good_len = first_bad.unwrap_or(data.len()) as u64;
-    let mut entries = entries.into_iter();
-    match entries.next() {
-        Some(Entry::Format { version }) if version == FORMAT_VERSION => {}
-        Some(Entry::Format { version }) => {
-            return Err(corrupt(format!(
-                "store format version {version} is not supported (this build reads version {FORMAT_VERSION})"
-            )))
-        }
-        Some(_) => return Err(corrupt("the log does not start with a format record".into())),
-        None => return Err(corrupt("the format record is missing or damaged".into())),
+    if count == 0 {
+        return Err(corrupt("the format record is missing or damaged".into()));
     }
-    Ok((entries.collect(), good_len))
+    Ok((count, first_bad.unwrap_or(offset), offset))
 }
 
 #[cfg(test)]
@@ -386,8 +420,12 @@ mod tests {
         for content in [&b""[..], b"0000", b"1234abcd {\"op\":\"for"] {
             let dir = tempfile::tempdir().unwrap();
             fs::write(dir.path().join(LOG_FILE), content).unwrap();
-            let (log, entries) =
-                Log::open(dir.path()).expect("a store that never acked anything loads");
+            let mut entries = Vec::new();
+            let log = Log::open(dir.path(), |e| {
+                entries.push(e);
+                Ok(())
+            })
+            .expect("a store that never acked anything loads");
             assert!(entries.is_empty());
             assert_eq!(log.entries(), 1);
         }
