@@ -21,8 +21,8 @@ struct Histogram {
 
 #[derive(Default)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(String, u16), u64>>,
-    latency: Mutex<BTreeMap<String, Histogram>>,
+    requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
+    latency: Mutex<BTreeMap<&'static str, Histogram>>,
     logins: Mutex<BTreeMap<&'static str, u64>>,
     tokens: Mutex<BTreeMap<&'static str, u64>>,
     pub refresh_reuse: AtomicU64,
@@ -39,11 +39,11 @@ fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K) {
 impl Metrics {
     /// One answered request. `route` is the operationId (bounded cardinality), never a
     /// raw path.
-    pub fn request(&self, route: &str, status: u16, elapsed: Duration) {
-        bump(&self.requests, (route.to_owned(), status));
+    pub fn request(&self, route: &'static str, status: u16, elapsed: Duration) {
+        bump(&self.requests, (route, status));
         let secs = elapsed.as_secs_f64();
         let mut latency = self.latency.lock().unwrap_or_else(|e| e.into_inner());
-        let h = latency.entry(route.to_owned()).or_default();
+        let h = latency.entry(route).or_default();
         for (i, bound) in BUCKETS.iter().enumerate() {
             if secs <= *bound {
                 h.counts[i] += 1;

@@ -72,14 +72,14 @@ pub async fn observe<E: Endpoint>(next: E, mut req: Request) -> poem::Result<Res
     req.extensions_mut().insert(RequestId(id.clone()));
     let state = req.data::<Arc<AppState>>().cloned();
     let allow = req.data::<Arc<super::error::AllowTable>>().cloned();
-    let path = req.uri().path().to_owned();
+    let uri = req.uri().clone();
     let mut resp = match next.call(req).await {
         Ok(resp) => resp.into_response(),
         Err(err) => super::error::error_response(err),
     };
     // RFC 9110 §15.5.6: a 405 names the methods that would work.
     if resp.status() == poem::http::StatusCode::METHOD_NOT_ALLOWED {
-        let methods = allow.as_ref().and_then(|a| a.methods(&path));
+        let methods = allow.as_ref().and_then(|a| a.methods(uri.path()));
         if let Some(value) = methods.and_then(|m| HeaderValue::from_str(m).ok()) {
             resp.headers_mut().insert(poem::http::header::ALLOW, value);
         }

@@ -134,10 +134,10 @@ fn tidy_for_generators(node: &mut serde_json::Value) {
 
 /// Swagger UI with the assets poem-openapi embeds (no CDN), showing the served spec
 /// (scopes included) and keeping the Authorize login across reloads.
-pub fn docs_html(service: &OpenApiService<Apis, ()>) -> String {
+pub fn docs_html(service: &OpenApiService<Apis, ()>, spec: &str) -> String {
     service
         .swagger_ui_html()
-        .replacen(&service.spec(), spec_json().trim_end(), 1)
+        .replacen(&service.spec(), spec.trim_end(), 1)
         .replacen(
             "deepLinking: true,",
             "deepLinking: true,\n        persistAuthorization: true,",
@@ -151,7 +151,7 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
     let limit = BodyLimit(usize::try_from(state.config.max_body_bytes).unwrap_or(usize::MAX));
     let spec = spec_json();
     let allow = Arc::new(error::AllowTable::from_spec(&spec));
-    let docs_page = docs_html(&service);
+    let docs_page = docs_html(&service, &spec);
     let docs = poem::endpoint::make_sync(move |_| poem::web::Html(docs_page.clone()));
     Route::new()
         .nest("/", service)

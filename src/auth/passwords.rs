@@ -29,7 +29,7 @@ type Job = Box<dyn FnOnce() + Send>;
 
 /// The hashing threads. They end when the last hasher clone drops the job sender.
 struct Workers {
-    jobs: std::sync::Mutex<std::sync::mpsc::Sender<Job>>,
+    jobs: std::sync::mpsc::Sender<Job>,
 }
 
 impl Workers {
@@ -49,9 +49,7 @@ impl Workers {
                 })
                 .expect("spawning a hashing thread");
         }
-        Self {
-            jobs: std::sync::Mutex::new(tx),
-        }
+        Self { jobs: tx }
     }
 
     async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
@@ -59,11 +57,7 @@ impl Workers {
         let job: Job = Box::new(move || {
             let _ = tx.send(f());
         });
-        self.jobs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .send(job)
-            .ok()?;
+        self.jobs.send(job).ok()?;
         rx.await.ok()
     }
 }
