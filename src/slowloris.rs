@@ -88,6 +88,51 @@ fn canned(status: &str, message: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+const END: &[u8] = b"\r\n\r\n";
+
+/// Where the head ends in `bytes` (just past its blank line), given that the bytes
+/// before them ended with `matched` bytes of `\r\n\r\n`; and how much of it the bytes
+/// end with, for the next read. Every byte of every request passes through here, so the
+/// search is memchr's SIMD one rather than a byte-at-a-time state machine.
+fn end_of_head(matched: usize, bytes: &[u8]) -> (Option<usize>, usize) {
+    let step = |m: usize, b: u8| {
+        if b == END[m] {
+            m + 1
+        } else {
+            usize::from(b == END[0])
+        }
+    };
+    if bytes.len() < END.len() {
+        let mut m = matched;
+        for (i, &b) in bytes.iter().enumerate() {
+            m = step(m, b);
+            if m == END.len() {
+                return (Some(i + 1), 0);
+            }
+        }
+        return (None, m);
+    }
+    // A blank line begun in the previous read ends within the first three bytes.
+    let mut m = matched;
+    for (i, &b) in bytes.iter().take(END.len() - 1).enumerate() {
+        if m == 0 {
+            break;
+        }
+        m = step(m, b);
+        if m == END.len() {
+            return (Some(i + 1), 0);
+        }
+    }
+    if let Some(at) = memchr::memmem::find(bytes, END) {
+        return (Some(at + END.len()), 0);
+    }
+    let tail = (1..END.len())
+        .rev()
+        .find(|&k| bytes.ends_with(&END[..k]))
+        .unwrap_or(0);
+    (None, tail)
+}
+
 impl<Io> HeaderDeadline<Io> {
     fn new(io: Io, timeout: Duration) -> Self {
         // A new connection starts waiting for headers: one that sends nothing is closed too.
@@ -103,41 +148,30 @@ impl<Io> HeaderDeadline<Io> {
     }
 
     fn scan(&mut self, bytes: &[u8]) -> Verdict {
-        const END: &[u8] = b"\r\n\r\n";
-        for &b in bytes {
-            match self.phase {
-                // Body bytes are not headers: they never arm the deadline.
-                Phase::Body => return Verdict::Continue,
-                Phase::Idle => {
-                    // The first byte of the next request (keep-alive) starts its deadline.
-                    self.phase = Phase::Headers;
-                    self.deadline = Some(Box::pin(tokio::time::sleep(self.timeout)));
-                    self.matched = 0;
-                    self.head_bytes = 0;
-                    self.head_lines = 0;
-                }
-                Phase::Headers => {}
-            }
-            self.head_bytes += 1;
-            if b == b'\n' {
-                self.head_lines += 1;
-            }
-            if self.head_bytes > MAX_HEAD_BYTES || self.head_lines > MAX_HEAD_LINES + 1 {
-                return Verdict::TooLarge;
-            }
-            self.matched = if b == END[self.matched] {
-                self.matched + 1
-            } else if b == END[0] {
-                1
-            } else {
-                0
-            };
-            if self.matched == END.len() {
-                self.phase = Phase::Body;
-                self.deadline = None;
+        match self.phase {
+            // Body bytes are not headers: they never arm the deadline.
+            Phase::Body => return Verdict::Continue,
+            Phase::Idle if !bytes.is_empty() => {
+                // The first byte of the next request (keep-alive) starts its deadline.
+                self.phase = Phase::Headers;
+                self.deadline = Some(Box::pin(tokio::time::sleep(self.timeout)));
                 self.matched = 0;
-                return Verdict::Continue;
+                self.head_bytes = 0;
+                self.head_lines = 0;
             }
+            Phase::Idle | Phase::Headers => {}
+        }
+        let (end, matched) = end_of_head(self.matched, bytes);
+        let head = end.unwrap_or(bytes.len());
+        self.head_bytes += head;
+        self.head_lines += bytes[..head].iter().filter(|&&b| b == b'\n').count();
+        if self.head_bytes > MAX_HEAD_BYTES || self.head_lines > MAX_HEAD_LINES + 1 {
+            return Verdict::TooLarge;
+        }
+        self.matched = matched;
+        if end.is_some() {
+            self.phase = Phase::Body;
+            self.deadline = None;
         }
         Verdict::Continue
     }
@@ -165,8 +199,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> AsyncRead for HeaderDeadline<Io> {
         let before = buf.filled().len();
         let result = Pin::new(&mut this.io).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = result {
-            let fresh = buf.filled()[before..].to_vec();
-            if this.scan(&fresh) == Verdict::TooLarge {
+            if this.scan(&buf.filled()[before..]) == Verdict::TooLarge {
                 // The oversized head never reaches the HTTP parser: our answer, then EOF.
                 buf.set_filled(before);
                 this.answer(
@@ -225,6 +258,36 @@ impl<Io: AsyncWrite + Unpin> AsyncWrite for HeaderDeadline<Io> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Against the byte-at-a-time definition, for every way of cutting heads into reads.
+    #[test]
+    fn the_end_of_a_head_is_found_however_the_reads_split_it() {
+        let samples: [&[u8]; 5] = [
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\nbody\r\n\r\n",
+            b"GET / HTTP/1.1\r\n\r\r\n\r\n",
+            b"\r\n\r\n",
+            b"a\r\r\n\n\r\n\rb\r\n\r\n",
+            b"no end here\r\n\r",
+        ];
+        for sample in samples {
+            let truth = sample.windows(4).position(|w| w == END).map(|at| at + 4);
+            for a in 0..=sample.len() {
+                for b in a..=sample.len() {
+                    let (mut matched, mut found) = (0, None);
+                    for (start, read) in [(0, &sample[..a]), (a, &sample[a..b]), (b, &sample[b..])]
+                    {
+                        if found.is_some() {
+                            break;
+                        }
+                        let (end, m) = end_of_head(matched, read);
+                        found = end.map(|e| start + e);
+                        matched = m;
+                    }
+                    assert_eq!(found, truth, "{sample:?} cut at {a} and {b}");
+                }
+            }
+        }
+    }
 
     #[tokio::test]
     async fn oversized_heads_are_refused() {

@@ -218,7 +218,7 @@ impl AuthApi {
         let scopes = narrow(form.get("scope"), user.role.scopes())?;
         self.rehash_if_outdated(state, &user, &password).await;
         let refresh = refresh::generate(Utc::now(), refresh_ttl(state));
-        let session = Session::new(user.id, scopes.clone(), refresh.stored);
+        let session = Session::new(user.id, scopes, refresh.stored);
         state
             .store
             .create_session(session.clone())
@@ -374,7 +374,7 @@ impl AuthApi {
                             "client authentication required",
                         )
                     })?;
-                let scopes = narrow(form.get("scope"), client.scope.clone())?;
+                let scopes = narrow(form.get("scope"), client.scope)?;
                 let token = state
                     .tokens
                     .issue(Subject::Client { id: client.id }, &scopes)
@@ -492,14 +492,14 @@ impl AuthApi {
                         active: true,
                         scope: Some(caller.scopes.to_string()),
                         client_id: c.client_id.clone(),
-                        sub: Some(c.sub),
+                        sub: Some(c.sub.clone()),
                         token_type: Some("Bearer".into()),
                         exp: Some(c.exp),
                         iat: Some(c.iat),
                         nbf: Some(c.nbf),
-                        iss: Some(c.iss),
-                        aud: Some(c.aud),
-                        jti: Some(c.jti),
+                        iss: Some(c.iss.clone()),
+                        aud: Some(c.aud.clone()),
+                        jti: Some(c.jti.clone()),
                     }
                 }
                 Err(_) => inactive,
@@ -650,8 +650,8 @@ mod tests {
     #[test]
     fn scope_requests_only_narrow() {
         let admin = Role::Admin.scopes();
-        assert_eq!(narrow(None, admin.clone()).ok(), Some(admin.clone()));
-        assert_eq!(narrow(Some(""), admin.clone()).ok(), Some(admin.clone()));
+        assert_eq!(narrow(None, admin).ok(), Some(admin));
+        assert_eq!(narrow(Some(""), admin).ok(), Some(admin));
         assert_eq!(
             narrow(Some("users:read"), admin).ok(),
             Some(Scopes::of([Scope::UsersRead]))

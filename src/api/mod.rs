@@ -5,6 +5,7 @@ mod auth;
 mod body;
 mod context;
 mod error;
+mod json;
 mod security;
 mod sessions;
 mod status;

@@ -16,6 +16,7 @@ use super::{ApiError, ErrorBody};
 use crate::auth::{AccessClaims, Principal, TokenError};
 use crate::domain::{Client, Role, Scope, Scopes, User, UserId};
 use crate::startup::AppState;
+use crate::store::UserToken;
 
 pub const BEARER_SCHEME: &str = "bearerAuth";
 pub const OAUTH2_SCHEME: &str = "oauth2";
@@ -86,13 +87,13 @@ pub fn requirements(access: Access, open: bool) -> serde_json::Value {
 
 /// Who is behind a verified token, as the store has them now.
 pub enum Subject {
-    User(User),
+    User(Arc<User>),
     Client(Client),
 }
 
 /// A verified caller: the token's claims, its effective scopes and its subject.
 pub struct Caller {
-    pub claims: AccessClaims,
+    pub claims: Arc<AccessClaims>,
     /// The token's scopes, narrowed to what the subject may still have today.
     pub scopes: Scopes,
     pub subject: Subject,
@@ -176,36 +177,37 @@ fn app_state(req: &Request) -> Result<&Arc<AppState>, ApiError> {
 /// revoked. Shared by every protected route and by introspection.
 pub async fn verify_access_token(state: &AppState, token: &str) -> Result<Caller, ApiError> {
     let claims = state.tokens.verify(token)?;
-    if state.store.is_jti_revoked(&claims.jti).await? {
-        return Err(TokenError::Revoked.into());
-    }
     let (subject, allowed) = match claims.principal()? {
         Principal::User { id, .. } => {
-            let user = state
-                .store
-                .user(id)
-                .await?
-                .ok_or(TokenError::Invalid("the user no longer exists"))?;
-            if !user.session_alive(claims.session_id(), issued_instant(&claims)) {
-                return Err(TokenError::Revoked.into());
-            }
             // A revoked session (logout, revocation, refresh-token theft) takes its
             // access tokens with it, not only its refresh tokens.
-            if let Some(sid) = claims.session_id() {
-                if state.store.session_revoked(sid).await? {
-                    return Err(TokenError::Revoked.into());
+            let user = match state
+                .store
+                .user_token(&claims.jti, id, claims.session_id())
+                .await?
+            {
+                UserToken::Live(user) => user,
+                UserToken::Revoked => return Err(TokenError::Revoked.into()),
+                UserToken::NoUser => {
+                    return Err(TokenError::Invalid("the user no longer exists").into())
                 }
+            };
+            if !user.session_alive(claims.session_id(), issued_instant(&claims)) {
+                return Err(TokenError::Revoked.into());
             }
             let allowed = user.role.scopes();
             (Subject::User(user), allowed)
         }
         Principal::Client { id } => {
+            if state.store.is_jti_revoked(&claims.jti).await? {
+                return Err(TokenError::Revoked.into());
+            }
             let client = state
                 .store
                 .client(id)
                 .await?
                 .ok_or(TokenError::Invalid("the client no longer exists"))?;
-            let allowed = client.scope.clone();
+            let allowed = client.scope;
             (Subject::Client(client), allowed)
         }
     };

@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::body::{optional_str, JsonObject, JsonOrForm};
+use super::json::{rfc3339, Direct};
 use super::security::{
     MaybeCaller, CHANGE_PASSWORD, CREATE_USER, DELETE_USER, GET_USER, LIST_USERS, UPDATE_USER,
 };
@@ -28,7 +29,7 @@ impl UsersApi {
 }
 
 /// A user account as the API shows it. Never contains a password or hash.
-#[derive(Object)]
+#[derive(Object, serde::Serialize)]
 pub struct UserBody {
     /// The user's id (a UUID).
     pub id: Uuid,
@@ -42,8 +43,10 @@ pub struct UserBody {
     pub last_name: Option<String>,
     pub role: UserRole,
     /// When the account was created (RFC 3339, UTC).
+    #[serde(serialize_with = "rfc3339")]
     pub created_at: DateTime<Utc>,
     /// When the account last changed (RFC 3339, UTC).
+    #[serde(serialize_with = "rfc3339")]
     pub updated_at: DateTime<Utc>,
 }
 
@@ -63,8 +66,9 @@ impl From<&User> for UserBody {
 
 /// What a user may do: `user` reaches their own record, `admin` every record. Only an
 /// admin may set or change a role (default `user`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, poem_openapi::Enum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, poem_openapi::Enum, serde::Serialize)]
 #[oai(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
 pub enum UserRole {
     User,
     Admin,
@@ -152,21 +156,21 @@ pub struct Empty {}
 pub enum UserResponse {
     /// The user.
     #[oai(status = 200)]
-    Ok(Json<UserBody>),
+    Ok(Direct<UserBody>),
 }
 
 #[derive(ApiResponse)]
 pub enum UserListResponse {
     /// A page of users, oldest first.
     #[oai(status = 200)]
-    Ok(Json<Vec<UserBody>>),
+    Ok(Direct<Vec<UserBody>>),
 }
 
 #[derive(ApiResponse)]
 pub enum CreatedResponse {
     /// The new user.
     #[oai(status = 201)]
-    Created(Json<UserBody>),
+    Created(Direct<UserBody>),
 }
 
 #[derive(ApiResponse)]
@@ -269,7 +273,7 @@ impl UsersApi {
         let limit = limit.0.unwrap_or(100) as usize;
         let offset = offset.0.unwrap_or(0) as usize;
         let users = self.state()?.store.list_users(offset, limit).await?;
-        Ok(UserListResponse::Ok(Json(
+        Ok(UserListResponse::Ok(Direct(
             users.iter().map(UserBody::from).collect(),
         )))
     }
@@ -287,14 +291,14 @@ impl UsersApi {
         let target = caller.target(&id.0)?;
         caller.authorize(GET_USER, target)?;
         if let Some(me) = caller.user().filter(|u| Some(u.id) == target) {
-            return Ok(UserResponse::Ok(Json(UserBody::from(me))));
+            return Ok(UserResponse::Ok(Direct(UserBody::from(me))));
         }
         let user = match target {
             Some(id) => self.state()?.store.user(id).await?,
             None => None,
         };
         let user = user.ok_or_else(ApiError::not_found)?;
-        Ok(UserResponse::Ok(Json(UserBody::from(&user))))
+        Ok(UserResponse::Ok(Direct(UserBody::from(&user))))
     }
 
     /// Create a user (sign up)
@@ -318,7 +322,7 @@ impl UsersApi {
         }
         let fields = body.into_object()?;
         let user = self.create(caller.as_ref(), fields, &ctx.audit()).await?;
-        Ok(CreatedResponse::Created(Json(UserBody::from(&user))))
+        Ok(CreatedResponse::Created(Direct(UserBody::from(&user))))
     }
 
     /// Update a user
@@ -371,7 +375,7 @@ impl UsersApi {
                 }),
             )
             .await?;
-        Ok(UserResponse::Ok(Json(UserBody::from(&user))))
+        Ok(UserResponse::Ok(Direct(UserBody::from(&user))))
     }
 
     /// Change your password
@@ -497,5 +501,34 @@ impl poem_openapi::types::Example for ChangePasswordRequest {
             current_password: Password("correct horse battery".into()),
             new_password: Password("a brand new passphrase".into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::json::assert_same_json;
+
+    fn body(first_name: Option<&str>, role: UserRole) -> UserBody {
+        let at = DateTime::from_timestamp(1_764_000_000, 123_456_789).unwrap();
+        UserBody {
+            id: Uuid::now_v7(),
+            email: "Ann.O'Neil+\"x\"@example.com".into(),
+            first_name: first_name.map(str::to_owned),
+            last_name: None,
+            role,
+            created_at: at,
+            updated_at: at + chrono::Duration::seconds(1),
+        }
+    }
+
+    #[test]
+    fn user_bodies_serialize_as_the_spec_says() {
+        assert_same_json(&body(Some("Zoë \\ \u{1}"), UserRole::Admin));
+        assert_same_json(&body(None, UserRole::User));
+        assert_same_json(&vec![
+            body(None, UserRole::User),
+            body(Some("b"), UserRole::Admin),
+        ]);
     }
 }

@@ -137,7 +137,7 @@ pub struct TokenService {
     /// Tokens whose signature and claims already passed, by SHA-256 of the whole token:
     /// the signature check is most of the cost of an authenticated request. Only the
     /// stateless checks are cached; revocation and the store are checked every time.
-    verified: RwLock<HashMap<[u8; 32], AccessClaims>>,
+    verified: RwLock<HashMap<[u8; 32], Arc<AccessClaims>>>,
 }
 
 /// Verified tokens remembered at most; a full cache is emptied of expired tokens first.
@@ -208,7 +208,7 @@ impl TokenService {
     /// Checks, in order: the key named by `kid` and that key's own algorithm only, the
     /// signature, `exp`/`nbf` (with a small leeway), `iss` and `aud`. The caller then checks
     /// revocation and the store.
-    pub fn verify(&self, token: &str) -> Result<AccessClaims, TokenError> {
+    pub fn verify(&self, token: &str) -> Result<Arc<AccessClaims>, TokenError> {
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
         let key: [u8; 32] = digest.as_ref().try_into().expect("SHA-256 is 32 bytes");
         let now = Utc::now().timestamp();
@@ -229,7 +229,7 @@ impl TokenService {
                 .remove(&key);
             return Err(TokenError::Expired);
         }
-        let claims = self.verify_uncached(token)?;
+        let claims = Arc::new(self.verify_uncached(token)?);
         let mut cache = self.verified.write().unwrap_or_else(|e| e.into_inner());
         if cache.len() >= VERIFIED_CACHE {
             cache.retain(|_, c| now <= c.exp + LEEWAY_SECS as i64);
@@ -237,7 +237,7 @@ impl TokenService {
                 cache.clear();
             }
         }
-        cache.insert(key, claims.clone());
+        cache.insert(key, Arc::clone(&claims));
         Ok(claims)
     }
 
@@ -327,7 +327,7 @@ mod tests {
         let svc = service(dir.path(), 900);
         let issued = svc.issue(user(), &Scopes::of([Scope::Profile])).unwrap();
         let claims = svc.verify(&issued.token).unwrap();
-        assert_eq!(claims, issued.claims);
+        assert_eq!(*claims, issued.claims);
         assert_eq!(claims.exp - claims.iat, 900);
         let header = jsonwebtoken::decode_header(&issued.token).unwrap();
         assert_eq!(header.typ.as_deref(), Some("at+jwt"));

@@ -42,13 +42,20 @@ impl fmt::Display for Scope {
     }
 }
 
-/// A set of scopes in its RFC 6749 form: space-separated, in a stable order.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Scopes(std::collections::BTreeSet<Scope>);
+/// A set of scopes in its RFC 6749 form: space-separated, in a stable order. A bit per
+/// scope: every authenticated request computes one, so it must not allocate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Scopes(u8);
+
+impl Scope {
+    fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+}
 
 impl Scopes {
     pub fn of(scopes: impl IntoIterator<Item = Scope>) -> Self {
-        Self(scopes.into_iter().collect())
+        Self(scopes.into_iter().fold(0, |bits, s| bits | s.bit()))
     }
 
     /// Parses a space-separated list; `Err` names the first unknown scope.
@@ -56,31 +63,36 @@ impl Scopes {
         raw.split(' ')
             .filter(|s| !s.is_empty())
             .map(|s| Scope::parse(s).ok_or_else(|| s.to_owned()))
-            .collect::<Result<_, _>>()
-            .map(Self)
+            .collect::<Result<Vec<_>, _>>()
+            .map(Self::of)
     }
 
     pub fn contains(&self, scope: Scope) -> bool {
-        self.0.contains(&scope)
+        self.0 & scope.bit() != 0
     }
 
     pub fn is_subset(&self, other: &Scopes) -> bool {
-        self.0.is_subset(&other.0)
+        self.0 & !other.0 == 0
     }
 
     /// The scopes in both sets.
     pub fn intersect(&self, other: &Scopes) -> Scopes {
-        Self(self.0.intersection(&other.0).copied().collect())
+        Self(self.0 & other.0)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.0 == 0
+    }
+
+    /// In `Scope::ALL` order.
+    pub fn iter(&self) -> impl Iterator<Item = Scope> + '_ {
+        Scope::ALL.into_iter().filter(|s| self.contains(*s))
     }
 }
 
 impl fmt::Display for Scopes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let names: Vec<_> = self.0.iter().map(|s| s.as_str()).collect();
+        let names: Vec<_> = self.iter().map(|s| s.as_str()).collect();
         f.write_str(&names.join(" "))
     }
 }
@@ -95,5 +107,12 @@ mod tests {
         assert_eq!(scopes.to_string(), "profile users:write");
         assert_eq!(Scopes::parse("profile admin"), Err("admin".to_owned()));
         assert!(Scopes::parse("profile").unwrap().is_subset(&scopes));
+        assert!(!Scopes::parse("users:read").unwrap().is_subset(&scopes));
+        assert_eq!(
+            scopes.intersect(&Scopes::of([Scope::UsersWrite, Scope::UsersRead])),
+            Scopes::of([Scope::UsersWrite])
+        );
+        assert!(Scopes::default().is_empty() && !scopes.is_empty());
+        assert!(scopes.contains(Scope::Profile) && !scopes.contains(Scope::UsersRead));
     }
 }

@@ -1,7 +1,7 @@
 //! The embedded store: every record in memory for reads, every change appended to a
 //! checksummed log and fsync'd before it is acknowledged.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -13,8 +13,9 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::log::{Log, Syncer};
+use super::ordered::Ordered;
 use super::record::{ClientRecord, Entry, RefreshRecord, SessionRecord, UserRecord};
-use super::{RefreshOutcome, Store, StoreError, UserUpdate};
+use super::{RefreshOutcome, Store, StoreError, UserToken, UserUpdate};
 use crate::domain::{Client, ClientId, Email, RefreshToken, Session, User, UserId};
 
 #[derive(Debug, Clone)]
@@ -37,9 +38,10 @@ impl Default for FileStoreOptions {
 
 #[derive(Default)]
 struct State {
-    users: HashMap<UserId, User>,
+    /// Shared with readers: a request checking a token takes a reference, not a copy.
+    users: HashMap<UserId, Arc<User>>,
     by_email: HashMap<String, UserId>,
-    by_created: BTreeSet<(DateTime<Utc>, UserId)>,
+    by_created: Ordered<(DateTime<Utc>, UserId)>,
     sessions: HashMap<Uuid, Session>,
     /// Refresh-token hash → session.
     by_refresh: HashMap<String, Uuid>,
@@ -57,7 +59,7 @@ impl State {
                 self.remove_user(user.id);
                 self.by_email.insert(user.email.key(), user.id);
                 self.by_created.insert((user.created_at, user.id));
-                self.users.insert(user.id, user);
+                self.users.insert(user.id, Arc::new(user));
             }
             Entry::UserDelete { id } => {
                 self.remove_user(id);
@@ -140,7 +142,7 @@ impl State {
         dead.len() + before - self.revoked_jtis.len()
     }
 
-    fn remove_user(&mut self, id: UserId) -> Option<User> {
+    fn remove_user(&mut self, id: UserId) -> Option<Arc<User>> {
         let old = self.users.remove(&id)?;
         self.by_email.remove(&old.email.key());
         self.by_created.remove(&(old.created_at, old.id));
@@ -154,7 +156,7 @@ impl State {
 
     fn snapshot(&self) -> Vec<Entry> {
         let users = self.by_created.iter().map(|(_, id)| Entry::UserPut {
-            user: UserRecord::from(&self.users[id]),
+            user: UserRecord::from(&*self.users[id]),
         });
         let sessions = self.sessions.values().map(|s| Entry::SessionPut {
             session: SessionRecord::from(s),
@@ -348,7 +350,7 @@ impl Store for FileStore {
 
     async fn update_user(&self, id: UserId, update: UserUpdate) -> Result<User, StoreError> {
         self.write(move |state| {
-            let mut user = state.users.get(&id).cloned().ok_or(StoreError::NotFound)?;
+            let mut user = User::clone(state.users.get(&id).ok_or(StoreError::NotFound)?);
             update(&mut user);
             let entry = Entry::UserPut {
                 user: UserRecord::from(&user),
@@ -360,14 +362,17 @@ impl Store for FileStore {
 
     async fn delete_user(&self, id: UserId) -> Result<User, StoreError> {
         self.write(move |state| {
-            let user = state.users.get(&id).cloned().ok_or(StoreError::NotFound)?;
+            let user = User::clone(state.users.get(&id).ok_or(StoreError::NotFound)?);
             Ok((vec![Entry::UserDelete { id }], user))
         })
         .await
     }
 
     async fn user(&self, id: UserId) -> Result<Option<User>, StoreError> {
-        Ok(read(&self.inner.state).users.get(&id).cloned())
+        Ok(read(&self.inner.state)
+            .users
+            .get(&id)
+            .map(|u| User::clone(u)))
     }
 
     async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
@@ -376,17 +381,15 @@ impl Store for FileStore {
             .by_email
             .get(&Email::key_of(email))
             .and_then(|id| state.users.get(id))
-            .cloned())
+            .map(|u| User::clone(u)))
     }
 
     async fn list_users(&self, offset: usize, limit: usize) -> Result<Vec<User>, StoreError> {
         let state = read(&self.inner.state);
         Ok(state
             .by_created
-            .iter()
-            .skip(offset)
-            .take(limit)
-            .map(|(_, id)| state.users[id].clone())
+            .page(offset, limit)
+            .map(|(_, id)| User::clone(&state.users[id]))
             .collect())
     }
 
@@ -453,8 +456,8 @@ impl Store for FileStore {
             };
             let outcome = RefreshOutcome::Rotated {
                 session_id: session.id,
-                scope: session.scope.clone(),
-                user: user.clone(),
+                scope: session.scope,
+                user: User::clone(user),
                 benign_race,
             };
             Ok((vec![rotate], outcome))
@@ -513,6 +516,31 @@ impl Store for FileStore {
 
     async fn is_jti_revoked(&self, jti: &str) -> Result<bool, StoreError> {
         Ok(read(&self.inner.state).revoked_jtis.contains_key(jti))
+    }
+
+    async fn user_token(
+        &self,
+        jti: &str,
+        user: UserId,
+        session: Option<Uuid>,
+    ) -> Result<UserToken, StoreError> {
+        let state = read(&self.inner.state);
+        if state.revoked_jtis.contains_key(jti) {
+            return Ok(UserToken::Revoked);
+        }
+        let Some(found) = state.users.get(&user) else {
+            return Ok(UserToken::NoUser);
+        };
+        let revoked = |sid| {
+            state
+                .sessions
+                .get(&sid)
+                .is_some_and(|s| s.revoked_at.is_some())
+        };
+        if session.is_some_and(revoked) {
+            return Ok(UserToken::Revoked);
+        }
+        Ok(UserToken::Live(Arc::clone(found)))
     }
 
     async fn put_client(&self, client: Client) -> Result<(), StoreError> {

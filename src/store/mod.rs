@@ -3,8 +3,11 @@
 
 mod file;
 mod log;
+mod ordered;
 mod record;
 pub mod spool;
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
@@ -62,6 +65,18 @@ pub enum RefreshOutcome {
     Invalid,
 }
 
+/// What the store says about a user's access token (see `Store::user_token`).
+#[derive(Debug)]
+pub enum UserToken {
+    /// Its `jti` or its session is revoked.
+    Revoked,
+    /// The user no longer exists.
+    NoUser,
+    /// Neither: the user as they are now (whether the token predates the user's last
+    /// "end sessions" is the caller's check).
+    Live(Arc<User>),
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Adds a user; `DuplicateEmail` when the email (case-insensitively) is taken.
@@ -96,6 +111,15 @@ pub trait Store: Send + Sync + 'static {
     /// Revokes an access token's `jti` until `expires_at`.
     async fn revoke_jti(&self, jti: String, expires_at: DateTime<Utc>) -> Result<(), StoreError>;
     async fn is_jti_revoked(&self, jti: &str) -> Result<bool, StoreError>;
+
+    /// Everything checking a user's access token needs from the store, in one call: it
+    /// runs on every authenticated request, so stores answer it with one read.
+    async fn user_token(
+        &self,
+        jti: &str,
+        user: UserId,
+        session: Option<Uuid>,
+    ) -> Result<UserToken, StoreError>;
     /// Adds or replaces a client (creation, secret rotation).
     async fn put_client(&self, client: Client) -> Result<(), StoreError>;
     /// Removes a client; `NotFound` if there is none.
