@@ -179,9 +179,33 @@ struct Inner {
     log: Mutex<Log>,
     /// Makes appends durable, many at a time (group commit).
     syncer: Syncer,
+    /// The writer thread's queue: appends run there one after another, so writers never
+    /// contend for the log's lock (only a compaction takes it from elsewhere).
+    writer: std::sync::mpsc::Sender<Job>,
     compacting: AtomicBool,
     options: FileStoreOptions,
     _lock: File,
+}
+
+/// One write, run on the writer thread; it reports its own outcome.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The writer thread: runs jobs in arrival order until the store is dropped. A job that
+/// panics only loses its own answer (its caller sees the store unavailable).
+fn start_writer() -> Result<std::sync::mpsc::Sender<Job>, StoreError> {
+    let (tx, rx) = std::sync::mpsc::channel::<Job>();
+    std::thread::Builder::new()
+        .name("store-writer".into())
+        .spawn(move || {
+            for job in rx {
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+            }
+        })
+        .map_err(|source| StoreError::Io {
+            context: "start the store's writer thread".into(),
+            source,
+        })?;
+    Ok(tx)
 }
 
 /// The file-backed store in DATA_DIR. Cheap to clone.
@@ -232,7 +256,8 @@ impl FileStore {
             inner: Arc::new(Inner {
                 dir: dir.to_owned(),
                 state: RwLock::new(state),
-                syncer: Syncer::new(log.handle()),
+                syncer: Syncer::new(log.handle())?,
+                writer: start_writer()?,
                 log: Mutex::new(log),
                 compacting: AtomicBool::new(false),
                 options,
@@ -241,15 +266,19 @@ impl FileStore {
         })
     }
 
-    /// Runs one write on the blocking pool: `plan` sees the current state under the
-    /// writer lock and returns the entries to append; they are applied only once durable.
+    /// Runs one write on the writer thread: `plan` sees the current state and returns the
+    /// entries to append; they are appended and applied in memory at once (so the next
+    /// write validates against them), and the caller is answered once they are durable.
     async fn write<T: Send + 'static>(
         &self,
         plan: impl FnOnce(&State) -> Result<(Vec<Entry>, T), StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let inner = self.inner.clone();
         let store = self.clone();
-        tokio::task::spawn_blocking(move || {
+        // The append runs on the writer thread (the lock may be held by a compaction);
+        // waiting for the fsync does not hold a thread.
+        let (done, appended) = tokio::sync::oneshot::channel();
+        let job = move || {
             let mut log = inner.log.lock().unwrap_or_else(|e| e.into_inner());
             if inner.syncer.failed() {
                 return Err(StoreError::Unavailable(std::io::Error::other(
@@ -258,7 +287,7 @@ impl FileStore {
             }
             let (entries, out) = plan(&read(&inner.state))?;
             if entries.is_empty() {
-                return Ok(out);
+                return Ok((None, out));
             }
             log.write(&entries)?;
             let seq = inner.syncer.wrote();
@@ -275,11 +304,20 @@ impl FileStore {
             if due {
                 store.compact_in_background();
             }
-            inner.syncer.wait_durable(seq)?;
-            Ok(out)
-        })
-        .await
-        .map_err(|e| StoreError::Unavailable(std::io::Error::other(e.to_string())))?
+            Ok((Some(seq), out))
+        };
+        let gone = || StoreError::Unavailable(std::io::Error::other("the store's writer stopped"));
+        self.inner
+            .writer
+            .send(Box::new(move || {
+                let _ = done.send(job());
+            }))
+            .map_err(|_| gone())?;
+        let appended = appended.await.map_err(|_| gone())??;
+        if let (Some(seq), _) = &appended {
+            self.inner.syncer.wait_durable(*seq).await?;
+        }
+        Ok(appended.1)
     }
 
     fn compact_in_background(&self) {

@@ -235,93 +235,68 @@ pub fn read_entries(dir: &Path) -> Result<Vec<Entry>, StoreError> {
     }
 }
 
-/// Group commit: writers append under the store's lock, then wait here until an fsync that
-/// started after their append has finished. One writer at a time runs `fdatasync`; every
-/// append that arrived meanwhile is covered by the next one, so under load one fsync
-/// acknowledges many writes.
+/// Group commit: writers append under the store's lock, then wait (asynchronously, no
+/// thread parked per write) until an fsync that started after their append has finished.
+/// One thread per store runs `fdatasync` in a loop; every append that arrived while one
+/// ran is covered by the next, so under load one fsync acknowledges many writes.
 pub struct Syncer {
+    shared: Arc<SyncShared>,
+    durable: tokio::sync::watch::Receiver<Durable>,
+}
+
+struct SyncShared {
     state: Mutex<SyncState>,
-    done: Condvar,
+    /// Wakes the fsync thread: something was written, or the store is closing.
+    wake: Condvar,
+    durable: tokio::sync::watch::Sender<Durable>,
 }
 
 struct SyncState {
     file: Arc<File>,
-    /// Appends so far, and how many of them are known durable.
+    /// Appends so far.
     written: u64,
+    /// Appends known to be on disk.
     synced: u64,
-    syncing: bool,
     /// An fsync failed: what is on disk is unknown, so nothing more is acknowledged.
     failed: bool,
+    closed: bool,
     fsyncs: u64,
 }
 
-impl Syncer {
-    pub fn new(file: Arc<File>) -> Self {
-        Self {
-            state: Mutex::new(SyncState {
-                file,
-                written: 0,
-                synced: 0,
-                syncing: false,
-                failed: false,
-                fsyncs: 0,
-            }),
-            done: Condvar::new(),
-        }
-    }
+/// What writers wait on: how many appends are on disk, and whether that stopped for good.
+#[derive(Debug, Clone, Copy)]
+struct Durable {
+    synced: u64,
+    failed: bool,
+}
 
+impl SyncShared {
     fn lock(&self) -> std::sync::MutexGuard<'_, SyncState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Records an append (call it under the writers' lock, right after the write); returns
-    /// the number to wait for.
-    pub fn wrote(&self) -> u64 {
-        let mut state = self.lock();
-        state.written += 1;
-        state.written
+    fn publish(&self, state: &SyncState) {
+        self.durable.send_replace(Durable {
+            synced: state.synced,
+            failed: state.failed,
+        });
     }
 
-    pub fn failed(&self) -> bool {
-        self.lock().failed
-    }
-
-    /// fsyncs run so far (for tests and metrics).
-    pub fn fsyncs(&self) -> u64 {
-        self.lock().fsyncs
-    }
-
-    /// After a compaction, which fsync'd a new file holding everything: all is durable.
-    pub fn replaced(&self, file: Arc<File>) {
-        let mut state = self.lock();
-        state.file = file;
-        state.synced = state.written;
-        self.done.notify_all();
-    }
-
-    /// Returns once append number `seq` is on disk.
-    pub fn wait_durable(&self, seq: u64) -> Result<(), StoreError> {
+    /// The fsync thread: sleeps until there are unsynced appends, syncs them all at once.
+    fn run(&self) {
         let mut state = self.lock();
         loop {
-            if state.failed {
-                return Err(StoreError::Unavailable(io::Error::other(
-                    "an fsync of the store failed; restart to recover",
-                )));
+            while !state.closed && (state.failed || state.synced >= state.written) {
+                state = self.wake.wait(state).unwrap_or_else(|e| e.into_inner());
             }
-            if state.synced >= seq {
-                return Ok(());
+            if state.closed {
+                return;
             }
-            if state.syncing {
-                state = self.done.wait(state).unwrap_or_else(|e| e.into_inner());
-                continue;
-            }
-            state.syncing = true;
             let target = state.written;
             let file = state.file.clone();
             drop(state);
             let result = file.sync_data();
             state = self.lock();
-            state.syncing = false;
             state.fsyncs += 1;
             match result {
                 Ok(()) => state.synced = state.synced.max(target),
@@ -330,8 +305,87 @@ impl Syncer {
                     state.failed = true;
                 }
             }
-            self.done.notify_all();
+            self.publish(&state);
         }
+    }
+}
+
+impl Syncer {
+    pub fn new(file: Arc<File>) -> Result<Self, StoreError> {
+        let (tx, rx) = tokio::sync::watch::channel(Durable {
+            synced: 0,
+            failed: false,
+        });
+        let shared = Arc::new(SyncShared {
+            state: Mutex::new(SyncState {
+                file,
+                written: 0,
+                synced: 0,
+                failed: false,
+                closed: false,
+                fsyncs: 0,
+            }),
+            wake: Condvar::new(),
+            durable: tx,
+        });
+        let thread = Arc::clone(&shared);
+        std::thread::Builder::new()
+            .name("store-fsync".into())
+            .spawn(move || thread.run())
+            .map_err(io_err("start the store's fsync thread"))?;
+        Ok(Self {
+            shared,
+            durable: rx,
+        })
+    }
+
+    /// Records an append (call it under the writers' lock, right after the write); returns
+    /// the number to wait for.
+    pub fn wrote(&self) -> u64 {
+        let mut state = self.shared.lock();
+        state.written += 1;
+        self.shared.wake.notify_one();
+        state.written
+    }
+
+    pub fn failed(&self) -> bool {
+        self.shared.lock().failed
+    }
+
+    /// fsyncs run so far (for tests and metrics).
+    pub fn fsyncs(&self) -> u64 {
+        self.shared.lock().fsyncs
+    }
+
+    /// After a compaction, which fsync'd a new file holding everything: all is durable.
+    pub fn replaced(&self, file: Arc<File>) {
+        let mut state = self.shared.lock();
+        state.file = file;
+        state.synced = state.written;
+        self.shared.publish(&state);
+    }
+
+    /// Returns once append number `seq` is on disk.
+    pub async fn wait_durable(&self, seq: u64) -> Result<(), StoreError> {
+        let mut durable = self.durable.clone();
+        let reached = durable
+            .wait_for(|d| d.synced >= seq || d.failed)
+            .await
+            .map(|d| d.synced >= seq);
+        match reached {
+            Ok(true) => Ok(()),
+            // Failed, or (never, while the store is open) the fsync thread is gone.
+            _ => Err(StoreError::Unavailable(io::Error::other(
+                "an fsync of the store failed; restart to recover",
+            ))),
+        }
+    }
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        self.shared.lock().closed = true;
+        self.shared.wake.notify_one();
     }
 }
 
