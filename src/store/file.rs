@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::email_index::EmailIndex;
 use super::log::{Log, Syncer};
 use super::ordered::Ordered;
 use super::record::{ClientRecord, Entry, RefreshRecord, SessionRecord, UserRecord};
@@ -40,7 +41,7 @@ impl Default for FileStoreOptions {
 struct State {
     /// Shared with readers: a request checking a token takes a reference, not a copy.
     users: HashMap<UserId, Arc<User>>,
-    by_email: HashMap<String, UserId>,
+    by_email: EmailIndex,
     by_created: Ordered<(DateTime<Utc>, UserId)>,
     sessions: HashMap<Uuid, Session>,
     /// Refresh-token hash → session.
@@ -55,11 +56,14 @@ impl State {
         match entry {
             Entry::Format { .. } => {}
             Entry::UserPut { user } => {
-                let user = User::try_from(user)?;
-                self.remove_user(user.id);
-                self.by_email.insert(user.email.key(), user.id);
+                let user = Arc::new(User::try_from(user)?);
+                if let Some(old) = self.users.insert(user.id, Arc::clone(&user)) {
+                    self.by_email.remove(&old.email.key(), old.id);
+                    self.by_created.remove(&(old.created_at, old.id));
+                }
+                self.by_email
+                    .insert(&user.email.key(), user.id, &self.users);
                 self.by_created.insert((user.created_at, user.id));
-                self.users.insert(user.id, Arc::new(user));
             }
             Entry::UserDelete { id } => {
                 self.remove_user(id);
@@ -144,7 +148,7 @@ impl State {
 
     fn remove_user(&mut self, id: UserId) -> Option<Arc<User>> {
         let old = self.users.remove(&id)?;
-        self.by_email.remove(&old.email.key());
+        self.by_email.remove(&old.email.key(), old.id);
         self.by_created.remove(&(old.created_at, old.id));
         Some(old)
     }
@@ -375,7 +379,11 @@ impl FileStore {
 impl Store for FileStore {
     async fn create_user(&self, user: User) -> Result<(), StoreError> {
         self.write(move |state| {
-            if state.by_email.contains_key(&user.email.key()) {
+            if state
+                .by_email
+                .get(&user.email.key(), &state.users)
+                .is_some()
+            {
                 return Err(StoreError::DuplicateEmail);
             }
             let entry = Entry::UserPut {
@@ -417,8 +425,8 @@ impl Store for FileStore {
         let state = read(&self.inner.state);
         Ok(state
             .by_email
-            .get(&Email::key_of(email))
-            .and_then(|id| state.users.get(id))
+            .get(&Email::key_of(email), &state.users)
+            .and_then(|id| state.users.get(&id))
             .map(|u| User::clone(u)))
     }
 

@@ -1,6 +1,7 @@
 //! Durable state behind one trait, so the file store (default) and later backends are
 //! interchangeable.
 
+mod email_index;
 mod file;
 mod log;
 mod ordered;

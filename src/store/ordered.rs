@@ -35,6 +35,16 @@ impl<K: Ord + Copy> Ordered<K> {
         if self.blocks.is_empty() {
             self.blocks.push(Vec::with_capacity(BLOCK));
         }
+        // The common case (new users are the newest; a log is replayed in order): append,
+        // filling blocks to exactly BLOCK so a million entries waste no capacity.
+        let last = self.blocks.len() - 1;
+        if self.blocks[last].last().is_some_and(|l| *l < key) {
+            if self.blocks[last].len() >= BLOCK {
+                self.blocks.push(Vec::with_capacity(BLOCK));
+            }
+            self.blocks.last_mut().expect("just ensured").push(key);
+            return true;
+        }
         let b = self.block_of(&key);
         let block = &mut self.blocks[b];
         let Err(at) = block.binary_search(&key) else {
@@ -43,6 +53,7 @@ impl<K: Ord + Copy> Ordered<K> {
         block.insert(at, key);
         if block.len() > 2 * BLOCK {
             let tail = block.split_off(BLOCK);
+            block.shrink_to_fit();
             self.blocks.insert(b + 1, tail);
         }
         true
