@@ -26,7 +26,7 @@ async fn main() -> std::process::ExitCode {
         Command::Users(cmd) => cli::users(cli.config, cmd).await,
         Command::Clients(cmd) => cli::clients(cli.config, cmd).await,
         Command::Keys(cmd) => cli::keys(cli.config, cmd),
-        Command::Passwords(cmd) => cli::passwords(cmd),
+        Command::Passwords(cmd) => cli::passwords(&cli.config, cmd),
         Command::Openapi => {
             print!("{}", api::spec_json());
             Ok(())

@@ -158,7 +158,9 @@ impl State {
             as u64
     }
 
-    fn snapshot(&self) -> Vec<Entry> {
+    /// The live records as log entries, made one at a time (a million users are never
+    /// copied at once).
+    fn snapshot(&self) -> impl Iterator<Item = Entry> + '_ {
         let users = self.by_created.iter().map(|(_, id)| Entry::UserPut {
             user: UserRecord::from(&*self.users[id]),
         });
@@ -172,7 +174,7 @@ impl State {
         let clients = self.clients.values().map(|c| Entry::ClientPut {
             client: ClientRecord::from(c),
         });
-        users.chain(clients).chain(sessions).chain(jtis).collect()
+        users.chain(clients).chain(sessions).chain(jtis)
     }
 }
 
@@ -281,7 +283,6 @@ impl FileStore {
         let store = self.clone();
         // The append runs on the writer thread (the lock may be held by a compaction);
         // waiting for the fsync does not hold a thread.
-        let (done, appended) = tokio::sync::oneshot::channel();
         let job = move || {
             let mut log = inner.log.lock().unwrap_or_else(|e| e.into_inner());
             if inner.syncer.failed() {
@@ -310,18 +311,27 @@ impl FileStore {
             }
             Ok((Some(seq), out))
         };
+        let appended = self.on_writer(job).await??;
+        if let (Some(seq), _) = &appended {
+            self.inner.syncer.wait_durable(*seq).await?;
+        }
+        Ok(appended.1)
+    }
+
+    /// Runs `job` on the writer thread, after the writes queued before it.
+    async fn on_writer<T: Send + 'static>(
+        &self,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, StoreError> {
         let gone = || StoreError::Unavailable(std::io::Error::other("the store's writer stopped"));
+        let (done, result) = tokio::sync::oneshot::channel();
         self.inner
             .writer
             .send(Box::new(move || {
                 let _ = done.send(job());
             }))
             .map_err(|_| gone())?;
-        let appended = appended.await.map_err(|_| gone())??;
-        if let (Some(seq), _) = &appended {
-            self.inner.syncer.wait_durable(*seq).await?;
-        }
-        Ok(appended.1)
+        result.await.map_err(|_| gone())
     }
 
     fn compact_in_background(&self) {
@@ -337,18 +347,27 @@ impl FileStore {
         });
     }
 
-    /// Rewrites the log as the live records only. Writers wait; readers do not.
+    /// Rewrites the log as the live records only. Writers wait (the log's lock); readers
+    /// do not: the rewrite holds the state's lock only for reading, and nothing else waits
+    /// for its write side meanwhile (writes and pruning run under the log's lock too).
     pub fn compact(&self) -> Result<(), StoreError> {
+        let started = std::time::Instant::now();
         let mut log = self.inner.log.lock().unwrap_or_else(|e| e.into_inner());
-        let snapshot = {
-            let mut state = self.inner.state.write().unwrap_or_else(|e| e.into_inner());
-            state.prune(Utc::now(), self.inner.options.revoked_retention);
-            state.snapshot()
-        };
+        self.inner
+            .state
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .prune(Utc::now(), self.inner.options.revoked_retention);
         let before = log.entries();
-        log.rewrite(snapshot.into_iter())?;
+        log.rewrite(read(&self.inner.state).snapshot())?;
         self.inner.syncer.replaced(log.handle());
-        tracing::info!(before, after = log.entries(), "store log compacted");
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        tracing::info!(
+            before,
+            after = log.entries(),
+            elapsed_ms,
+            "store log compacted"
+        );
         Ok(())
     }
 
@@ -626,9 +645,16 @@ impl Store for FileStore {
     }
 
     async fn prune(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
-        let retention = self.inner.options.revoked_retention;
-        let mut state = self.inner.state.write().unwrap_or_else(|e| e.into_inner());
-        Ok(state.prune(now, retention))
+        // On the writer thread, under the log's lock: a prune waiting for the state's
+        // write lock during a compaction would hold up every reader behind it.
+        let inner = self.inner.clone();
+        self.on_writer(move || {
+            let _log = inner.log.lock().unwrap_or_else(|e| e.into_inner());
+            let retention = inner.options.revoked_retention;
+            let mut state = inner.state.write().unwrap_or_else(|e| e.into_inner());
+            state.prune(now, retention)
+        })
+        .await
     }
 }
 

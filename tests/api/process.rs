@@ -636,4 +636,5 @@ fn calibrate_suggests_parameters_for_a_target_time() {
     assert!(suggestion["ARGON2_M_KIB"].as_u64().unwrap() >= 19_456);
     assert!(suggestion["ARGON2_T"].as_u64().unwrap() >= 1);
     assert!(suggestion["measured_ms"].as_f64().unwrap() >= 5.0);
+    assert!(suggestion["current_ms"].as_f64().unwrap() > 0.0);
 }
