@@ -298,7 +298,7 @@ impl UsersApi {
             None => None,
         };
         let user = user.ok_or_else(ApiError::not_found)?;
-        Ok(UserResponse::Ok(Direct(UserBody::from(&user))))
+        Ok(UserResponse::Ok(Direct(UserBody::from(&*user))))
     }
 
     /// Create a user (sign up)

@@ -433,11 +433,8 @@ impl Store for FileStore {
         .await
     }
 
-    async fn user(&self, id: UserId) -> Result<Option<User>, StoreError> {
-        Ok(read(&self.inner.state)
-            .users
-            .get(&id)
-            .map(|u| User::clone(u)))
+    async fn user(&self, id: UserId) -> Result<Option<Arc<User>>, StoreError> {
+        Ok(read(&self.inner.state).users.get(&id).cloned())
     }
 
     async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
@@ -937,7 +934,10 @@ mod tests {
             .await
             .unwrap()
             .is_none());
-        assert_eq!(store.user(kept.id).await.unwrap(), Some(kept.clone()));
+        assert_eq!(
+            store.user(kept.id).await.unwrap(),
+            Some(Arc::new(kept.clone()))
+        );
         drop(store);
         let reopened = open(dir.path());
         assert_eq!(reopened.count_users().await.unwrap(), 1);

@@ -86,7 +86,7 @@ pub trait Store: Send + Sync + 'static {
     async fn update_user(&self, id: UserId, update: UserUpdate) -> Result<User, StoreError>;
     /// Removes a user; returns the removed record.
     async fn delete_user(&self, id: UserId) -> Result<User, StoreError>;
-    async fn user(&self, id: UserId) -> Result<Option<User>, StoreError>;
+    async fn user(&self, id: UserId) -> Result<Option<Arc<User>>, StoreError>;
     /// Looks up by email, ignoring case and surrounding spaces.
     async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError>;
     /// Users ordered by `created_at` (then id), a page at a time.
