@@ -5,11 +5,13 @@
 # req/s + p99 of `me`, get-by-id (random users, admin token), the password grant
 # (random users), and the first and last page of `GET /users`. Then compaction at the largest size: how long it takes, and p99 of `me`
 # while it runs next to p99 without it.
-# Usage: benches/growth.sh [seconds per scenario, default 5] [sizes, default "1000 100000 1000000"]
+# Usage: benches/growth.sh [seconds per scenario, default 5] [rounds, default 3]
+#                          [sizes, default "1000 100000 1000000"]
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 secs="${1:-5}"
-sizes="${2:-1000 100000 1000000}"
+rounds="${2:-3}"
+sizes="${3:-1000 100000 1000000}"
 tmp="$(mktemp -d)"
 trap 'stop_server; rm -rf "$tmp"' EXIT
 port="$(free_port)"
@@ -23,49 +25,71 @@ curl -sf "$base/api/v1/users" -H 'Content-Type: application/json' \
   -d "{\"email\": \"template@example.com\", \"password\": \"$password\"}" > /dev/null
 stop_server
 
-scripts() { # N: lua scripts that pick random generated users
-  cat > "$tmp/by_id.lua" <<LUA
-request = function()
-  return wrk.format("GET", string.format("/api/v1/users/01900000-0000-7000-8000-%012x", math.random(0, $1 - 1)))
-end
-LUA
-  cat > "$tmp/login.lua" <<LUA
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
-request = function()
-  return wrk.format(nil, nil, nil, "grant_type=password&username=user" .. math.random(0, $1 - 1) .. "%40example.com&password=$password")
-end
-LUA
-}
+declare -A pid_of port_of startup rss_start
+declare -A rps p99
+all_pids() { for n in $sizes; do echo "${pid_of[$n]:-}"; done; }
+trap 'stop_server; kill $(all_pids) 2> /dev/null || true; rm -rf "$tmp"' EXIT
 
-row() { # name wrk-output
-  printf '   %-10s %9.0f req/s  p99 %7sms\n' "$1" "$(wrk_rps "$2")" "$(to_ms "$(wrk_pct "$2" 99%)")"
-}
-
-printf '\n%-9s %10s %9s %9s\n' users start-up RSS "RSS after load"
+# One server per size, all kept running: the rounds below alternate between them, so the
+# machine's noise hits every size alike (ratios are measured side by side).
 for n in $sizes; do
   dir="$tmp/n$n"; mkdir -p "$dir"; cp -r "$tmp/template/keys" "$dir/keys"
   python3 "$root/benches/gen_users.py" "$n" "$tmp/template/data" "$dir/data" > /dev/null
-  start_server "$dir" "$port"
-  rss_start="$(rss_mb "$server_pid")"
-  scripts "$n"
+  p="$(free_port)"
+  start_server "$dir" "$p"
+  startup[$n]="$startup_s"; rss_start[$n]="$(rss_mb "$server_pid")"
   stop_server
   # Again, with user0 promoted to admin at start (ADMIN_EMAIL with its password), for
-  # get-by-id; the first start above measured start-up without that extra write.
-  start_server "$dir" "$port" ADMIN_EMAIL=user0@example.com ADMIN_PASSWORD="$password"
-  admin="$(token "$base" user0@example.com "$password")"
-  me="$(token "$base" user1@example.com "$password")"
-  out_me="$(wrk -t2 -c64 -d"${secs}s" --latency -H "Authorization: Bearer $me" "$base/api/v1/users/me")"
-  out_id="$(wrk -t2 -c64 -d"${secs}s" --latency -s "$tmp/by_id.lua" -H "Authorization: Bearer $admin" "$base")"
-  out_login="$(wrk -t2 -c8 -d"${secs}s" --latency -s "$tmp/login.lua" "$base/api/v1/auth/token")"
-  # Paging: the first and the last page of 100 should cost the same.
-  out_first="$(wrk -t1 -c4 -d2s --latency -H "Authorization: Bearer $admin" "$base/api/v1/users?offset=0&limit=100")"
-  out_last="$(wrk -t1 -c4 -d2s --latency -H "Authorization: Bearer $admin" "$base/api/v1/users?offset=$((n - 100))&limit=100")"
-  printf '%-9s %9ss %7sMB %7sMB\n' "$n" "$startup_s" "$rss_start" "$(rss_mb "$server_pid")"
-  row me "$out_me"; row get-by-id "$out_id"; row login "$out_login"
-  row "first page" "$out_first"; row "last page" "$out_last"
-  stop_server
+  # get-by-id and paging; the first start measured start-up without that extra write.
+  start_server "$dir" "$p" ADMIN_EMAIL=user0@example.com ADMIN_PASSWORD="$password"
+  pid_of[$n]="$server_pid"; port_of[$n]="$p"; server_pid=""
+  cat > "$tmp/by_id$n.lua" <<LUA
+request = function()
+  return wrk.format("GET", string.format("/api/v1/users/01900000-0000-7000-8000-%012x", math.random(0, $n - 1)))
+end
+LUA
+  cat > "$tmp/login$n.lua" <<LUA
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
+request = function()
+  return wrk.format(nil, nil, nil, "grant_type=password&username=user" .. math.random(0, $n - 1) .. "%40example.com&password=$password")
+end
+LUA
 done
+
+scenarios=(me get-by-id login "first page" "last page")
+for round in $(seq "$rounds"); do
+  for n in $sizes; do
+    b="http://127.0.0.1:${port_of[$n]}"
+    admin="$(token "$b" user0@example.com "$password")"
+    me="$(token "$b" user1@example.com "$password")"
+    for name in "${scenarios[@]}"; do
+      case "$name" in
+        me) out="$(wrk -t2 -c64 -d"${secs}s" --latency -H "Authorization: Bearer $me" "$b/api/v1/users/me")" ;;
+        get-by-id) out="$(wrk -t2 -c64 -d"${secs}s" --latency -s "$tmp/by_id$n.lua" -H "Authorization: Bearer $admin" "$b")" ;;
+        login) out="$(wrk -t2 -c8 -d"${secs}s" --latency -s "$tmp/login$n.lua" "$b/api/v1/auth/token")" ;;
+        "first page") out="$(wrk -t1 -c4 -d2s --latency -H "Authorization: Bearer $admin" "$b/api/v1/users?offset=0&limit=100")" ;;
+        "last page") out="$(wrk -t1 -c4 -d2s --latency -H "Authorization: Bearer $admin" "$b/api/v1/users?offset=$((n - 100))&limit=100")" ;;
+      esac
+      rps[$n,$name]+="$(wrk_rps "$out") "
+      p99[$n,$name]+="$(to_ms "$(wrk_pct "$out" 99%)") "
+    done
+  done
+done
+
+smallest="${sizes%% *}"
+printf '\n%-9s %9s %9s %11s   (medians of %s rounds of %ss; ratio = req/s / the %s-user store)\n' \
+  users start-up RSS "after load" "$rounds" "$secs" "$smallest"
+for n in $sizes; do
+  printf '%-9s %8ss %7sMB %9sMB\n' "$n" "${startup[$n]}" "${rss_start[$n]}" "$(rss_mb "${pid_of[$n]}")"
+  for name in "${scenarios[@]}"; do
+    r="$(median ${rps[$n,$name]})"
+    printf '   %-10s %9.0f req/s  p99 %7sms  ratio %s\n' "$name" "$r" "$(median ${p99[$n,$name]})" \
+      "$(ratio "$r" "$(median ${rps[$smallest,$name]})")"
+  done
+done
+kill $(all_pids) 2> /dev/null || true
+for n in $sizes; do wait "${pid_of[$n]}" 2> /dev/null || true; done
 
 # Compaction at the largest size: a log holding every user twice (plus the slack), so a
 # few writes make it due; p99 of `me` with and without it running.

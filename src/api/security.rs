@@ -250,6 +250,14 @@ impl Caller {
         }
     }
 
+    /// The user, shared (for responses that send it as it is).
+    pub fn shared_user(&self) -> Option<&Arc<User>> {
+        match &self.subject {
+            Subject::User(user) => Some(user),
+            Subject::Client(_) => None,
+        }
+    }
+
     pub fn user_id(&self) -> Option<UserId> {
         self.user().map(|u| u.id)
     }

@@ -446,12 +446,12 @@ impl Store for FileStore {
             .map(|u| User::clone(u)))
     }
 
-    async fn list_users(&self, offset: usize, limit: usize) -> Result<Vec<User>, StoreError> {
+    async fn list_users(&self, offset: usize, limit: usize) -> Result<Vec<Arc<User>>, StoreError> {
         let state = read(&self.inner.state);
         Ok(state
             .by_created
             .page(offset, limit)
-            .map(|(_, id)| User::clone(&state.users[id]))
+            .map(|(_, id)| Arc::clone(&state.users[id]))
             .collect())
     }
 

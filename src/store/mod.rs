@@ -90,7 +90,7 @@ pub trait Store: Send + Sync + 'static {
     /// Looks up by email, ignoring case and surrounding spaces.
     async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError>;
     /// Users ordered by `created_at` (then id), a page at a time.
-    async fn list_users(&self, offset: usize, limit: usize) -> Result<Vec<User>, StoreError>;
+    async fn list_users(&self, offset: usize, limit: usize) -> Result<Vec<Arc<User>>, StoreError>;
     async fn count_users(&self) -> Result<usize, StoreError>;
 
     /// Records a new login with its first refresh token.
