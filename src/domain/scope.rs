@@ -47,6 +47,9 @@ impl fmt::Display for Scope {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Scopes(u8);
 
+// One bit per scope in a u8: a ninth scope must widen `Scopes` first.
+const _: () = assert!(Scope::ALL.len() <= 8);
+
 impl Scope {
     fn bit(self) -> u8 {
         1 << (self as u8)

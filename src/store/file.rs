@@ -197,14 +197,20 @@ struct Inner {
 type Job = Box<dyn FnOnce() + Send>;
 
 /// The writer thread: runs jobs in arrival order until the store is dropped. A job that
-/// panics only loses its own answer (its caller sees the store unavailable).
-fn start_writer() -> Result<std::sync::mpsc::Sender<Job>, StoreError> {
+/// panics may have appended without applying (a bug, not an input): `failed` then stops
+/// every later write, as a failed fsync does, since memory and disk may disagree.
+fn start_writer(
+    failed: impl Fn() + Send + 'static,
+) -> Result<std::sync::mpsc::Sender<Job>, StoreError> {
     let (tx, rx) = std::sync::mpsc::channel::<Job>();
     std::thread::Builder::new()
         .name("store-writer".into())
         .spawn(move || {
             for job in rx {
-                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
+                    tracing::error!("a store write panicked; refusing further writes");
+                    failed();
+                }
             }
         })
         .map_err(|source| StoreError::Io {
@@ -258,12 +264,13 @@ impl FileStore {
             })
         })?;
         state.prune(Utc::now(), options.revoked_retention);
+        let syncer = Syncer::new(log.handle())?;
         Ok(Self {
             inner: Arc::new(Inner {
                 dir: dir.to_owned(),
                 state: RwLock::new(state),
-                syncer: Syncer::new(log.handle())?,
-                writer: start_writer()?,
+                writer: start_writer(syncer.failer())?,
+                syncer,
                 log: Mutex::new(log),
                 compacting: AtomicBool::new(false),
                 options,
@@ -292,7 +299,10 @@ impl FileStore {
             }
             let (entries, out) = plan(&read(&inner.state))?;
             if entries.is_empty() {
-                return Ok((None, out));
+                // Nothing to append, but the answer may rest on earlier writes that are
+                // applied and not yet durable (a repeated revocation, a duplicate email):
+                // it waits for them like any write.
+                return Ok((inner.syncer.appended(), out));
             }
             log.write(&entries)?;
             let seq = inner.syncer.wrote();
@@ -309,12 +319,10 @@ impl FileStore {
             if due {
                 store.compact_in_background();
             }
-            Ok((Some(seq), out))
+            Ok((seq, out))
         };
         let appended = self.on_writer(job).await??;
-        if let (Some(seq), _) = &appended {
-            self.inner.syncer.wait_durable(*seq).await?;
-        }
+        self.inner.syncer.wait_durable(appended.0).await?;
         Ok(appended.1)
     }
 
@@ -339,12 +347,18 @@ impl FileStore {
             return;
         }
         let store = self.clone();
-        std::thread::spawn(move || {
-            if let Err(e) = store.compact() {
-                tracing::error!(error = %e, "store compaction failed; the log stays as it was");
-            }
-            store.inner.compacting.store(false, Ordering::Release);
-        });
+        let started = std::thread::Builder::new()
+            .name("store-compaction".into())
+            .spawn(move || {
+                if let Err(e) = store.compact() {
+                    tracing::error!(error = %e, "store compaction failed; the log stays as it was");
+                }
+                store.inner.compacting.store(false, Ordering::Release);
+            });
+        if let Err(e) = started {
+            tracing::error!(error = %e, "could not start a store compaction; will retry");
+            self.inner.compacting.store(false, Ordering::Release);
+        }
     }
 
     /// Rewrites the log as the live records only. Writers wait (the log's lock); readers
@@ -823,6 +837,28 @@ mod tests {
         assert_eq!(check(&reopened).1.unwrap().as_str(), "50");
     }
 
+    #[tokio::test]
+    async fn a_write_that_changes_nothing_still_waits_for_the_writes_it_saw() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let expires = Utc::now() + chrono::Duration::hours(1);
+        let first = {
+            let store = store.clone();
+            tokio::spawn(async move { store.revoke_jti("j1".into(), expires).await })
+        };
+        // Once the first revocation is applied in memory (not necessarily durable yet),
+        // repeating it appends nothing, but must not be answered before that is on disk.
+        while !store.is_jti_revoked("j1").await.unwrap() {
+            tokio::task::yield_now().await;
+        }
+        store.revoke_jti("j1".into(), expires).await.unwrap();
+        assert!(
+            store.fsyncs() >= 1,
+            "answered before the revocation it relied on was durable"
+        );
+        first.await.unwrap().unwrap();
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_writes_share_fsyncs_and_all_are_durable() {
         let dir = tempfile::tempdir().unwrap();
@@ -911,6 +947,10 @@ mod tests {
             "log has {} lines",
             store.log_entries()
         );
+        // The compaction thread holds the store (and its lock) until it has finished.
+        while store.inner.compacting.load(Ordering::Acquire) {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
         drop(store);
         assert!(open(dir.path()).user(u.id).await.unwrap().is_some());
     }

@@ -313,8 +313,14 @@ impl SyncShared {
             let result = file.sync_data();
             state = self.lock();
             state.fsyncs += 1;
+            // A compaction swapped the file meanwhile: its new file holds (and has synced)
+            // everything, so this fsync's outcome no longer matters either way.
+            let replaced = !Arc::ptr_eq(&file, &state.file);
             match result {
                 Ok(()) => state.synced = state.synced.max(target),
+                Err(e) if replaced => {
+                    tracing::warn!(error = %e, "fsync of a store log already replaced by compaction failed; ignored");
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "fsync of the store log failed; refusing further writes");
                     state.failed = true;
@@ -365,6 +371,21 @@ impl Syncer {
 
     pub fn failed(&self) -> bool {
         self.shared.lock().failed
+    }
+
+    /// Appends so far: a write that appends nothing waits for this many to be durable.
+    pub fn appended(&self) -> u64 {
+        self.shared.lock().written
+    }
+
+    /// Stops all further writes, as a failed fsync does (for the writer thread's panics).
+    pub fn failer(&self) -> impl Fn() + Send + 'static {
+        let shared = Arc::clone(&self.shared);
+        move || {
+            let mut state = shared.lock();
+            state.failed = true;
+            shared.publish(&state);
+        }
     }
 
     /// fsyncs run so far (for tests and metrics).
