@@ -317,3 +317,25 @@ pub fn passwords(config: &Config, command: PasswordsCommand) -> anyhow::Result<(
     );
     Ok(())
 }
+
+/// `simple-api migrate`: brings DATABASE_URL's schema up to this build's version and
+/// prints what it applied (JSON).
+pub async fn migrate(config: &Config) -> anyhow::Result<()> {
+    let url = config
+        .database_url
+        .as_deref()
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| {
+            anyhow::anyhow!("DATABASE_URL is not set: migrations are for the PostgreSQL store")
+        })?;
+    let mut client = crate::store::postgres::connect(url).await?;
+    let applied = crate::store::postgres::migrate(&mut client).await?;
+    let version = crate::store::postgres::MIGRATIONS
+        .last()
+        .map_or(0, |m| m.version);
+    println!(
+        "{}",
+        json!({ "applied": applied, "schema_version": version })
+    );
+    Ok(())
+}

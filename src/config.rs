@@ -39,6 +39,9 @@ pub enum Command {
     Passwords(PasswordsCommand),
     /// Print the OpenAPI document (JSON).
     Openapi,
+    /// Apply the PostgreSQL schema migrations to DATABASE_URL (safe to run at any time,
+    /// and from several places at once: they take a lock and skip what is applied).
+    Migrate,
 }
 
 #[derive(Debug, Subcommand)]

@@ -27,6 +27,7 @@ async fn main() -> std::process::ExitCode {
         Command::Clients(cmd) => cli::clients(cli.config, cmd).await,
         Command::Keys(cmd) => cli::keys(cli.config, cmd),
         Command::Passwords(cmd) => cli::passwords(&cli.config, cmd),
+        Command::Migrate => cli::migrate(&cli.config).await,
         Command::Openapi => {
             print!("{}", api::spec_json());
             Ok(())

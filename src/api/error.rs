@@ -155,7 +155,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::DuplicateEmail => Self::Conflict(body("email already exists")),
             StoreError::NotFound => Self::not_found(),
-            StoreError::Unavailable(_) => Self::unavailable(&e),
+            StoreError::Unavailable(_) | StoreError::Database { .. } => Self::unavailable(&e),
             StoreError::Locked(_) | StoreError::Corrupt { .. } | StoreError::Io { .. } => {
                 Self::internal(&e)
             }

@@ -5,6 +5,7 @@ mod email_index;
 mod file;
 mod log;
 mod ordered;
+pub mod postgres;
 mod record;
 pub mod spool;
 
@@ -36,6 +37,9 @@ pub enum StoreError {
     /// The data on disk cannot be read back (not a torn tail: that is repaired).
     #[error("{path}: {reason}")]
     Corrupt { path: String, reason: String },
+    /// PostgreSQL refused or could not be reached.
+    #[error("{context}: {reason}")]
+    Database { context: String, reason: String },
     #[error("{context}: {source}")]
     Io {
         context: String,

@@ -9,6 +9,7 @@ mod errors;
 mod hardening;
 mod keys;
 mod openapi;
+mod postgres;
 mod process;
 mod refresh;
 mod sessions;

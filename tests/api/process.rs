@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-const BIN: &str = env!("CARGO_BIN_EXE_simple-api");
+pub const BIN: &str = env!("CARGO_BIN_EXE_simple-api");
 const CONTRACT_VARS: &[&str] = &[
     "API_HOST",
     "API_PORT",
@@ -35,7 +35,7 @@ const CONTRACT_VARS: &[&str] = &[
     "AUDIT_LOG",
 ];
 
-fn command(dir: &std::path::Path) -> Command {
+pub fn command(dir: &std::path::Path) -> Command {
     let mut cmd = Command::new(BIN);
     for var in CONTRACT_VARS {
         cmd.env_remove(var);
@@ -108,7 +108,7 @@ impl Drop for Server {
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

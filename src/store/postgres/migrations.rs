@@ -1,0 +1,91 @@
+//! Versioned schema migrations, embedded in the binary. Applied in one transaction under
+//! a PostgreSQL advisory lock, so replicas starting together (or `simple-api migrate`
+//! next to a starting replica) never race: the second waits, then finds nothing to do.
+
+use super::database;
+use crate::store::StoreError;
+
+pub struct Migration {
+    pub version: i32,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+/// In order. Never edit one that shipped: add the next.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "initial schema",
+    sql: include_str!("0001_initial.sql"),
+}];
+
+/// The advisory lock all simple-api migrations take ("simple-a" in ASCII).
+const LOCK: i64 = 0x7369_6d70_6c65_2d61;
+
+/// Applies the migrations this database lacks; returns their versions (empty: it was up
+/// to date). A database migrated by a newer build is refused rather than guessed at.
+pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<Vec<i32>, StoreError> {
+    let tx = client
+        .transaction()
+        .await
+        .map_err(database("begin migrations"))?;
+    // Quiet "already exists, skipping" notices of the IF NOT EXISTS below.
+    tx.batch_execute("SET LOCAL client_min_messages = warning")
+        .await
+        .map_err(database("begin migrations"))?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK])
+        .await
+        .map_err(database("take the migration lock"))?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version integer PRIMARY KEY,
+             name text NOT NULL,
+             applied_at timestamptz NOT NULL DEFAULT now()
+         )",
+    )
+    .await
+    .map_err(database("create schema_migrations"))?;
+    let applied: Vec<i32> = tx
+        .query("SELECT version FROM schema_migrations", &[])
+        .await
+        .map_err(database("read schema_migrations"))?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let known = MIGRATIONS.last().map_or(0, |m| m.version);
+    if let Some(newer) = applied.iter().copied().filter(|v| *v > known).max() {
+        return Err(StoreError::Database {
+            context: "migrations".into(),
+            reason: format!(
+                "the database is at schema version {newer}, newer than this build knows ({known}); upgrade simple-api"
+            ),
+        });
+    }
+    let mut done = Vec::new();
+    for m in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
+        tx.batch_execute(m.sql)
+            .await
+            .map_err(database(&format!("migration {} ({})", m.version, m.name)))?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+            &[&m.version, &m.name],
+        )
+        .await
+        .map_err(database("record a migration"))?;
+        done.push(m.version);
+    }
+    tx.commit().await.map_err(database("commit migrations"))?;
+    Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_consecutive_from_one() {
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.version, i as i32 + 1, "{}", m.name);
+            assert!(!m.sql.trim().is_empty());
+        }
+    }
+}

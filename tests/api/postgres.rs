@@ -1,0 +1,232 @@
+//! The PostgreSQL store's groundwork on a real PostgreSQL (issue #9): migrations.
+//!
+//! With DATABASE_URL set, each test gets its own database in it; otherwise the harness
+//! starts a throwaway cluster (`initdb` + `pg_ctl` from /usr/lib/postgresql/*/bin, in a
+//! temp dir, on a free port, as the `postgres` user when the tests run as root, since
+//! PostgreSQL refuses root). Without PostgreSQL binaries the tests say so and skip, unless
+//! REQUIRE_POSTGRES is set: `.ci/run` installs them and sets it, so CI always runs these.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::process::{command, free_port};
+
+/// A database for one test; its cluster (if the harness started one) stops on drop.
+pub struct TestDatabase {
+    pub url: String,
+    cluster: Option<(PathBuf, tempfile::TempDir)>,
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if let Some((bin, dir)) = &self.cluster {
+            let _ = as_owner(&bin.join("pg_ctl"), dir.path())
+                .args(["stop", "-m", "immediate", "-D"])
+                .arg(dir.path().join("data"))
+                .output();
+        }
+    }
+}
+
+fn postgres_bin() -> Option<PathBuf> {
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|bin| bin.join("initdb").exists() && bin.join("pg_ctl").exists())
+        .collect();
+    versions.sort();
+    versions.pop()
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+}
+
+/// `program`, run as the owner PostgreSQL needs: `postgres` when we are root.
+fn as_owner(program: &Path, dir: &Path) -> Command {
+    if is_root() {
+        let mut cmd = Command::new("runuser");
+        cmd.args(["-u", "postgres", "--"]).arg(program);
+        cmd.current_dir(dir);
+        cmd
+    } else {
+        let mut cmd = Command::new(program);
+        cmd.current_dir(dir);
+        cmd
+    }
+}
+
+/// A fresh database, or `None` (after saying so) when there is no PostgreSQL here.
+pub fn database() -> Option<TestDatabase> {
+    if let Ok(url) = std::env::var("DATABASE_URL") {
+        let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+        let created = Command::new("psql")
+            .args([url.as_str(), "-c", &format!("CREATE DATABASE {name}")])
+            .output()
+            .expect("psql runs");
+        assert!(created.status.success(), "{created:?}");
+        let base = url.rsplit_once('/').map_or(url.as_str(), |(b, _)| b);
+        return Some(TestDatabase {
+            url: format!("{base}/{name}"),
+            cluster: None,
+        });
+    }
+    let Some(bin) = postgres_bin() else {
+        assert!(
+            std::env::var_os("REQUIRE_POSTGRES").is_none(),
+            "REQUIRE_POSTGRES is set but there are no PostgreSQL binaries under /usr/lib/postgresql"
+        );
+        eprintln!(
+            "\n*** SKIPPED: no PostgreSQL binaries under /usr/lib/postgresql and no DATABASE_URL; \
+             the PostgreSQL tests did not run (apt-get install postgresql) ***\n"
+        );
+        return None;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    if is_root() {
+        let chown = Command::new("chown")
+            .arg("postgres")
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(chown.success());
+    }
+    let initdb = as_owner(&bin.join("initdb"), dir.path())
+        .args([
+            "-A",
+            "trust",
+            "-U",
+            "simple",
+            "--no-sync",
+            "-E",
+            "UTF8",
+            "-D",
+        ])
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    assert!(initdb.status.success(), "initdb: {initdb:?}");
+    let port = free_port();
+    let options = format!(
+        "-p {port} -k {} -c listen_addresses=127.0.0.1",
+        dir.path().display()
+    );
+    let started = as_owner(&bin.join("pg_ctl"), dir.path())
+        .args(["start", "-w", "-o", &options, "-l"])
+        .arg(dir.path().join("log"))
+        .arg("-D")
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    assert!(started.status.success(), "pg_ctl start: {started:?}");
+    Some(TestDatabase {
+        url: format!("postgres://simple@127.0.0.1:{port}/postgres"),
+        cluster: Some((bin, dir)),
+    })
+}
+
+fn migrate(url: &str) -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    let out = command(dir.path())
+        .arg("migrate")
+        .env("DATABASE_URL", url)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        out.stderr.is_empty(),
+        "migrate is quiet on success: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn migrate_applies_the_schema_once() {
+    let Some(db) = database() else { return };
+    let first = migrate(&db.url);
+    assert_eq!(first["applied"], serde_json::json!([1]));
+    assert_eq!(first["schema_version"], 1);
+    let again = migrate(&db.url);
+    assert_eq!(again["applied"], serde_json::json!([]));
+}
+
+#[test]
+fn replicas_migrating_at_once_do_not_race() {
+    let Some(db) = database() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            command(dir.path())
+                .arg("migrate")
+                .env("DATABASE_URL", &db.url)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut applied = Vec::new();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        applied.extend(report["applied"].as_array().unwrap().clone());
+    }
+    assert_eq!(
+        applied,
+        vec![serde_json::json!(1)],
+        "exactly one applied it"
+    );
+}
+
+#[tokio::test]
+async fn email_uniqueness_is_the_databases_decision() {
+    let Some(db) = database() else { return };
+    migrate(&db.url);
+    let client = simple_api::store::postgres::connect(&db.url).await.unwrap();
+    let insert = "INSERT INTO users (id, email, email_key, role, password_hash, created_at,
+                      updated_at, tokens_valid_after)
+                  VALUES ($1::text::uuid, $2, $3, 'user', 'h', now(), now(), now())";
+    let a = uuid::Uuid::now_v7().to_string();
+    let b = uuid::Uuid::now_v7().to_string();
+    client
+        .execute(insert, &[&a, &"Ann@Example.com", &"ann@example.com"])
+        .await
+        .unwrap();
+    let err = client
+        .execute(insert, &[&b, &"ann@EXAMPLE.com", &"ann@example.com"])
+        .await
+        .unwrap_err();
+    let code = err.code().cloned();
+    assert_eq!(
+        code,
+        Some(tokio_postgres::error::SqlState::UNIQUE_VIOLATION),
+        "{err}"
+    );
+}
+
+#[test]
+fn migrate_needs_a_database_url_and_a_reachable_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = command(dir.path()).arg("migrate").output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("DATABASE_URL is not set"));
+    let port = free_port(); // nothing listens there
+    let started = std::time::Instant::now();
+    let out = command(dir.path())
+        .arg("migrate")
+        .env(
+            "DATABASE_URL",
+            format!("postgres://simple@127.0.0.1:{port}/x"),
+        )
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("connect to DATABASE_URL"), "{stderr}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+}
