@@ -119,7 +119,7 @@ pub struct Config {
     /// Directory of the file-backed store.
     #[arg(long, env = "DATA_DIR", default_value = "./data", global = true)]
     pub data_dir: PathBuf,
-    /// PostgreSQL URL for a shared store (unset: the file store in DATA_DIR).
+    /// PostgreSQL URL for the shared store (in progress: `migrate` uses it; `serve` refuses it).
     #[arg(long, env = "DATABASE_URL", global = true)]
     pub database_url: Option<String>,
     /// Directory of PKCS#8 PEM signing keys; an Ed25519 key is generated if it has none.
