@@ -230,3 +230,98 @@ fn migrate_needs_a_database_url_and_a_reachable_database() {
     assert!(stderr.contains("connect to DATABASE_URL"), "{stderr}");
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
 }
+
+async fn users(url: &str) -> simple_api::store::postgres::PgUsers {
+    simple_api::store::postgres::PgUsers::new(
+        simple_api::store::postgres::connect(url).await.unwrap(),
+    )
+}
+
+fn new_user(email: &str) -> simple_api::domain::User {
+    simple_api::domain::User::new(
+        simple_api::domain::Email::parse(email).unwrap(),
+        "$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaA".into(),
+        simple_api::domain::Role::User,
+        None,
+        None,
+    )
+}
+
+#[tokio::test]
+async fn users_live_in_postgresql_as_in_the_file_store() {
+    let Some(db) = database() else { return };
+    migrate(&db.url);
+    let store = users(&db.url).await;
+    let ann = new_user("Ann@Example.com");
+    store.create_user(&ann).await.unwrap();
+    let err = store
+        .create_user(&new_user("ann@EXAMPLE.com"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, simple_api::store::StoreError::DuplicateEmail),
+        "{err}"
+    );
+    let bob = new_user("bob@example.com");
+    store.create_user(&bob).await.unwrap();
+
+    // Read back exactly (timestamps at PostgreSQL's microsecond precision).
+    let found = store
+        .user_by_email("ANN@example.com")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.id, ann.id);
+    assert_eq!(found.email.as_str(), "Ann@Example.com");
+    assert_eq!(
+        store.user(bob.id).await.unwrap().unwrap().email.as_str(),
+        "bob@example.com"
+    );
+    assert_eq!(store.count_users().await.unwrap(), 2);
+    let page: Vec<_> = store
+        .list_users(0, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.id)
+        .collect();
+    assert_eq!(page, vec![ann.id, bob.id], "oldest first");
+    assert_eq!(store.list_users(1, 10).await.unwrap().len(), 1);
+
+    // Concurrent changes of different fields, on two connections: neither is lost.
+    let mut a = users(&db.url).await;
+    let mut b = users(&db.url).await;
+    let first = simple_api::domain::PersonName::parse("Ann", "first_name").unwrap();
+    let last = simple_api::domain::PersonName::parse("Lee", "last_name").unwrap();
+    let (ra, rb) = tokio::join!(
+        a.update_user(ann.id, Box::new(move |u| u.first_name = first)),
+        b.update_user(ann.id, Box::new(move |u| u.last_name = last)),
+    );
+    ra.unwrap();
+    rb.unwrap();
+    let both = store.user(ann.id).await.unwrap().unwrap();
+    assert_eq!(both.first_name.unwrap().as_str(), "Ann");
+    assert_eq!(both.last_name.unwrap().as_str(), "Lee");
+
+    // Taking someone else's email by changing case is refused by the database too.
+    let taken = simple_api::domain::Email::parse("BOB@example.com").unwrap();
+    let err = a
+        .update_user(ann.id, Box::new(move |u| u.email = taken))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, simple_api::store::StoreError::DuplicateEmail),
+        "{err}"
+    );
+
+    assert_eq!(store.delete_user(bob.id).await.unwrap().id, bob.id);
+    assert!(store.user(bob.id).await.unwrap().is_none());
+    assert!(matches!(
+        store.delete_user(bob.id).await.unwrap_err(),
+        simple_api::store::StoreError::NotFound
+    ));
+    assert!(matches!(
+        a.update_user(bob.id, Box::new(|_| {})).await.unwrap_err(),
+        simple_api::store::StoreError::NotFound
+    ));
+}

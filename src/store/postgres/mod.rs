@@ -1,10 +1,12 @@
-//! The PostgreSQL store (issue #9), for replicas sharing one database. So far: the schema
-//! and its migrations. `serve` still refuses DATABASE_URL until the store behind the
-//! `Store` trait is complete.
+//! The PostgreSQL store (issue #9), for replicas sharing one database. So far: the schema,
+//! its migrations, and users. `serve` still refuses DATABASE_URL until the store behind
+//! the `Store` trait is complete.
 
 mod migrations;
+mod users;
 
 pub use migrations::{migrate, Migration, MIGRATIONS};
+pub use users::PgUsers;
 
 use std::time::Duration;
 
