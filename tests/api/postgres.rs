@@ -231,8 +231,8 @@ fn migrate_needs_a_database_url_and_a_reachable_database() {
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
 }
 
-async fn users(url: &str) -> simple_api::store::postgres::PgUsers {
-    simple_api::store::postgres::PgUsers::new(
+async fn open_store(url: &str) -> simple_api::store::postgres::PgStore {
+    simple_api::store::postgres::PgStore::new(
         simple_api::store::postgres::connect(url).await.unwrap(),
     )
 }
@@ -251,7 +251,7 @@ fn new_user(email: &str) -> simple_api::domain::User {
 async fn users_live_in_postgresql_as_in_the_file_store() {
     let Some(db) = database() else { return };
     migrate(&db.url);
-    let store = users(&db.url).await;
+    let store = open_store(&db.url).await;
     let ann = new_user("Ann@Example.com");
     store.create_user(&ann).await.unwrap();
     let err = store
@@ -289,8 +289,8 @@ async fn users_live_in_postgresql_as_in_the_file_store() {
     assert_eq!(store.list_users(1, 10).await.unwrap().len(), 1);
 
     // Concurrent changes of different fields, on two connections: neither is lost.
-    let mut a = users(&db.url).await;
-    let mut b = users(&db.url).await;
+    let mut a = open_store(&db.url).await;
+    let mut b = open_store(&db.url).await;
     let first = simple_api::domain::PersonName::parse("Ann", "first_name").unwrap();
     let last = simple_api::domain::PersonName::parse("Lee", "last_name").unwrap();
     let (ra, rb) = tokio::join!(
@@ -324,4 +324,51 @@ async fn users_live_in_postgresql_as_in_the_file_store() {
         a.update_user(bob.id, Box::new(|_| {})).await.unwrap_err(),
         simple_api::store::StoreError::NotFound
     ));
+}
+
+#[tokio::test]
+async fn clients_and_revocations_live_in_postgresql() {
+    use simple_api::domain::{Client, ClientName, Scope, Scopes};
+    let Some(db) = database() else { return };
+    migrate(&db.url);
+    let store = open_store(&db.url).await;
+    let now = chrono::Utc::now();
+    let mut client = Client {
+        id: uuid::Uuid::now_v7(),
+        name: ClientName::parse("billing").unwrap(),
+        scope: Scopes::of([Scope::UsersRead]),
+        secret_hash: "$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaA".into(),
+        created_at: now,
+        secret_rotated_at: now,
+    };
+    store.put_client(&client).await.unwrap();
+    client.scope = Scopes::of([Scope::UsersRead, Scope::UsersWrite]);
+    store.put_client(&client).await.unwrap(); // a change replaces the row
+    let found = store.client(client.id).await.unwrap().unwrap();
+    assert_eq!(found.scope, client.scope);
+    assert_eq!(found.name.as_str(), "billing");
+    assert_eq!(store.list_clients().await.unwrap().len(), 1);
+    assert_eq!(store.delete_client(client.id).await.unwrap().id, client.id);
+    assert!(store.client(client.id).await.unwrap().is_none());
+    assert!(matches!(
+        store.delete_client(client.id).await.unwrap_err(),
+        simple_api::store::StoreError::NotFound
+    ));
+
+    let later = now + chrono::Duration::minutes(15);
+    store.revoke_jti("live", later).await.unwrap();
+    store.revoke_jti("live", later).await.unwrap(); // idempotent
+    store
+        .revoke_jti("old", now - chrono::Duration::seconds(1))
+        .await
+        .unwrap();
+    assert!(store.is_jti_revoked("live").await.unwrap());
+    assert!(!store.is_jti_revoked("never").await.unwrap());
+    assert_eq!(
+        store.prune_jtis(now).await.unwrap(),
+        1,
+        "only the expired one"
+    );
+    assert!(store.is_jti_revoked("live").await.unwrap());
+    assert!(!store.is_jti_revoked("old").await.unwrap());
 }

@@ -1,12 +1,13 @@
 //! The PostgreSQL store (issue #9), for replicas sharing one database. So far: the schema,
-//! its migrations, and users. `serve` still refuses DATABASE_URL until the store behind
+//! its migrations, users, clients and revoked token ids. `serve` still refuses DATABASE_URL until the store behind
 //! the `Store` trait is complete.
 
+mod clients;
 mod migrations;
 mod users;
 
 pub use migrations::{migrate, Migration, MIGRATIONS};
-pub use users::PgUsers;
+pub use users::PgStore;
 
 use std::time::Duration;
 

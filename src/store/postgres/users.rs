@@ -88,11 +88,12 @@ fn duplicate_or(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> 
     }
 }
 
-pub struct PgUsers {
-    client: tokio_postgres::Client,
+/// The PostgreSQL store so far (one connection; a pool and the `Store` trait come next).
+pub struct PgStore {
+    pub(super) client: tokio_postgres::Client,
 }
 
-impl PgUsers {
+impl PgStore {
     pub fn new(client: tokio_postgres::Client) -> Self {
         Self { client }
     }
