@@ -43,8 +43,8 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn serve(config: simple_api::config::Config) -> anyhow::Result<()> {
+    let shutdown = simple_api::startup::shutdown_signal()?;
     let app = Application::build(config).await?;
-    app.run_until(simple_api::startup::shutdown_signal())
-        .await?;
+    app.run_until(shutdown).await?;
     Ok(())
 }

@@ -341,14 +341,18 @@ impl AppState {
     }
 }
 
-/// Resolves on SIGTERM or Ctrl-C, for a graceful shutdown.
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing a SIGTERM handler");
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term.recv() => {},
-    }
-    tracing::info!("shutting down");
+/// Resolves on SIGTERM or Ctrl-C, for a graceful shutdown. The handlers are installed
+/// now, not when the future is first polled: a SIGTERM that arrives just after the port
+/// answers must still drain, not kill the process.
+pub fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()> + Send> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {},
+            _ = term.recv() => {},
+        }
+        tracing::info!("shutting down");
+    })
 }
