@@ -60,13 +60,14 @@ impl<S, T: Serialize + Send> IntoResponse for Direct<S, T> {
     }
 }
 
-/// Dates as poem-openapi writes them (`to_rfc3339`: `+00:00`, not serde's `Z`), so both
-/// encodings of a body agree.
-pub fn rfc3339<S: serde::Serializer>(
-    at: &chrono::DateTime<chrono::Utc>,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    serializer.serialize_str(&at.to_rfc3339())
+/// A date as poem-openapi writes it (`to_rfc3339`: `+00:00`, not serde's `Z`), so a
+/// body sent through `Direct` matches its schema's JSON.
+pub struct Rfc3339(pub chrono::DateTime<chrono::Utc>);
+
+impl Serialize for Rfc3339 {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0.to_rfc3339())
+    }
 }
 
 /// For the bodies' tests: what `Direct` sends equals poem-openapi's JSON of the schema.

@@ -244,10 +244,7 @@ async fn authenticate(req: &Request) -> Result<Option<Caller>, ApiError> {
 
 impl Caller {
     pub fn user(&self) -> Option<&User> {
-        match &self.subject {
-            Subject::User(user) => Some(user),
-            Subject::Client(_) => None,
-        }
+        self.shared_user().map(|user| &**user)
     }
 
     /// The user, shared (for responses that send it as it is).

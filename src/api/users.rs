@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::body::{optional_str, JsonObject, JsonOrForm};
-use super::json::{rfc3339, Direct};
+use super::json::{Direct, Rfc3339};
 use super::security::{
     MaybeCaller, CHANGE_PASSWORD, CREATE_USER, DELETE_USER, GET_USER, LIST_USERS, UPDATE_USER,
 };
@@ -65,14 +65,6 @@ impl serde::Serialize for UserView {
         body.serialize_field("created_at", &Rfc3339(u.created_at))?;
         body.serialize_field("updated_at", &Rfc3339(u.updated_at))?;
         body.end()
-    }
-}
-
-struct Rfc3339(DateTime<Utc>);
-
-impl serde::Serialize for Rfc3339 {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        rfc3339(&self.0, serializer)
     }
 }
 

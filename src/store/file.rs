@@ -58,8 +58,7 @@ impl State {
             Entry::UserPut { user } => {
                 let user = Arc::new(User::try_from(user)?);
                 if let Some(old) = self.users.insert(user.id, Arc::clone(&user)) {
-                    self.by_email.remove(&old.email.key(), old.id);
-                    self.by_created.remove(&(old.created_at, old.id));
+                    self.unindex(&old);
                 }
                 self.by_email
                     .insert(&user.email.key(), user.id, &self.users);
@@ -148,9 +147,15 @@ impl State {
 
     fn remove_user(&mut self, id: UserId) -> Option<Arc<User>> {
         let old = self.users.remove(&id)?;
+        self.unindex(&old);
+        Some(old)
+    }
+
+    /// Drops a user's entries from the secondary indexes (the user left `users`, or is
+    /// being replaced there).
+    fn unindex(&mut self, old: &User) {
         self.by_email.remove(&old.email.key(), old.id);
         self.by_created.remove(&(old.created_at, old.id));
-        Some(old)
     }
 
     fn live_records(&self) -> u64 {

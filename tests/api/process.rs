@@ -269,17 +269,13 @@ fn admin_email_promotes_an_existing_account_only_with_its_password() {
     );
     assert!(line.contains("ADMIN_EMAIL"), "{line}");
     // With the account's own password it is the operator's account: promote it.
-    let port = free_port();
-    let child = command(dir.path())
-        .env("ADMIN_EMAIL", squatter)
-        .env("ADMIN_PASSWORD", "squatter-password")
-        .env("API_PORT", port.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _server = Server(child, port);
-    wait_ready(port);
+    let _server = start_logged(
+        dir.path(),
+        &[
+            ("ADMIN_EMAIL", squatter),
+            ("ADMIN_PASSWORD", "squatter-password"),
+        ],
+    );
 }
 
 #[test]
