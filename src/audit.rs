@@ -52,7 +52,7 @@ impl Audit {
         let mut line = Map::new();
         line.insert(
             "time".into(),
-            json!(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+            json!(crate::domain::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
         );
         line.insert("event".into(), json!(event));
         if let Some(subject) = subject {

@@ -13,13 +13,16 @@ use serde_json::json;
 use crate::auth::clients::generate_secret;
 use crate::auth::keys::{self, KeyAlgorithm, KeySet, KeyStatus};
 use crate::auth::PasswordHasher;
+use crate::config::StoreCommand;
 use crate::config::{ClientsCommand, Config, KeysCommand, PasswordsCommand, UsersCommand};
 use crate::domain::{client_scopes, Client, ClientName, PersonName, Role};
 use crate::startup::AppState;
+use crate::store::postgres::{self, PgStore};
 use crate::store::spool::{self, AdminChange, Applied};
+use crate::store::Store;
 
-/// `simple-api users ...`: works on DATA_DIR directly, so the server must not be running
-/// (the store's lock says so clearly if it is).
+/// `simple-api users ...`: works on the store directly: on DATA_DIR the server must not be
+/// running (the store's lock says so clearly if it is); on DATABASE_URL it may.
 pub async fn users(config: Config, command: UsersCommand) -> anyhow::Result<()> {
     match command {
         UsersCommand::Create {
@@ -35,7 +38,7 @@ pub async fn users(config: Config, command: UsersCommand) -> anyhow::Result<()> 
             // One trailing newline is the terminal's, not the password's.
             let password = password.strip_suffix('\n').unwrap_or(&password);
             let password = password.strip_suffix('\r').unwrap_or(password);
-            let state = AppState::open(config)?;
+            let state = AppState::open(config).await?;
             let role = if admin { Role::Admin } else { Role::User };
             let user = state
                 .create_user(&email, SecretString::from(password), role)
@@ -101,7 +104,29 @@ fn hasher(config: &Config) -> anyhow::Result<PasswordHasher> {
     )?)
 }
 
+/// The PostgreSQL store, when DATABASE_URL names one: the CLI then works on the shared
+/// database directly, and every replica sees the change at once (clients are not cached).
+async fn database(config: &Config) -> anyhow::Result<Option<PgStore>> {
+    match config.database() {
+        Some(url) => Ok(Some(
+            PgStore::open_unlisted(url)
+                .await
+                .map_err(|e| anyhow::anyhow!("DATABASE_URL: {e}"))?,
+        )),
+        None => Ok(None),
+    }
+}
+
 async fn apply(config: &Config, change: AdminChange) -> anyhow::Result<()> {
+    if let Some(db) = database(config).await? {
+        match change {
+            AdminChange::PutClient(client) => db.put_client(client).await?,
+            AdminChange::DeleteClient(id) => {
+                db.delete_client(id).await?;
+            }
+        }
+        return Ok(());
+    }
     match spool::apply(&config.data_dir, change, SPOOL_WAIT).await? {
         Applied::Done => Ok(()),
         Applied::Queued(path) => {
@@ -115,22 +140,31 @@ async fn apply(config: &Config, change: AdminChange) -> anyhow::Result<()> {
     }
 }
 
-fn find_client(config: &Config, id: &str) -> anyhow::Result<Client> {
+async fn read_clients(config: &Config) -> anyhow::Result<Vec<Client>> {
+    match database(config).await? {
+        Some(db) => Ok(db.list_clients().await?),
+        None => Ok(spool::read_clients(&config.data_dir)?),
+    }
+}
+
+async fn find_client(config: &Config, id: &str) -> anyhow::Result<Client> {
     let id = uuid::Uuid::parse_str(id).context("client id")?;
-    spool::read_clients(&config.data_dir)?
+    read_clients(config)
+        .await?
         .into_iter()
         .find(|c| c.id == id)
         .ok_or_else(|| anyhow::anyhow!("no client with id {id}"))
 }
 
-/// `simple-api clients ...`: directly on DATA_DIR, or through the running server's spool.
+/// `simple-api clients ...`: on the shared database (DATABASE_URL), or directly on
+/// DATA_DIR, or through the running server's spool.
 pub async fn clients(config: Config, command: ClientsCommand) -> anyhow::Result<()> {
     match command {
         ClientsCommand::Create { name, scope } => {
             let name = ClientName::parse(&name).context("--name")?;
             let scope = client_scopes(&scope).map_err(|e| anyhow::anyhow!("--scope: {e}"))?;
             let secret = generate_secret();
-            let now = Utc::now();
+            let now = crate::domain::now();
             let client = Client {
                 id: uuid::Uuid::new_v4(),
                 name,
@@ -156,7 +190,7 @@ pub async fn clients(config: Config, command: ClientsCommand) -> anyhow::Result<
             eprintln!("Store the client_secret now: it is not shown again.");
         }
         ClientsCommand::List => {
-            for c in spool::read_clients(&config.data_dir)? {
+            for c in read_clients(&config).await? {
                 println!(
                     "{}",
                     json!({ "client_id": c.id, "name": c.name.as_str(), "scope": c.scope.to_string(),
@@ -165,7 +199,7 @@ pub async fn clients(config: Config, command: ClientsCommand) -> anyhow::Result<
             }
         }
         ClientsCommand::Delete { id } => {
-            let client = find_client(&config, &id)?;
+            let client = find_client(&config, &id).await?;
             apply(&config, AdminChange::DeleteClient(client.id)).await?;
             audit(
                 &config,
@@ -176,12 +210,12 @@ pub async fn clients(config: Config, command: ClientsCommand) -> anyhow::Result<
             println!("{}", json!({ "deleted": client.id }));
         }
         ClientsCommand::RotateSecret { id } => {
-            let mut client = find_client(&config, &id)?;
+            let mut client = find_client(&config, &id).await?;
             let secret = generate_secret();
             client.secret_hash = hasher(&config)?
                 .hash(&SecretString::from(secret.clone()))
                 .await?;
-            client.secret_rotated_at = Utc::now();
+            client.secret_rotated_at = crate::domain::now();
             apply(&config, AdminChange::PutClient(client.clone())).await?;
             audit(
                 &config,
@@ -321,13 +355,9 @@ pub fn passwords(config: &Config, command: PasswordsCommand) -> anyhow::Result<(
 /// `simple-api migrate`: brings DATABASE_URL's schema up to this build's version and
 /// prints what it applied (JSON).
 pub async fn migrate(config: &Config) -> anyhow::Result<()> {
-    let url = config
-        .database_url
-        .as_deref()
-        .filter(|u| !u.is_empty())
-        .ok_or_else(|| {
-            anyhow::anyhow!("DATABASE_URL is not set: migrations are for the PostgreSQL store")
-        })?;
+    let url = config.database().ok_or_else(|| {
+        anyhow::anyhow!("DATABASE_URL is not set: migrations are for the PostgreSQL store")
+    })?;
     let mut client = crate::store::postgres::connect(url).await?;
     let applied = crate::store::postgres::migrate(&mut client).await?;
     let version = crate::store::postgres::MIGRATIONS
@@ -338,4 +368,25 @@ pub async fn migrate(config: &Config) -> anyhow::Result<()> {
         json!({ "applied": applied, "schema_version": version })
     );
     Ok(())
+}
+
+/// `simple-api store copy --to postgres://…`: the file store in DATA_DIR into PostgreSQL.
+pub async fn store(config: &Config, command: StoreCommand) -> anyhow::Result<()> {
+    match command {
+        StoreCommand::Copy { to, overwrite } => {
+            if !crate::config::is_postgres_url(&to) {
+                anyhow::bail!("--to: must be a postgres:// or postgresql:// URL");
+            }
+            let source = crate::startup::open_file_store(config)?;
+            let target = PgStore::open_unlisted(&to)
+                .await
+                .map_err(|e| anyhow::anyhow!("--to: {e}"))?;
+            let report = postgres::copy_into(&target, &source.export(), overwrite).await?;
+            println!("{}", serde_json::to_string(&report)?);
+            eprintln!(
+                "Copied. Point DATABASE_URL at the database to use it; DATA_DIR is left as it was."
+            );
+            Ok(())
+        }
+    }
 }

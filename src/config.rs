@@ -42,6 +42,24 @@ pub enum Command {
     /// Apply the PostgreSQL schema migrations to DATABASE_URL (safe to run at any time,
     /// and from several places at once: they take a lock and skip what is applied).
     Migrate,
+    /// Move between stores.
+    #[command(subcommand)]
+    Store(StoreCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Copy the file store in DATA_DIR (stop the server first) into a PostgreSQL
+    /// database: users with their password hashes, clients, live refresh-token families,
+    /// revocations. Prints the counts copied (JSON).
+    Copy {
+        /// The target database, `postgres://…`. Migrated first.
+        #[arg(long)]
+        to: String,
+        /// Replace what the target already holds (by default a non-empty target is refused).
+        #[arg(long)]
+        overwrite: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -119,7 +137,8 @@ pub struct Config {
     /// Directory of the file-backed store.
     #[arg(long, env = "DATA_DIR", default_value = "./data", global = true)]
     pub data_dir: PathBuf,
-    /// PostgreSQL URL for the shared store (in progress: `migrate` uses it; `serve` refuses it).
+    /// PostgreSQL URL (`postgres://user:pass@host/db`) of the store replicas share; unset:
+    /// the file store in DATA_DIR.
     #[arg(long, env = "DATABASE_URL", global = true)]
     pub database_url: Option<String>,
     /// Directory of PKCS#8 PEM signing keys; an Ed25519 key is generated if it has none.
@@ -224,6 +243,13 @@ impl Config {
     }
 
     /// Cross-field and semantic checks clap cannot express.
+    /// DATABASE_URL, unless unset or empty.
+    pub fn database(&self) -> Option<&str> {
+        self.database_url
+            .as_deref()
+            .filter(|u| !u.trim().is_empty())
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         let err = |var, reason: &str| {
             Err(ConfigError {
@@ -231,11 +257,11 @@ impl Config {
                 reason: reason.to_owned(),
             })
         };
-        if let Some(url) = &self.database_url {
-            if !url.is_empty() {
+        if let Some(url) = self.database() {
+            if !is_postgres_url(url) {
                 return err(
                     "DATABASE_URL",
-                    "the PostgreSQL store is not available in this version; unset it to use the file store in DATA_DIR",
+                    "must be a postgres:// or postgresql:// URL (or unset, for the file store in DATA_DIR)",
                 );
             }
         }
@@ -287,6 +313,17 @@ impl Config {
             },
         }
     }
+}
+
+/// The URL form only: a key=value connection string would be accepted by the driver, but
+/// a typo in one would silently mean something else.
+pub fn is_postgres_url(url: &str) -> bool {
+    ["postgres://", "postgresql://"].iter().any(|scheme| {
+        url.len() > scheme.len()
+            && url
+                .get(..scheme.len())
+                .is_some_and(|p| p.eq_ignore_ascii_case(scheme))
+    })
 }
 
 fn is_cookie_name(name: &str) -> bool {

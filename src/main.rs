@@ -28,6 +28,7 @@ async fn main() -> std::process::ExitCode {
         Command::Keys(cmd) => cli::keys(cli.config, cmd),
         Command::Passwords(cmd) => cli::passwords(&cli.config, cmd),
         Command::Migrate => cli::migrate(&cli.config).await,
+        Command::Store(cmd) => cli::store(&cli.config, cmd).await,
         Command::Openapi => {
             print!("{}", api::spec_json());
             Ok(())

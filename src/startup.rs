@@ -13,12 +13,13 @@ use serde_json::json;
 
 use crate::api;
 use crate::audit::{self, Audit};
-use crate::auth::throttle::Throttle;
+use crate::auth::throttle::{LoginThrottle, Throttle};
 use crate::auth::{KeySet, PasswordHasher, TokenService};
 use crate::config::Config;
 use crate::domain::{Email, NewPassword, Role, User};
 use crate::metrics::Metrics;
 use crate::slowloris::HeaderDeadlineAcceptor;
+use crate::store::postgres::PgStore;
 use crate::store::{FileStore, FileStoreOptions, Store, StoreError};
 
 /// The outcome of a password login.
@@ -47,22 +48,22 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub tokens: TokenService,
     pub passwords: PasswordHasher,
-    pub throttle: Throttle,
+    pub throttle: LoginThrottle,
     pub audit: Audit,
     pub metrics: Metrics,
 }
 
 impl AppState {
     /// Opens the store, loads (or generates) the keys and prepares the password hasher.
-    pub fn open(config: Config) -> anyhow::Result<Self> {
-        let store = FileStore::open(&config.data_dir, FileStoreOptions::default()).map_err(
-            |e| match e {
-                StoreError::Locked(_) | StoreError::Corrupt { .. } => {
-                    anyhow::anyhow!("DATA_DIR: {e}")
-                }
-                other => anyhow::anyhow!("DATA_DIR {}: {other}", config.data_dir.display()),
-            },
-        )?;
+    pub async fn open(config: Config) -> anyhow::Result<Self> {
+        let store: Arc<dyn Store> = match config.database() {
+            Some(url) => Arc::new(
+                PgStore::open(url)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("DATABASE_URL: {e}"))?,
+            ),
+            None => Arc::new(open_file_store(&config)?),
+        };
         let keys = KeySet::load_or_generate(
             &config.keys_dir,
             Duration::from_secs(config.key_publish_delay),
@@ -78,11 +79,23 @@ impl AppState {
             .audit_log
             .clone()
             .unwrap_or_else(|| config.data_dir.join("audit.log"));
+        if let (Some(_), Some(dir)) = (config.database(), audit_path.parent()) {
+            // With PostgreSQL, DATA_DIR holds only this replica's audit log: make it.
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .with_context(|| format!("AUDIT_LOG: cannot create {}", dir.display()))?;
+        }
         let audit = Audit::open(&audit_path)
             .with_context(|| format!("AUDIT_LOG: cannot open {}", audit_path.display()))?;
-        let throttle = Throttle::new(
-            config.login_max_failures,
-            Duration::from_secs(config.login_window),
+        let throttle = LoginThrottle::new(
+            Throttle::new(
+                config.login_max_failures,
+                Duration::from_secs(config.login_window),
+            ),
+            &store,
         );
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let passwords = PasswordHasher::with_queue(
@@ -96,7 +109,7 @@ impl AppState {
         Ok(Self {
             public_url: config.public_url(config.api_port),
             config,
-            store: Arc::new(store),
+            store,
             tokens,
             passwords,
             throttle,
@@ -117,7 +130,7 @@ impl AppState {
         via: &'static str,
     ) -> Result<Login, CredentialError> {
         let address = ctx.client_ip.as_deref().and_then(|ip| ip.parse().ok());
-        if let Err(wait) = self.throttle.check(email, address) {
+        if let Some(wait) = self.throttle.check(email, address).await? {
             self.metrics.login("throttled");
             self.audit
                 .record("login_throttled", Some(email), ctx, json!({ "via": via }));
@@ -133,7 +146,7 @@ impl AppState {
         }
         match user.filter(|_| verified) {
             Some(user) => {
-                self.throttle.record_success(email);
+                self.throttle.record_success(email).await?;
                 self.metrics.login("ok");
                 let subject = user.id.to_string();
                 self.audit
@@ -141,7 +154,7 @@ impl AppState {
                 Ok(Login::Ok(user))
             }
             None => {
-                self.throttle.record_failure(email, address);
+                self.throttle.record_failure(email, address).await?;
                 self.metrics.login("failed");
                 self.audit
                     .record("login_failed", Some(email), ctx, json!({ "via": via }));
@@ -194,7 +207,7 @@ impl AppState {
                         user.id,
                         Box::new(|u| {
                             u.role = Role::Admin;
-                            u.updated_at = chrono::Utc::now();
+                            u.updated_at = crate::domain::now();
                         }),
                     )
                     .await?;
@@ -210,6 +223,14 @@ impl AppState {
         }
         Ok(())
     }
+}
+
+/// The file store in DATA_DIR, with errors that name it.
+pub fn open_file_store(config: &Config) -> anyhow::Result<FileStore> {
+    FileStore::open(&config.data_dir, FileStoreOptions::default()).map_err(|e| match e {
+        StoreError::Locked(_) | StoreError::Corrupt { .. } => anyhow::anyhow!("DATA_DIR: {e}"),
+        other => anyhow::anyhow!("DATA_DIR {}: {other}", config.data_dir.display()),
+    })
 }
 
 /// A bound, ready-to-run server.
@@ -235,7 +256,7 @@ impl Application {
             .first()
             .and_then(|a| a.as_socket_addr().copied())
             .context("API_PORT: the listener has no address")?;
-        let mut state = AppState::open(config)?;
+        let mut state = AppState::open(config).await?;
         state.public_url = state.config.public_url(bound.port());
         let state = Arc::new(state);
         state.ensure_admin().await?;
@@ -301,7 +322,7 @@ async fn maintain(state: Arc<AppState>) {
                 tracing::info!("SIGHUP: reloading keys and admin changes");
                 state.reload().await;
             }
-            _ = prune.tick() => match state.store.prune(chrono::Utc::now()).await {
+            _ = prune.tick() => match state.store.prune(crate::domain::now()).await {
                 Ok(0) => {}
                 Ok(n) => tracing::debug!(pruned = n, "expired sessions and revocations pruned"),
                 Err(e) => tracing::warn!(error = %e, "pruning failed"),

@@ -6,8 +6,6 @@ use poem_openapi::types::Password;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 use secrecy::SecretString;
 
-use chrono::Utc;
-
 use super::body::{BodyError, Form, FormFields};
 use super::error::{OAuthError, OAuthErrorCode};
 use super::{ApiError, ApiTags, RequestCtx};
@@ -217,7 +215,7 @@ impl AuthApi {
         };
         let scopes = narrow(form.get("scope"), user.role.scopes())?;
         self.rehash_if_outdated(state, &user, &password).await;
-        let refresh = refresh::generate(Utc::now(), refresh_ttl(state));
+        let refresh = refresh::generate(crate::domain::now(), refresh_ttl(state));
         let session = Session::new(user.id, scopes, refresh.stored);
         state
             .store
@@ -249,7 +247,7 @@ impl AuthApi {
         let presented = form
             .get("refresh_token")
             .ok_or_else(|| OAuthError::invalid_request("refresh_token missing"))?;
-        let new = refresh::generate(Utc::now(), refresh_ttl(state));
+        let new = refresh::generate(crate::domain::now(), refresh_ttl(state));
         let grace = chrono::Duration::seconds(state.config.refresh_reuse_grace as i64);
         let outcome = state
             .store
@@ -526,7 +524,7 @@ async fn introspect_refresh(
     else {
         return Ok(None);
     };
-    let now = Utc::now();
+    let now = crate::domain::now();
     let current = session
         .tokens
         .iter()
@@ -579,7 +577,12 @@ async fn authenticate_client(
         (None, Some((id, secret))) => (id.unwrap_or_default().to_owned(), secret.to_owned()),
     };
     // Secrets cannot be guessed, but each check costs an argon2 hash: throttle failures.
-    if let Err(wait) = state.throttle.check(&id, ctx.client_ip) {
+    let throttled = state
+        .throttle
+        .check(&id, ctx.client_ip)
+        .await
+        .map_err(ApiError::from)?;
+    if let Some(wait) = throttled {
         state.metrics.login("throttled");
         return Err(OAuthError::throttled(wait));
     }
@@ -596,11 +599,19 @@ async fn authenticate_client(
         .map_err(ApiError::from)?;
     match client.filter(|_| verified) {
         Some(client) => {
-            state.throttle.record_success(&id);
+            state
+                .throttle
+                .record_success(&id)
+                .await
+                .map_err(ApiError::from)?;
             Ok(Some(client))
         }
         None => {
-            state.throttle.record_failure(&id, ctx.client_ip);
+            state
+                .throttle
+                .record_failure(&id, ctx.client_ip)
+                .await
+                .map_err(ApiError::from)?;
             let fields = serde_json::json!({});
             state
                 .audit

@@ -155,7 +155,14 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::DuplicateEmail => Self::Conflict(body("email already exists")),
             StoreError::NotFound => Self::not_found(),
-            StoreError::Unavailable(_) | StoreError::Database { .. } => Self::unavailable(&e),
+            StoreError::Unavailable(_) => Self::unavailable(&e),
+            StoreError::Database { .. } => {
+                tracing::error!(error = %error_chain(&e), "database unavailable");
+                Self::Unavailable(
+                    body("Service unavailable: the database cannot be reached; retry shortly"),
+                    Some("1".into()),
+                )
+            }
             StoreError::Locked(_) | StoreError::Corrupt { .. } | StoreError::Io { .. } => {
                 Self::internal(&e)
             }

@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use chrono::Utc;
 use poem::Request;
 use poem_openapi::param::Query;
 use poem_openapi::payload::Json;
@@ -193,7 +192,7 @@ impl SessionsApi {
                 .update_user(
                     user_id,
                     Box::new(|u| {
-                        u.tokens_valid_after = Utc::now();
+                        u.tokens_valid_after = crate::domain::now();
                         u.kept_session = None;
                     }),
                 )

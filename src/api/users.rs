@@ -391,7 +391,7 @@ impl UsersApi {
                     if let Some(role) = role {
                         u.role = role;
                     }
-                    u.updated_at = Utc::now();
+                    u.updated_at = crate::domain::now();
                 }),
             )
             .await?;
@@ -431,16 +431,15 @@ impl UsersApi {
         let current = SecretString::from(current);
         // A stolen access token must not become a way to brute-force the password.
         let email = me.email.as_str();
-        state
-            .throttle
-            .check(email, ctx.client_ip)
-            .map_err(ApiError::throttled)?;
+        if let Some(wait) = state.throttle.check(email, ctx.client_ip).await? {
+            return Err(ApiError::throttled(wait));
+        }
         if !state
             .passwords
             .verify(Some(&me.password_hash), &current)
             .await?
         {
-            state.throttle.record_failure(email, ctx.client_ip);
+            state.throttle.record_failure(email, ctx.client_ip).await?;
             return Err(ApiError::bad_request("current password is incorrect"));
         }
         let hash = state.passwords.hash(new.secret()).await?;
@@ -450,7 +449,7 @@ impl UsersApi {
             .update_user(
                 me.id,
                 Box::new(move |u| {
-                    let now = Utc::now();
+                    let now = crate::domain::now();
                     u.password_hash = hash;
                     u.tokens_valid_after = now;
                     u.kept_session = keep;

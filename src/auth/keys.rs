@@ -246,8 +246,22 @@ impl KeySet {
             .create(dir)
             .map_err(io)?;
         if fingerprint(dir)?.is_empty() {
-            let path = generate(dir, KeyAlgorithm::EdDsa)?;
-            tracing::info!(path = %path.display(), "generated a new Ed25519 signing key");
+            // Replicas sharing a KEYS_DIR may start at the same instant: one generates
+            // the key, the others wait on the lock and then find it. (A read-only mount
+            // has no lock file to make, and no key can be generated there anyway.)
+            let lock = fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .mode(0o600)
+                .open(dir.join(".generate.lock"));
+            if let Ok(lock) = &lock {
+                lock.lock().map_err(io)?;
+            }
+            if fingerprint(dir)?.is_empty() {
+                let path = generate(dir, KeyAlgorithm::EdDsa)?;
+                tracing::info!(path = %path.display(), "generated a new Ed25519 signing key");
+            }
         }
         Self::load(dir, publish_delay)
     }

@@ -38,8 +38,8 @@ mod tests {
 
     #[test]
     fn tokens_are_long_random_and_stored_only_as_hashes() {
-        let a = generate(Utc::now(), Duration::seconds(60));
-        let b = generate(Utc::now(), Duration::seconds(60));
+        let a = generate(crate::domain::now(), Duration::seconds(60));
+        let b = generate(crate::domain::now(), Duration::seconds(60));
         assert_eq!(a.token.len(), 43);
         assert_ne!(a.token, b.token);
         assert_eq!(a.stored.hash, hash(&a.token));

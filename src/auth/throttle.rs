@@ -3,8 +3,10 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use crate::store::{FailureCounts, Store, StoreError};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Key {
@@ -48,17 +50,21 @@ impl Throttle {
         std::iter::once((account, true)).chain(address.map(|a| (Key::Address(a), false)))
     }
 
+    fn limit(&self, is_account: bool) -> u32 {
+        if is_account {
+            self.account_limit
+        } else {
+            self.address_limit
+        }
+    }
+
     /// `Err(retry_after)` when the account or the address has used up its failures.
     pub fn check(&self, account: &str, address: Option<IpAddr>) -> Result<(), Duration> {
         let now = Instant::now();
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         let mut wait = Duration::ZERO;
         for (key, is_account) in Self::keys(account, address) {
-            let limit = if is_account {
-                self.account_limit
-            } else {
-                self.address_limit
-            };
+            let limit = self.limit(is_account);
             if let Some(w) = entries.get(&key) {
                 let ends = w.start + self.window;
                 if ends > now && w.failures >= limit {
@@ -121,6 +127,76 @@ impl Throttle {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// The throttle a server uses: this process's counters, or, on a store that keeps them
+/// (PostgreSQL), the counters every replica shares, so an attacker gains nothing by
+/// spreading guesses over replicas.
+pub struct LoginThrottle {
+    local: Throttle,
+    shared: Option<Arc<dyn Store>>,
+}
+
+impl LoginThrottle {
+    pub fn new(local: Throttle, store: &Arc<dyn Store>) -> Self {
+        let shared = store.failure_counts().map(|_| Arc::clone(store));
+        Self { local, shared }
+    }
+
+    fn shared(&self) -> Option<&dyn FailureCounts> {
+        self.shared.as_deref().and_then(|s| s.failure_counts())
+    }
+
+    fn shared_keys(account: &str, address: Option<IpAddr>) -> impl Iterator<Item = (String, bool)> {
+        Throttle::keys(account, address).map(|(key, is_account)| {
+            let name = match key {
+                Key::Account(a) => format!("account:{a}"),
+                Key::Address(a) => format!("address:{a}"),
+            };
+            (name, is_account)
+        })
+    }
+
+    /// `Some(retry_after)` when the account or the address has used up its failures.
+    pub async fn check(
+        &self,
+        account: &str,
+        address: Option<IpAddr>,
+    ) -> Result<Option<Duration>, StoreError> {
+        let Some(shared) = self.shared() else {
+            return Ok(self.local.check(account, address).err());
+        };
+        let keys: Vec<(String, u32)> = Self::shared_keys(account, address)
+            .map(|(key, is_account)| (key, self.local.limit(is_account)))
+            .collect();
+        shared.blocked(&keys).await
+    }
+
+    pub async fn record_failure(
+        &self,
+        account: &str,
+        address: Option<IpAddr>,
+    ) -> Result<(), StoreError> {
+        let Some(shared) = self.shared() else {
+            self.local.record_failure(account, address);
+            return Ok(());
+        };
+        let keys: Vec<String> = Self::shared_keys(account, address)
+            .map(|(key, _)| key)
+            .collect();
+        shared.record_failure(&keys, self.local.window).await
+    }
+
+    pub async fn record_success(&self, account: &str) -> Result<(), StoreError> {
+        let Some(shared) = self.shared() else {
+            self.local.record_success(account);
+            return Ok(());
+        };
+        let (key, _) = Self::shared_keys(account, None)
+            .next()
+            .expect("an account key");
+        shared.clear(&key).await
     }
 }
 

@@ -177,7 +177,7 @@ impl TokenService {
             Subject::User { id, role, sid } => (id.to_string(), Some(role), sid, None),
             Subject::Client { id } => (id.to_string(), None, None, Some(id.to_string())),
         };
-        let now = Utc::now().timestamp();
+        let now = crate::domain::now().timestamp();
         let claims = AccessClaims {
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
@@ -211,7 +211,7 @@ impl TokenService {
     pub fn verify(&self, token: &str) -> Result<Arc<AccessClaims>, TokenError> {
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
         let key: [u8; 32] = digest.as_ref().try_into().expect("SHA-256 is 32 bytes");
-        let now = Utc::now().timestamp();
+        let now = crate::domain::now().timestamp();
         let cached = self
             .verified
             .read()
@@ -283,7 +283,7 @@ impl TokenService {
         if data.claims.jti.is_empty() {
             return Err(TokenError::Invalid("jti is empty"));
         }
-        if data.claims.iat > Utc::now().timestamp() + LEEWAY_SECS as i64 {
+        if data.claims.iat > crate::domain::now().timestamp() + LEEWAY_SECS as i64 {
             return Err(TokenError::Invalid("iat is in the future"));
         }
         Ok(data.claims)
@@ -394,7 +394,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let svc = service(dir.path(), 60);
         let mut claims = svc.issue(user(), &Scopes::default()).unwrap().claims;
-        let now = Utc::now().timestamp();
+        let now = crate::domain::now().timestamp();
         claims.exp = now + 2 - LEEWAY_SECS as i64;
         let token = {
             let keys = svc.keys.read().unwrap();
@@ -420,7 +420,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let svc = service(dir.path(), 60);
         let mut claims = svc.issue(user(), &Scopes::default()).unwrap().claims;
-        claims.exp = Utc::now().timestamp() - LEEWAY_SECS as i64 - 2;
+        claims.exp = crate::domain::now().timestamp() - LEEWAY_SECS as i64 - 2;
         let keys = svc.keys.read().unwrap();
         let mut header = Header::new(Algorithm::EdDSA);
         header.typ = Some("at+jwt".into());

@@ -19,3 +19,10 @@ pub use role::Role;
 pub use scope::{Scope, Scopes};
 pub use session::{RefreshToken, Session};
 pub use user::{User, UserId};
+
+/// The current time at the precision every store keeps (PostgreSQL's `timestamptz` holds
+/// microseconds): a record reads back exactly as it was created, whichever the store.
+pub fn now() -> chrono::DateTime<chrono::Utc> {
+    use chrono::SubsecRound;
+    chrono::Utc::now().trunc_subsecs(6)
+}

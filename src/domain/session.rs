@@ -62,7 +62,7 @@ mod tests {
     use super::*;
 
     fn token(hash: &str, ttl_secs: i64) -> RefreshToken {
-        let now = Utc::now();
+        let now = crate::domain::now();
         RefreshToken {
             hash: hash.into(),
             issued_at: now,
@@ -74,11 +74,11 @@ mod tests {
     #[test]
     fn a_session_lives_until_revoked_or_its_newest_token_expires() {
         let mut s = Session::new(Uuid::now_v7(), Scopes::default(), token("a", -1));
-        assert!(!s.is_live(Utc::now()));
+        assert!(!s.is_live(crate::domain::now()));
         s.push(token("b", 60));
-        assert!(s.is_live(Utc::now()));
-        s.revoked_at = Some(Utc::now());
-        assert!(!s.is_live(Utc::now()));
+        assert!(s.is_live(crate::domain::now()));
+        s.revoked_at = Some(crate::domain::now());
+        assert!(!s.is_live(crate::domain::now()));
     }
 
     #[test]

@@ -32,7 +32,7 @@ impl User {
         first_name: Option<PersonName>,
         last_name: Option<PersonName>,
     ) -> Self {
-        let now = Utc::now();
+        let now = crate::domain::now();
         Self {
             id: Uuid::now_v7(),
             email,

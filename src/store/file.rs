@@ -16,7 +16,7 @@ use super::email_index::EmailIndex;
 use super::log::{Log, Syncer};
 use super::ordered::Ordered;
 use super::record::{ClientRecord, Entry, RefreshRecord, SessionRecord, UserRecord};
-use super::{RefreshOutcome, Store, StoreError, UserToken, UserUpdate};
+use super::{rotation, RefreshOutcome, Rotation, Store, StoreError, UserToken, UserUpdate};
 use crate::domain::{Client, ClientId, Email, RefreshToken, Session, User, UserId};
 
 #[derive(Debug, Clone)]
@@ -35,6 +35,14 @@ impl Default for FileStoreOptions {
             revoked_retention: chrono::Duration::days(1),
         }
     }
+}
+
+/// A copy of a file store's contents (see `FileStore::export`).
+pub struct Export {
+    pub users: Vec<Arc<User>>,
+    pub sessions: Vec<Session>,
+    pub revoked_jtis: Vec<(String, DateTime<Utc>)>,
+    pub clients: Vec<Client>,
 }
 
 #[derive(Default)]
@@ -268,7 +276,7 @@ impl FileStore {
                 reason,
             })
         })?;
-        state.prune(Utc::now(), options.revoked_retention);
+        state.prune(crate::domain::now(), options.revoked_retention);
         let syncer = Syncer::new(log.handle())?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -376,7 +384,7 @@ impl FileStore {
             .state
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .prune(Utc::now(), self.inner.options.revoked_retention);
+            .prune(crate::domain::now(), self.inner.options.revoked_retention);
         let before = log.entries();
         log.rewrite(read(&self.inner.state).snapshot())?;
         self.inner.syncer.replaced(log.handle());
@@ -402,6 +410,30 @@ impl FileStore {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .entries()
+    }
+
+    /// Everything the store holds, for `store copy`: users oldest first, sessions with
+    /// their token history, unexpired revoked token ids, clients oldest first.
+    pub fn export(&self) -> Export {
+        let state = read(&self.inner.state);
+        let mut clients: Vec<Client> = state.clients.values().cloned().collect();
+        clients.sort_by_key(|c| (c.created_at, c.id));
+        let mut sessions: Vec<Session> = state.sessions.values().cloned().collect();
+        sessions.sort_by_key(|s| (s.created_at, s.id));
+        Export {
+            users: state
+                .by_created
+                .iter()
+                .map(|(_, id)| Arc::clone(&state.users[id]))
+                .collect(),
+            sessions,
+            revoked_jtis: state
+                .revoked_jtis
+                .iter()
+                .map(|(jti, exp)| (jti.clone(), *exp))
+                .collect(),
+            clients,
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -503,32 +535,23 @@ impl Store for FileStore {
             let Some(session) = session else {
                 return Ok((vec![], RefreshOutcome::Invalid));
             };
-            let token = session.tokens.iter().find(|t| t.hash == presented);
             let user = state.users.get(&session.user_id);
-            let (Some(token), Some(user)) = (token, user) else {
-                return Ok((vec![], RefreshOutcome::Invalid));
-            };
-            if !session.is_live(now)
-                || token.expires_at <= now
-                || !user.session_alive(Some(session.id), session.created_at)
-            {
-                return Ok((vec![], RefreshOutcome::Invalid));
-            }
-            let benign_race = match token.rotated_at {
-                None => false,
-                Some(at) if now - at <= grace => true,
-                Some(_) => {
-                    let revoke = Entry::SessionRevoke {
-                        id: session.id,
-                        at: now,
-                    };
-                    let outcome = RefreshOutcome::Reused {
-                        session_id: session.id,
-                        user_id: user.id,
-                    };
-                    return Ok((vec![revoke], outcome));
-                }
-            };
+            let (benign_race, user) =
+                match rotation(session, &presented, user.map(|u| &**u), now, grace) {
+                    Rotation::Invalid => return Ok((vec![], RefreshOutcome::Invalid)),
+                    Rotation::Reused => {
+                        let revoke = Entry::SessionRevoke {
+                            id: session.id,
+                            at: now,
+                        };
+                        let outcome = RefreshOutcome::Reused {
+                            session_id: session.id,
+                            user_id: session.user_id,
+                        };
+                        return Ok((vec![revoke], outcome));
+                    }
+                    Rotation::Rotate { benign_race, user } => (benign_race, user),
+                };
             let rotate = Entry::SessionRotate {
                 id: session.id,
                 presented,
@@ -574,7 +597,10 @@ impl Store for FileStore {
                 .get(&id)
                 .is_some_and(|s| s.revoked_at.is_none());
             let entries = if live {
-                vec![Entry::SessionRevoke { id, at: Utc::now() }]
+                vec![Entry::SessionRevoke {
+                    id,
+                    at: crate::domain::now(),
+                }]
             } else {
                 vec![]
             };
@@ -846,7 +872,7 @@ mod tests {
     async fn a_write_that_changes_nothing_still_waits_for_the_writes_it_saw() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path());
-        let expires = Utc::now() + chrono::Duration::hours(1);
+        let expires = crate::domain::now() + chrono::Duration::hours(1);
         let first = {
             let store = store.clone();
             tokio::spawn(async move { store.revoke_jti("j1".into(), expires).await })
@@ -906,7 +932,7 @@ mod tests {
             store.create_user(u.clone()).await.unwrap();
             store.delete_user(u.id).await.unwrap();
             store
-                .update_user(keep.id, Box::new(|u| u.updated_at = Utc::now()))
+                .update_user(keep.id, Box::new(|u| u.updated_at = crate::domain::now()))
                 .await
                 .unwrap();
         }
@@ -937,7 +963,7 @@ mod tests {
         store.create_user(u.clone()).await.unwrap();
         for _ in 0..40 {
             store
-                .update_user(u.id, Box::new(|u| u.updated_at = Utc::now()))
+                .update_user(u.id, Box::new(|u| u.updated_at = crate::domain::now()))
                 .await
                 .unwrap();
         }
@@ -989,7 +1015,7 @@ mod tests {
     }
 
     fn refresh_token(hash: &str, ttl_secs: i64) -> RefreshToken {
-        let now = Utc::now();
+        let now = crate::domain::now();
         RefreshToken {
             hash: hash.into(),
             issued_at: now,
@@ -1084,7 +1110,10 @@ mod tests {
         );
         store.create_session(session).await.unwrap();
         store
-            .update_user(owner.id, Box::new(|u| u.tokens_valid_after = Utc::now()))
+            .update_user(
+                owner.id,
+                Box::new(|u| u.tokens_valid_after = crate::domain::now()),
+            )
             .await
             .unwrap();
         let outcome = store
@@ -1100,10 +1129,13 @@ mod tests {
         let store = open(dir.path());
         let owner = user("prune@example.com");
         store.create_user(owner.clone()).await.unwrap();
-        let soon = Utc::now() + chrono::Duration::seconds(1);
+        let soon = crate::domain::now() + chrono::Duration::seconds(1);
         store.revoke_jti("j1".into(), soon).await.unwrap();
         store
-            .revoke_jti("j2".into(), Utc::now() + chrono::Duration::hours(1))
+            .revoke_jti(
+                "j2".into(),
+                crate::domain::now() + chrono::Duration::hours(1),
+            )
             .await
             .unwrap();
         let live = Session::new(
@@ -1123,7 +1155,7 @@ mod tests {
         assert!(store.is_jti_revoked("j1").await.unwrap());
         assert_eq!(
             store
-                .prune(Utc::now() + chrono::Duration::seconds(2))
+                .prune(crate::domain::now() + chrono::Duration::seconds(2))
                 .await
                 .unwrap(),
             2

@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use crate::domain::{Client, ClientId, RefreshToken, Scopes, Session, User, UserId};
 
-pub use file::{FileStore, FileStoreOptions};
+pub use file::{Export, FileStore, FileStoreOptions};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +68,73 @@ pub enum RefreshOutcome {
     Reused { session_id: Uuid, user_id: UserId },
     /// Unknown, expired or revoked token, or a user who is gone or ended the session.
     Invalid,
+}
+
+/// What presenting a session's refresh token means (see `rotation`).
+pub(crate) enum Rotation<'a> {
+    Invalid,
+    /// Rotated longer than the grace window ago: replayed.
+    Reused,
+    /// Current, or rotated within the grace window (`benign_race`): rotate it for `user`.
+    Rotate {
+        benign_race: bool,
+        user: &'a User,
+    },
+}
+
+/// The refresh decision, the same in every store, each taking it under its own lock on
+/// the session (the file store's writer, PostgreSQL's row lock) so that two concurrent
+/// presentations of one token are decided one after the other.
+pub(crate) fn rotation<'a>(
+    session: &Session,
+    presented: &str,
+    user: Option<&'a User>,
+    now: DateTime<Utc>,
+    grace: chrono::Duration,
+) -> Rotation<'a> {
+    let token = session.tokens.iter().find(|t| t.hash == presented);
+    let (Some(token), Some(user)) = (token, user) else {
+        return Rotation::Invalid;
+    };
+    if !session.is_live(now)
+        || token.expires_at <= now
+        || !user.session_alive(Some(session.id), session.created_at)
+    {
+        return Rotation::Invalid;
+    }
+    match token.rotated_at {
+        None => Rotation::Rotate {
+            benign_race: false,
+            user,
+        },
+        // `now` was read before the lock was taken, so it may precede `at`; with no
+        // grace window (0) there is no benign race at all, not even at the same instant.
+        Some(at) if grace > chrono::Duration::zero() && now - at <= grace => Rotation::Rotate {
+            benign_race: true,
+            user,
+        },
+        Some(_) => Rotation::Reused,
+    }
+}
+
+/// Login-failure counters kept where every replica sees them (the PostgreSQL store). The
+/// file store has none: its one process counts in memory (`auth::throttle`).
+#[async_trait]
+pub trait FailureCounts: Send + Sync {
+    /// The longest wait among `keys` (each with its limit) whose failures in their
+    /// current window reached the limit; `None` when none did.
+    async fn blocked(
+        &self,
+        keys: &[(String, u32)],
+    ) -> Result<Option<std::time::Duration>, StoreError>;
+    /// Counts one failure for each key, starting a new window where the last one ended.
+    async fn record_failure(
+        &self,
+        keys: &[String],
+        window: std::time::Duration,
+    ) -> Result<(), StoreError>;
+    /// Forgets a key's failures (a successful login).
+    async fn clear(&self, key: &str) -> Result<(), StoreError>;
 }
 
 /// What the store says about a user's access token (see `Store::user_token`).
@@ -140,4 +207,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Forgets expired and revoked sessions and expired `jti`s; returns how many.
     async fn prune(&self, now: DateTime<Utc>) -> Result<usize, StoreError>;
+
+    /// Login-failure counters shared with other replicas, if this store keeps them.
+    fn failure_counts(&self) -> Option<&dyn FailureCounts> {
+        None
+    }
 }

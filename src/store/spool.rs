@@ -177,7 +177,6 @@ impl FileStore {
 
 #[cfg(test)]
 mod tests {
-    use chrono::Utc;
 
     use super::*;
     use crate::domain::{ClientName, Scope, Scopes};
@@ -188,8 +187,8 @@ mod tests {
             name: ClientName::parse("billing").unwrap(),
             scope: Scopes::of([Scope::UsersRead]),
             secret_hash: "$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaA".into(),
-            created_at: Utc::now(),
-            secret_rotated_at: Utc::now(),
+            created_at: crate::domain::now(),
+            secret_rotated_at: crate::domain::now(),
         }
     }
 

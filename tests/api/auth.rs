@@ -1,6 +1,6 @@
 use serde_json::json;
 
-use crate::helpers::spawn_app;
+use super::helpers::spawn_app;
 
 const TOKEN: &str = "/api/v1/auth/token";
 
@@ -123,8 +123,8 @@ fn a_scope_can_narrow_but_never_widen() {
             TOKEN,
             &[
                 ("grant_type", "password"),
-                ("username", crate::helpers::ADMIN_EMAIL),
-                ("password", crate::helpers::ADMIN_PASSWORD),
+                ("username", super::helpers::ADMIN_EMAIL),
+                ("password", super::helpers::ADMIN_PASSWORD),
                 ("scope", "users:read"),
             ],
         )

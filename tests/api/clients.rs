@@ -4,7 +4,7 @@
 use base64::Engine;
 use serde_json::json;
 
-use crate::helpers::{form, spawn_app, FORM};
+use super::helpers::{form, spawn_app, FORM};
 
 const TOKEN: &str = "/api/v1/auth/token";
 
@@ -136,8 +136,8 @@ fn a_writer_client_manages_users() {
     app.delete(&path, Some(&token)).expect(200);
 }
 
-fn spawn_app_closed() -> crate::helpers::TestApp {
-    crate::helpers::spawn_app_with(|c| c.signup_enabled = false)
+fn spawn_app_closed() -> super::helpers::TestApp {
+    super::helpers::spawn_app_with(|c| c.signup_enabled = false)
 }
 
 #[test]
@@ -174,7 +174,7 @@ fn rotating_a_secret_and_deleting_a_client_take_effect_at_once() {
 }
 
 fn introspect(
-    app: &crate::helpers::TestApp,
+    app: &super::helpers::TestApp,
     client: &(String, String),
     token: &str,
 ) -> serde_json::Value {

@@ -1,6 +1,6 @@
 use serde_json::json;
 
-use crate::helpers::{spawn_app, spawn_app_with};
+use super::helpers::{spawn_app, spawn_app_with};
 
 #[test]
 fn unknown_routes_are_json_404s() {
@@ -151,7 +151,7 @@ fn a_client_trickling_its_headers_is_cut_off() {
     }
 }
 
-fn raw(app: &crate::helpers::TestApp, request: &[u8]) -> String {
+fn raw(app: &super::helpers::TestApp, request: &[u8]) -> String {
     use std::io::{Read, Write};
     let addr = app.base.trim_start_matches("http://").to_owned();
     let mut stream = std::net::TcpStream::connect(addr).unwrap();

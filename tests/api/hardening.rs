@@ -2,11 +2,11 @@
 
 use serde_json::{json, Value};
 
-use crate::helpers::{form, spawn_app, spawn_app_with, TestApp, FORM};
+use super::helpers::{form, spawn_app, spawn_app_with, TestApp, FORM};
 
 const TOKEN: &str = "/api/v1/auth/token";
 
-fn wrong_login(app: &TestApp, email: &str, headers: &[(&str, &str)]) -> crate::helpers::Resp {
+fn wrong_login(app: &TestApp, email: &str, headers: &[(&str, &str)]) -> super::helpers::Resp {
     let mut all = vec![("Content-Type", FORM)];
     all.extend_from_slice(headers);
     let body = form(&[
@@ -282,22 +282,14 @@ fn every_route_answers_every_wrong_method_with_json_405() {
 fn a_login_upgrades_a_hash_made_with_older_parameters() {
     let app = spawn_app();
     let user = app.new_user();
-    let log = app.config_data_dir().join("store.log");
-    let hash_params = |email: &str| -> String {
-        let text = std::fs::read_to_string(&log).unwrap();
-        let line = text
-            .lines()
-            .rev()
-            .find(|l| l.contains(email) && l.contains("user_put"))
-            .unwrap();
-        let hash = line.split("\"password_hash\":\"").nth(1).unwrap();
-        hash.split('$').nth(3).unwrap().to_owned()
+    let hash_params = |app: &super::helpers::TestApp, email: &str| -> String {
+        app.stored_hash(email).split('$').nth(3).unwrap().to_owned()
     };
-    assert_eq!(hash_params(&user.email), "m=1024,t=1,p=1");
+    assert_eq!(hash_params(&app, &user.email), "m=1024,t=1,p=1");
     let app = app.restart_with(|c| c.argon2_m_kib = 2048);
     app.token_for(&user.email, &user.password);
     assert_eq!(
-        hash_params(&user.email),
+        hash_params(&app, &user.email),
         "m=2048,t=1,p=1",
         "the hash was upgraded at login"
     );

@@ -20,6 +20,8 @@ pub struct TestApp {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
     dirs: Option<(TempDir, TempDir)>,
+    /// Dropped after the server has stopped.
+    database: Option<TestDatabase>,
 }
 
 /// The config every test starts from: the contract's defaults, port 0, private dirs,
@@ -58,20 +60,45 @@ pub fn test_config(data_dir: PathBuf, keys_dir: PathBuf) -> Config {
     }
 }
 
-pub fn spawn_app() -> TestApp {
-    spawn_app_with(|_| {})
+/// Which store a test's app runs on. The suite's bodies are shared: `main.rs` compiles
+/// them once per backend, each with a `helpers` whose `spawn_app*` pick it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    File,
+    Postgres,
 }
 
-pub fn spawn_app_with(change: impl FnOnce(&mut Config)) -> TestApp {
+pub fn spawn_app_on(backend: Backend, change: impl FnOnce(&mut Config)) -> TestApp {
+    let database = match backend {
+        Backend::File => None,
+        #[cfg(not(no_postgres))]
+        Backend::Postgres => Some(crate::database::database()),
+        #[cfg(no_postgres)]
+        Backend::Postgres => unreachable!("the PostgreSQL suite is not built"),
+    };
+    spawn_app_in(database, change)
+}
+
+#[cfg(not(no_postgres))]
+pub type TestDatabase = crate::database::TestDatabase;
+/// Stands in for a database where none can exist.
+#[cfg(no_postgres)]
+pub struct TestDatabase {
+    pub url: String,
+}
+
+/// An app on `database` (PostgreSQL), or on the file store if `None`.
+pub fn spawn_app_in(database: Option<TestDatabase>, change: impl FnOnce(&mut Config)) -> TestApp {
     let data = tempfile::tempdir().unwrap();
     let keys = tempfile::tempdir().unwrap();
     simple_api::auth::keys::generate_ed25519(keys.path()).unwrap();
     let mut config = test_config(data.path().join("data"), keys.path().to_owned());
+    config.database_url = database.as_ref().map(|d| d.url.clone());
     change(&mut config);
-    start(config, (data, keys))
+    start(config, (data, keys), database)
 }
 
-fn start(config: Config, dirs: (TempDir, TempDir)) -> TestApp {
+fn start(config: Config, dirs: (TempDir, TempDir), database: Option<TestDatabase>) -> TestApp {
     let (data, keys) = dirs;
     let saved = config.clone();
     if std::env::var_os("TEST_LOG").is_some() {
@@ -113,6 +140,7 @@ fn start(config: Config, dirs: (TempDir, TempDir)) -> TestApp {
         stop: Some(stop_tx),
         thread: Some(thread),
         dirs: Some((data, keys)),
+        database,
     }
 }
 
@@ -135,10 +163,11 @@ impl TestApp {
     pub fn restart_with(mut self, change: impl FnOnce(&mut Config)) -> TestApp {
         self.stop();
         let dirs = self.dirs.take().unwrap();
+        let database = self.database.take();
         let mut config = self.config.clone();
         change(&mut config);
         drop(self);
-        start(config, dirs)
+        start(config, dirs, database)
     }
 }
 
@@ -172,6 +201,7 @@ impl TestApp {
             .env("ARGON2_M_KIB", c.argon2_m_kib.to_string())
             .env("ARGON2_T", c.argon2_t.to_string())
             .env("ARGON2_P", c.argon2_p.to_string())
+            .envs(c.database_url.iter().map(|url| ("DATABASE_URL", url)))
             .stdin(std::process::Stdio::null())
             .output()
             .unwrap();
@@ -180,6 +210,26 @@ impl TestApp {
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         }
+    }
+
+    /// The password hash the store holds for `email`, read from the store itself.
+    pub fn stored_hash(&self, email: &str) -> String {
+        #[cfg(not(no_postgres))]
+        if let Some(url) = &self.config.database_url {
+            let key = email.trim().to_lowercase().replace('\'', "''");
+            return crate::database::query_value(
+                url,
+                &format!("SELECT password_hash FROM users WHERE email_key = '{key}'"),
+            );
+        }
+        let text = std::fs::read_to_string(self.config.data_dir.join("store.log")).unwrap();
+        let line = text
+            .lines()
+            .rev()
+            .find(|l| l.contains(email) && l.contains("user_put"))
+            .unwrap();
+        let hash = line.split("\"password_hash\":\"").nth(1).unwrap();
+        hash.split('"').next().unwrap().to_owned()
     }
 
     pub fn config_data_dir(&self) -> PathBuf {
@@ -467,4 +517,14 @@ pub fn claims_for(sub: &str) -> Value {
         "iat": now, "nbf": now, "exp": now + 300,
         "jti": uuid::Uuid::now_v7().to_string(), "scope": "profile", "role": "user",
     })
+}
+
+/// The `kid`s of a JWK Set, in order.
+pub fn kids_of(jwks: &Value) -> Vec<String> {
+    jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap().to_owned())
+        .collect()
 }

@@ -4,16 +4,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::helpers::{spawn_app_with, TestApp};
+use super::helpers::{kids_of, spawn_app_with, TestApp};
 
 fn kids(app: &TestApp) -> Vec<String> {
-    let jwks = app.get("/.well-known/jwks.json", None).expect(200);
-    jwks["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["kid"].as_str().unwrap().to_owned())
-        .collect()
+    kids_of(&app.get("/.well-known/jwks.json", None).expect(200))
 }
 
 fn header_of(token: &str) -> jsonwebtoken::Header {

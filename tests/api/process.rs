@@ -99,7 +99,7 @@ fn an_unreadable_key_file_stops_start_up_naming_the_file() {
     );
 }
 
-struct Server(std::process::Child, u16);
+pub struct Server(pub std::process::Child, pub u16);
 
 impl Drop for Server {
     fn drop(&mut self) {
@@ -177,6 +177,7 @@ fn first_start_generates_a_private_ed25519_key_and_reuses_it() {
     let pems: Vec<_> = std::fs::read_dir(dir.path().join("keys"))
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "pem"))
         .collect();
     assert_eq!(pems.len(), 1);
     let pem = std::fs::read_to_string(&pems[0]).unwrap();
@@ -320,7 +321,7 @@ fn sighup_reloads_the_keys_at_once() {
     }
 }
 
-fn start_logged(dir: &std::path::Path, extra: &[(&str, &str)]) -> (Server, std::path::PathBuf) {
+pub fn start_logged(dir: &std::path::Path, extra: &[(&str, &str)]) -> (Server, std::path::PathBuf) {
     let port = free_port();
     let log = dir.join(format!("server-{port}.log"));
     let mut cmd = command(dir);

@@ -4,9 +4,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app, spawn_app_with, ADMIN_EMAIL, ADMIN_PASSWORD};
+use super::helpers::{spawn_app, spawn_app_with, ADMIN_EMAIL, ADMIN_PASSWORD};
 
-fn login(app: &crate::helpers::TestApp) -> (crate::helpers::TestUser, Value) {
+fn login(app: &super::helpers::TestApp) -> (super::helpers::TestUser, Value) {
     let user = app.new_user();
     let pair = app.password_grant(&user.email, &user.password).expect(200);
     (user, pair)

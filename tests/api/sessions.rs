@@ -2,12 +2,12 @@
 
 use serde_json::json;
 
-use crate::helpers::{form, spawn_app, spawn_app_with, TestApp, TestUser, FORM};
+use super::helpers::{form, spawn_app, spawn_app_with, TestApp, TestUser, FORM};
 
 const LOGIN: &str = "/api/v1/auth_session/login";
 const LOGOUT: &str = "/api/v1/auth_session/logout";
 
-fn post_login(app: &TestApp, user: &TestUser) -> crate::helpers::Resp {
+fn post_login(app: &TestApp, user: &TestUser) -> super::helpers::Resp {
     app.send(
         "POST",
         LOGIN,
@@ -37,7 +37,7 @@ fn cookie_login_sets_a_strict_http_only_cookie_that_works_like_a_bearer_token() 
     let app = spawn_app();
     let user = app.new_user();
     let resp = post_login(&app, &user);
-    crate::users::assert_user_json(&resp.expect(200));
+    super::users::assert_user_json(&resp.expect(200));
     let cookie = resp.set_cookie("session_id").unwrap();
     for attribute in ["HttpOnly", "SameSite=Strict", "Path=/", "Max-Age=900"] {
         assert!(cookie.contains(attribute), "{cookie} lacks {attribute}");

@@ -1,6 +1,6 @@
 use serde_json::json;
 
-use crate::helpers::spawn_app;
+use super::helpers::spawn_app;
 
 #[test]
 fn status_is_ok_without_a_token_with_or_without_a_trailing_slash() {

@@ -5,7 +5,7 @@ use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 
-use crate::helpers::{claims_for, spawn_app, TestApp};
+use super::helpers::{claims_for, spawn_app, TestApp};
 
 fn assert_rejected(app: &TestApp, token: &str) {
     let resp = app.get("/api/v1/users/me", Some(token));

@@ -1,6 +1,6 @@
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app, spawn_app_with, ADMIN_EMAIL};
+use super::helpers::{spawn_app, spawn_app_with, ADMIN_EMAIL};
 
 const USERS: &str = "/api/v1/users";
 

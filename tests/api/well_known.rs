@@ -3,7 +3,7 @@
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
 
-use crate::helpers::spawn_app;
+use super::helpers::spawn_app;
 
 /// What a resource server does: fetch the JWKS once, then verify tokens offline with the
 /// key named by `kid`, pinning that key's algorithm.
@@ -47,7 +47,7 @@ fn another_service_verifies_tokens_with_only_the_jwks() {
 #[test]
 fn the_discovery_document_is_absolute_on_public_url() {
     let app =
-        crate::helpers::spawn_app_with(|c| c.public_url = Some("https://auth.example.com/".into()));
+        super::helpers::spawn_app_with(|c| c.public_url = Some("https://auth.example.com/".into()));
     let meta = app
         .get("/.well-known/oauth-authorization-server", None)
         .expect(200);

@@ -12,11 +12,18 @@ pub struct Migration {
 }
 
 /// In order. Never edit one that shipped: add the next.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial schema",
-    sql: include_str!("0001_initial.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial schema",
+        sql: include_str!("0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "change notifications, refresh token order",
+        sql: include_str!("0002_notify.sql"),
+    },
+];
 
 /// The advisory lock all simple-api migrations take ("simple-a" in ASCII).
 const LOCK: i64 = 0x7369_6d70_6c65_2d61;

@@ -1,24 +1,71 @@
-//! The PostgreSQL store (issue #9), for replicas sharing one database. So far: the schema,
-//! its migrations, users, clients and revoked token ids. `serve` still refuses DATABASE_URL until the store behind
-//! the `Store` trait is complete.
+//! The PostgreSQL store (issue #9): the state of replicas sharing one database. The
+//! database decides everything that must be decided once (email uniqueness, refresh-token
+//! rotation, failure counts); each replica keeps a cache for the per-request checks that
+//! LISTEN/NOTIFY keeps coherent (see `cache`).
 
+mod cache;
 mod clients;
+mod copy;
+mod failures;
 mod migrations;
+mod sessions;
 mod users;
 
+pub use copy::{copy_into, CopyReport};
 pub use migrations::{migrate, Migration, MIGRATIONS};
-pub use users::PgStore;
 
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
-use super::StoreError;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use uuid::Uuid;
 
-/// Connects to `url` (`postgres://…`). Plain TCP or a Unix socket for now: no TLS yet.
-pub async fn connect(url: &str) -> Result<tokio_postgres::Client, StoreError> {
-    let mut config: tokio_postgres::Config = url.parse().map_err(|e| StoreError::Database {
+use self::cache::Cache;
+use super::{FailureCounts, RefreshOutcome, Store, StoreError, UserToken, UserUpdate};
+use crate::domain::{Client, ClientId, RefreshToken, Session, User, UserId};
+
+/// Connections a replica keeps at most. Requests needing the database are short; beyond
+/// this many at once they queue (up to `WAIT`) rather than overload PostgreSQL.
+const POOL_SIZE: usize = 16;
+/// How long a request waits for a connection, or to open one: an unreachable database
+/// answers 503 within a second instead of hanging.
+const WAIT: Duration = Duration::from_millis(800);
+/// The most any one store operation may take before it is answered 503 (a database that
+/// accepts connections but does not answer).
+const OPERATION: Duration = Duration::from_secs(5);
+/// How long a revoked session is remembered, as in the file store: as long as an access
+/// token of it may still be valid.
+const REVOKED_RETENTION: chrono::Duration = chrono::Duration::days(1);
+
+/// The PostgreSQL store: a pool, and this replica's cache with its listener.
+pub struct PgStore {
+    pool: Pool,
+    cache: Arc<Cache>,
+    listener: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        if let Some(listener) = self.listener.take() {
+            listener.abort();
+        }
+    }
+}
+
+fn parse_url(url: &str) -> Result<tokio_postgres::Config, StoreError> {
+    url.parse().map_err(|e| StoreError::Database {
         context: "DATABASE_URL".into(),
         reason: format!("not a PostgreSQL URL: {e}"),
-    })?;
+    })
+}
+
+/// Connects to `url` (`postgres://…`), outside the pool (migrations, the listener). Plain
+/// TCP or a Unix socket: put TLS in front (a sidecar, or a private network) for now.
+pub async fn connect(url: &str) -> Result<tokio_postgres::Client, StoreError> {
+    let mut config = parse_url(url)?;
     // Never hang on an unreachable database: without its own timeout, 5 s.
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(5));
@@ -43,5 +90,304 @@ pub fn database(context: &str) -> impl FnOnce(tokio_postgres::Error) -> StoreErr
         reason: e
             .as_db_error()
             .map_or_else(|| e.to_string(), |db| db.message().to_owned()),
+    }
+}
+
+impl PgStore {
+    /// Opens the store for a server: applies pending migrations (under their lock, so
+    /// replicas starting together do not race), then starts this replica's listener.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let mut store = Self::open_unlisted(url).await?;
+        store.cache = Arc::new(Cache::new());
+        store.listener = Some(tokio::spawn(cache::listen(
+            parse_url(url)?,
+            Arc::clone(&store.cache),
+        )));
+        Ok(store)
+    }
+
+    /// Opens the store for a one-off command (the CLI): migrated, no cache, no listener;
+    /// every read goes to the database.
+    pub async fn open_unlisted(url: &str) -> Result<Self, StoreError> {
+        let mut config = parse_url(url)?;
+        migrate(&mut connect(url).await?).await?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(WAIT);
+        }
+        let manager = Manager::from_config(
+            config,
+            tokio_postgres::NoTls,
+            ManagerConfig {
+                // A closed connection is noticed and replaced; a live one is not pinged
+                // before every use (that would double the round trips).
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(WAIT))
+            .create_timeout(Some(WAIT))
+            .recycle_timeout(Some(WAIT))
+            .build()
+            .map_err(|e| StoreError::Database {
+                context: "DATABASE_URL".into(),
+                reason: e.to_string(),
+            })?;
+        Ok(Self {
+            pool,
+            cache: Arc::new(Cache::disabled()),
+            listener: None,
+        })
+    }
+
+    /// Runs one store operation on a pooled connection, bounded in time.
+    async fn with<T, F, Fut>(&self, context: &'static str, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(deadpool_postgres::Object) -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
+        let work = async {
+            let conn = self.pool.get().await.map_err(|e| StoreError::Database {
+                context: context.into(),
+                reason: match e {
+                    deadpool_postgres::PoolError::Backend(e) => database(context)(e).to_string(),
+                    other => other.to_string(),
+                },
+            })?;
+            f(conn).await
+        };
+        tokio::time::timeout(OPERATION, work)
+            .await
+            .unwrap_or_else(|_| {
+                Err(StoreError::Database {
+                    context: context.into(),
+                    reason: "the database did not answer in time".into(),
+                })
+            })
+    }
+
+    /// Whether the database holds anything yet (`store copy` refuses to mix stores).
+    pub async fn is_empty(&self) -> Result<bool, StoreError> {
+        self.with("inspect the database", |c| async move {
+            let row = c
+                .query_one(
+                    "SELECT NOT EXISTS (SELECT 1 FROM users) AND NOT EXISTS (SELECT 1 FROM clients) \
+                     AND NOT EXISTS (SELECT 1 FROM revoked_jtis)",
+                    &[],
+                )
+                .await
+                .map_err(database("inspect the database"))?;
+            Ok(row.get(0))
+        })
+        .await
+    }
+
+    pub(crate) fn pool(&self) -> &Pool {
+        &self.pool
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn create_user(&self, user: User) -> Result<(), StoreError> {
+        let id = user.id;
+        self.with("create a user", |c| async move {
+            users::insert(&**c, &user).await
+        })
+        .await?;
+        self.cache.forget_user(id);
+        Ok(())
+    }
+
+    async fn update_user(&self, id: UserId, update: UserUpdate) -> Result<User, StoreError> {
+        let user = self
+            .with("update a user", |mut c| async move {
+                users::update(&mut c, id, update).await
+            })
+            .await?;
+        self.cache.forget_user(id);
+        Ok(user)
+    }
+
+    async fn delete_user(&self, id: UserId) -> Result<User, StoreError> {
+        let user = self
+            .with(
+                "delete a user",
+                |c| async move { users::delete(&**c, id).await },
+            )
+            .await?;
+        self.cache.forget_user(id);
+        Ok(user)
+    }
+
+    async fn user(&self, id: UserId) -> Result<Option<Arc<User>>, StoreError> {
+        if let Some(found) = self.cache.user(id) {
+            return Ok(found);
+        }
+        let generation = self.cache.generation();
+        let user = self
+            .with(
+                "read a user",
+                |c| async move { users::by_id(&**c, id).await },
+            )
+            .await?
+            .map(Arc::new);
+        self.cache.fill_user(generation, id, user.clone());
+        Ok(user)
+    }
+
+    async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
+        let email = email.to_owned();
+        self.with("read a user", |c| async move {
+            users::by_email(&**c, &email).await
+        })
+        .await
+    }
+
+    async fn list_users(&self, offset: usize, limit: usize) -> Result<Vec<Arc<User>>, StoreError> {
+        let users = self
+            .with("list users", |c| async move {
+                users::list(&**c, offset, limit).await
+            })
+            .await?;
+        Ok(users.into_iter().map(Arc::new).collect())
+    }
+
+    async fn count_users(&self) -> Result<usize, StoreError> {
+        self.with("count users", |c| async move { users::count(&**c).await })
+            .await
+    }
+
+    async fn create_session(&self, session: Session) -> Result<(), StoreError> {
+        self.with("record a login", |mut c| async move {
+            sessions::insert(&mut c, &session).await
+        })
+        .await
+    }
+
+    async fn refresh(
+        &self,
+        presented: String,
+        new: RefreshToken,
+        grace: chrono::Duration,
+    ) -> Result<RefreshOutcome, StoreError> {
+        let outcome = self
+            .with("refresh a session", |mut c| async move {
+                sessions::refresh(&mut c, &presented, &new, grace).await
+            })
+            .await?;
+        if let RefreshOutcome::Reused { session_id, .. } = &outcome {
+            self.cache.forget_session(*session_id);
+        }
+        Ok(outcome)
+    }
+
+    async fn session_by_refresh(&self, hash: &str) -> Result<Option<Session>, StoreError> {
+        let hash = hash.to_owned();
+        self.with("read a session", |c| async move {
+            sessions::by_refresh(&**c, &hash).await
+        })
+        .await
+    }
+
+    async fn session(&self, id: Uuid) -> Result<Option<Session>, StoreError> {
+        self.with("read a session", |c| async move {
+            sessions::by_id(&**c, id).await
+        })
+        .await
+    }
+
+    async fn session_revoked(&self, id: Uuid) -> Result<bool, StoreError> {
+        Ok(self
+            .session(id)
+            .await?
+            .is_some_and(|s| s.revoked_at.is_some()))
+    }
+
+    async fn revoke_session(&self, id: Uuid) -> Result<(), StoreError> {
+        self.with("revoke a session", |c| async move {
+            sessions::revoke(&**c, id, crate::domain::now()).await
+        })
+        .await?;
+        self.cache.forget_session(id);
+        Ok(())
+    }
+
+    async fn revoke_jti(&self, jti: String, expires_at: DateTime<Utc>) -> Result<(), StoreError> {
+        let forget = jti.clone();
+        self.with("revoke a token", |c| async move {
+            sessions::revoke_jti(&**c, &jti, expires_at).await
+        })
+        .await?;
+        self.cache.forget_jti(&forget);
+        Ok(())
+    }
+
+    async fn is_jti_revoked(&self, jti: &str) -> Result<bool, StoreError> {
+        let jti = jti.to_owned();
+        self.with("check a revocation", |c| async move {
+            sessions::is_jti_revoked(&**c, &jti).await
+        })
+        .await
+    }
+
+    /// From this replica's cache while its listener is connected; otherwise (and on a
+    /// miss) from the database in one query.
+    async fn user_token(
+        &self,
+        jti: &str,
+        user: UserId,
+        session: Option<Uuid>,
+    ) -> Result<UserToken, StoreError> {
+        if let Some(answer) = self.cache.user_token(jti, user, session) {
+            return Ok(answer);
+        }
+        let generation = self.cache.generation();
+        let owned = jti.to_owned();
+        let found = self
+            .with("check a token", |c| async move {
+                sessions::token_state(&**c, &owned, user, session).await
+            })
+            .await?;
+        Ok(self.cache.fill_token(generation, jti, user, session, found))
+    }
+
+    async fn put_client(&self, client: Client) -> Result<(), StoreError> {
+        self.with("store a client", |c| async move {
+            clients::put(&**c, &client).await
+        })
+        .await
+    }
+
+    async fn delete_client(&self, id: ClientId) -> Result<Client, StoreError> {
+        self.with("delete a client", |c| async move {
+            clients::delete(&**c, id).await
+        })
+        .await
+    }
+
+    async fn client(&self, id: ClientId) -> Result<Option<Client>, StoreError> {
+        self.with(
+            "read a client",
+            |c| async move { clients::get(&**c, id).await },
+        )
+        .await
+    }
+
+    async fn list_clients(&self) -> Result<Vec<Client>, StoreError> {
+        self.with("list clients", |c| async move { clients::list(&**c).await })
+            .await
+    }
+
+    async fn prune(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        self.with("prune", |c| async move {
+            sessions::prune(&**c, now, REVOKED_RETENTION).await
+        })
+        .await
+    }
+
+    fn failure_counts(&self) -> Option<&dyn FailureCounts> {
+        Some(self)
     }
 }

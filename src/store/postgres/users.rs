@@ -1,4 +1,4 @@
-//! Users in PostgreSQL: the user half of the `Store` trait, on one connection for now.
+//! Users in PostgreSQL.
 //! Uniqueness of emails is the database's (a unique index on the email key); a change to
 //! a user runs under a row lock, so concurrent updates of different fields never lose
 //! each other (the file store's guarantee).
@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::Row;
+use tokio_postgres::{GenericClient, Row};
 use uuid::Uuid;
 
 use super::database;
@@ -14,11 +14,12 @@ use crate::domain::{Role, User, UserId};
 use crate::store::record::UserRecord;
 use crate::store::{StoreError, UserUpdate};
 
-const COLUMNS: &str = "id, email, first_name, last_name, role, password_hash, created_at, \
+pub(super) const COLUMNS: &str =
+    "id, email, first_name, last_name, role, password_hash, created_at, \
                        updated_at, tokens_valid_after, kept_session";
 
 /// A user row, checked as the file store checks its records.
-fn user_of(row: &Row) -> Result<User, StoreError> {
+pub(super) fn user_of(row: &Row) -> Result<User, StoreError> {
     let corrupt = |reason: String| StoreError::Database {
         context: "read a user".into(),
         reason,
@@ -40,7 +41,7 @@ fn user_of(row: &Row) -> Result<User, StoreError> {
 }
 
 /// A user's text columns as PostgreSQL takes them.
-struct Columns<'a> {
+pub(super) struct Columns<'a> {
     email: &'a str,
     first_name: Option<&'a str>,
     last_name: Option<&'a str>,
@@ -49,7 +50,7 @@ struct Columns<'a> {
 }
 
 impl<'a> Columns<'a> {
-    fn of(user: &'a User) -> Self {
+    pub(super) fn of(user: &'a User) -> Self {
         Self {
             email: user.email.as_str(),
             first_name: user.first_name.as_ref().map(|n| n.as_str()),
@@ -61,7 +62,7 @@ impl<'a> Columns<'a> {
 
     /// `COLUMNS` in order, then the email key: `$1`…`$11` of both the INSERT and the
     /// UPDATE.
-    fn params(&'a self, user: &'a User) -> [&'a (dyn ToSql + Sync); 11] {
+    pub(super) fn params(&'a self, user: &'a User) -> [&'a (dyn ToSql + Sync); 11] {
         [
             &user.id,
             &self.email,
@@ -78,7 +79,9 @@ impl<'a> Columns<'a> {
     }
 }
 
-fn duplicate_or(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> StoreError {
+pub(super) fn duplicate_or(
+    context: &'static str,
+) -> impl FnOnce(tokio_postgres::Error) -> StoreError {
     move |e| {
         if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
             StoreError::DuplicateEmail
@@ -88,119 +91,113 @@ fn duplicate_or(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> 
     }
 }
 
-/// The PostgreSQL store so far (one connection; a pool and the `Store` trait come next).
-pub struct PgStore {
-    pub(super) client: tokio_postgres::Client,
-}
-
-impl PgStore {
-    pub fn new(client: tokio_postgres::Client) -> Self {
-        Self { client }
-    }
-
-    pub async fn create_user(&self, user: &User) -> Result<(), StoreError> {
-        let columns = Columns::of(user);
-        self.client
-            .execute(
-                &format!(
-                    "INSERT INTO users ({COLUMNS}, email_key) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
-                ),
-                &columns.params(user),
-            )
-            .await
-            .map_err(duplicate_or("create a user"))?;
-        Ok(())
-    }
-
-    /// The user `sql` returns, if any.
-    async fn one(
-        &self,
-        sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-        context: &'static str,
-    ) -> Result<Option<User>, StoreError> {
-        let row = self
-            .client
-            .query_opt(sql, params)
-            .await
-            .map_err(database(context))?;
-        row.as_ref().map(user_of).transpose()
-    }
-
-    pub async fn user(&self, id: UserId) -> Result<Option<User>, StoreError> {
-        let sql = format!("SELECT {COLUMNS} FROM users WHERE id = $1");
-        self.one(&sql, &[&id], "read a user").await
-    }
-
-    pub async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
-        let sql = format!("SELECT {COLUMNS} FROM users WHERE email_key = $1");
-        let key = crate::domain::Email::key_of(email);
-        self.one(&sql, &[&key], "read a user").await
-    }
-
-    /// `update` runs on the row as it is now, under its lock, then the row is written back.
-    pub async fn update_user(
-        &mut self,
-        id: UserId,
-        update: UserUpdate,
-    ) -> Result<User, StoreError> {
-        let tx = self
-            .client
-            .transaction()
-            .await
-            .map_err(database("update a user"))?;
-        let row = tx
-            .query_opt(
-                &format!("SELECT {COLUMNS} FROM users WHERE id = $1 FOR UPDATE"),
-                &[&id],
-            )
-            .await
-            .map_err(database("update a user"))?
-            .ok_or(StoreError::NotFound)?;
-        let mut user = user_of(&row)?;
-        update(&mut user);
-        let columns = Columns::of(&user);
-        tx.execute(
-            "UPDATE users SET email = $2, first_name = $3, last_name = $4, role = $5, \
-             password_hash = $6, created_at = $7, updated_at = $8, tokens_valid_after = $9, \
-             kept_session = $10, email_key = $11 WHERE id = $1",
-            &columns.params(&user),
+pub async fn insert(client: &impl GenericClient, user: &User) -> Result<(), StoreError> {
+    let columns = Columns::of(user);
+    client
+        .execute(
+            &format!(
+                "INSERT INTO users ({COLUMNS}, email_key) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+            ),
+            &columns.params(user),
         )
         .await
-        .map_err(duplicate_or("update a user"))?;
-        tx.commit().await.map_err(database("update a user"))?;
-        Ok(user)
-    }
+        .map_err(duplicate_or("create a user"))?;
+    Ok(())
+}
 
-    pub async fn delete_user(&self, id: UserId) -> Result<User, StoreError> {
-        let sql = format!("DELETE FROM users WHERE id = $1 RETURNING {COLUMNS}");
-        self.one(&sql, &[&id], "delete a user")
-            .await?
-            .ok_or(StoreError::NotFound)
-    }
+/// The user `sql` returns, if any.
+async fn one(
+    client: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+    context: &'static str,
+) -> Result<Option<User>, StoreError> {
+    let row = client
+        .query_opt(sql, params)
+        .await
+        .map_err(database(context))?;
+    row.as_ref().map(user_of).transpose()
+}
 
-    /// Oldest first. OFFSET costs O(offset) in PostgreSQL too; keyset paging is for later.
-    pub async fn list_users(&self, offset: usize, limit: usize) -> Result<Vec<User>, StoreError> {
-        let (offset, limit) = (offset as i64, limit as i64);
-        self.client
-            .query(
-                &format!("SELECT {COLUMNS} FROM users ORDER BY created_at, id OFFSET $1 LIMIT $2"),
-                &[&offset, &limit],
-            )
-            .await
-            .map_err(database("list users"))?
-            .iter()
-            .map(user_of)
-            .collect()
-    }
+pub async fn by_id(client: &impl GenericClient, id: UserId) -> Result<Option<User>, StoreError> {
+    let sql = format!("SELECT {COLUMNS} FROM users WHERE id = $1");
+    one(client, &sql, &[&id], "read a user").await
+}
 
-    pub async fn count_users(&self) -> Result<usize, StoreError> {
-        let row = self
-            .client
-            .query_one("SELECT count(*) FROM users", &[])
-            .await
-            .map_err(database("count users"))?;
-        Ok(row.get::<_, i64>(0) as usize)
-    }
+pub async fn by_email(
+    client: &impl GenericClient,
+    email: &str,
+) -> Result<Option<User>, StoreError> {
+    let sql = format!("SELECT {COLUMNS} FROM users WHERE email_key = $1");
+    let key = crate::domain::Email::key_of(email);
+    one(client, &sql, &[&key], "read a user").await
+}
+
+/// `update` runs on the row as it is now, under its lock, then the row is written back.
+pub async fn update(
+    client: &mut tokio_postgres::Client,
+    id: UserId,
+    update: UserUpdate,
+) -> Result<User, StoreError> {
+    let tx = client
+        .transaction()
+        .await
+        .map_err(database("update a user"))?;
+    let row = tx
+        .query_opt(
+            &format!("SELECT {COLUMNS} FROM users WHERE id = $1 FOR UPDATE"),
+            &[&id],
+        )
+        .await
+        .map_err(database("update a user"))?
+        .ok_or(StoreError::NotFound)?;
+    let mut user = user_of(&row)?;
+    update(&mut user);
+    let columns = Columns::of(&user);
+    tx.execute(
+        "UPDATE users SET email = $2, first_name = $3, last_name = $4, role = $5, \
+         password_hash = $6, created_at = $7, updated_at = $8, tokens_valid_after = $9, \
+         kept_session = $10, email_key = $11 WHERE id = $1",
+        &columns.params(&user),
+    )
+    .await
+    .map_err(duplicate_or("update a user"))?;
+    tx.commit().await.map_err(database("update a user"))?;
+    Ok(user)
+}
+
+pub async fn delete(client: &impl GenericClient, id: UserId) -> Result<User, StoreError> {
+    let sql = format!("DELETE FROM users WHERE id = $1 RETURNING {COLUMNS}");
+    one(client, &sql, &[&id], "delete a user")
+        .await?
+        .ok_or(StoreError::NotFound)
+}
+
+/// Oldest first. OFFSET costs O(offset) in PostgreSQL (the index is walked to the page);
+/// see the README on paging deep into millions of users.
+pub async fn list(
+    client: &impl GenericClient,
+    offset: usize,
+    limit: usize,
+) -> Result<Vec<User>, StoreError> {
+    let (offset, limit) = (offset as i64, limit as i64);
+    client
+        .query(
+            &format!("SELECT {COLUMNS} FROM users ORDER BY created_at, id OFFSET $1 LIMIT $2"),
+            &[&offset, &limit],
+        )
+        .await
+        .map_err(database("list users"))?
+        .iter()
+        .map(user_of)
+        .collect()
+}
+
+pub async fn count(client: &impl GenericClient) -> Result<usize, StoreError> {
+    let row = client
+        .query_one("SELECT count(*) FROM users", &[])
+        .await
+        .map_err(database("count users"))?;
+    Ok(row.get::<_, i64>(0) as usize)
 }

@@ -1,0 +1,375 @@
+//! This replica's cache of what every authenticated request checks (the user, whether the
+//! token's `jti` or session is revoked), kept coherent with the database by LISTEN/NOTIFY:
+//! the database's triggers (migration 2) notify each change, and the listener drops what
+//! it was told about.
+//!
+//! Two rules keep it from ever serving stale state:
+//! - it is only used while the listener is connected; when that connection drops, every
+//!   read goes to the database until the listener has reconnected, is LISTENing again and
+//!   has emptied the cache (what changed meanwhile was never heard of);
+//! - a value read from the database is cached only if no invalidation happened since the
+//!   read began (the generation counter), so a notification that overtakes a slow read
+//!   cannot be undone by it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use crate::domain::{User, UserId};
+use crate::store::UserToken;
+
+/// The channel migration 2's triggers notify.
+pub const CHANNEL: &str = "simple_api";
+/// Entries kept at most (users, sessions and token ids together); beyond that the cache
+/// starts over, which costs only misses.
+const MAX_ENTRIES: usize = 200_000;
+/// How often the listener checks its connection is alive, and how long it waits for the
+/// answer: a connection that silently died is noticed within about this long.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+/// Pause between reconnection attempts.
+const RECONNECT: Duration = Duration::from_millis(250);
+
+#[derive(Default)]
+struct Entries {
+    users: HashMap<UserId, Option<Arc<User>>>,
+    /// Session id → revoked.
+    sessions: HashMap<Uuid, bool>,
+    /// Access-token id → revoked.
+    jtis: HashMap<String, bool>,
+}
+
+impl Entries {
+    fn len(&self) -> usize {
+        self.users.len() + self.sessions.len() + self.jtis.len()
+    }
+}
+
+/// What the database said about an access token (see `sessions::token_state`).
+pub struct TokenState {
+    pub jti_revoked: bool,
+    pub session_revoked: bool,
+    pub user: Option<User>,
+}
+
+pub struct Cache {
+    enabled: bool,
+    /// The listener is connected and LISTENing, and the entries were emptied since.
+    live: AtomicBool,
+    /// Bumped (under the write lock) by every invalidation.
+    generation: AtomicU64,
+    entries: RwLock<Entries>,
+}
+
+impl Cache {
+    pub fn new() -> Self {
+        Self {
+            enabled: true,
+            live: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
+            entries: RwLock::new(Entries::default()),
+        }
+    }
+
+    /// A cache that never holds anything (one-off commands have no listener).
+    pub fn disabled() -> Self {
+        Self {
+            enabled: false,
+            ..Self::new()
+        }
+    }
+
+    fn is_live(&self) -> bool {
+        self.enabled && self.live.load(Ordering::Acquire)
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Entries> {
+        self.entries.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Entries> {
+        self.entries.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Read before going to the database; hand back to `fill_*`.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    pub fn user(&self, id: UserId) -> Option<Option<Arc<User>>> {
+        if !self.is_live() {
+            return None;
+        }
+        self.read().users.get(&id).cloned()
+    }
+
+    /// The cached answer for an access token, if every part of it is cached.
+    pub fn user_token(&self, jti: &str, user: UserId, session: Option<Uuid>) -> Option<UserToken> {
+        if !self.is_live() {
+            return None;
+        }
+        let entries = self.read();
+        let jti_revoked = *entries.jtis.get(jti)?;
+        let session_revoked = match session {
+            Some(id) => *entries.sessions.get(&id)?,
+            None => false,
+        };
+        let user = entries.users.get(&user)?.clone();
+        Some(answer(jti_revoked, session_revoked, user))
+    }
+
+    /// Runs `fill` on the entries if nothing was invalidated since `generation` was read.
+    fn fill(&self, generation: u64, fill: impl FnOnce(&mut Entries)) {
+        if !self.is_live() {
+            return;
+        }
+        let mut entries = self.write();
+        if self.generation.load(Ordering::Acquire) != generation {
+            return;
+        }
+        if entries.len() >= MAX_ENTRIES {
+            *entries = Entries::default();
+        }
+        fill(&mut entries);
+    }
+
+    pub fn fill_user(&self, generation: u64, id: UserId, user: Option<Arc<User>>) {
+        self.fill(generation, |e| {
+            e.users.insert(id, user);
+        });
+    }
+
+    /// Caches what the database said about a token, and answers from it.
+    pub fn fill_token(
+        &self,
+        generation: u64,
+        jti: &str,
+        user: UserId,
+        session: Option<Uuid>,
+        state: TokenState,
+    ) -> UserToken {
+        let found = state.user.map(Arc::new);
+        self.fill(generation, |e| {
+            e.jtis.insert(jti.to_owned(), state.jti_revoked);
+            if let Some(id) = session {
+                e.sessions.insert(id, state.session_revoked);
+            }
+            e.users.insert(user, found.clone());
+        });
+        answer(state.jti_revoked, state.session_revoked, found)
+    }
+
+    fn forget(&self, forget: impl FnOnce(&mut Entries)) {
+        let mut entries = self.write();
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        forget(&mut entries);
+    }
+
+    pub fn forget_user(&self, id: UserId) {
+        self.forget(|e| {
+            e.users.remove(&id);
+        });
+    }
+
+    pub fn forget_session(&self, id: Uuid) {
+        self.forget(|e| {
+            e.sessions.remove(&id);
+        });
+    }
+
+    pub fn forget_jti(&self, jti: &str) {
+        self.forget(|e| {
+            e.jtis.remove(jti);
+        });
+    }
+
+    /// Applies one notification payload (`u:<id>`, `s:<id>`, `j:<jti>`). Anything else
+    /// empties the cache: when in doubt, forget.
+    fn notified(&self, payload: &str) {
+        let parsed = payload.split_once(':').and_then(|(kind, key)| match kind {
+            "u" => Uuid::parse_str(key).ok().map(|id| (kind, Some(id), key)),
+            "s" => Uuid::parse_str(key).ok().map(|id| (kind, Some(id), key)),
+            "j" => Some((kind, None, key)),
+            _ => None,
+        });
+        match parsed {
+            Some(("u", Some(id), _)) => self.forget_user(id),
+            Some(("s", Some(id), _)) => self.forget_session(id),
+            Some((_, _, jti)) => self.forget_jti(jti),
+            None => self.forget(|e| *e = Entries::default()),
+        }
+    }
+
+    /// The listener is gone: stop using the cache at once.
+    fn lost(&self) {
+        self.live.store(false, Ordering::Release);
+    }
+
+    /// The listener is LISTENing again: start over from an empty cache.
+    fn resynchronised(&self) {
+        self.forget(|e| *e = Entries::default());
+        self.live.store(true, Ordering::Release);
+    }
+}
+
+fn answer(jti_revoked: bool, session_revoked: bool, user: Option<Arc<User>>) -> UserToken {
+    if jti_revoked || session_revoked {
+        return UserToken::Revoked;
+    }
+    match user {
+        Some(user) => UserToken::Live(user),
+        None => UserToken::NoUser,
+    }
+}
+
+/// This replica's listener, for as long as the store lives: connects, LISTENs, keeps the
+/// cache live while the connection is, and reconnects when it drops.
+pub async fn listen(config: tokio_postgres::Config, cache: Arc<Cache>) {
+    loop {
+        let ended = listen_once(&config, &cache).await;
+        if cache.is_live() {
+            cache.lost();
+            tracing::warn!(reason = %ended, "PostgreSQL listener disconnected: reading through to the database until it is back");
+        } else {
+            tracing::debug!(reason = %ended, "PostgreSQL listener: cannot connect yet");
+        }
+        tokio::time::sleep(RECONNECT).await;
+    }
+}
+
+/// One connection's worth of listening; returns why it ended.
+async fn listen_once(config: &tokio_postgres::Config, cache: &Cache) -> String {
+    let (client, mut connection) = match config.connect(tokio_postgres::NoTls).await {
+        Ok(pair) => pair,
+        Err(e) => return e.to_string(),
+    };
+    // The connection is driven by a task that passes its notifications to this loop; the
+    // channel closes (after the error, if any) when the connection ends.
+    let (tx, mut notifications) = tokio::sync::mpsc::unbounded_channel();
+    let driver = AbortOnDrop(tokio::spawn(async move {
+        while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            let forward = match message {
+                Ok(tokio_postgres::AsyncMessage::Notification(n)) => Ok(n.payload().to_owned()),
+                Ok(_) => continue,
+                Err(e) => Err(e.to_string()),
+            };
+            let failed = forward.is_err();
+            if tx.send(forward).is_err() || failed {
+                return;
+            }
+        }
+    }));
+    if let Err(e) = client.batch_execute(&format!("LISTEN {CHANNEL}")).await {
+        return e.to_string();
+    }
+    cache.resynchronised();
+    tracing::info!("PostgreSQL listener connected: this replica's cache is in use");
+    let mut heartbeat = tokio::time::interval(HEARTBEAT);
+    let ended = loop {
+        tokio::select! {
+            message = notifications.recv() => match message {
+                Some(Ok(payload)) => cache.notified(&payload),
+                Some(Err(e)) => break e,
+                None => break "the connection closed".to_owned(),
+            },
+            _ = heartbeat.tick() => {
+                match tokio::time::timeout(HEARTBEAT, client.simple_query("")).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => break e.to_string(),
+                    Err(_) => break "no answer to a heartbeat".to_owned(),
+                }
+            }
+        }
+    };
+    drop(driver);
+    ended
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Email, Role};
+
+    fn user() -> User {
+        User::new(
+            Email::parse("a@example.com").unwrap(),
+            "hash".into(),
+            Role::User,
+            None,
+            None,
+        )
+    }
+
+    fn live() -> Cache {
+        let cache = Cache::new();
+        cache.resynchronised();
+        cache
+    }
+
+    fn state(user: &User) -> TokenState {
+        TokenState {
+            jti_revoked: false,
+            session_revoked: false,
+            user: Some(user.clone()),
+        }
+    }
+
+    #[test]
+    fn answers_from_cache_only_while_live() {
+        let cache = live();
+        let u = user();
+        let sid = Uuid::now_v7();
+        assert!(cache.user_token("j", u.id, Some(sid)).is_none());
+        let g = cache.generation();
+        cache.fill_token(g, "j", u.id, Some(sid), state(&u));
+        assert!(matches!(
+            cache.user_token("j", u.id, Some(sid)),
+            Some(UserToken::Live(_))
+        ));
+        cache.lost();
+        assert!(cache.user_token("j", u.id, Some(sid)).is_none());
+        cache.resynchronised();
+        assert!(
+            cache.user_token("j", u.id, Some(sid)).is_none(),
+            "emptied on resync"
+        );
+        assert!(Cache::disabled().user(u.id).is_none());
+    }
+
+    #[test]
+    fn a_notification_that_overtakes_a_read_wins() {
+        let cache = live();
+        let u = user();
+        let before = cache.generation();
+        cache.notified(&format!("u:{}", u.id)); // arrives while the read is in flight
+        cache.fill_token(before, "j", u.id, None, state(&u));
+        assert!(cache.user_token("j", u.id, None).is_none());
+        assert!(cache.user(u.id).is_none());
+    }
+
+    #[test]
+    fn notifications_drop_what_they_name() {
+        let cache = live();
+        let u = user();
+        let sid = Uuid::now_v7();
+        cache.fill_token(cache.generation(), "j", u.id, Some(sid), state(&u));
+        cache.notified(&format!("s:{sid}"));
+        assert!(cache.user_token("j", u.id, Some(sid)).is_none());
+        cache.fill_token(cache.generation(), "j", u.id, Some(sid), state(&u));
+        cache.notified("j:j");
+        assert!(cache.user_token("j", u.id, Some(sid)).is_none());
+        cache.fill_token(cache.generation(), "j", u.id, Some(sid), state(&u));
+        cache.notified("garbage");
+        assert!(cache.user(u.id).is_none());
+    }
+}

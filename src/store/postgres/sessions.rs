@@ -1,0 +1,306 @@
+//! Sessions (refresh-token families), revoked access-token ids and the one-query check of
+//! an access token, in PostgreSQL.
+
+use chrono::{DateTime, Utc};
+use tokio_postgres::{GenericClient, Row};
+use uuid::Uuid;
+
+use super::cache::TokenState;
+use super::database;
+use super::users::{user_of, COLUMNS as USER_COLUMNS};
+use crate::domain::{RefreshToken, Session, User, UserId};
+use crate::store::record::{RefreshRecord, SessionRecord};
+use crate::store::{rotation, RefreshOutcome, Rotation, StoreError};
+
+const SESSION: &str = "id, user_id, scope, created_at, revoked_at";
+const TOKEN: &str = "hash, issued_at, expires_at, rotated_at";
+
+fn token_of(row: &Row) -> RefreshToken {
+    RefreshToken::from(RefreshRecord {
+        hash: row.get("hash"),
+        issued_at: row.get("issued_at"),
+        expires_at: row.get("expires_at"),
+        rotated_at: row.get("rotated_at"),
+    })
+}
+
+/// The session in `row` with its tokens, checked as the file store checks its records.
+async fn session_of(client: &impl GenericClient, row: &Row) -> Result<Session, StoreError> {
+    let id: Uuid = row.get("id");
+    let tokens = client
+        .query(
+            &format!("SELECT {TOKEN} FROM refresh_tokens WHERE session_id = $1 ORDER BY seq"),
+            &[&id],
+        )
+        .await
+        .map_err(database("read a session"))?;
+    let record = SessionRecord {
+        id,
+        user_id: row.get("user_id"),
+        scope: row.get("scope"),
+        created_at: row.get("created_at"),
+        revoked_at: row.get("revoked_at"),
+        tokens: tokens
+            .iter()
+            .map(|t| RefreshRecord::from(&token_of(t)))
+            .collect(),
+    };
+    Session::try_from(record).map_err(|reason| StoreError::Database {
+        context: "read a session".into(),
+        reason,
+    })
+}
+
+async fn insert_token(
+    client: &impl GenericClient,
+    session: Uuid,
+    token: &RefreshToken,
+) -> Result<(), StoreError> {
+    client
+        .execute(
+            &format!(
+                "INSERT INTO refresh_tokens (session_id, {TOKEN}) VALUES ($1, $2, $3, $4, $5)"
+            ),
+            &[
+                &session,
+                &token.hash,
+                &token.issued_at,
+                &token.expires_at,
+                &token.rotated_at,
+            ],
+        )
+        .await
+        .map_err(database("store a refresh token"))?;
+    Ok(())
+}
+
+/// A session and its tokens, in one transaction (also `store copy`'s way in).
+pub async fn insert_in(client: &impl GenericClient, session: &Session) -> Result<(), StoreError> {
+    let record = SessionRecord::from(session);
+    client
+        .execute(
+            &format!("INSERT INTO sessions ({SESSION}) VALUES ($1, $2, $3, $4, $5)"),
+            &[
+                &record.id,
+                &record.user_id,
+                &record.scope,
+                &record.created_at,
+                &record.revoked_at,
+            ],
+        )
+        .await
+        .map_err(database("record a login"))?;
+    for token in &session.tokens {
+        insert_token(client, session.id, token).await?;
+    }
+    Ok(())
+}
+
+pub async fn insert(
+    client: &mut tokio_postgres::Client,
+    session: &Session,
+) -> Result<(), StoreError> {
+    let tx = client
+        .transaction()
+        .await
+        .map_err(database("record a login"))?;
+    insert_in(&tx, session).await?;
+    tx.commit().await.map_err(database("record a login"))
+}
+
+/// Exchanges the presented token for `new`. The session's row lock makes concurrent
+/// presentations of its tokens (on any replica) take turns: the second sees the first's
+/// rotation and is judged by it (grace window or reuse), as in the file store.
+pub async fn refresh(
+    client: &mut tokio_postgres::Client,
+    presented: &str,
+    new: &RefreshToken,
+    grace: chrono::Duration,
+) -> Result<RefreshOutcome, StoreError> {
+    let context = "refresh a session";
+    let tx = client.transaction().await.map_err(database(context))?;
+    let row = tx
+        .query_opt(
+            &format!(
+                "SELECT {SESSION} FROM sessions WHERE id = \
+                 (SELECT session_id FROM refresh_tokens WHERE hash = $1) FOR UPDATE"
+            ),
+            &[&presented],
+        )
+        .await
+        .map_err(database(context))?;
+    let Some(row) = row else {
+        return Ok(RefreshOutcome::Invalid);
+    };
+    // Read after the lock is held: each statement sees what committed before it began.
+    let session = session_of(&tx, &row).await?;
+    let user = super::users::by_id(&tx, session.user_id).await?;
+    let now = new.issued_at;
+    let outcome = match rotation(&session, presented, user.as_ref(), now, grace) {
+        Rotation::Invalid => RefreshOutcome::Invalid,
+        Rotation::Reused => {
+            revoke(&tx, session.id, now).await?;
+            RefreshOutcome::Reused {
+                session_id: session.id,
+                user_id: session.user_id,
+            }
+        }
+        Rotation::Rotate { benign_race, user } => {
+            // The grace window runs from the first rotation, not the latest replay.
+            tx.execute(
+                "UPDATE refresh_tokens SET rotated_at = coalesce(rotated_at, $2) WHERE hash = $1",
+                &[&presented, &now],
+            )
+            .await
+            .map_err(database(context))?;
+            insert_token(&tx, session.id, new).await?;
+            if session.tokens.len() >= Session::MAX_HISTORY {
+                tx.execute(
+                    "DELETE FROM refresh_tokens WHERE session_id = $1 AND seq <= \
+                     (SELECT seq FROM refresh_tokens WHERE session_id = $1 \
+                      ORDER BY seq DESC OFFSET $2 LIMIT 1)",
+                    &[&session.id, &(Session::MAX_HISTORY as i64)],
+                )
+                .await
+                .map_err(database(context))?;
+            }
+            RefreshOutcome::Rotated {
+                session_id: session.id,
+                scope: session.scope,
+                user: User::clone(user),
+                benign_race,
+            }
+        }
+    };
+    tx.commit().await.map_err(database(context))?;
+    Ok(outcome)
+}
+
+async fn one_session(
+    client: &impl GenericClient,
+    sql: &str,
+    key: &(dyn tokio_postgres::types::ToSql + Sync),
+) -> Result<Option<Session>, StoreError> {
+    let row = client
+        .query_opt(sql, &[key])
+        .await
+        .map_err(database("read a session"))?;
+    match row {
+        Some(row) => Ok(Some(session_of(client, &row).await?)),
+        None => Ok(None),
+    }
+}
+
+pub async fn by_refresh(
+    client: &impl GenericClient,
+    hash: &str,
+) -> Result<Option<Session>, StoreError> {
+    let sql = format!(
+        "SELECT {SESSION} FROM sessions WHERE id = \
+         (SELECT session_id FROM refresh_tokens WHERE hash = $1)"
+    );
+    one_session(client, &sql, &hash).await
+}
+
+pub async fn by_id(client: &impl GenericClient, id: Uuid) -> Result<Option<Session>, StoreError> {
+    let sql = format!("SELECT {SESSION} FROM sessions WHERE id = $1");
+    one_session(client, &sql, &id).await
+}
+
+/// Revokes a session (idempotent: the first revocation's time stays).
+pub async fn revoke(
+    client: &impl GenericClient,
+    id: Uuid,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    client
+        .execute(
+            "UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+            &[&id, &at],
+        )
+        .await
+        .map_err(database("revoke a session"))?;
+    Ok(())
+}
+
+/// Revokes an access token's `jti` until `expires_at` (idempotent).
+pub async fn revoke_jti(
+    client: &impl GenericClient,
+    jti: &str,
+    expires_at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    client
+        .execute(
+            "INSERT INTO revoked_jtis (jti, expires_at) VALUES ($1, $2) \
+             ON CONFLICT (jti) DO NOTHING",
+            &[&jti, &expires_at],
+        )
+        .await
+        .map_err(database("revoke a token"))?;
+    Ok(())
+}
+
+pub async fn is_jti_revoked(client: &impl GenericClient, jti: &str) -> Result<bool, StoreError> {
+    let row = client
+        .query_opt("SELECT 1 FROM revoked_jtis WHERE jti = $1", &[&jti])
+        .await
+        .map_err(database("check a revocation"))?;
+    Ok(row.is_some())
+}
+
+/// Everything an access token's check needs, in one query: whether its `jti` or its
+/// session is revoked (an unknown session is not), and its user if they exist.
+pub async fn token_state(
+    client: &impl GenericClient,
+    jti: &str,
+    user: UserId,
+    session: Option<Uuid>,
+) -> Result<TokenState, StoreError> {
+    let sql = format!(
+        "SELECT EXISTS (SELECT 1 FROM revoked_jtis WHERE jti = $1) AS jti_revoked, \
+         coalesce((SELECT revoked_at IS NOT NULL FROM sessions WHERE id = $3), false) \
+         AS session_revoked, u.id IS NOT NULL AS user_exists, {} \
+         FROM (VALUES (1)) AS one LEFT JOIN users u ON u.id = $2",
+        USER_COLUMNS
+            .split(", ")
+            .map(|c| format!("u.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let row = client
+        .query_one(&sql, &[&jti, &user, &session])
+        .await
+        .map_err(database("check a token"))?;
+    let exists: bool = row.get("user_exists");
+    Ok(TokenState {
+        jti_revoked: row.get("jti_revoked"),
+        session_revoked: row.get("session_revoked"),
+        user: if exists { Some(user_of(&row)?) } else { None },
+    })
+}
+
+/// Forgets what can no longer matter, as the file store's prune: sessions whose newest
+/// token expired, sessions revoked longer than `retention` ago (sessions of deleted users
+/// went with them), token ids past their expiry, and failure windows long over.
+pub async fn prune(
+    client: &impl GenericClient,
+    now: DateTime<Utc>,
+    retention: chrono::Duration,
+) -> Result<usize, StoreError> {
+    let context = "prune";
+    let sessions = client
+        .execute(
+            "DELETE FROM sessions s WHERE s.revoked_at <= $2 OR NOT EXISTS \
+             (SELECT 1 FROM refresh_tokens t WHERE t.session_id = s.id AND t.expires_at > $1 \
+              AND t.seq = (SELECT max(seq) FROM refresh_tokens WHERE session_id = s.id))",
+            &[&now, &(now - retention)],
+        )
+        .await
+        .map_err(database(context))?;
+    let jtis = client
+        .execute("DELETE FROM revoked_jtis WHERE expires_at <= $1", &[&now])
+        .await
+        .map_err(database(context))?;
+    super::failures::prune(client, now).await?;
+    Ok((sessions + jtis) as usize)
+}
