@@ -25,7 +25,7 @@ pub struct Cli {
 pub enum Command {
     /// Run the HTTP service (the default).
     Serve,
-    /// Manage user accounts in DATA_DIR.
+    /// Manage user accounts in the store (DATA_DIR, or DATABASE_URL).
     #[command(subcommand)]
     Users(UsersCommand),
     /// Manage service clients (client_credentials). Works while the server runs.
