@@ -149,7 +149,10 @@ impl State {
             self.remove_session(*id);
         }
         let before = self.revoked_jtis.len();
-        self.revoked_jtis.retain(|_, exp| *exp > now);
+        // Kept past `exp` for as long as a token is still accepted after it (the leeway).
+        let accepted_until = chrono::Duration::seconds(crate::auth::tokens::LEEWAY_SECS as i64);
+        self.revoked_jtis
+            .retain(|_, exp| *exp + accepted_until > now);
         dead.len() + before - self.revoked_jtis.len()
     }
 
@@ -1153,13 +1156,12 @@ mod tests {
         drop(store);
         let store = open(dir.path());
         assert!(store.is_jti_revoked("j1").await.unwrap());
-        assert_eq!(
-            store
-                .prune(crate::domain::now() + chrono::Duration::seconds(2))
-                .await
-                .unwrap(),
-            2
-        );
+        // Past j1's expiry but within the verifier's leeway: j1 is still refused.
+        let in_leeway = crate::domain::now() + chrono::Duration::seconds(3);
+        assert_eq!(store.prune(in_leeway).await.unwrap(), 1, "the session only");
+        assert!(store.is_jti_revoked("j1").await.unwrap());
+        let after = crate::domain::now() + chrono::Duration::seconds(8);
+        assert_eq!(store.prune(after).await.unwrap(), 1);
         assert!(!store.is_jti_revoked("j1").await.unwrap());
         assert!(store.is_jti_revoked("j2").await.unwrap());
         assert!(store.session(expiring.id).await.unwrap().is_none());

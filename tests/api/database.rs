@@ -115,6 +115,25 @@ impl Cluster {
         assert!(stopped.status.success(), "pg_ctl stop: {stopped:?}");
     }
 
+    /// Sends `signal` (`STOP`, `CONT`) to every process of the cluster.
+    pub fn signal(&self, signal: &str) {
+        let pid = std::fs::read_to_string(self.dir.join("data/postmaster.pid")).unwrap();
+        let pid = pid.lines().next().unwrap().trim().to_owned();
+        let children = Command::new("pgrep").args(["-P", &pid]).output().unwrap();
+        let mut pids = vec![pid];
+        pids.extend(
+            String::from_utf8_lossy(&children.stdout)
+                .split_whitespace()
+                .map(str::to_owned),
+        );
+        let sent = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .args(&pids)
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    }
+
     /// Starts it again on the same port.
     pub fn restart(&self) {
         self.pg_ctl_start();

@@ -329,6 +329,51 @@ fn login_failures_on_every_replica_count_together() {
         assert_eq!(reply.status, 429, "{}", reply.body);
         assert!(reply.retry_after.is_some());
     }
+
+    // One address spraying many accounts over both replicas: its budget (ten times an
+    // account's) is shared too.
+    let (_dir, _db, a, b) = two(&[("LOGIN_MAX_FAILURES", "1")]);
+    for i in 0..10 {
+        let replica = if i % 2 == 0 { &a } else { &b };
+        let reply = replica.login(&format!("victim{i}@example.com"), "wrong password");
+        assert_eq!(reply.status, 400, "{}", reply.body);
+    }
+    for replica in [&a, &b] {
+        assert_eq!(replica.login("fresh@example.com", PASSWORD).status, 429);
+    }
+}
+
+/// The listeners' connections are cut again and again while A revokes tokens: B, whose
+/// cache had accepted each token, refuses it within a second every time (it reads
+/// through while its listener is down, and empties its cache when it is back).
+#[test]
+fn a_replica_whose_listener_drops_does_not_serve_stale_state() {
+    let (_dir, db, a, b) = two(&[]);
+    assert_eq!(a.signup("ann@example.com", PASSWORD).status, 201);
+    let listeners = |what: &str| {
+        super::database::query_value(
+            &db.url,
+            &format!(
+                "SELECT count({what}) FROM pg_stat_activity WHERE application_name = '{}'",
+                simple_api::store::postgres::LISTENER_NAME
+            ),
+        )
+    };
+    within(Duration::from_secs(3), || listeners("*") == "2"); // one per replica
+    let cut = || listeners("pg_terminate_backend(pid)");
+    for _ in 0..5 {
+        let (access, _) = a.tokens("ann@example.com", PASSWORD);
+        within(Duration::from_secs(2), || b.me(&access).status == 200);
+        cut();
+        assert_eq!(a.revoke(&access).status, 200);
+        let took = within(Duration::from_secs(1), || b.me(&access).status == 401);
+        assert!(took < Duration::from_secs(1), "{took:?}");
+    }
+    // Back to normal: the listener reconnected, and B still follows A.
+    let (access, _) = a.tokens("ann@example.com", PASSWORD);
+    assert_eq!(b.me(&access).status, 200);
+    assert_eq!(a.revoke(&access).status, 200);
+    within(Duration::from_secs(1), || b.me(&access).status == 401);
 }
 
 /// Runs the CLI on `dir` (and the database, if given); its one line of JSON.
@@ -457,6 +502,40 @@ fn postgresql_stopping_gives_quick_503s_and_coming_back_heals_without_a_restart(
     assert_eq!(a.refresh(&refresh).status, 200);
     assert_eq!(a.signup("bob@example.com", PASSWORD).status, 201);
     a.tokens("bob@example.com", PASSWORD);
+}
+
+/// A database that accepts connections but does not answer (its processes stopped, as
+/// a paused VM or a partition looks): requests get 503 after the operation bound instead
+/// of hanging, and everything works again when it resumes.
+#[test]
+fn a_database_that_stops_answering_gives_503s_not_hangs() {
+    let db = own_cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let a = Replica::start(dir.path(), "a", &db.url, &[]);
+    assert_eq!(a.signup("ann@example.com", PASSWORD).status, 201);
+    let (access, _) = a.tokens("ann@example.com", PASSWORD);
+    db.cluster().signal("STOP");
+    for _ in 0..2 {
+        let started = Instant::now();
+        let reply = a.me(&access);
+        assert_eq!(reply.status, 503, "{}", reply.body);
+        assert_eq!(reply.retry_after.as_deref(), Some("1"));
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        let started = Instant::now();
+        assert_eq!(a.login("ann@example.com", PASSWORD).status, 503);
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    db.cluster().signal("CONT");
+    within(Duration::from_secs(10), || a.me(&access).status == 200);
+    a.tokens("ann@example.com", PASSWORD);
 }
 
 #[test]

@@ -26,9 +26,9 @@ pub const CHANNEL: &str = "simple_api";
 /// Entries kept at most (users, sessions and token ids together); beyond that the cache
 /// starts over, which costs only misses.
 const MAX_ENTRIES: usize = 200_000;
-/// How often the listener checks its connection is alive, and how long it waits for the
-/// answer: a connection that silently died is noticed within about this long.
-const HEARTBEAT: Duration = Duration::from_secs(1);
+/// How often the listener proves that notifications reach it, and how long one may take:
+/// a listener that silently stopped hearing is noticed within twice this.
+const HEARTBEAT: Duration = Duration::from_millis(300);
 /// Pause between reconnection attempts.
 const RECONNECT: Duration = Duration::from_millis(250);
 
@@ -227,13 +227,19 @@ fn answer(jti_revoked: bool, session_revoked: bool, user: Option<Arc<User>>) -> 
 /// This replica's listener, for as long as the store lives: connects, LISTENs, keeps the
 /// cache live while the connection is, and reconnects when it drops.
 pub async fn listen(config: tokio_postgres::Config, cache: Arc<Cache>) {
+    // Each outage is reported once (then at debug level while it lasts).
+    let mut reported = false;
     loop {
         let ended = listen_once(&config, &cache).await;
         if cache.is_live() {
             cache.lost();
-            tracing::warn!(reason = %ended, "PostgreSQL listener disconnected: reading through to the database until it is back");
+            reported = false;
+        }
+        if reported {
+            tracing::debug!(reason = %ended, "PostgreSQL listener still down");
         } else {
-            tracing::debug!(reason = %ended, "PostgreSQL listener: cannot connect yet");
+            tracing::warn!(reason = %ended, "PostgreSQL listener down: this replica reads through to the database until it is back");
+            reported = true;
         }
         tokio::time::sleep(RECONNECT).await;
     }
@@ -264,19 +270,44 @@ async fn listen_once(config: &tokio_postgres::Config, cache: &Cache) -> String {
     if let Err(e) = client.batch_execute(&format!("LISTEN {CHANNEL}")).await {
         return e.to_string();
     }
-    cache.resynchronised();
-    tracing::info!("PostgreSQL listener connected: this replica's cache is in use");
+    let notify = match client.prepare("SELECT pg_notify($1, $2)").await {
+        Ok(statement) => statement,
+        Err(e) => return e.to_string(),
+    };
+    // The heartbeat is a notification this listener sends itself on the channel: it
+    // proves end to end that notifications arrive (a live connection that is not
+    // delivering them, e.g. through a transaction-pooling proxy, fails it).
+    let nonce = Uuid::new_v4().simple().to_string();
+    let beat = |n: u64| format!("hb:{nonce}:{n}");
+    let mut sent = 0;
+    let mut awaiting = false;
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let ended = loop {
         tokio::select! {
             message = notifications.recv() => match message {
+                Some(Ok(payload)) if payload.starts_with("hb:") => {
+                    if payload == beat(sent) && awaiting {
+                        awaiting = false;
+                        if !cache.is_live() {
+                            cache.resynchronised();
+                            tracing::info!("PostgreSQL listener connected: this replica's cache is in use");
+                        }
+                    }
+                }
                 Some(Ok(payload)) => cache.notified(&payload),
                 Some(Err(e)) => break e,
                 None => break "the connection closed".to_owned(),
             },
             _ = heartbeat.tick() => {
-                match tokio::time::timeout(HEARTBEAT, client.simple_query("")).await {
-                    Ok(Ok(_)) => {}
+                if awaiting {
+                    break format!("a heartbeat notification did not arrive within {HEARTBEAT:?}");
+                }
+                sent += 1;
+                let payload = beat(sent);
+                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&CHANNEL, &payload];
+                match tokio::time::timeout(HEARTBEAT, client.execute(&notify, &params)).await {
+                    Ok(Ok(_)) => awaiting = true,
                     Ok(Err(e)) => break e.to_string(),
                     Err(_) => break "no answer to a heartbeat".to_owned(),
                 }

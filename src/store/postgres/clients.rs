@@ -1,8 +1,9 @@
 //! Service clients in PostgreSQL: a row each.
 
-use tokio_postgres::{GenericClient, Row};
+use deadpool_postgres::GenericClient;
+use tokio_postgres::Row;
 
-use super::database;
+use super::{database, exec, row_opt, rows};
 use crate::domain::{Client, ClientId};
 use crate::store::record::ClientRecord;
 use crate::store::StoreError;
@@ -27,31 +28,30 @@ fn client_of(row: &Row) -> Result<Client, StoreError> {
 /// Adds or replaces a client (registration, secret rotation, scope change).
 pub async fn put(client: &impl GenericClient, c: &Client) -> Result<(), StoreError> {
     let record = ClientRecord::from(c);
-    client
-        .execute(
-            &format!(
-                "INSERT INTO clients ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6) \
+    exec(
+        client,
+        &format!(
+            "INSERT INTO clients ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6) \
                  ON CONFLICT (id) DO UPDATE SET name = $2, scope = $3, secret_hash = $4, \
                  created_at = $5, secret_rotated_at = $6"
-            ),
-            &[
-                &record.id,
-                &record.name,
-                &record.scope,
-                &record.secret_hash,
-                &record.created_at,
-                &record.secret_rotated_at,
-            ],
-        )
-        .await
-        .map_err(database("store a client"))?;
+        ),
+        &[
+            &record.id,
+            &record.name,
+            &record.scope,
+            &record.secret_hash,
+            &record.created_at,
+            &record.secret_rotated_at,
+        ],
+    )
+    .await
+    .map_err(database("store a client"))?;
     Ok(())
 }
 
 pub async fn get(client: &impl GenericClient, id: ClientId) -> Result<Option<Client>, StoreError> {
     let sql = format!("SELECT {COLUMNS} FROM clients WHERE id = $1");
-    let row = client
-        .query_opt(&sql, &[&id])
+    let row = row_opt(client, &sql, &[&id])
         .await
         .map_err(database("read a client"))?;
     row.as_ref().map(client_of).transpose()
@@ -59,8 +59,7 @@ pub async fn get(client: &impl GenericClient, id: ClientId) -> Result<Option<Cli
 
 pub async fn delete(client: &impl GenericClient, id: ClientId) -> Result<Client, StoreError> {
     let sql = format!("DELETE FROM clients WHERE id = $1 RETURNING {COLUMNS}");
-    let row = client
-        .query_opt(&sql, &[&id])
+    let row = row_opt(client, &sql, &[&id])
         .await
         .map_err(database("delete a client"))?
         .ok_or(StoreError::NotFound)?;
@@ -70,8 +69,7 @@ pub async fn delete(client: &impl GenericClient, id: ClientId) -> Result<Client,
 /// Oldest first, as the file store lists them.
 pub async fn list(client: &impl GenericClient) -> Result<Vec<Client>, StoreError> {
     let sql = format!("SELECT {COLUMNS} FROM clients ORDER BY created_at, id");
-    client
-        .query(&sql, &[])
+    rows(client, &sql, &[])
         .await
         .map_err(database("list clients"))?
         .iter()

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::{clients, database, sessions, users, PgStore};
+use super::{clients, database, row_one, sessions, users, PgStore};
 use crate::store::{Export, StoreError};
 
 /// What was copied.
@@ -33,9 +33,7 @@ pub async fn copy_into(
             context: context.into(),
             reason: e.to_string(),
         })?;
-    let tx = tokio_postgres::Client::transaction(&mut conn)
-        .await
-        .map_err(database(context))?;
+    let tx = conn.transaction().await.map_err(database(context))?;
     // Serialise with other copies and with nothing else: the emptiness check below holds
     // until commit.
     tx.batch_execute(
@@ -44,15 +42,15 @@ pub async fn copy_into(
     )
     .await
     .map_err(database(context))?;
-    let occupied: bool = tx
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM users) OR EXISTS (SELECT 1 FROM clients) \
+    let occupied: bool = row_one(
+        &tx,
+        "SELECT EXISTS (SELECT 1 FROM users) OR EXISTS (SELECT 1 FROM clients) \
              OR EXISTS (SELECT 1 FROM revoked_jtis)",
-            &[],
-        )
-        .await
-        .map_err(database(context))?
-        .get(0);
+        &[],
+    )
+    .await
+    .map_err(database(context))?
+    .get(0);
     if occupied && !overwrite {
         return Err(StoreError::Database {
             context: context.into(),

@@ -5,10 +5,9 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-use tokio_postgres::GenericClient;
+use deadpool_postgres::GenericClient;
 
-use super::{database, PgStore};
+use super::{database, exec, rows, PgStore};
 use crate::store::{FailureCounts, StoreError};
 
 #[async_trait]
@@ -16,8 +15,9 @@ impl FailureCounts for PgStore {
     async fn blocked(&self, keys: &[(String, u32)]) -> Result<Option<Duration>, StoreError> {
         let names: Vec<&str> = keys.iter().map(|(k, _)| k.as_str()).collect();
         let rows = self
-            .with("check login failures", |c| async move {
-                c.query(
+            .with("check login failures", async move |c| {
+                rows(
+                    &*c,
                     "SELECT key, failures, \
                      extract(epoch FROM window_end - now())::float8 AS remaining \
                      FROM login_failures WHERE key = ANY($1) AND window_end > now()",
@@ -42,9 +42,8 @@ impl FailureCounts for PgStore {
 
     async fn record_failure(&self, keys: &[String], window: Duration) -> Result<(), StoreError> {
         let seconds = window.as_secs_f64();
-        self.with("count a login failure", |c| async move {
-            c.execute(
-                "INSERT INTO login_failures (key, window_start, window_end, failures) \
+        self.with("count a login failure", async move |c| {
+            exec(&*c, "INSERT INTO login_failures (key, window_start, window_end, failures) \
                  SELECT k, now(), now() + make_interval(secs => $2), 1 FROM unnest($1::text[]) AS k \
                  ON CONFLICT (key) DO UPDATE SET \
                  failures = CASE WHEN login_failures.window_end <= now() THEN 1 \
@@ -64,8 +63,8 @@ impl FailureCounts for PgStore {
     }
 
     async fn clear(&self, key: &str) -> Result<(), StoreError> {
-        self.with("clear login failures", |c| async move {
-            c.execute("DELETE FROM login_failures WHERE key = $1", &[&key])
+        self.with("clear login failures", async move |c| {
+            exec(&*c, "DELETE FROM login_failures WHERE key = $1", &[&key])
                 .await
                 .map_err(database("clear login failures"))
         })
@@ -75,9 +74,12 @@ impl FailureCounts for PgStore {
 }
 
 /// Forgets windows that have ended.
-pub async fn prune(client: &impl GenericClient, now: DateTime<Utc>) -> Result<u64, StoreError> {
-    client
-        .execute("DELETE FROM login_failures WHERE window_end <= $1", &[&now])
-        .await
-        .map_err(database("prune login failures"))
+pub async fn prune(client: &impl GenericClient) -> Result<u64, StoreError> {
+    exec(
+        client,
+        "DELETE FROM login_failures WHERE window_end <= now()",
+        &[],
+    )
+    .await
+    .map_err(database("prune login failures"))
 }

@@ -23,6 +23,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "change notifications, refresh token order",
         sql: include_str!("0002_notify.sql"),
     },
+    Migration {
+        version: 3,
+        name: "notifications for bulk changes",
+        sql: include_str!("0003_notify_bulk.sql"),
+    },
 ];
 
 /// The advisory lock all simple-api migrations take ("simple-a" in ASCII).
@@ -31,6 +36,28 @@ const LOCK: i64 = 0x7369_6d70_6c65_2d61;
 /// Applies the migrations this database lacks; returns their versions (empty: it was up
 /// to date). A database migrated by a newer build is refused rather than guessed at.
 pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<Vec<i32>, StoreError> {
+    let known = MIGRATIONS.last().map_or(0, |m| m.version);
+    // Up to date: nothing to lock or create, so a role without DDL rights (common on
+    // PostgreSQL 15+, where `public` is not writable by default) can run the service once
+    // an owner has migrated.
+    let exists: bool = client
+        .query_one("SELECT to_regclass('schema_migrations') IS NOT NULL", &[])
+        .await
+        .map_err(database("read schema_migrations"))?
+        .get(0);
+    if exists {
+        let current: i32 = client
+            .query_one(
+                "SELECT coalesce(max(version), 0) FROM schema_migrations",
+                &[],
+            )
+            .await
+            .map_err(database("read schema_migrations"))?
+            .get(0);
+        if current == known {
+            return Ok(Vec::new());
+        }
+    }
     let tx = client
         .transaction()
         .await
@@ -58,7 +85,6 @@ pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<Vec<i32>, St
         .iter()
         .map(|row| row.get(0))
         .collect();
-    let known = MIGRATIONS.last().map_or(0, |m| m.version);
     if let Some(newer) = applied.iter().copied().filter(|v| *v > known).max() {
         return Err(StoreError::Database {
             context: "migrations".into(),

@@ -14,13 +14,16 @@ mod users;
 pub use copy::{copy_into, CopyReport};
 pub use migrations::{migrate, Migration, MIGRATIONS};
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{
+    GenericClient, Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime,
+};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Row;
 use uuid::Uuid;
 
 use self::cache::Cache;
@@ -34,8 +37,13 @@ const POOL_SIZE: usize = 16;
 /// answers 503 within a second instead of hanging.
 const WAIT: Duration = Duration::from_millis(800);
 /// The most any one store operation may take before it is answered 503 (a database that
-/// accepts connections but does not answer).
-const OPERATION: Duration = Duration::from_secs(5);
+/// accepts connections but does not answer). Operations take milliseconds; this only
+/// bounds a database that stopped answering.
+const OPERATION: Duration = Duration::from_secs(2);
+/// How the service's connections name themselves in `pg_stat_activity` (unless
+/// DATABASE_URL sets `application_name`).
+pub const POOL_NAME: &str = "simple-api";
+pub const LISTENER_NAME: &str = "simple-api listener";
 /// How long a revoked session is remembered, as in the file store: as long as an access
 /// token of it may still be valid.
 const REVOKED_RETENTION: chrono::Duration = chrono::Duration::days(1);
@@ -93,14 +101,60 @@ pub fn database(context: &str) -> impl FnOnce(tokio_postgres::Error) -> StoreErr
     }
 }
 
+// Every statement goes through its connection's statement cache: parsed once per
+// connection, then one round trip per use (tokio-postgres alone prepares it every time).
+
+async fn rows(
+    client: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<Row>, tokio_postgres::Error> {
+    let statement = client.prepare_cached(sql).await?;
+    client.query(&statement, params).await
+}
+
+async fn row_opt(
+    client: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Option<Row>, tokio_postgres::Error> {
+    let statement = client.prepare_cached(sql).await?;
+    client.query_opt(&statement, params).await
+}
+
+async fn row_one(
+    client: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Row, tokio_postgres::Error> {
+    let statement = client.prepare_cached(sql).await?;
+    client.query_one(&statement, params).await
+}
+
+async fn exec(
+    client: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<u64, tokio_postgres::Error> {
+    let statement = client.prepare_cached(sql).await?;
+    client.execute(&statement, params).await
+}
+
 impl PgStore {
     /// Opens the store for a server: applies pending migrations (under their lock, so
     /// replicas starting together do not race), then starts this replica's listener.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         let mut store = Self::open_unlisted(url).await?;
         store.cache = Arc::new(Cache::new());
+        let mut config = parse_url(url)?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(WAIT);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name(LISTENER_NAME);
+        }
         store.listener = Some(tokio::spawn(cache::listen(
-            parse_url(url)?,
+            config,
             Arc::clone(&store.cache),
         )));
         Ok(store)
@@ -113,6 +167,9 @@ impl PgStore {
         migrate(&mut connect(url).await?).await?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(WAIT);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name(POOL_NAME);
         }
         let manager = Manager::from_config(
             config,
@@ -141,43 +198,53 @@ impl PgStore {
         })
     }
 
-    /// Runs one store operation on a pooled connection, bounded in time.
-    async fn with<T, F, Fut>(&self, context: &'static str, f: F) -> Result<T, StoreError>
-    where
-        F: FnOnce(deadpool_postgres::Object) -> Fut,
-        Fut: Future<Output = Result<T, StoreError>>,
-    {
-        let work = async {
-            let conn = self.pool.get().await.map_err(|e| StoreError::Database {
-                context: context.into(),
-                reason: match e {
-                    deadpool_postgres::PoolError::Backend(e) => database(context)(e).to_string(),
-                    other => other.to_string(),
-                },
-            })?;
-            f(conn).await
+    /// Runs one store operation on a pooled connection, bounded in time. A connection
+    /// whose operation timed out is closed, not returned to the pool: it may be stuck on
+    /// a database that stopped answering, and the next request must not inherit it.
+    async fn with<T>(
+        &self,
+        context: &'static str,
+        f: impl AsyncFnOnce(&mut Object) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let timed_out = || StoreError::Database {
+            context: context.into(),
+            reason: "the database did not answer in time".into(),
         };
-        tokio::time::timeout(OPERATION, work)
-            .await
-            .unwrap_or_else(|_| {
-                Err(StoreError::Database {
+        let mut conn = match tokio::time::timeout(OPERATION, self.pool.get()).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => {
+                return Err(StoreError::Database {
                     context: context.into(),
-                    reason: "the database did not answer in time".into(),
+                    reason: match e {
+                        deadpool_postgres::PoolError::Backend(e) => {
+                            database(context)(e).to_string()
+                        }
+                        other => other.to_string(),
+                    },
                 })
-            })
+            }
+            Err(_) => return Err(timed_out()),
+        };
+        match tokio::time::timeout(OPERATION, f(&mut conn)).await {
+            Ok(result) => result,
+            Err(_) => {
+                drop(Object::take(conn));
+                Err(timed_out())
+            }
+        }
     }
 
     /// Whether the database holds anything yet (`store copy` refuses to mix stores).
     pub async fn is_empty(&self) -> Result<bool, StoreError> {
-        self.with("inspect the database", |c| async move {
-            let row = c
-                .query_one(
-                    "SELECT NOT EXISTS (SELECT 1 FROM users) AND NOT EXISTS (SELECT 1 FROM clients) \
+        self.with("inspect the database", async move |c| {
+            let row = row_one(
+                &*c,
+                "SELECT NOT EXISTS (SELECT 1 FROM users) AND NOT EXISTS (SELECT 1 FROM clients) \
                      AND NOT EXISTS (SELECT 1 FROM revoked_jtis)",
-                    &[],
-                )
-                .await
-                .map_err(database("inspect the database"))?;
+                &[],
+            )
+            .await
+            .map_err(database("inspect the database"))?;
             Ok(row.get(0))
         })
         .await
@@ -192,8 +259,8 @@ impl PgStore {
 impl Store for PgStore {
     async fn create_user(&self, user: User) -> Result<(), StoreError> {
         let id = user.id;
-        self.with("create a user", |c| async move {
-            users::insert(&**c, &user).await
+        self.with("create a user", async move |c| {
+            users::insert(&*c, &user).await
         })
         .await?;
         self.cache.forget_user(id);
@@ -202,8 +269,8 @@ impl Store for PgStore {
 
     async fn update_user(&self, id: UserId, update: UserUpdate) -> Result<User, StoreError> {
         let user = self
-            .with("update a user", |mut c| async move {
-                users::update(&mut c, id, update).await
+            .with("update a user", async move |c| {
+                users::update(c, id, update).await
             })
             .await?;
         self.cache.forget_user(id);
@@ -212,10 +279,7 @@ impl Store for PgStore {
 
     async fn delete_user(&self, id: UserId) -> Result<User, StoreError> {
         let user = self
-            .with(
-                "delete a user",
-                |c| async move { users::delete(&**c, id).await },
-            )
+            .with("delete a user", async move |c| users::delete(&*c, id).await)
             .await?;
         self.cache.forget_user(id);
         Ok(user)
@@ -227,10 +291,7 @@ impl Store for PgStore {
         }
         let generation = self.cache.generation();
         let user = self
-            .with(
-                "read a user",
-                |c| async move { users::by_id(&**c, id).await },
-            )
+            .with("read a user", async move |c| users::by_id(&*c, id).await)
             .await?
             .map(Arc::new);
         self.cache.fill_user(generation, id, user.clone());
@@ -239,29 +300,29 @@ impl Store for PgStore {
 
     async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
         let email = email.to_owned();
-        self.with("read a user", |c| async move {
-            users::by_email(&**c, &email).await
+        self.with("read a user", async move |c| {
+            users::by_email(&*c, &email).await
         })
         .await
     }
 
     async fn list_users(&self, offset: usize, limit: usize) -> Result<Vec<Arc<User>>, StoreError> {
         let users = self
-            .with("list users", |c| async move {
-                users::list(&**c, offset, limit).await
+            .with("list users", async move |c| {
+                users::list(&*c, offset, limit).await
             })
             .await?;
         Ok(users.into_iter().map(Arc::new).collect())
     }
 
     async fn count_users(&self) -> Result<usize, StoreError> {
-        self.with("count users", |c| async move { users::count(&**c).await })
+        self.with("count users", async move |c| users::count(&*c).await)
             .await
     }
 
     async fn create_session(&self, session: Session) -> Result<(), StoreError> {
-        self.with("record a login", |mut c| async move {
-            sessions::insert(&mut c, &session).await
+        self.with("record a login", async move |c| {
+            sessions::insert(c, &session).await
         })
         .await
     }
@@ -273,8 +334,8 @@ impl Store for PgStore {
         grace: chrono::Duration,
     ) -> Result<RefreshOutcome, StoreError> {
         let outcome = self
-            .with("refresh a session", |mut c| async move {
-                sessions::refresh(&mut c, &presented, &new, grace).await
+            .with("refresh a session", async move |c| {
+                sessions::refresh(c, &presented, &new, grace).await
             })
             .await?;
         if let RefreshOutcome::Reused { session_id, .. } = &outcome {
@@ -285,15 +346,15 @@ impl Store for PgStore {
 
     async fn session_by_refresh(&self, hash: &str) -> Result<Option<Session>, StoreError> {
         let hash = hash.to_owned();
-        self.with("read a session", |c| async move {
-            sessions::by_refresh(&**c, &hash).await
+        self.with("read a session", async move |c| {
+            sessions::by_refresh(&*c, &hash).await
         })
         .await
     }
 
     async fn session(&self, id: Uuid) -> Result<Option<Session>, StoreError> {
-        self.with("read a session", |c| async move {
-            sessions::by_id(&**c, id).await
+        self.with("read a session", async move |c| {
+            sessions::by_id(&*c, id).await
         })
         .await
     }
@@ -306,8 +367,8 @@ impl Store for PgStore {
     }
 
     async fn revoke_session(&self, id: Uuid) -> Result<(), StoreError> {
-        self.with("revoke a session", |c| async move {
-            sessions::revoke(&**c, id, crate::domain::now()).await
+        self.with("revoke a session", async move |c| {
+            sessions::revoke(&*c, id, crate::domain::now()).await
         })
         .await?;
         self.cache.forget_session(id);
@@ -316,8 +377,8 @@ impl Store for PgStore {
 
     async fn revoke_jti(&self, jti: String, expires_at: DateTime<Utc>) -> Result<(), StoreError> {
         let forget = jti.clone();
-        self.with("revoke a token", |c| async move {
-            sessions::revoke_jti(&**c, &jti, expires_at).await
+        self.with("revoke a token", async move |c| {
+            sessions::revoke_jti(&*c, &jti, expires_at).await
         })
         .await?;
         self.cache.forget_jti(&forget);
@@ -326,8 +387,8 @@ impl Store for PgStore {
 
     async fn is_jti_revoked(&self, jti: &str) -> Result<bool, StoreError> {
         let jti = jti.to_owned();
-        self.with("check a revocation", |c| async move {
-            sessions::is_jti_revoked(&**c, &jti).await
+        self.with("check a revocation", async move |c| {
+            sessions::is_jti_revoked(&*c, &jti).await
         })
         .await
     }
@@ -346,43 +407,41 @@ impl Store for PgStore {
         let generation = self.cache.generation();
         let owned = jti.to_owned();
         let found = self
-            .with("check a token", |c| async move {
-                sessions::token_state(&**c, &owned, user, session).await
+            .with("check a token", async move |c| {
+                sessions::token_state(&*c, &owned, user, session).await
             })
             .await?;
         Ok(self.cache.fill_token(generation, jti, user, session, found))
     }
 
     async fn put_client(&self, client: Client) -> Result<(), StoreError> {
-        self.with("store a client", |c| async move {
-            clients::put(&**c, &client).await
+        self.with("store a client", async move |c| {
+            clients::put(&*c, &client).await
         })
         .await
     }
 
     async fn delete_client(&self, id: ClientId) -> Result<Client, StoreError> {
-        self.with("delete a client", |c| async move {
-            clients::delete(&**c, id).await
+        self.with("delete a client", async move |c| {
+            clients::delete(&*c, id).await
         })
         .await
     }
 
     async fn client(&self, id: ClientId) -> Result<Option<Client>, StoreError> {
-        self.with(
-            "read a client",
-            |c| async move { clients::get(&**c, id).await },
-        )
-        .await
-    }
-
-    async fn list_clients(&self) -> Result<Vec<Client>, StoreError> {
-        self.with("list clients", |c| async move { clients::list(&**c).await })
+        self.with("read a client", async move |c| clients::get(&*c, id).await)
             .await
     }
 
-    async fn prune(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
-        self.with("prune", |c| async move {
-            sessions::prune(&**c, now, REVOKED_RETENTION).await
+    async fn list_clients(&self) -> Result<Vec<Client>, StoreError> {
+        self.with("list clients", async move |c| clients::list(&*c).await)
+            .await
+    }
+
+    /// On the database's clock, not `now` (see `sessions::prune`).
+    async fn prune(&self, _now: DateTime<Utc>) -> Result<usize, StoreError> {
+        self.with("prune", async move |c| {
+            sessions::prune(c, REVOKED_RETENTION).await
         })
         .await
     }

@@ -2,12 +2,13 @@
 //! an access token, in PostgreSQL.
 
 use chrono::{DateTime, Utc};
-use tokio_postgres::{GenericClient, Row};
+use deadpool_postgres::GenericClient;
+use tokio_postgres::Row;
 use uuid::Uuid;
 
 use super::cache::TokenState;
-use super::database;
 use super::users::{user_of, COLUMNS as USER_COLUMNS};
+use super::{database, exec, row_one, row_opt, rows};
 use crate::domain::{RefreshToken, Session, User, UserId};
 use crate::store::record::{RefreshRecord, SessionRecord};
 use crate::store::{rotation, RefreshOutcome, Rotation, StoreError};
@@ -27,13 +28,13 @@ fn token_of(row: &Row) -> RefreshToken {
 /// The session in `row` with its tokens, checked as the file store checks its records.
 async fn session_of(client: &impl GenericClient, row: &Row) -> Result<Session, StoreError> {
     let id: Uuid = row.get("id");
-    let tokens = client
-        .query(
-            &format!("SELECT {TOKEN} FROM refresh_tokens WHERE session_id = $1 ORDER BY seq"),
-            &[&id],
-        )
-        .await
-        .map_err(database("read a session"))?;
+    let tokens = rows(
+        client,
+        &format!("SELECT {TOKEN} FROM refresh_tokens WHERE session_id = $1 ORDER BY seq"),
+        &[&id],
+    )
+    .await
+    .map_err(database("read a session"))?;
     let record = SessionRecord {
         id,
         user_id: row.get("user_id"),
@@ -56,50 +57,45 @@ async fn insert_token(
     session: Uuid,
     token: &RefreshToken,
 ) -> Result<(), StoreError> {
-    client
-        .execute(
-            &format!(
-                "INSERT INTO refresh_tokens (session_id, {TOKEN}) VALUES ($1, $2, $3, $4, $5)"
-            ),
-            &[
-                &session,
-                &token.hash,
-                &token.issued_at,
-                &token.expires_at,
-                &token.rotated_at,
-            ],
-        )
-        .await
-        .map_err(database("store a refresh token"))?;
+    exec(
+        client,
+        &format!("INSERT INTO refresh_tokens (session_id, {TOKEN}) VALUES ($1, $2, $3, $4, $5)"),
+        &[
+            &session,
+            &token.hash,
+            &token.issued_at,
+            &token.expires_at,
+            &token.rotated_at,
+        ],
+    )
+    .await
+    .map_err(database("store a refresh token"))?;
     Ok(())
 }
 
 /// A session and its tokens, in one transaction (also `store copy`'s way in).
 pub async fn insert_in(client: &impl GenericClient, session: &Session) -> Result<(), StoreError> {
     let record = SessionRecord::from(session);
-    client
-        .execute(
-            &format!("INSERT INTO sessions ({SESSION}) VALUES ($1, $2, $3, $4, $5)"),
-            &[
-                &record.id,
-                &record.user_id,
-                &record.scope,
-                &record.created_at,
-                &record.revoked_at,
-            ],
-        )
-        .await
-        .map_err(database("record a login"))?;
+    exec(
+        client,
+        &format!("INSERT INTO sessions ({SESSION}) VALUES ($1, $2, $3, $4, $5)"),
+        &[
+            &record.id,
+            &record.user_id,
+            &record.scope,
+            &record.created_at,
+            &record.revoked_at,
+        ],
+    )
+    .await
+    .map_err(database("record a login"))?;
     for token in &session.tokens {
         insert_token(client, session.id, token).await?;
     }
     Ok(())
 }
 
-pub async fn insert(
-    client: &mut tokio_postgres::Client,
-    session: &Session,
-) -> Result<(), StoreError> {
+pub async fn insert(client: &mut impl GenericClient, session: &Session) -> Result<(), StoreError> {
     let tx = client
         .transaction()
         .await
@@ -112,30 +108,40 @@ pub async fn insert(
 /// presentations of its tokens (on any replica) take turns: the second sees the first's
 /// rotation and is judged by it (grace window or reuse), as in the file store.
 pub async fn refresh(
-    client: &mut tokio_postgres::Client,
+    client: &mut impl GenericClient,
     presented: &str,
     new: &RefreshToken,
     grace: chrono::Duration,
 ) -> Result<RefreshOutcome, StoreError> {
     let context = "refresh a session";
     let tx = client.transaction().await.map_err(database(context))?;
-    let row = tx
-        .query_opt(
-            &format!(
-                "SELECT {SESSION} FROM sessions WHERE id = \
-                 (SELECT session_id FROM refresh_tokens WHERE hash = $1) FOR UPDATE"
-            ),
-            &[&presented],
-        )
+    // Each statement below must see what committed before it began (the other
+    // replica's rotation, once its lock is released), whatever the server's default.
+    tx.batch_execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
         .await
         .map_err(database(context))?;
+    let row = row_opt(
+        &tx,
+        &format!(
+            "SELECT {SESSION} FROM sessions WHERE id = \
+                 (SELECT session_id FROM refresh_tokens WHERE hash = $1) FOR UPDATE"
+        ),
+        &[&presented],
+    )
+    .await
+    .map_err(database(context))?;
     let Some(row) = row else {
         return Ok(RefreshOutcome::Invalid);
     };
     // Read after the lock is held: each statement sees what committed before it began.
     let session = session_of(&tx, &row).await?;
     let user = super::users::by_id(&tx, session.user_id).await?;
-    let now = new.issued_at;
+    // The database's clock, read under the lock, times rotations and judges the grace
+    // window: replicas' clocks may differ, the database's is one.
+    let now: DateTime<Utc> = row_one(&tx, "SELECT clock_timestamp()", &[])
+        .await
+        .map_err(database(context))?
+        .get(0);
     let outcome = match rotation(&session, presented, user.as_ref(), now, grace) {
         Rotation::Invalid => RefreshOutcome::Invalid,
         Rotation::Reused => {
@@ -147,7 +153,8 @@ pub async fn refresh(
         }
         Rotation::Rotate { benign_race, user } => {
             // The grace window runs from the first rotation, not the latest replay.
-            tx.execute(
+            exec(
+                &tx,
                 "UPDATE refresh_tokens SET rotated_at = coalesce(rotated_at, $2) WHERE hash = $1",
                 &[&presented, &now],
             )
@@ -155,7 +162,8 @@ pub async fn refresh(
             .map_err(database(context))?;
             insert_token(&tx, session.id, new).await?;
             if session.tokens.len() >= Session::MAX_HISTORY {
-                tx.execute(
+                exec(
+                    &tx,
                     "DELETE FROM refresh_tokens WHERE session_id = $1 AND seq <= \
                      (SELECT seq FROM refresh_tokens WHERE session_id = $1 \
                       ORDER BY seq DESC OFFSET $2 LIMIT 1)",
@@ -181,8 +189,7 @@ async fn one_session(
     sql: &str,
     key: &(dyn tokio_postgres::types::ToSql + Sync),
 ) -> Result<Option<Session>, StoreError> {
-    let row = client
-        .query_opt(sql, &[key])
+    let row = row_opt(client, sql, &[key])
         .await
         .map_err(database("read a session"))?;
     match row {
@@ -213,13 +220,13 @@ pub async fn revoke(
     id: Uuid,
     at: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    client
-        .execute(
-            "UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
-            &[&id, &at],
-        )
-        .await
-        .map_err(database("revoke a session"))?;
+    exec(
+        client,
+        "UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+        &[&id, &at],
+    )
+    .await
+    .map_err(database("revoke a session"))?;
     Ok(())
 }
 
@@ -229,20 +236,19 @@ pub async fn revoke_jti(
     jti: &str,
     expires_at: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    client
-        .execute(
-            "INSERT INTO revoked_jtis (jti, expires_at) VALUES ($1, $2) \
+    exec(
+        client,
+        "INSERT INTO revoked_jtis (jti, expires_at) VALUES ($1, $2) \
              ON CONFLICT (jti) DO NOTHING",
-            &[&jti, &expires_at],
-        )
-        .await
-        .map_err(database("revoke a token"))?;
+        &[&jti, &expires_at],
+    )
+    .await
+    .map_err(database("revoke a token"))?;
     Ok(())
 }
 
 pub async fn is_jti_revoked(client: &impl GenericClient, jti: &str) -> Result<bool, StoreError> {
-    let row = client
-        .query_opt("SELECT 1 FROM revoked_jtis WHERE jti = $1", &[&jti])
+    let row = row_opt(client, "SELECT 1 FROM revoked_jtis WHERE jti = $1", &[&jti])
         .await
         .map_err(database("check a revocation"))?;
     Ok(row.is_some())
@@ -267,8 +273,7 @@ pub async fn token_state(
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let row = client
-        .query_one(&sql, &[&jti, &user, &session])
+    let row = row_one(client, &sql, &[&jti, &user, &session])
         .await
         .map_err(database("check a token"))?;
     let exists: bool = row.get("user_exists");
@@ -281,26 +286,47 @@ pub async fn token_state(
 
 /// Forgets what can no longer matter, as the file store's prune: sessions whose newest
 /// token expired, sessions revoked longer than `retention` ago (sessions of deleted users
-/// went with them), token ids past their expiry, and failure windows long over.
+/// went with them), token ids past their expiry (and the verifier's leeway), and failure
+/// windows long over. On the database's clock (replicas' clocks may differ), by one
+/// replica at a time, and never on a session a refresh holds locked (it is judged again
+/// at the next prune).
 pub async fn prune(
-    client: &impl GenericClient,
-    now: DateTime<Utc>,
+    client: &mut impl GenericClient,
     retention: chrono::Duration,
 ) -> Result<usize, StoreError> {
     let context = "prune";
-    let sessions = client
-        .execute(
-            "DELETE FROM sessions s WHERE s.revoked_at <= $2 OR NOT EXISTS \
-             (SELECT 1 FROM refresh_tokens t WHERE t.session_id = s.id AND t.expires_at > $1 \
-              AND t.seq = (SELECT max(seq) FROM refresh_tokens WHERE session_id = s.id))",
-            &[&now, &(now - retention)],
-        )
+    let tx = client.transaction().await.map_err(database(context))?;
+    let ours: bool = row_one(&tx, "SELECT pg_try_advisory_xact_lock($1)", &[&PRUNE_LOCK])
         .await
-        .map_err(database(context))?;
-    let jtis = client
-        .execute("DELETE FROM revoked_jtis WHERE expires_at <= $1", &[&now])
-        .await
-        .map_err(database(context))?;
-    super::failures::prune(client, now).await?;
+        .map_err(database(context))?
+        .get(0);
+    if !ours {
+        return Ok(0);
+    }
+    let retention = retention.num_seconds() as f64;
+    let sessions = exec(
+        &tx,
+        "DELETE FROM sessions WHERE id IN (SELECT s.id FROM sessions s \
+         WHERE s.revoked_at <= now() - make_interval(secs => $1) OR NOT EXISTS \
+         (SELECT 1 FROM refresh_tokens t WHERE t.session_id = s.id AND t.expires_at > now() \
+          AND t.seq = (SELECT max(seq) FROM refresh_tokens WHERE session_id = s.id)) \
+         FOR UPDATE SKIP LOCKED)",
+        &[&retention],
+    )
+    .await
+    .map_err(database(context))?;
+    let leeway = crate::auth::tokens::LEEWAY_SECS as f64;
+    let jtis = exec(
+        &tx,
+        "DELETE FROM revoked_jtis WHERE expires_at + make_interval(secs => $1) <= now()",
+        &[&leeway],
+    )
+    .await
+    .map_err(database(context))?;
+    super::failures::prune(&tx).await?;
+    tx.commit().await.map_err(database(context))?;
     Ok((sessions + jtis) as usize)
 }
+
+/// The advisory lock of the prune ("simple-p").
+const PRUNE_LOCK: i64 = 0x7369_6d70_6c65_2d70;

@@ -4,12 +4,13 @@
 //! each other (the file store's guarantee).
 
 use chrono::{DateTime, Utc};
+use deadpool_postgres::GenericClient;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{GenericClient, Row};
+use tokio_postgres::Row;
 use uuid::Uuid;
 
-use super::database;
+use super::{database, exec, row_one, row_opt, rows};
 use crate::domain::{Role, User, UserId};
 use crate::store::record::UserRecord;
 use crate::store::{StoreError, UserUpdate};
@@ -93,16 +94,16 @@ pub(super) fn duplicate_or(
 
 pub async fn insert(client: &impl GenericClient, user: &User) -> Result<(), StoreError> {
     let columns = Columns::of(user);
-    client
-        .execute(
-            &format!(
-                "INSERT INTO users ({COLUMNS}, email_key) \
+    exec(
+        client,
+        &format!(
+            "INSERT INTO users ({COLUMNS}, email_key) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
-            ),
-            &columns.params(user),
-        )
-        .await
-        .map_err(duplicate_or("create a user"))?;
+        ),
+        &columns.params(user),
+    )
+    .await
+    .map_err(duplicate_or("create a user"))?;
     Ok(())
 }
 
@@ -113,8 +114,7 @@ async fn one(
     params: &[&(dyn ToSql + Sync)],
     context: &'static str,
 ) -> Result<Option<User>, StoreError> {
-    let row = client
-        .query_opt(sql, params)
+    let row = row_opt(client, sql, params)
         .await
         .map_err(database(context))?;
     row.as_ref().map(user_of).transpose()
@@ -136,7 +136,7 @@ pub async fn by_email(
 
 /// `update` runs on the row as it is now, under its lock, then the row is written back.
 pub async fn update(
-    client: &mut tokio_postgres::Client,
+    client: &mut impl GenericClient,
     id: UserId,
     update: UserUpdate,
 ) -> Result<User, StoreError> {
@@ -144,18 +144,19 @@ pub async fn update(
         .transaction()
         .await
         .map_err(database("update a user"))?;
-    let row = tx
-        .query_opt(
-            &format!("SELECT {COLUMNS} FROM users WHERE id = $1 FOR UPDATE"),
-            &[&id],
-        )
-        .await
-        .map_err(database("update a user"))?
-        .ok_or(StoreError::NotFound)?;
+    let row = row_opt(
+        &tx,
+        &format!("SELECT {COLUMNS} FROM users WHERE id = $1 FOR UPDATE"),
+        &[&id],
+    )
+    .await
+    .map_err(database("update a user"))?
+    .ok_or(StoreError::NotFound)?;
     let mut user = user_of(&row)?;
     update(&mut user);
     let columns = Columns::of(&user);
-    tx.execute(
+    exec(
+        &tx,
         "UPDATE users SET email = $2, first_name = $3, last_name = $4, role = $5, \
          password_hash = $6, created_at = $7, updated_at = $8, tokens_valid_after = $9, \
          kept_session = $10, email_key = $11 WHERE id = $1",
@@ -182,21 +183,20 @@ pub async fn list(
     limit: usize,
 ) -> Result<Vec<User>, StoreError> {
     let (offset, limit) = (offset as i64, limit as i64);
-    client
-        .query(
-            &format!("SELECT {COLUMNS} FROM users ORDER BY created_at, id OFFSET $1 LIMIT $2"),
-            &[&offset, &limit],
-        )
-        .await
-        .map_err(database("list users"))?
-        .iter()
-        .map(user_of)
-        .collect()
+    rows(
+        client,
+        &format!("SELECT {COLUMNS} FROM users ORDER BY created_at, id OFFSET $1 LIMIT $2"),
+        &[&offset, &limit],
+    )
+    .await
+    .map_err(database("list users"))?
+    .iter()
+    .map(user_of)
+    .collect()
 }
 
 pub async fn count(client: &impl GenericClient) -> Result<usize, StoreError> {
-    let row = client
-        .query_one("SELECT count(*) FROM users", &[])
+    let row = row_one(client, "SELECT count(*) FROM users", &[])
         .await
         .map_err(database("count users"))?;
     Ok(row.get::<_, i64>(0) as usize)
