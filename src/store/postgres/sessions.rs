@@ -95,13 +95,38 @@ pub async fn insert_in(client: &impl GenericClient, session: &Session) -> Result
     Ok(())
 }
 
+/// A new login: its session and first token in one statement (one round trip, atomic
+/// by itself); anything else in a transaction.
 pub async fn insert(client: &mut impl GenericClient, session: &Session) -> Result<(), StoreError> {
-    let tx = client
-        .transaction()
+    let context = "record a login";
+    if let [first] = session.tokens.as_slice() {
+        let record = SessionRecord::from(session);
+        exec(
+            client,
+            &format!(
+                "WITH s AS (INSERT INTO sessions ({SESSION}) VALUES ($1, $2, $3, $4, $5) \
+                 RETURNING id) INSERT INTO refresh_tokens (session_id, {TOKEN}) \
+                 SELECT id, $6, $7, $8, $9 FROM s"
+            ),
+            &[
+                &record.id,
+                &record.user_id,
+                &record.scope,
+                &record.created_at,
+                &record.revoked_at,
+                &first.hash,
+                &first.issued_at,
+                &first.expires_at,
+                &first.rotated_at,
+            ],
+        )
         .await
-        .map_err(database("record a login"))?;
+        .map_err(database(context))?;
+        return Ok(());
+    }
+    let tx = client.transaction().await.map_err(database(context))?;
     insert_in(&tx, session).await?;
-    tx.commit().await.map_err(database("record a login"))
+    tx.commit().await.map_err(database(context))
 }
 
 /// Exchanges the presented token for `new`. The session's row lock makes concurrent
