@@ -3,7 +3,7 @@
 
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -26,6 +26,14 @@ impl Audit {
         let sink: Box<dyn Write + Send> = if target == Path::new("-") {
             Box::new(std::io::stdout())
         } else {
+            // Its directory may not exist yet: with PostgreSQL, DATA_DIR holds nothing
+            // else, and the CLI may be the first to write there.
+            if let Some(dir) = target.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(dir)?;
+            }
             Box::new(
                 OpenOptions::new()
                     .create(true)

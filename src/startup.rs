@@ -79,15 +79,6 @@ impl AppState {
             .audit_log
             .clone()
             .unwrap_or_else(|| config.data_dir.join("audit.log"));
-        if let (Some(_), Some(dir)) = (config.database(), audit_path.parent()) {
-            // With PostgreSQL, DATA_DIR holds only this replica's audit log: make it.
-            use std::os::unix::fs::DirBuilderExt;
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .with_context(|| format!("AUDIT_LOG: cannot create {}", dir.display()))?;
-        }
         let audit = Audit::open(&audit_path)
             .with_context(|| format!("AUDIT_LOG: cannot open {}", audit_path.display()))?;
         let throttle = LoginThrottle::new(

@@ -384,6 +384,8 @@ fn cli(dir: &Path, url: Option<&str>, args: &[&str]) -> Value {
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("warning"), "{stderr}");
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
