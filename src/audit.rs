@@ -22,13 +22,18 @@ pub struct Context {
 
 impl Audit {
     /// `-` writes to stdout; anything else is a file opened for appending.
-    pub fn open(target: &Path) -> std::io::Result<Self> {
+    /// Appends to `target` (`-`: standard output). `make_dir`: create its directory if
+    /// missing (the default location in DATA_DIR, which with PostgreSQL holds nothing
+    /// else and may not exist yet; an AUDIT_LOG path that names a missing directory is
+    /// a mistake to report, not to paper over).
+    pub fn open(target: &Path, make_dir: bool) -> std::io::Result<Self> {
         let sink: Box<dyn Write + Send> = if target == Path::new("-") {
             Box::new(std::io::stdout())
         } else {
-            // Its directory may not exist yet: with PostgreSQL, DATA_DIR holds nothing
-            // else, and the CLI may be the first to write there.
-            if let Some(dir) = target.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if let Some(dir) = target
+                .parent()
+                .filter(|d| make_dir && !d.as_os_str().is_empty())
+            {
                 std::fs::DirBuilder::new()
                     .recursive(true)
                     .mode(0o700)
@@ -93,7 +98,7 @@ mod tests {
     fn events_are_json_lines_with_their_context() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.log");
-        let audit = Audit::open(&path).unwrap();
+        let audit = Audit::open(&path, false).unwrap();
         let ctx = Context {
             request_id: Some("r1".into()),
             client_ip: Some("192.0.2.1".into()),

@@ -81,7 +81,7 @@ fn audit(config: &Config, event: &str, subject: &str, fields: serde_json::Value)
         .audit_log
         .clone()
         .unwrap_or_else(|| config.data_dir.join("audit.log"));
-    match crate::audit::Audit::open(&path) {
+    match crate::audit::Audit::open(&path, config.audit_log.is_none()) {
         Ok(log) => log.record(
             event,
             Some(subject),

@@ -79,7 +79,7 @@ impl AppState {
             .audit_log
             .clone()
             .unwrap_or_else(|| config.data_dir.join("audit.log"));
-        let audit = Audit::open(&audit_path)
+        let audit = Audit::open(&audit_path, config.audit_log.is_none())
             .with_context(|| format!("AUDIT_LOG: cannot open {}", audit_path.display()))?;
         let throttle = LoginThrottle::new(
             Throttle::new(

@@ -247,3 +247,35 @@ async fn clients_and_revocations_live_in_postgresql() {
     assert!(store.is_jti_revoked("live").await.unwrap());
     assert!(!store.is_jti_revoked("old").await.unwrap());
 }
+
+/// However much there is to forget, prune gets through it (in batches, each within the
+/// operation bound) and keeps what is live.
+#[tokio::test]
+async fn prune_gets_through_a_backlog_in_batches() {
+    use simple_api::domain::{RefreshToken, Scopes, Session};
+    let db = database();
+    let store = open_store(&db.url).await;
+    let owner = new_user("owner@example.com");
+    store.create_user(owner.clone()).await.unwrap();
+    let token = |hash: String, ttl: i64| {
+        let now = simple_api::domain::now();
+        RefreshToken {
+            hash,
+            issued_at: now - chrono::Duration::hours(2),
+            expires_at: now + chrono::Duration::seconds(ttl),
+            rotated_at: None,
+        }
+    };
+    let dead = 2500;
+    for i in 0..dead {
+        let session = Session::new(owner.id, Scopes::default(), token(format!("d{i}"), -60));
+        store.create_session(session).await.unwrap();
+    }
+    let live = Session::new(owner.id, Scopes::default(), token("live".into(), 3600));
+    store.create_session(live.clone()).await.unwrap();
+    let removed = store.prune(simple_api::domain::now()).await.unwrap();
+    assert_eq!(removed, dead);
+    assert!(store.session(live.id).await.unwrap().is_some());
+    assert!(store.session_by_refresh("d0").await.unwrap().is_none());
+    assert_eq!(store.prune(simple_api::domain::now()).await.unwrap(), 0);
+}

@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
@@ -26,9 +26,12 @@ pub const CHANNEL: &str = "simple_api";
 /// Entries kept at most (users, sessions and token ids together); beyond that the cache
 /// starts over, which costs only misses.
 const MAX_ENTRIES: usize = 200_000;
-/// How often the listener proves that notifications reach it, and how long one may take:
-/// a listener that silently stopped hearing is noticed within twice this.
-const HEARTBEAT: Duration = Duration::from_millis(300);
+/// How often the listener proves that notifications reach it...
+const HEARTBEAT: Duration = Duration::from_millis(200);
+/// ...and how long one may take: a listener that silently stopped hearing is noticed
+/// within this plus one `HEARTBEAT`, so a change on another replica is refused here
+/// within a second even then.
+const HEARTBEAT_LIMIT: Duration = Duration::from_millis(600);
 /// Pause between reconnection attempts.
 const RECONNECT: Duration = Duration::from_millis(250);
 
@@ -257,7 +260,9 @@ async fn listen_once(config: &tokio_postgres::Config, cache: &Cache) -> String {
     let driver = AbortOnDrop(tokio::spawn(async move {
         while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
             let forward = match message {
-                Ok(tokio_postgres::AsyncMessage::Notification(n)) => Ok(n.payload().to_owned()),
+                Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
+                    Ok((n.channel().to_owned(), n.payload().to_owned()))
+                }
                 Ok(_) => continue,
                 Err(e) => Err(e.to_string()),
             };
@@ -267,47 +272,57 @@ async fn listen_once(config: &tokio_postgres::Config, cache: &Cache) -> String {
             }
         }
     }));
-    if let Err(e) = client.batch_execute(&format!("LISTEN {CHANNEL}")).await {
+    // The heartbeat: a notification this listener sends itself, on a channel of its own
+    // (other replicas never see it), on the same connection as the change notifications.
+    // Its arrival shows this session's notifications are being delivered and read;
+    // while one is late, the cache is not used.
+    let heartbeat_channel = format!("{CHANNEL}_hb_{}", Uuid::new_v4().simple());
+    let listen = format!("LISTEN {CHANNEL}; LISTEN {heartbeat_channel}");
+    if let Err(e) = client.batch_execute(&listen).await {
         return e.to_string();
     }
     let notify = match client.prepare("SELECT pg_notify($1, $2)").await {
         Ok(statement) => statement,
         Err(e) => return e.to_string(),
     };
-    // The heartbeat is a notification this listener sends itself on the channel: it
-    // proves end to end that notifications arrive (a live connection that is not
-    // delivering them, e.g. through a transaction-pooling proxy, fails it).
-    let nonce = Uuid::new_v4().simple().to_string();
-    let beat = |n: u64| format!("hb:{nonce}:{n}");
-    let mut sent = 0;
-    let mut awaiting = false;
-    let mut heartbeat = tokio::time::interval(HEARTBEAT);
-    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sent: u64 = 0;
+    // The heartbeat in flight and when it was sent.
+    let mut awaiting: Option<(String, Instant)> = None;
+    let mut tick = tokio::time::interval(HEARTBEAT);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let ended = loop {
         tokio::select! {
+            // Notifications first: a heartbeat that arrived is never judged late.
+            biased;
             message = notifications.recv() => match message {
-                Some(Ok(payload)) if payload.starts_with("hb:") => {
-                    if payload == beat(sent) && awaiting {
-                        awaiting = false;
+                Some(Ok((channel, payload))) if channel == heartbeat_channel => {
+                    if awaiting.as_ref().is_some_and(|(expected, _)| *expected == payload) {
+                        awaiting = None;
                         if !cache.is_live() {
                             cache.resynchronised();
                             tracing::info!("PostgreSQL listener connected: this replica's cache is in use");
                         }
                     }
                 }
-                Some(Ok(payload)) => cache.notified(&payload),
+                Some(Ok((_, payload))) => cache.notified(&payload),
                 Some(Err(e)) => break e,
                 None => break "the connection closed".to_owned(),
             },
-            _ = heartbeat.tick() => {
-                if awaiting {
-                    break format!("a heartbeat notification did not arrive within {HEARTBEAT:?}");
+            _ = tick.tick() => {
+                match &awaiting {
+                    Some((_, at)) if at.elapsed() > HEARTBEAT_LIMIT => {
+                        break format!("a heartbeat notification took over {HEARTBEAT_LIMIT:?}");
+                    }
+                    Some(_) => continue,
+                    None => {}
                 }
                 sent += 1;
-                let payload = beat(sent);
-                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&CHANNEL, &payload];
-                match tokio::time::timeout(HEARTBEAT, client.execute(&notify, &params)).await {
-                    Ok(Ok(_)) => awaiting = true,
+                let payload = sent.to_string();
+                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
+                    [&heartbeat_channel, &payload];
+                let at = Instant::now();
+                match tokio::time::timeout(HEARTBEAT_LIMIT, client.execute(&notify, &params)).await {
+                    Ok(Ok(_)) => awaiting = Some((payload, at)),
                     Ok(Err(e)) => break e.to_string(),
                     Err(_) => break "no answer to a heartbeat".to_owned(),
                 }

@@ -57,6 +57,9 @@ pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<Vec<i32>, St
         if current == known {
             return Ok(Vec::new());
         }
+        if current > known {
+            return Err(newer_than_known(current, known));
+        }
     }
     let tx = client
         .transaction()
@@ -86,12 +89,7 @@ pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<Vec<i32>, St
         .map(|row| row.get(0))
         .collect();
     if let Some(newer) = applied.iter().copied().filter(|v| *v > known).max() {
-        return Err(StoreError::Database {
-            context: "migrations".into(),
-            reason: format!(
-                "the database is at schema version {newer}, newer than this build knows ({known}); upgrade simple-api"
-            ),
-        });
+        return Err(newer_than_known(newer, known));
     }
     let mut done = Vec::new();
     for m in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
@@ -108,6 +106,15 @@ pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<Vec<i32>, St
     }
     tx.commit().await.map_err(database("commit migrations"))?;
     Ok(done)
+}
+
+fn newer_than_known(newer: i32, known: i32) -> StoreError {
+    StoreError::Database {
+        context: "migrations".into(),
+        reason: format!(
+            "the database is at schema version {newer}, newer than this build knows ({known}); upgrade simple-api"
+        ),
+    }
 }
 
 #[cfg(test)]

@@ -225,10 +225,20 @@ impl PgStore {
             }
             Err(_) => return Err(timed_out()),
         };
+        let cancel = conn.cancel_token();
         match tokio::time::timeout(OPERATION, f(&mut conn)).await {
             Ok(result) => result,
             Err(_) => {
+                // Closing our end does not stop the server's work (a query waiting on a
+                // lock would go on): ask the server to cancel it too, in the background
+                // and bounded, since a database that stopped answering may not take that
+                // either.
                 drop(Object::take(conn));
+                tokio::spawn(async move {
+                    let _ =
+                        tokio::time::timeout(OPERATION, cancel.cancel_query(tokio_postgres::NoTls))
+                            .await;
+                });
                 Err(timed_out())
             }
         }
@@ -438,12 +448,21 @@ impl Store for PgStore {
             .await
     }
 
-    /// On the database's clock, not `now` (see `sessions::prune`).
+    /// On the database's clock, not `now` (see `sessions::prune`), in batches that each
+    /// fit the operation bound however much there is to forget.
     async fn prune(&self, _now: DateTime<Utc>) -> Result<usize, StoreError> {
-        self.with("prune", async move |c| {
-            sessions::prune(c, REVOKED_RETENTION).await
-        })
-        .await
+        let mut total = 0;
+        loop {
+            let batch = self
+                .with("prune", async move |c| {
+                    sessions::prune(c, REVOKED_RETENTION).await
+                })
+                .await?;
+            total += batch.removed;
+            if !batch.more {
+                return Ok(total);
+            }
+        }
     }
 
     fn failure_counts(&self) -> Option<&dyn FailureCounts> {

@@ -309,24 +309,40 @@ pub async fn token_state(
     })
 }
 
+/// What one prune batch did.
+pub struct Pruned {
+    pub removed: usize,
+    /// A batch was full: run another.
+    pub more: bool,
+}
+
+/// Rows one prune batch deletes at most per table.
+const PRUNE_BATCH: i64 = 1000;
+
 /// Forgets what can no longer matter, as the file store's prune: sessions whose newest
 /// token expired, sessions revoked longer than `retention` ago (sessions of deleted users
 /// went with them), token ids past their expiry (and the verifier's leeway), and failure
-/// windows long over. On the database's clock (replicas' clocks may differ), by one
-/// replica at a time, and never on a session a refresh holds locked (it is judged again
-/// at the next prune).
+/// windows long over; at most `PRUNE_BATCH` of each. On the database's clock (replicas'
+/// clocks may differ), by one replica at a time, and never on a session a refresh holds
+/// locked (it is judged again at the next prune).
 pub async fn prune(
     client: &mut impl GenericClient,
     retention: chrono::Duration,
-) -> Result<usize, StoreError> {
+) -> Result<Pruned, StoreError> {
     let context = "prune";
     let tx = client.transaction().await.map_err(database(context))?;
+    tx.batch_execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        .await
+        .map_err(database(context))?;
     let ours: bool = row_one(&tx, "SELECT pg_try_advisory_xact_lock($1)", &[&PRUNE_LOCK])
         .await
         .map_err(database(context))?
         .get(0);
     if !ours {
-        return Ok(0);
+        return Ok(Pruned {
+            removed: 0,
+            more: false,
+        });
     }
     let retention = retention.num_seconds() as f64;
     let sessions = exec(
@@ -335,22 +351,26 @@ pub async fn prune(
          WHERE s.revoked_at <= now() - make_interval(secs => $1) OR NOT EXISTS \
          (SELECT 1 FROM refresh_tokens t WHERE t.session_id = s.id AND t.expires_at > now() \
           AND t.seq = (SELECT max(seq) FROM refresh_tokens WHERE session_id = s.id)) \
-         FOR UPDATE SKIP LOCKED)",
-        &[&retention],
+         LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        &[&retention, &PRUNE_BATCH],
     )
     .await
     .map_err(database(context))?;
     let leeway = crate::auth::tokens::LEEWAY_SECS as f64;
     let jtis = exec(
         &tx,
-        "DELETE FROM revoked_jtis WHERE expires_at + make_interval(secs => $1) <= now()",
-        &[&leeway],
+        "DELETE FROM revoked_jtis WHERE jti IN (SELECT jti FROM revoked_jtis \
+         WHERE expires_at <= now() - make_interval(secs => $1) LIMIT $2)",
+        &[&leeway, &PRUNE_BATCH],
     )
     .await
     .map_err(database(context))?;
     super::failures::prune(&tx).await?;
     tx.commit().await.map_err(database(context))?;
-    Ok((sessions + jtis) as usize)
+    Ok(Pruned {
+        removed: (sessions + jtis) as usize,
+        more: sessions as i64 == PRUNE_BATCH || jtis as i64 == PRUNE_BATCH,
+    })
 }
 
 /// The advisory lock of the prune ("simple-p").
