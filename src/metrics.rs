@@ -66,7 +66,9 @@ impl Metrics {
         bump(&self.tokens, grant);
     }
 
-    pub fn render(&self, argon2_queue: usize) -> String {
+    /// `cache_live`: on PostgreSQL, whether this replica's cache is in use (its listener
+    /// hears notifications); `None` on the file store.
+    pub fn render(&self, argon2_queue: usize, cache_live: Option<bool>) -> String {
         let mut out = String::new();
         out.push_str(
             "# HELP simple_api_http_requests_total Requests answered, by operation and status.\n",
@@ -146,6 +148,13 @@ impl Metrics {
             out,
             "# HELP simple_api_argon2_queue_depth Password hashes running or waiting.\n# TYPE simple_api_argon2_queue_depth gauge\nsimple_api_argon2_queue_depth {argon2_queue}"
         );
+        if let Some(live) = cache_live {
+            let _ = writeln!(
+                out,
+                "# HELP simple_api_store_cache_live 1 while this replica's cache is in use; 0 while it reads through to PostgreSQL (its listener is down).\n# TYPE simple_api_store_cache_live gauge\nsimple_api_store_cache_live {}",
+                u8::from(live)
+            );
+        }
         out
     }
 }
@@ -161,7 +170,7 @@ mod tests {
         m.request("getStatus", 200, Duration::from_millis(30));
         m.login("failed");
         m.token_issued("password");
-        let text = m.render(3);
+        let text = m.render(3, Some(true));
         assert!(
             text.contains("simple_api_http_requests_total{route=\"getStatus\",status=\"200\"} 2")
         );
@@ -173,6 +182,8 @@ mod tests {
         ));
         assert!(text.contains("simple_api_logins_total{result=\"failed\"} 1"));
         assert!(text.contains("simple_api_argon2_queue_depth 3"));
+        assert!(text.contains("simple_api_store_cache_live 1"));
+        assert!(!m.render(0, None).contains("cache_live"));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             assert_eq!(line.split(' ').count(), 2, "{line}");
         }

@@ -103,7 +103,11 @@ pub async fn observe<E: Endpoint>(next: E, mut req: Request) -> poem::Result<Res
 pub fn metrics(state: poem::web::Data<&Arc<AppState>>) -> Response {
     Response::builder()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(state.metrics.render(state.passwords.queue_depth()))
+        .body(
+            state
+                .metrics
+                .render(state.passwords.queue_depth(), state.store.cache_live()),
+        )
 }
 
 #[cfg(test)]

@@ -208,6 +208,11 @@ pub trait Store: Send + Sync + 'static {
     /// Forgets expired and revoked sessions and expired `jti`s; returns how many.
     async fn prune(&self, now: DateTime<Utc>) -> Result<usize, StoreError>;
 
+    /// Whether this replica's cache is in use, for a store that keeps one (`/metrics`).
+    fn cache_live(&self) -> Option<bool> {
+        None
+    }
+
     /// Login-failure counters shared with other replicas, if this store keeps them.
     fn failure_counts(&self) -> Option<&dyn FailureCounts> {
         None

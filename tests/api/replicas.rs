@@ -131,6 +131,21 @@ impl Replica {
         )
     }
 
+    /// `/metrics` reports whether the replica's cache is in use.
+    fn cache_live(&self) -> bool {
+        let text = ureq::get(self.url("/metrics"))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("simple_api_store_cache_live "))
+            .unwrap_or_else(|| panic!("no cache gauge in {text}"));
+        line.ends_with(" 1")
+    }
+
     fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -468,7 +483,9 @@ fn postgresql_stopping_gives_quick_503s_and_coming_back_heals_without_a_restart(
     let (access, refresh) = a.tokens("ann@example.com", PASSWORD);
     assert_eq!(a.me(&access).status, 200);
 
+    within(Duration::from_secs(3), || a.cache_live());
     db.cluster().stop();
+    within(Duration::from_secs(1), || !a.cache_live());
     // Everything that needs the database answers 503 JSON with Retry-After, quickly;
     // nothing is served from a cache that can no longer be kept coherent.
     let unavailable = |reply: Reply, started: Instant| {
@@ -500,6 +517,7 @@ fn postgresql_stopping_gives_quick_503s_and_coming_back_heals_without_a_restart(
     std::thread::sleep(Duration::from_secs(2));
     db.cluster().restart();
     within(Duration::from_secs(10), || a.me(&access).status == 200);
+    within(Duration::from_secs(5), || a.cache_live());
     // Nothing acknowledged was lost, and writes work again.
     assert_eq!(a.refresh(&refresh).status, 200);
     assert_eq!(a.signup("bob@example.com", PASSWORD).status, 201);

@@ -84,7 +84,7 @@ impl Cache {
         }
     }
 
-    fn is_live(&self) -> bool {
+    pub fn is_live(&self) -> bool {
         self.enabled && self.live.load(Ordering::Acquire)
     }
 

@@ -468,4 +468,8 @@ impl Store for PgStore {
     fn failure_counts(&self) -> Option<&dyn FailureCounts> {
         Some(self)
     }
+
+    fn cache_live(&self) -> Option<bool> {
+        Some(self.cache.is_live())
+    }
 }
