@@ -65,6 +65,7 @@ pub fn test_config(data_dir: PathBuf, keys_dir: PathBuf) -> Config {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     File,
+    #[cfg(not(no_postgres))]
     Postgres,
 }
 
@@ -73,8 +74,6 @@ pub fn spawn_app_on(backend: Backend, change: impl FnOnce(&mut Config)) -> TestA
         Backend::File => None,
         #[cfg(not(no_postgres))]
         Backend::Postgres => Some(crate::database::database()),
-        #[cfg(no_postgres)]
-        Backend::Postgres => unreachable!("the PostgreSQL suite is not built"),
     };
     spawn_app_in(database, change)
 }
