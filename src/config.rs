@@ -102,6 +102,9 @@ pub enum KeysCommand {
     },
     /// Stop publishing a key (renames its file to *.pem.retired).
     Retire {
+        /// The key's `kid` (as `keys list` prints it). A kid is base64url and may begin
+        /// with `-`: it is taken as the kid, not as an option.
+        #[arg(allow_hyphen_values = true)]
         kid: String,
         /// Retire even though tokens it signed may still be valid.
         #[arg(long)]
@@ -366,5 +369,39 @@ mod tests {
             .unwrap_err()
             .to_string()
             .starts_with("ARGON2_M_KIB"));
+    }
+
+    #[test]
+    fn a_kid_beginning_with_a_hyphen_is_a_kid() {
+        for args in [
+            ["simple-api", "keys", "retire", "-iQx9", "--force"],
+            ["simple-api", "keys", "retire", "--force", "-iQx9"],
+        ] {
+            let cli = Cli::try_parse_from(args).unwrap();
+            match cli.command {
+                Some(Command::Keys(KeysCommand::Retire { kid, force })) => {
+                    assert_eq!((kid.as_str(), force), ("-iQx9", true));
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn database_url_must_be_a_postgres_url() {
+        let mut c = Config::from_defaults();
+        for ok in ["postgres://u@h/db", "PostgreSQL://u:p@h:5432/db", ""] {
+            c.database_url = Some(ok.into());
+            c.validate().unwrap();
+        }
+        for bad in [
+            "host=h user=u",
+            "mysql://h/db",
+            "postgres://",
+            "pöstgres://x",
+        ] {
+            c.database_url = Some(bad.into());
+            assert_eq!(c.validate().unwrap_err().var, "DATABASE_URL", "{bad}");
+        }
     }
 }
