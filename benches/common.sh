@@ -51,3 +51,12 @@ print(f"{float(m.group(1)) * scale[m.group(2)]:.2f}" if m else "nan")' "$1"
 }
 median() { python3 -c 'import sys,statistics; print(f"{statistics.median(float(x) for x in sys.argv[1:]):.2f}")' "$@"; }
 ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
+
+# login_lua FILE: a wrk script posting the password grant for bench@example.com.
+login_lua() {
+  cat > "$1" <<'LUA'
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
+wrk.body = "grant_type=password&username=bench%40example.com&password=bench-password-1"
+LUA
+}

@@ -29,11 +29,7 @@ request = function()
   return wrk.format(nil, nil, nil, '{"first_name": "n' .. counter .. '"}')
 end
 LUA
-cat > "$tmp/login.lua" <<'LUA'
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
-wrk.body = "grant_type=password&username=bench%40example.com&password=bench-password-1"
-LUA
+login_lua "$tmp/login.lua"
 
 # "name|wrk arguments"; every round runs every scenario, so noise hits them alike.
 scenarios=(

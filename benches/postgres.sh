@@ -52,11 +52,7 @@ for store in file postgres; do
     -d '{"email": "bench@example.com", "password": "bench-password-1"}' > /dev/null
   tok[$store]="$(token "${base[$store]}" bench@example.com bench-password-1)"
 done
-cat > "$tmp/login.lua" <<'LUA'
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
-wrk.body = "grant_type=password&username=bench%40example.com&password=bench-password-1"
-LUA
+login_lua "$tmp/login.lua"
 
 declare -A rps p99
 for round in $(seq "$rounds"); do

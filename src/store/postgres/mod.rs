@@ -63,22 +63,31 @@ impl Drop for PgStore {
     }
 }
 
-fn parse_url(url: &str) -> Result<tokio_postgres::Config, StoreError> {
-    url.parse().map_err(|e| StoreError::Database {
+/// `url` parsed, with what it does not say itself: a connect timeout (never hang on an
+/// unreachable database) and, if given, the name the connection shows in
+/// `pg_stat_activity`.
+fn config(
+    url: &str,
+    timeout: Duration,
+    name: Option<&str>,
+) -> Result<tokio_postgres::Config, StoreError> {
+    let mut config: tokio_postgres::Config = url.parse().map_err(|e| StoreError::Database {
         context: "DATABASE_URL".into(),
         reason: format!("not a PostgreSQL URL: {e}"),
-    })
+    })?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(timeout);
+    }
+    if let Some(name) = name.filter(|_| config.get_application_name().is_none()) {
+        config.application_name(name);
+    }
+    Ok(config)
 }
 
 /// Connects to `url` (`postgres://…`), outside the pool (migrations, the listener). Plain
 /// TCP or a Unix socket: put TLS in front (a sidecar, or a private network) for now.
 pub async fn connect(url: &str) -> Result<tokio_postgres::Client, StoreError> {
-    let mut config = parse_url(url)?;
-    // Never hang on an unreachable database: without its own timeout, 5 s.
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(Duration::from_secs(5));
-    }
-    let (client, connection) = config
+    let (client, connection) = config(url, Duration::from_secs(5), None)?
         .connect(tokio_postgres::NoTls)
         .await
         .map_err(database("connect to DATABASE_URL"))?;
@@ -144,33 +153,29 @@ impl PgStore {
     /// Opens the store for a server: applies pending migrations (under their lock, so
     /// replicas starting together do not race), then starts this replica's listener.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
-        let mut store = Self::open_unlisted(url).await?;
-        store.cache = Arc::new(Cache::new());
-        let mut config = parse_url(url)?;
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(WAIT);
-        }
-        if config.get_application_name().is_none() {
-            config.application_name(LISTENER_NAME);
-        }
-        store.listener = Some(tokio::spawn(cache::listen(
-            config,
-            Arc::clone(&store.cache),
-        )));
-        Ok(store)
+        let pool = Self::migrated_pool(url).await?;
+        let cache = Arc::new(Cache::new());
+        let listener = config(url, WAIT, Some(LISTENER_NAME))?;
+        Ok(Self {
+            pool,
+            listener: Some(tokio::spawn(cache::listen(listener, Arc::clone(&cache)))),
+            cache,
+        })
     }
 
     /// Opens the store for a one-off command (the CLI): migrated, no cache, no listener;
     /// every read goes to the database.
     pub async fn open_unlisted(url: &str) -> Result<Self, StoreError> {
-        let mut config = parse_url(url)?;
+        Ok(Self {
+            pool: Self::migrated_pool(url).await?,
+            cache: Arc::new(Cache::disabled()),
+            listener: None,
+        })
+    }
+
+    async fn migrated_pool(url: &str) -> Result<Pool, StoreError> {
+        let config = config(url, WAIT, Some(POOL_NAME))?;
         migrate(&mut connect(url).await?).await?;
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(WAIT);
-        }
-        if config.get_application_name().is_none() {
-            config.application_name(POOL_NAME);
-        }
         let manager = Manager::from_config(
             config,
             tokio_postgres::NoTls,
@@ -180,7 +185,7 @@ impl PgStore {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
-        let pool = Pool::builder(manager)
+        Pool::builder(manager)
             .max_size(POOL_SIZE)
             .runtime(Runtime::Tokio1)
             .wait_timeout(Some(WAIT))
@@ -190,12 +195,7 @@ impl PgStore {
             .map_err(|e| StoreError::Database {
                 context: "DATABASE_URL".into(),
                 reason: e.to_string(),
-            })?;
-        Ok(Self {
-            pool,
-            cache: Arc::new(Cache::disabled()),
-            listener: None,
-        })
+            })
     }
 
     /// Runs one store operation on a pooled connection, bounded in time. A connection
@@ -212,15 +212,11 @@ impl PgStore {
         };
         let mut conn = match tokio::time::timeout(OPERATION, self.pool.get()).await {
             Ok(Ok(conn)) => conn,
-            Ok(Err(e)) => {
+            Ok(Err(deadpool_postgres::PoolError::Backend(e))) => return Err(database(context)(e)),
+            Ok(Err(other)) => {
                 return Err(StoreError::Database {
                     context: context.into(),
-                    reason: match e {
-                        deadpool_postgres::PoolError::Backend(e) => {
-                            database(context)(e).to_string()
-                        }
-                        other => other.to_string(),
-                    },
+                    reason: other.to_string(),
                 })
             }
             Err(_) => return Err(timed_out()),
@@ -242,22 +238,6 @@ impl PgStore {
                 Err(timed_out())
             }
         }
-    }
-
-    /// Whether the database holds anything yet (`store copy` refuses to mix stores).
-    pub async fn is_empty(&self) -> Result<bool, StoreError> {
-        self.with("inspect the database", async move |c| {
-            let row = row_one(
-                &*c,
-                "SELECT NOT EXISTS (SELECT 1 FROM users) AND NOT EXISTS (SELECT 1 FROM clients) \
-                     AND NOT EXISTS (SELECT 1 FROM revoked_jtis)",
-                &[],
-            )
-            .await
-            .map_err(database("inspect the database"))?;
-            Ok(row.get(0))
-        })
-        .await
     }
 
     pub(crate) fn pool(&self) -> &Pool {

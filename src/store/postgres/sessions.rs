@@ -129,6 +129,20 @@ pub async fn insert(client: &mut impl GenericClient, session: &Session) -> Resul
     tx.commit().await.map_err(database(context))
 }
 
+/// A transaction in READ COMMITTED whatever the server's default: each statement sees
+/// what committed before it began (another replica's rotation, once its lock is released),
+/// rather than failing on a serialization conflict.
+async fn read_committed<'a>(
+    client: &'a mut impl GenericClient,
+    context: &'static str,
+) -> Result<deadpool_postgres::Transaction<'a>, StoreError> {
+    let tx = client.transaction().await.map_err(database(context))?;
+    tx.batch_execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        .await
+        .map_err(database(context))?;
+    Ok(tx)
+}
+
 /// Exchanges the presented token for `new`. The session's row lock makes concurrent
 /// presentations of its tokens (on any replica) take turns: the second sees the first's
 /// rotation and is judged by it (grace window or reuse), as in the file store.
@@ -139,12 +153,7 @@ pub async fn refresh(
     grace: chrono::Duration,
 ) -> Result<RefreshOutcome, StoreError> {
     let context = "refresh a session";
-    let tx = client.transaction().await.map_err(database(context))?;
-    // Each statement below must see what committed before it began (the other
-    // replica's rotation, once its lock is released), whatever the server's default.
-    tx.batch_execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
-        .await
-        .map_err(database(context))?;
+    let tx = read_committed(client, context).await?;
     let row = row_opt(
         &tx,
         &format!(
@@ -279,15 +288,9 @@ pub async fn is_jti_revoked(client: &impl GenericClient, jti: &str) -> Result<bo
     Ok(row.is_some())
 }
 
-/// Everything an access token's check needs, in one query: whether its `jti` or its
-/// session is revoked (an unknown session is not), and its user if they exist.
-pub async fn token_state(
-    client: &impl GenericClient,
-    jti: &str,
-    user: UserId,
-    session: Option<Uuid>,
-) -> Result<TokenState, StoreError> {
-    let sql = format!(
+/// The query behind `token_state`, built once (it runs on every cache miss).
+static TOKEN_STATE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
         "SELECT EXISTS (SELECT 1 FROM revoked_jtis WHERE jti = $1) AS jti_revoked, \
          coalesce((SELECT revoked_at IS NOT NULL FROM sessions WHERE id = $3), false) \
          AS session_revoked, u.id IS NOT NULL AS user_exists, {} \
@@ -297,8 +300,18 @@ pub async fn token_state(
             .map(|c| format!("u.{c}"))
             .collect::<Vec<_>>()
             .join(", ")
-    );
-    let row = row_one(client, &sql, &[&jti, &user, &session])
+    )
+});
+
+/// Everything an access token's check needs, in one query: whether its `jti` or its
+/// session is revoked (an unknown session is not), and its user if they exist.
+pub async fn token_state(
+    client: &impl GenericClient,
+    jti: &str,
+    user: UserId,
+    session: Option<Uuid>,
+) -> Result<TokenState, StoreError> {
+    let row = row_one(client, &TOKEN_STATE, &[&jti, &user, &session])
         .await
         .map_err(database("check a token"))?;
     let exists: bool = row.get("user_exists");
@@ -330,10 +343,7 @@ pub async fn prune(
     retention: chrono::Duration,
 ) -> Result<Pruned, StoreError> {
     let context = "prune";
-    let tx = client.transaction().await.map_err(database(context))?;
-    tx.batch_execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
-        .await
-        .map_err(database(context))?;
+    let tx = read_committed(client, context).await?;
     let ours: bool = row_one(&tx, "SELECT pg_try_advisory_xact_lock($1)", &[&PRUNE_LOCK])
         .await
         .map_err(database(context))?
