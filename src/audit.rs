@@ -3,6 +3,7 @@
 
 use std::fs::OpenOptions;
 use std::io::Write;
+use std::net::IpAddr;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::Mutex;
@@ -17,7 +18,7 @@ pub struct Audit {
 #[derive(Debug, Clone, Default)]
 pub struct Context {
     pub request_id: Option<String>,
-    pub client_ip: Option<String>,
+    pub client_ip: Option<IpAddr>,
 }
 
 impl Audit {
@@ -71,8 +72,8 @@ impl Audit {
         if let Some(subject) = subject {
             line.insert("subject".into(), json!(subject));
         }
-        if let Some(ip) = &ctx.client_ip {
-            line.insert("client_ip".into(), json!(ip));
+        if let Some(ip) = ctx.client_ip {
+            line.insert("client_ip".into(), json!(ip.to_string()));
         }
         if let Some(id) = &ctx.request_id {
             line.insert("request_id".into(), json!(id));
@@ -101,7 +102,7 @@ mod tests {
         let audit = Audit::open(&path, false).unwrap();
         let ctx = Context {
             request_id: Some("r1".into()),
-            client_ip: Some("192.0.2.1".into()),
+            client_ip: Some("192.0.2.1".parse().unwrap()),
         };
         audit.record(
             "login_failed",

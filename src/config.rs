@@ -6,126 +6,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
-use clap::{ArgAction, Args, Parser, Subcommand};
+use clap::{ArgAction, Args, Parser};
 
+/// The settings alone, parsed without the CLI's subcommands (`Config::from_defaults`).
 #[derive(Debug, Parser)]
-#[command(
-    name = "simple-api",
-    version,
-    about = "A stateless JWT authentication service"
-)]
-pub struct Cli {
+#[command(name = "simple-api")]
+struct Settings {
     #[command(flatten)]
-    pub config: Config,
-    #[command(subcommand)]
-    pub command: Option<Command>,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Run the HTTP service (the default).
-    Serve,
-    /// Manage user accounts in the store (DATA_DIR, or DATABASE_URL).
-    #[command(subcommand)]
-    Users(UsersCommand),
-    /// Manage service clients (client_credentials). Works while the server runs.
-    #[command(subcommand)]
-    Clients(ClientsCommand),
-    /// Manage signing keys in KEYS_DIR. Works while the server runs.
-    #[command(subcommand)]
-    Keys(KeysCommand),
-    /// Password hashing tools.
-    #[command(subcommand)]
-    Passwords(PasswordsCommand),
-    /// Print the OpenAPI document (JSON).
-    Openapi,
-    /// Apply the PostgreSQL schema migrations to DATABASE_URL (safe to run at any time,
-    /// and from several places at once: they take a lock and skip what is applied).
-    Migrate,
-    /// Move between stores.
-    #[command(subcommand)]
-    Store(StoreCommand),
-}
-
-#[derive(Debug, Subcommand)]
-pub enum StoreCommand {
-    /// Copy the file store in DATA_DIR (stop the server first) into a PostgreSQL
-    /// database: users with their password hashes, clients, live refresh-token families,
-    /// revocations. Prints the counts copied (JSON).
-    Copy {
-        /// The target database, `postgres://…`. Migrated first.
-        #[arg(long)]
-        to: String,
-        /// Replace what the target already holds (by default a non-empty target is refused).
-        #[arg(long)]
-        overwrite: bool,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum PasswordsCommand {
-    /// Measure argon2id on this machine and suggest ARGON2_* settings for a target time.
-    Calibrate {
-        /// The time one hash should take, in milliseconds.
-        #[arg(long, default_value_t = 50)]
-        target_ms: u64,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum ClientsCommand {
-    /// Register a client; prints its client_id and client_secret (shown only once).
-    Create {
-        #[arg(long)]
-        name: String,
-        /// Space-separated scopes: users:read and/or users:write.
-        #[arg(long)]
-        scope: String,
-    },
-    /// List clients (never their secrets).
-    List,
-    /// Delete a client; its tokens stop working at once.
-    Delete { id: String },
-    /// Give a client a new secret (printed once); the old one stops working.
-    RotateSecret { id: String },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum KeysCommand {
-    /// List the keys: kid, algorithm, status, file.
-    List,
-    /// Add a new key: published in the JWKS at once, signing after KEY_PUBLISH_DELAY.
-    Rotate {
-        /// EdDSA (default), ES256 or RS256.
-        #[arg(long, default_value = "EdDSA")]
-        alg: String,
-    },
-    /// Stop publishing a key (renames its file to *.pem.retired).
-    Retire {
-        /// The key's `kid` (as `keys list` prints it). A kid is base64url and may begin
-        /// with `-`: it is taken as the kid, not as an option.
-        #[arg(allow_hyphen_values = true)]
-        kid: String,
-        /// Retire even though tokens it signed may still be valid.
-        #[arg(long)]
-        force: bool,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum UsersCommand {
-    /// Create a user; the password is read from standard input.
-    Create {
-        #[arg(long)]
-        email: String,
-        /// Give the account the admin role.
-        #[arg(long)]
-        admin: bool,
-        #[arg(long)]
-        first_name: Option<String>,
-        #[arg(long)]
-        last_name: Option<String>,
-    },
+    config: Config,
 }
 
 /// Every setting of the service. Plain data: tests build one and change what they need.
@@ -242,10 +130,9 @@ pub struct ConfigError {
 impl Config {
     /// The defaults, as `simple-api` with no environment would have them.
     pub fn from_defaults() -> Self {
-        Cli::parse_from(["simple-api"]).config
+        Settings::parse_from(["simple-api"]).config
     }
 
-    /// Cross-field and semantic checks clap cannot express.
     /// DATABASE_URL, unless unset or empty.
     pub fn database(&self) -> Option<&str> {
         self.database_url
@@ -253,6 +140,7 @@ impl Config {
             .filter(|u| !u.trim().is_empty())
     }
 
+    /// Cross-field and semantic checks clap cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let err = |var, reason: &str| {
             Err(ConfigError {
@@ -357,7 +245,7 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_variable() {
-        let err = Cli::try_parse_from(["simple-api", "--api-port", "abc"]).unwrap_err();
+        let err = Settings::try_parse_from(["simple-api", "--api-port", "abc"]).unwrap_err();
         assert!(err.to_string().contains("API_PORT"), "{err}");
         let mut c = Config::from_defaults();
         c.admin_email = Some("a@example.com".into());
@@ -369,22 +257,6 @@ mod tests {
             .unwrap_err()
             .to_string()
             .starts_with("ARGON2_M_KIB"));
-    }
-
-    #[test]
-    fn a_kid_beginning_with_a_hyphen_is_a_kid() {
-        for args in [
-            ["simple-api", "keys", "retire", "-iQx9", "--force"],
-            ["simple-api", "keys", "retire", "--force", "-iQx9"],
-        ] {
-            let cli = Cli::try_parse_from(args).unwrap();
-            match cli.command {
-                Some(Command::Keys(KeysCommand::Retire { kid, force })) => {
-                    assert_eq!((kid.as_str(), force), ("-iQx9", true));
-                }
-                other => panic!("{other:?}"),
-            }
-        }
     }
 
     #[test]

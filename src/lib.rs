@@ -1,4 +1,9 @@
 //! simple-api: a stateless JWT authentication service with a durable file-backed user store.
+//!
+//! Layers, each importing only from those below it (see the README's "Architecture"):
+//! `cli` → `api` → `service` → `auth` → `store` → `domain`, with `startup` (the server's
+//! life) beside `cli`, and `config`, `audit`, `metrics`, `telemetry` and
+//! `header_deadline` as leaves any layer may use.
 
 pub mod api;
 pub mod audit;
@@ -6,8 +11,9 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod header_deadline;
 pub mod metrics;
-pub mod slowloris;
+pub mod service;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -1,6 +1,6 @@
 use clap::Parser;
-use simple_api::config::{Cli, Command};
-use simple_api::{api, cli, startup::Application, telemetry};
+use simple_api::cli::{self, Cli};
+use simple_api::telemetry;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -21,31 +21,11 @@ async fn main() -> std::process::ExitCode {
         Err(e) => e.exit(),
     };
     telemetry::init(&cli.config.log_format);
-    let result = match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(cli.config).await,
-        Command::Users(cmd) => cli::users(cli.config, cmd).await,
-        Command::Clients(cmd) => cli::clients(cli.config, cmd).await,
-        Command::Keys(cmd) => cli::keys(cli.config, cmd),
-        Command::Passwords(cmd) => cli::passwords(&cli.config, cmd),
-        Command::Migrate => cli::migrate(&cli.config).await,
-        Command::Store(cmd) => cli::store(&cli.config, cmd).await,
-        Command::Openapi => {
-            print!("{}", api::spec_json());
-            Ok(())
-        }
-    };
-    match result {
+    match cli::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
     }
-}
-
-async fn serve(config: simple_api::config::Config) -> anyhow::Result<()> {
-    let shutdown = simple_api::startup::shutdown_signal()?;
-    let app = Application::build(config).await?;
-    app.run_until(shutdown).await?;
-    Ok(())
 }

@@ -1,5 +1,11 @@
+//! The OAuth2 endpoints: token (password, refresh_token and client_credentials grants),
+//! revocation (RFC 7009) and introspection (RFC 7662). The grants themselves are
+//! `AppState::login`/`authenticate_client` and `AppState::issue`; this module reads the
+//! forms and shapes RFC 6749 answers.
+
 use std::sync::Arc;
 
+use poem::web::Data;
 use poem::Request;
 use poem_openapi::payload::Json;
 use poem_openapi::types::Password;
@@ -8,24 +14,13 @@ use secrecy::SecretString;
 
 use super::body::{BodyError, Form, FormFields};
 use super::error::{OAuthError, OAuthErrorCode};
-use super::{ApiError, ApiTags, RequestCtx};
+use super::{ApiError, ApiTags, Empty, RequestCtx};
 use crate::auth::clients::parse_basic;
 use crate::auth::refresh;
-use crate::auth::tokens::IssuedToken;
-use crate::auth::Subject;
-use crate::domain::{Client, Scopes, Session, User};
-use crate::startup::{AppState, Login};
-use crate::store::RefreshOutcome;
+use crate::domain::{Client, Scopes};
+use crate::service::{AppState, Exchanged, Grant, Tokens, Verdict, Verified};
 
-pub struct AuthApi {
-    state: Option<Arc<AppState>>,
-}
-
-impl AuthApi {
-    pub fn new(state: Option<Arc<AppState>>) -> Self {
-        Self { state }
-    }
-}
+pub struct AuthApi;
 
 /// Which grant: `password`, `refresh_token` or `client_credentials`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
@@ -134,7 +129,7 @@ pub enum IntrospectResponse {
 pub enum RevokeResponse {
     /// The token is revoked, or was unknown, expired or already revoked (RFC 7009 §2.2).
     #[oai(status = 200)]
-    Ok(Json<super::users::Empty>),
+    Ok(Json<Empty>),
 }
 
 #[derive(ApiResponse)]
@@ -148,14 +143,15 @@ pub enum TokenResponse {
     ),
 }
 
-fn granted(token: IssuedToken, refresh_token: Option<String>) -> TokenResponse {
+fn granted(tokens: Tokens) -> TokenResponse {
+    let Tokens { access, refresh } = tokens;
     TokenResponse::Ok(
         Json(TokenBody {
-            access_token: token.token,
+            access_token: access.token,
             token_type: "Bearer".into(),
-            expires_in: token.expires_in,
-            scope: token.claims.scope,
-            refresh_token,
+            expires_in: access.expires_in,
+            scope: access.claims.scope,
+            refresh_token: refresh,
         }),
         "no-store".into(),
         "no-cache".into(),
@@ -185,157 +181,93 @@ fn narrow(requested: Option<&str>, allowed: Scopes) -> Result<Scopes, OAuthError
     Ok(requested)
 }
 
-impl AuthApi {
-    async fn password_grant(
-        &self,
-        state: &AppState,
-        form: &Form,
-        ctx: &RequestCtx,
-    ) -> Result<TokenResponse, OAuthError> {
-        let username = form
-            .get("username")
-            .ok_or_else(|| OAuthError::invalid_request("username missing"))?;
-        let password = SecretString::from(
-            form.get("password")
-                .ok_or_else(|| OAuthError::invalid_request("password missing"))?,
-        );
-        let login = state
-            .login(username, &password, &ctx.audit(), "password")
-            .await
-            .map_err(ApiError::from)?;
-        let user = match login {
-            Login::Ok(user) => user,
-            Login::Throttled(wait) => return Err(OAuthError::throttled(wait)),
-            Login::Invalid => {
-                return Err(OAuthError::new(
-                    OAuthErrorCode::InvalidGrant,
-                    "invalid username or password",
-                ))
-            }
-        };
-        let scopes = narrow(form.get("scope"), user.role.scopes())?;
-        self.rehash_if_outdated(state, &user, &password).await;
-        let refresh = refresh::generate(crate::domain::now(), refresh_ttl(state));
-        let session = Session::new(user.id, scopes, refresh.stored);
-        state
-            .store
-            .create_session(session.clone())
-            .await
-            .map_err(ApiError::from)?;
-        let token = state
-            .tokens
-            .issue(
-                Subject::User {
-                    id: user.id,
-                    role: user.role,
-                    sid: Some(session.id),
-                },
-                &scopes,
-            )
-            .map_err(ApiError::from)?;
-        state.metrics.token_issued("password");
-        tracing::info!(user_id = %user.id, session_id = %session.id, "password grant: logged in");
-        Ok(granted(token, Some(refresh.token)))
-    }
-
-    async fn refresh_grant(
-        &self,
-        state: &AppState,
-        form: &Form,
-        ctx: &RequestCtx,
-    ) -> Result<TokenResponse, OAuthError> {
-        let presented = form
-            .get("refresh_token")
-            .ok_or_else(|| OAuthError::invalid_request("refresh_token missing"))?;
-        let new = refresh::generate(crate::domain::now(), refresh_ttl(state));
-        let grace = chrono::Duration::seconds(state.config.refresh_reuse_grace as i64);
-        let outcome = state
-            .store
-            .refresh(refresh::hash(presented), new.stored, grace)
-            .await
-            .map_err(ApiError::from)?;
-        match outcome {
-            RefreshOutcome::Rotated {
-                session_id,
-                scope,
-                user,
-                benign_race,
-            } => {
-                // A demoted user keeps the session but loses what the role no longer allows.
-                let allowed = scope.intersect(&user.role.scopes());
-                let scopes = narrow(form.get("scope"), allowed)?;
-                let token = state
-                    .tokens
-                    .issue(
-                        Subject::User {
-                            id: user.id,
-                            role: user.role,
-                            sid: Some(session_id),
-                        },
-                        &scopes,
-                    )
-                    .map_err(ApiError::from)?;
-                state.metrics.token_issued("refresh_token");
-                tracing::info!(user_id = %user.id, %session_id, benign_race, "refresh token rotated");
-                Ok(granted(token, Some(new.token)))
-            }
-            RefreshOutcome::Reused {
-                session_id,
-                user_id,
-            } => {
-                tracing::warn!(%user_id, %session_id, "refresh token reuse detected: session revoked");
-                state
-                    .metrics
-                    .refresh_reuse
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let subject = user_id.to_string();
-                let fields = serde_json::json!({ "session_id": session_id });
-                state.audit.record(
-                    "refresh_reuse_detected",
-                    Some(&subject),
-                    &ctx.audit(),
-                    fields,
-                );
-                Err(OAuthError::new(
-                    OAuthErrorCode::InvalidGrant,
-                    "refresh token reuse detected; the session has been revoked",
-                ))
-            }
-            RefreshOutcome::Invalid => Err(OAuthError::new(
+async fn password_grant(
+    state: &AppState,
+    form: &Form,
+    ctx: &RequestCtx,
+) -> Result<TokenResponse, OAuthError> {
+    let username = form
+        .get("username")
+        .ok_or_else(|| OAuthError::invalid_request("username missing"))?;
+    let password = SecretString::from(
+        form.get("password")
+            .ok_or_else(|| OAuthError::invalid_request("password missing"))?,
+    );
+    let user = match state
+        .login(username, &password, &ctx.audit(), "password")
+        .await
+        .map_err(ApiError::from)?
+    {
+        Verdict::Ok(user) => user,
+        Verdict::Throttled(wait) => return Err(OAuthError::throttled(wait)),
+        Verdict::Invalid => {
+            return Err(OAuthError::new(
                 OAuthErrorCode::InvalidGrant,
-                "invalid, expired or revoked refresh token",
-            )),
+                "invalid username or password",
+            ))
         }
-    }
+    };
+    let scopes = narrow(form.get("scope"), user.role.scopes())?;
+    state.rehash_if_outdated(&user, &password).await;
+    let tokens = state
+        .issue(Grant::Password(&user), scopes)
+        .await
+        .map_err(ApiError::from)?;
+    Ok(granted(tokens))
+}
 
-    /// Upgrades a hash made with older argon2 parameters while the password is at hand.
-    /// Best effort: a failure here must not fail the login.
-    async fn rehash_if_outdated(&self, state: &AppState, user: &User, password: &SecretString) {
-        if !state.passwords.needs_rehash(&user.password_hash) {
-            return;
+async fn refresh_grant(
+    state: &AppState,
+    form: &Form,
+    ctx: &RequestCtx,
+) -> Result<TokenResponse, OAuthError> {
+    let presented = form
+        .get("refresh_token")
+        .ok_or_else(|| OAuthError::invalid_request("refresh_token missing"))?;
+    let exchanged = state
+        .exchange_refresh_token(presented, &ctx.audit())
+        .await
+        .map_err(ApiError::from)?;
+    match exchanged {
+        Exchanged::Rotated {
+            user,
+            session_id,
+            allowed,
+            refresh_token,
+        } => {
+            let scopes = narrow(form.get("scope"), allowed)?;
+            let grant = Grant::RefreshToken {
+                user: &user,
+                session_id,
+                refresh_token,
+            };
+            let tokens = state.issue(grant, scopes).await.map_err(ApiError::from)?;
+            Ok(granted(tokens))
         }
-        let old = user.password_hash.clone();
-        let outcome = match state.passwords.hash(password).await {
-            Ok(hash) => state
-                .store
-                .update_user(
-                    user.id,
-                    // Only if the password did not change meanwhile: never resurrect an old one.
-                    Box::new(move |u| {
-                        if u.password_hash == old {
-                            u.password_hash = hash;
-                        }
-                    }),
-                )
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        if let Err(error) = outcome {
-            tracing::warn!(user_id = %user.id, %error, "could not upgrade an outdated password hash");
-        }
+        Exchanged::Reused => Err(OAuthError::new(
+            OAuthErrorCode::InvalidGrant,
+            "refresh token reuse detected; the session has been revoked",
+        )),
+        Exchanged::Invalid => Err(OAuthError::new(
+            OAuthErrorCode::InvalidGrant,
+            "invalid, expired or revoked refresh token",
+        )),
     }
+}
+
+async fn client_credentials_grant(
+    state: &AppState,
+    req: &Request,
+    form: &Form,
+    ctx: &RequestCtx,
+) -> Result<TokenResponse, OAuthError> {
+    let client = require_client(state, req, form, ctx).await?;
+    let scopes = narrow(form.get("scope"), client.scope)?;
+    let tokens = state
+        .issue(Grant::ClientCredentials(&client), scopes)
+        .await
+        .map_err(ApiError::from)?;
+    Ok(granted(tokens))
 }
 
 #[OpenApi(prefix_path = "/api/v1", tag = "ApiTags::Auth")]
@@ -353,34 +285,17 @@ impl AuthApi {
     #[oai(path = "/auth/token", method = "post", operation_id = "createToken")]
     async fn token(
         &self,
+        state: Data<&Arc<AppState>>,
         req: &Request,
         ctx: RequestCtx,
         body: FormFields<TokenRequest>,
     ) -> Result<TokenResponse, OAuthError> {
-        let state = super::state(&self.state)?;
         let form = form_of(body)?;
         match form.get("grant_type") {
             None => Err(OAuthError::invalid_request("grant_type missing")),
-            Some("password") => self.password_grant(state, &form, &ctx).await,
-            Some("refresh_token") => self.refresh_grant(state, &form, &ctx).await,
-            Some("client_credentials") => {
-                let client = authenticate_client(state, req, &form, &ctx)
-                    .await?
-                    .ok_or_else(|| {
-                        OAuthError::new(
-                            OAuthErrorCode::InvalidClient,
-                            "client authentication required",
-                        )
-                    })?;
-                let scopes = narrow(form.get("scope"), client.scope)?;
-                let token = state
-                    .tokens
-                    .issue(Subject::Client { id: client.id }, &scopes)
-                    .map_err(ApiError::from)?;
-                state.metrics.token_issued("client_credentials");
-                tracing::info!(client_id = %client.id, scope = %scopes, "client_credentials grant");
-                Ok(granted(token, None))
-            }
+            Some("password") => password_grant(&state, &form, &ctx).await,
+            Some("refresh_token") => refresh_grant(&state, &form, &ctx).await,
+            Some("client_credentials") => client_credentials_grant(&state, req, &form, &ctx).await,
             Some(other) => Err(OAuthError::new(
                 OAuthErrorCode::UnsupportedGrantType,
                 format!("grant_type {other} is not supported"),
@@ -397,13 +312,13 @@ impl AuthApi {
     #[oai(path = "/auth/revoke", method = "post", operation_id = "revokeToken")]
     async fn revoke(
         &self,
+        state: Data<&Arc<AppState>>,
         req: &Request,
         ctx: RequestCtx,
         body: FormFields<TokenForm>,
     ) -> Result<RevokeResponse, OAuthError> {
-        let state = super::state(&self.state)?;
         let form = form_of(body)?;
-        let client = authenticate_client(state, req, &form, &ctx).await?;
+        let client = authenticate_client(&state, req, &form, &ctx).await?;
         let token = form
             .get("token")
             .ok_or_else(|| OAuthError::invalid_request("token missing"))?;
@@ -448,7 +363,7 @@ impl AuthApi {
                     .record("token_revoked", Some(&subject), &ctx.audit(), fields);
             }
         }
-        Ok(RevokeResponse::Ok(Json(super::users::Empty {})))
+        Ok(RevokeResponse::Ok(Json(Empty {})))
     }
 
     /// Introspect a token
@@ -464,46 +379,38 @@ impl AuthApi {
     )]
     async fn introspect(
         &self,
+        state: Data<&Arc<AppState>>,
         req: &Request,
         ctx: RequestCtx,
         body: FormFields<TokenForm>,
     ) -> Result<IntrospectResponse, OAuthError> {
-        let state = super::state(&self.state)?;
         let form = form_of(body)?;
-        authenticate_client(state, req, &form, &ctx)
-            .await?
-            .ok_or_else(|| {
-                OAuthError::new(
-                    OAuthErrorCode::InvalidClient,
-                    "client authentication required",
-                )
-            })?;
+        require_client(&state, req, &form, &ctx).await?;
         let token = form
             .get("token")
             .ok_or_else(|| OAuthError::invalid_request("token missing"))?;
         let inactive = IntrospectBody::default();
         let body = if token.contains('.') {
-            match super::security::verify_access_token(state, token).await {
-                Ok(caller) => {
-                    let c = caller.claims;
-                    IntrospectBody {
-                        active: true,
-                        scope: Some(caller.scopes.to_string()),
-                        client_id: c.client_id.clone(),
-                        sub: Some(c.sub.clone()),
-                        token_type: Some("Bearer".into()),
-                        exp: Some(c.exp),
-                        iat: Some(c.iat),
-                        nbf: Some(c.nbf),
-                        iss: Some(c.iss.clone()),
-                        aud: Some(c.aud.clone()),
-                        jti: Some(c.jti.clone()),
-                    }
-                }
+            match state.verify_access_token(token).await {
+                Ok(Verified {
+                    claims: c, scopes, ..
+                }) => IntrospectBody {
+                    active: true,
+                    scope: Some(scopes.to_string()),
+                    client_id: c.client_id.clone(),
+                    sub: Some(c.sub.clone()),
+                    token_type: Some("Bearer".into()),
+                    exp: Some(c.exp),
+                    iat: Some(c.iat),
+                    nbf: Some(c.nbf),
+                    iss: Some(c.iss.clone()),
+                    aud: Some(c.aud.clone()),
+                    jti: Some(c.jti.clone()),
+                },
                 Err(_) => inactive,
             }
         } else {
-            introspect_refresh(state, token).await?.unwrap_or(inactive)
+            introspect_refresh(&state, token).await?.unwrap_or(inactive)
         };
         Ok(IntrospectResponse::Ok(Json(body), "no-store".into()))
     }
@@ -576,52 +483,37 @@ async fn authenticate_client(
         (Some((id, secret)), None) => (id, secret),
         (None, Some((id, secret))) => (id.unwrap_or_default().to_owned(), secret.to_owned()),
     };
-    // Secrets cannot be guessed, but each check costs an argon2 hash: throttle failures.
-    let throttled = state
-        .throttle
-        .check(&id, ctx.client_ip)
-        .await
-        .map_err(ApiError::from)?;
-    if let Some(wait) = throttled {
-        state.metrics.login("throttled");
-        return Err(OAuthError::throttled(wait));
-    }
-    let client = match uuid::Uuid::parse_str(&id) {
-        Ok(id) => state.store.client(id).await.map_err(ApiError::from)?,
-        Err(_) => None,
-    };
-    // Unknown clients cost a (dummy) hash too: the answer and its timing say nothing.
+    // Secrets cannot be guessed, but each check costs an argon2 hash: throttled too.
     let secret = SecretString::from(secret);
-    let verified = state
-        .passwords
-        .verify(client.as_ref().map(|c| c.secret_hash.as_str()), &secret)
+    let verdict = state
+        .authenticate_client(&id, &secret, &ctx.audit())
         .await
         .map_err(ApiError::from)?;
-    match client.filter(|_| verified) {
-        Some(client) => {
-            state
-                .throttle
-                .record_success(&id)
-                .await
-                .map_err(ApiError::from)?;
-            Ok(Some(client))
-        }
-        None => {
-            state
-                .throttle
-                .record_failure(&id, ctx.client_ip)
-                .await
-                .map_err(ApiError::from)?;
-            let fields = serde_json::json!({});
-            state
-                .audit
-                .record("client_auth_failed", Some(&id), &ctx.audit(), fields);
-            Err(OAuthError::new(
-                OAuthErrorCode::InvalidClient,
-                "client authentication failed",
-            ))
-        }
+    match verdict {
+        Verdict::Ok(client) => Ok(Some(client)),
+        Verdict::Throttled(wait) => Err(OAuthError::throttled(wait)),
+        Verdict::Invalid => Err(OAuthError::new(
+            OAuthErrorCode::InvalidClient,
+            "client authentication failed",
+        )),
     }
+}
+
+/// The authenticated client of a request that needs one (`invalid_client` without).
+async fn require_client(
+    state: &AppState,
+    req: &Request,
+    form: &Form,
+    ctx: &RequestCtx,
+) -> Result<Client, OAuthError> {
+    authenticate_client(state, req, form, ctx)
+        .await?
+        .ok_or_else(|| {
+            OAuthError::new(
+                OAuthErrorCode::InvalidClient,
+                "client authentication required",
+            )
+        })
 }
 
 /// The form of a token-endpoint request, or the RFC 6749 error for it.
@@ -633,10 +525,6 @@ fn form_of<T>(body: FormFields<T>) -> Result<Form, OAuthError> {
         }
     })?;
     Form::new(pairs).map_err(OAuthError::invalid_request)
-}
-
-fn refresh_ttl(state: &AppState) -> chrono::Duration {
-    chrono::Duration::seconds(state.config.refresh_token_ttl.min(i64::MAX as u64 / 1000) as i64)
 }
 
 impl poem_openapi::types::Example for TokenRequest {

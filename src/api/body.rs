@@ -11,11 +11,8 @@ use poem_openapi::types::Type;
 use poem_openapi::{ApiExtractor, ApiExtractorType, ExtractParamOptions};
 use serde_json::{Map, Value};
 
+use super::middleware::BodyLimit;
 use super::ApiError;
-
-/// MAX_BODY_BYTES, shared with the extractors through the request's data.
-#[derive(Debug, Clone, Copy)]
-pub struct BodyLimit(pub usize);
 
 /// Why a body could not be used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

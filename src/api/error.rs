@@ -9,7 +9,7 @@ use poem_openapi::{ApiResponse, Enum, Object};
 
 use crate::auth::{PasswordError, TokenError};
 use crate::domain::DomainError;
-use crate::startup::CredentialError;
+use crate::service::ServiceError;
 use crate::store::StoreError;
 
 pub const REALM: &str = "Bearer realm=\"simple-api\"";
@@ -201,11 +201,12 @@ impl From<PasswordError> for ApiError {
     }
 }
 
-impl From<CredentialError> for ApiError {
-    fn from(e: CredentialError) -> Self {
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
         match e {
-            CredentialError::Store(e) => e.into(),
-            CredentialError::Password(e) => e.into(),
+            ServiceError::Store(e) => e.into(),
+            ServiceError::Password(e) => e.into(),
+            ServiceError::Token(e) => e.into(),
         }
     }
 }
@@ -342,57 +343,6 @@ impl From<ApiError> for OAuthError {
             ApiError::Internal(Json(b)) => (OAuthErrorCode::ServerError, b.error),
         };
         Self::new(code, msg)
-    }
-}
-
-/// The last line of defence: whatever poem itself answers with (unknown route, wrong
-/// The methods of every route, for the `Allow` header of a 405 (RFC 9110 §15.5.6).
-pub struct AllowTable(Vec<(Vec<Option<String>>, String)>);
-
-impl AllowTable {
-    /// From the spec's paths (`{param}` segments match anything), plus the spec and docs.
-    pub fn from_spec(spec: &str) -> Self {
-        let spec: serde_json::Value = serde_json::from_str(spec).unwrap_or_default();
-        let segments = |path: &str| -> Vec<Option<String>> {
-            path.trim_matches('/')
-                .split('/')
-                .map(|s| (!s.starts_with('{')).then(|| s.to_owned()))
-                .collect()
-        };
-        let mut table: Vec<(Vec<Option<String>>, String)> = spec["paths"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .map(|(path, item)| {
-                let mut methods: Vec<String> = item
-                    .as_object()
-                    .into_iter()
-                    .flatten()
-                    .map(|(m, _)| m.to_ascii_uppercase())
-                    .collect();
-                if methods.iter().any(|m| m == "GET") {
-                    methods.push("HEAD".into());
-                }
-                (segments(path), methods.join(", "))
-            })
-            .collect();
-        table.push((segments("/openapi.json"), "GET, HEAD".into()));
-        table.push((segments("/docs"), "GET, HEAD".into()));
-        Self(table)
-    }
-
-    pub fn methods(&self, path: &str) -> Option<&str> {
-        let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
-        self.0
-            .iter()
-            .find(|(template, _)| {
-                template.len() == parts.len()
-                    && template
-                        .iter()
-                        .zip(&parts)
-                        .all(|(t, p)| t.as_deref().is_none_or(|t| t == *p))
-            })
-            .map(|(_, methods)| methods.as_str())
     }
 }
 

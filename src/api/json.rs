@@ -2,7 +2,7 @@
 //!
 //! poem-openapi's `Json<T>` first builds a `serde_json::Value` tree (one allocation per
 //! field and key) and then prints it; on the hottest route (`GET /users/me`) that was
-//! the largest cost after the HTTP stack itself (see the README's profile). `Direct<S, T>`
+//! the largest cost after the HTTP stack itself (see the README's profile). `JsonView<S, T>`
 //! documents schema `S` and sends `T` through serde (often `S` itself, or a borrowed view
 //! of the domain value that skips building `S`); a unit test per body checks that both
 //! give the same JSON, so the spec still describes the wire.
@@ -19,9 +19,9 @@ use serde::Serialize;
 
 /// `application/json` with schema `S`, sending `T` serialized with serde rather than
 /// through a `Value`.
-pub struct Direct<S, T = S>(T, PhantomData<fn() -> S>);
+pub struct JsonView<S, T = S>(T, PhantomData<fn() -> S>);
 
-impl<S, T> Direct<S, T> {
+impl<S, T> JsonView<S, T> {
     pub fn new(body: T) -> Self {
         Self(body, PhantomData)
     }
@@ -29,7 +29,7 @@ impl<S, T> Direct<S, T> {
 
 const CONTENT: &str = "application/json; charset=utf-8";
 
-impl<S: Type, T: Send> Payload for Direct<S, T> {
+impl<S: Type, T: Send> Payload for JsonView<S, T> {
     const CONTENT_TYPE: &'static str = CONTENT;
 
     fn schema_ref() -> MetaSchemaRef {
@@ -41,7 +41,7 @@ impl<S: Type, T: Send> Payload for Direct<S, T> {
     }
 }
 
-impl<S, T: Serialize + Send> IntoResponse for Direct<S, T> {
+impl<S, T: Serialize + Send> IntoResponse for JsonView<S, T> {
     fn into_response(self) -> Response {
         // Room for a typical body up front: no regrowing while writing it.
         let mut bytes = Vec::with_capacity(512);
@@ -61,7 +61,7 @@ impl<S, T: Serialize + Send> IntoResponse for Direct<S, T> {
 }
 
 /// A date as poem-openapi writes it (`to_rfc3339`: `+00:00`, not serde's `Z`), so a
-/// body sent through `Direct` matches its schema's JSON.
+/// body sent through `JsonView` matches its schema's JSON.
 pub struct Rfc3339(pub chrono::DateTime<chrono::Utc>);
 
 impl Serialize for Rfc3339 {
@@ -70,7 +70,7 @@ impl Serialize for Rfc3339 {
     }
 }
 
-/// For the bodies' tests: what `Direct` sends equals poem-openapi's JSON of the schema.
+/// For the bodies' tests: what `JsonView` sends equals poem-openapi's JSON of the schema.
 #[cfg(test)]
 pub fn assert_same_json<S: poem_openapi::types::ToJSON>(sent: &impl Serialize, schema: &S) {
     let direct: serde_json::Value = serde_json::to_value(sent).expect("serializes");

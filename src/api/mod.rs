@@ -6,6 +6,7 @@ mod body;
 mod context;
 mod error;
 mod json;
+mod middleware;
 mod security;
 mod sessions;
 mod status;
@@ -16,14 +17,14 @@ use std::sync::Arc;
 
 use poem::middleware::{CatchPanic, NormalizePath, TrailingSlash};
 use poem::{Endpoint, EndpointExt, Route};
-use poem_openapi::{OpenApiService, Tags};
+use poem_openapi::{Object, OpenApiService, Tags};
 
-pub use body::BodyLimit;
 pub use context::RequestCtx;
 pub use error::{ApiError, ErrorBody};
+pub use middleware::BodyLimit;
 pub use security::{Access, Caller, ACCESS};
 
-use crate::startup::AppState;
+use crate::service::AppState;
 
 #[derive(Tags)]
 pub enum ApiTags {
@@ -47,15 +48,19 @@ pub type Apis = (
     well_known::WellKnownApi,
 );
 
+/// An empty JSON object.
+#[derive(Object)]
+pub struct Empty {}
+
 /// The OpenAPI service. The spec depends on no configuration, so the committed file
-/// matches every deployment.
-pub fn openapi_service(state: Option<Arc<AppState>>) -> OpenApiService<Apis, ()> {
+/// matches every deployment; handlers get the state as a `Data` parameter at run time.
+pub fn openapi_service() -> OpenApiService<Apis, ()> {
     let apis = (
-        status::StatusApi::new(state.clone()),
-        auth::AuthApi::new(state.clone()),
-        sessions::SessionsApi::new(state.clone()),
-        users::UsersApi::new(state.clone()),
-        well_known::WellKnownApi::new(state),
+        status::StatusApi,
+        auth::AuthApi,
+        sessions::SessionsApi,
+        users::UsersApi,
+        well_known::WellKnownApi,
     );
     OpenApiService::new(apis, "simple-api", env!("CARGO_PKG_VERSION"))
         .description(
@@ -70,7 +75,7 @@ pub fn openapi_service(state: Option<Arc<AppState>>) -> OpenApiService<Apis, ()>
 /// with each protected operation's scopes taken from its `Access` declaration.
 pub fn spec_json() -> String {
     let mut spec: serde_json::Value =
-        serde_json::from_str(&openapi_service(None).spec()).expect("poem-openapi emits JSON");
+        serde_json::from_str(&openapi_service().spec()).expect("poem-openapi emits JSON");
     if let Some(paths) = spec.get_mut("paths").and_then(|p| p.as_object_mut()) {
         for op in paths
             .values_mut()
@@ -148,10 +153,10 @@ pub fn docs_html(service: &OpenApiService<Apis, ()>, spec: &str) -> String {
 
 /// Every route of the service, wrapped in the JSON error handling.
 pub fn routes(state: Arc<AppState>) -> impl Endpoint {
-    let service = openapi_service(Some(state.clone()));
+    let service = openapi_service();
     let limit = BodyLimit(usize::try_from(state.config.max_body_bytes).unwrap_or(usize::MAX));
     let spec = spec_json();
-    let allow = Arc::new(error::AllowTable::from_spec(&spec));
+    let allow = Arc::new(middleware::AllowTable::from_spec(&spec));
     let docs_page = docs_html(&service, &spec);
     let docs = poem::endpoint::make_sync(move |_| poem::web::Html(docs_page.clone()));
     Route::new()
@@ -165,9 +170,9 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
                     .body(spec.clone())
             })),
         )
-        .at("/metrics", poem::get(context::metrics))
+        .at("/metrics", poem::get(status::metrics))
         .with(NormalizePath::new(TrailingSlash::Trim))
-        .around(context::observe)
+        .around(middleware::observe)
         .with(CatchPanic::new().with_handler(|_| {
             error::json_response(
                 poem::http::StatusCode::INTERNAL_SERVER_ERROR,
@@ -177,11 +182,4 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
         .data(state)
         .data(allow)
         .data(limit)
-}
-
-/// The shared state of a serving API (absent only when the spec is printed).
-fn state(state: &Option<Arc<AppState>>) -> Result<&Arc<AppState>, ApiError> {
-    state.as_ref().ok_or_else(|| {
-        ApiError::internal(&std::io::Error::other("the API was built without state"))
-    })
 }

@@ -1,10 +1,11 @@
-//! Who is calling: the bearer token (or, later, the session cookie) verified on every
-//! request, then re-checked against the store. Declared in the spec as an HTTP bearer
-//! scheme and an OAuth2 password flow, so Swagger UI's Authorize button logs in.
+//! Who is calling: the access token from the `Authorization` header or the session cookie,
+//! handed to `AppState::verify_access_token` on every request (this module only finds the
+//! token and guards the cookie against cross-site use), and who may call what (`Access`).
+//! Declared in the spec as an HTTP bearer scheme, an OAuth2 password and client
+//! credentials flow (so Swagger UI's Authorize button logs in) and a cookie scheme.
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
 use poem::http::header::{AUTHORIZATION, COOKIE, HOST, ORIGIN};
 use poem::{Request, RequestBody};
 use poem_openapi::registry::{
@@ -13,10 +14,9 @@ use poem_openapi::registry::{
 use poem_openapi::{ApiExtractor, ApiExtractorType, ExtractParamOptions};
 
 use super::{ApiError, ErrorBody};
-use crate::auth::{AccessClaims, Principal, TokenError};
-use crate::domain::{Client, Role, Scope, Scopes, User, UserId};
-use crate::startup::AppState;
-use crate::store::UserToken;
+use crate::auth::AccessClaims;
+use crate::domain::{Role, Scope, Scopes, User, UserId};
+use crate::service::{Account, AppState, Verified};
 
 pub const BEARER_SCHEME: &str = "bearerAuth";
 pub const OAUTH2_SCHEME: &str = "oauth2";
@@ -85,34 +85,14 @@ pub fn requirements(access: Access, open: bool) -> serde_json::Value {
     serde_json::Value::Array(alternatives)
 }
 
-/// Who is behind a verified token, as the store has them now.
-pub enum Subject {
-    User(Arc<User>),
-    Client(Client),
-}
-
-/// A verified caller: the token's claims, its effective scopes and its subject.
+/// A verified caller: the token's claims, its effective scopes and its account.
 pub struct Caller {
     pub claims: Arc<AccessClaims>,
-    /// The token's scopes, narrowed to what the subject may still have today.
+    /// The token's scopes, narrowed to what the account may still have today.
     pub scopes: Scopes,
-    pub subject: Subject,
+    pub account: Account,
     /// The token came from the session cookie rather than the Authorization header.
     pub via_cookie: bool,
-}
-
-/// When the token was issued, to the millisecond: the jti is a UUIDv7, whose timestamp is
-/// finer than `iat`'s whole seconds, so "log out everywhere" does not also kill tokens
-/// issued later in the same second.
-fn issued_instant(claims: &AccessClaims) -> DateTime<Utc> {
-    uuid::Uuid::parse_str(&claims.jti)
-        .ok()
-        .and_then(|jti| jti.get_timestamp())
-        .and_then(|ts| {
-            let (secs, nanos) = ts.to_unix();
-            DateTime::from_timestamp(secs as i64, nanos)
-        })
-        .unwrap_or_else(|| claims.issued_at())
 }
 
 fn bearer_token(req: &Request) -> Option<&str> {
@@ -170,56 +150,6 @@ fn app_state(req: &Request) -> Result<&Arc<AppState>, ApiError> {
     })
 }
 
-/// Every check of an access token, in the contract's order: signature with the key
-/// named by `kid` and its own algorithm, `exp`/`nbf`, `iss`, `aud` (all in
-/// `TokenService::verify`), then the revoked `jti`s and the store: the subject still
-/// exists, the token is newer than the user's last "end sessions", its session is not
-/// revoked. Shared by every protected route and by introspection.
-pub async fn verify_access_token(state: &AppState, token: &str) -> Result<Caller, ApiError> {
-    let claims = state.tokens.verify(token)?;
-    let (subject, allowed) = match claims.principal()? {
-        Principal::User { id, .. } => {
-            // A revoked session (logout, revocation, refresh-token theft) takes its
-            // access tokens with it, not only its refresh tokens.
-            let user = match state
-                .store
-                .user_token(&claims.jti, id, claims.session_id())
-                .await?
-            {
-                UserToken::Live(user) => user,
-                UserToken::Revoked => return Err(TokenError::Revoked.into()),
-                UserToken::NoUser => {
-                    return Err(TokenError::Invalid("the user no longer exists").into())
-                }
-            };
-            if !user.session_alive(claims.session_id(), issued_instant(&claims)) {
-                return Err(TokenError::Revoked.into());
-            }
-            let allowed = user.role.scopes();
-            (Subject::User(user), allowed)
-        }
-        Principal::Client { id } => {
-            if state.store.is_jti_revoked(&claims.jti).await? {
-                return Err(TokenError::Revoked.into());
-            }
-            let client = state
-                .store
-                .client(id)
-                .await?
-                .ok_or(TokenError::Invalid("the client no longer exists"))?;
-            let allowed = client.scope;
-            (Subject::Client(client), allowed)
-        }
-    };
-    let scopes = claims.scopes().intersect(&allowed);
-    Ok(Caller {
-        claims,
-        scopes,
-        subject,
-        via_cookie: false,
-    })
-}
-
 /// `Ok(None)` when no credentials were sent; `Err` when they were and failed.
 async fn authenticate(req: &Request) -> Result<Option<Caller>, ApiError> {
     let state = app_state(req)?;
@@ -237,9 +167,17 @@ async fn authenticate(req: &Request) -> Result<Option<Caller>, ApiError> {
             "cross-site request refused: the Origin does not match this service",
         )));
     }
-    let mut caller = verify_access_token(state, token).await?;
-    caller.via_cookie = via_cookie;
-    Ok(Some(caller))
+    let Verified {
+        claims,
+        scopes,
+        account,
+    } = state.verify_access_token(token).await?;
+    Ok(Some(Caller {
+        claims,
+        scopes,
+        account,
+        via_cookie,
+    }))
 }
 
 impl Caller {
@@ -249,9 +187,9 @@ impl Caller {
 
     /// The user, shared (for responses that send it as it is).
     pub fn shared_user(&self) -> Option<&Arc<User>> {
-        match &self.subject {
-            Subject::User(user) => Some(user),
-            Subject::Client(_) => None,
+        match &self.account {
+            Account::User(user) => Some(user),
+            Account::Client(_) => None,
         }
     }
 
@@ -270,18 +208,18 @@ impl Caller {
 
     /// For logs: `user:<id>` or `client:<id>`.
     pub fn label(&self) -> String {
-        match &self.subject {
-            Subject::User(u) => format!("user:{}", u.id),
-            Subject::Client(c) => format!("client:{}", c.id),
+        match &self.account {
+            Account::User(u) => format!("user:{}", u.id),
+            Account::Client(c) => format!("client:{}", c.id),
         }
     }
 
     /// An admin (by the store's current role, not the token's) or a client, whose token
     /// carries `scope`.
     pub fn has_authority(&self, scope: Scope) -> bool {
-        let privileged = match &self.subject {
-            Subject::User(user) => user.role == Role::Admin,
-            Subject::Client(_) => true,
+        let privileged = match &self.account {
+            Account::User(user) => user.role == Role::Admin,
+            Account::Client(_) => true,
         };
         privileged && self.scopes.contains(scope)
     }

@@ -2,30 +2,21 @@
 
 use std::sync::Arc;
 
+use poem::web::Data;
 use poem::Request;
 use poem_openapi::param::Query;
 use poem_openapi::payload::Json;
 use poem_openapi::types::Password;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use secrecy::SecretString;
-use uuid::Uuid;
 
 use super::body::{BodyError, Form, FormFields};
 use super::security::{same_origin, LOGOUT};
-use super::users::{Empty, UserBody};
-use super::{ApiError, ApiTags, Caller, ErrorBody, RequestCtx};
-use crate::auth::Subject;
-use crate::startup::{AppState, Login};
+use super::users::UserBody;
+use super::{ApiError, ApiTags, Caller, Empty, ErrorBody, RequestCtx};
+use crate::service::{AppState, Grant, Verdict};
 
-pub struct SessionsApi {
-    state: Option<Arc<AppState>>,
-}
-
-impl SessionsApi {
-    pub fn new(state: Option<Arc<AppState>>) -> Self {
-        Self { state }
-    }
-}
+pub struct SessionsApi;
 
 /// Cookie login, form-encoded.
 #[derive(Object)]
@@ -81,12 +72,6 @@ fn session_cookie(state: &AppState, value: &str, max_age: u64) -> String {
     )
 }
 
-impl SessionsApi {
-    fn state(&self) -> Result<&Arc<AppState>, ApiError> {
-        super::state(&self.state)
-    }
-}
-
 #[OpenApi(prefix_path = "/api/v1", tag = "ApiTags::Sessions")]
 impl SessionsApi {
     /// Log in with a session cookie
@@ -101,11 +86,11 @@ impl SessionsApi {
     )]
     async fn login(
         &self,
+        state: Data<&Arc<AppState>>,
         req: &Request,
         ctx: RequestCtx,
         body: FormFields<SessionLoginRequest>,
     ) -> Result<SessionLoginResponse, ApiError> {
-        let state = self.state()?;
         // Login CSRF: a cross-site form must not log the victim into someone else's account.
         if !same_origin(req, &state.public_url) {
             return Err(ApiError::Forbidden(ErrorBody::json(
@@ -130,9 +115,9 @@ impl SessionsApi {
             .login(email, &password, &ctx.audit(), "cookie")
             .await?
         {
-            Login::Ok(user) => Some(user),
-            Login::Throttled(wait) => return Err(ApiError::throttled(wait)),
-            Login::Invalid => None,
+            Verdict::Ok(user) => Some(user),
+            Verdict::Throttled(wait) => return Err(ApiError::throttled(wait)),
+            Verdict::Invalid => None,
         };
         let Some(user) = user else {
             tracing::info!("cookie login refused");
@@ -141,18 +126,12 @@ impl SessionsApi {
                 super::error::REALM.to_owned(),
             ));
         };
-        let sid = Uuid::now_v7();
-        let subject = Subject::User {
-            id: user.id,
-            role: user.role,
-            sid: Some(sid),
-        };
-        let token = state.tokens.issue(subject, &user.role.scopes())?;
-        state.metrics.token_issued("cookie");
-        tracing::info!(user_id = %user.id, session_id = %sid, "cookie login");
+        let tokens = state
+            .issue(Grant::Cookie(&user), user.role.scopes())
+            .await?;
         Ok(SessionLoginResponse::Ok(
             Json(UserBody::from(&user)),
-            session_cookie(state, &token.token, token.expires_in),
+            session_cookie(&state, &tokens.access.token, tokens.access.expires_in),
             "no-store".into(),
         ))
     }
@@ -169,6 +148,7 @@ impl SessionsApi {
     )]
     async fn logout(
         &self,
+        state: Data<&Arc<AppState>>,
         caller: Caller,
         ctx: RequestCtx,
         /// `local` (default): this session; `global`: every session of the user.
@@ -176,7 +156,6 @@ impl SessionsApi {
     ) -> Result<LogoutResponse, ApiError> {
         caller.authorize(LOGOUT, None)?;
         let user_id = caller.require_user()?.id;
-        let state = self.state()?;
         let global = scope.0 == Some(LogoutScope::Global);
         let claims = &caller.claims;
         state
@@ -205,7 +184,7 @@ impl SessionsApi {
             .record("logout", Some(&subject), &ctx.audit(), fields);
         Ok(LogoutResponse::Ok(
             Json(Empty {}),
-            session_cookie(state, "", 0),
+            session_cookie(&state, "", 0),
         ))
     }
 }

@@ -1,21 +1,18 @@
+//! Health and counts: `/status`, `/stats`, and `/metrics` (Prometheus text, outside the
+//! OpenAPI document).
+
 use std::sync::Arc;
 
+use poem::web::Data;
+use poem::Response;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
 use super::security::GET_STATS;
 use super::{ApiError, ApiTags, Caller};
-use crate::startup::AppState;
+use crate::service::AppState;
 
-pub struct StatusApi {
-    state: Option<Arc<AppState>>,
-}
-
-impl StatusApi {
-    pub fn new(state: Option<Arc<AppState>>) -> Self {
-        Self { state }
-    }
-}
+pub struct StatusApi;
 
 /// The service is up.
 #[derive(Object)]
@@ -54,10 +51,25 @@ impl StatusApi {
     ///
     /// The number of user accounts. Admins (with the `users:read` scope) only.
     #[oai(path = "/stats", method = "get", operation_id = "getStats")]
-    async fn stats(&self, caller: Caller) -> Result<StatsResponse, ApiError> {
+    async fn stats(
+        &self,
+        state: Data<&Arc<AppState>>,
+        caller: Caller,
+    ) -> Result<StatsResponse, ApiError> {
         caller.authorize(GET_STATS, None)?;
-        let state = super::state(&self.state)?;
         let users = state.store.count_users().await? as u64;
         Ok(StatsResponse::Ok(Json(StatsBody { users })))
     }
+}
+
+/// The service's counters for Prometheus.
+#[poem::handler]
+pub fn metrics(state: Data<&Arc<AppState>>) -> Response {
+    Response::builder()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(
+            state
+                .metrics
+                .render(state.passwords.queue_depth(), state.store.cache_live()),
+        )
 }

@@ -1,6 +1,9 @@
+//! User accounts: sign-up, read, update, delete, list and password change.
+
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use poem::web::Data;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::types::Password;
@@ -10,23 +13,15 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::body::{optional_str, JsonObject, JsonOrForm};
-use super::json::{Direct, Rfc3339};
+use super::json::{JsonView, Rfc3339};
 use super::security::{
     MaybeCaller, CHANGE_PASSWORD, CREATE_USER, DELETE_USER, GET_USER, LIST_USERS, UPDATE_USER,
 };
-use super::{ApiError, ApiTags, Caller, RequestCtx};
+use super::{ApiError, ApiTags, Caller, Empty, RequestCtx};
 use crate::domain::{Email, NewPassword, PersonName, Role, Scope, User};
-use crate::startup::AppState;
+use crate::service::{AppState, Verdict};
 
-pub struct UsersApi {
-    state: Option<Arc<AppState>>,
-}
-
-impl UsersApi {
-    pub fn new(state: Option<Arc<AppState>>) -> Self {
-        Self { state }
-    }
-}
+pub struct UsersApi;
 
 /// A user account as the API shows it. Never contains a password or hash.
 #[derive(Object)]
@@ -166,29 +161,25 @@ pub enum PasswordChangedResponse {
     Ok(Json<Empty>),
 }
 
-/// An empty JSON object.
-#[derive(Object)]
-pub struct Empty {}
-
 #[derive(ApiResponse)]
 pub enum UserResponse {
     /// The user.
     #[oai(status = 200)]
-    Ok(Direct<UserBody, UserView>),
+    Ok(JsonView<UserBody, UserView>),
 }
 
 #[derive(ApiResponse)]
 pub enum UserListResponse {
     /// A page of users, oldest first.
     #[oai(status = 200)]
-    Ok(Direct<Vec<UserBody>, Vec<UserView>>),
+    Ok(JsonView<Vec<UserBody>, Vec<UserView>>),
 }
 
 #[derive(ApiResponse)]
 pub enum CreatedResponse {
     /// The new user.
     #[oai(status = 201)]
-    Created(Direct<UserBody, UserView>),
+    Created(JsonView<UserBody, UserView>),
 }
 
 #[derive(ApiResponse)]
@@ -221,54 +212,44 @@ fn role_field(fields: &Map<String, Value>) -> Result<Option<Role>, ApiError> {
     }
 }
 
-impl UsersApi {
-    fn state(&self) -> Result<&Arc<AppState>, ApiError> {
-        super::state(&self.state)
+/// Sign-up or admin creation, from the raw JSON object.
+async fn create(
+    state: &AppState,
+    caller: Option<&Caller>,
+    fields: Map<String, Value>,
+    audit: &crate::audit::Context,
+) -> Result<User, ApiError> {
+    let email = match fields.get("email") {
+        None | Some(Value::Null) => return Err(crate::domain::DomainError::EmailMissing.into()),
+        Some(Value::String(s)) => Email::parse(s)?,
+        Some(_) => return Err(ApiError::bad_request("email must be a string")),
+    };
+    let password = match fields.get("password") {
+        None | Some(Value::Null) => return Err(crate::domain::DomainError::PasswordMissing.into()),
+        Some(Value::String(s)) => NewPassword::parse(SecretString::from(s.as_str()))?,
+        Some(_) => return Err(ApiError::bad_request("password must be a string")),
+    };
+    let first_name = name_field(&fields, "first_name")?.flatten();
+    let last_name = name_field(&fields, "last_name")?.flatten();
+    let role = role_field(&fields)?.unwrap_or(Role::User);
+    let is_admin = caller.is_some_and(|c| c.has_authority(Scope::UsersWrite));
+    if role != Role::User && !is_admin {
+        return Err(ApiError::forbidden());
     }
-
-    /// Sign-up or admin creation, from the raw JSON object.
-    async fn create(
-        &self,
-        caller: Option<&Caller>,
-        fields: Map<String, Value>,
-        audit: &crate::audit::Context,
-    ) -> Result<User, ApiError> {
-        let state = self.state()?;
-        let email = match fields.get("email") {
-            None | Some(Value::Null) => return Err(crate::domain::DomainError::EmailMissing.into()),
-            Some(Value::String(s)) => Email::parse(s)?,
-            Some(_) => return Err(ApiError::bad_request("email must be a string")),
-        };
-        let password = match fields.get("password") {
-            None | Some(Value::Null) => {
-                return Err(crate::domain::DomainError::PasswordMissing.into())
-            }
-            Some(Value::String(s)) => NewPassword::parse(SecretString::from(s.as_str()))?,
-            Some(_) => return Err(ApiError::bad_request("password must be a string")),
-        };
-        let first_name = name_field(&fields, "first_name")?.flatten();
-        let last_name = name_field(&fields, "last_name")?.flatten();
-        let role = role_field(&fields)?.unwrap_or(Role::User);
-        let is_admin = caller.is_some_and(|c| c.has_authority(Scope::UsersWrite));
-        if role != Role::User && !is_admin {
-            return Err(ApiError::forbidden());
-        }
-        // Cheap duplicate check first, so a taken email costs no argon2 run; the store
-        // re-checks atomically.
-        if state.store.user_by_email(email.as_str()).await?.is_some() {
-            return Err(crate::store::StoreError::DuplicateEmail.into());
-        }
-        let hash = state.passwords.hash(password.secret()).await?;
-        let user = User::new(email, hash, role, first_name, last_name);
-        state.store.create_user(user.clone()).await?;
-        let fields =
-            serde_json::json!({ "by": caller.map(Caller::label), "role": user.role.as_str() });
-        let subject = user.id.to_string();
-        state
-            .audit
-            .record("user_created", Some(&subject), audit, fields);
-        Ok(user)
+    // Cheap duplicate check first, so a taken email costs no argon2 run; the store
+    // re-checks atomically.
+    if state.store.user_by_email(email.as_str()).await?.is_some() {
+        return Err(crate::store::StoreError::DuplicateEmail.into());
     }
+    let hash = state.passwords.hash(password.secret()).await?;
+    let user = User::new(email, hash, role, first_name, last_name);
+    state.store.create_user(user.clone()).await?;
+    let fields = serde_json::json!({ "by": caller.map(Caller::label), "role": user.role.as_str() });
+    let subject = user.id.to_string();
+    state
+        .audit
+        .record("user_created", Some(&subject), audit, fields);
+    Ok(user)
 }
 
 #[OpenApi(prefix_path = "/api/v1", tag = "ApiTags::Users")]
@@ -279,6 +260,7 @@ impl UsersApi {
     #[oai(path = "/users", method = "get", operation_id = "listUsers")]
     async fn list(
         &self,
+        state: Data<&Arc<AppState>>,
         caller: Caller,
         /// How many users to return (1 to 1000, default 100).
         #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
@@ -290,8 +272,8 @@ impl UsersApi {
         caller.authorize(LIST_USERS, None)?;
         let limit = limit.0.unwrap_or(100) as usize;
         let offset = offset.0.unwrap_or(0) as usize;
-        let users = self.state()?.store.list_users(offset, limit).await?;
-        Ok(UserListResponse::Ok(Direct::new(
+        let users = state.store.list_users(offset, limit).await?;
+        Ok(UserListResponse::Ok(JsonView::new(
             users.into_iter().map(UserView).collect(),
         )))
     }
@@ -302,6 +284,7 @@ impl UsersApi {
     #[oai(path = "/users/:id", method = "get", operation_id = "getUser")]
     async fn get(
         &self,
+        state: Data<&Arc<AppState>>,
         caller: Caller,
         /// A user id, or `me`.
         id: Path<String>,
@@ -309,14 +292,14 @@ impl UsersApi {
         let target = caller.target(&id.0)?;
         caller.authorize(GET_USER, target)?;
         if let Some(me) = caller.shared_user().filter(|u| Some(u.id) == target) {
-            return Ok(UserResponse::Ok(Direct::new(UserView(Arc::clone(me)))));
+            return Ok(UserResponse::Ok(JsonView::new(UserView(Arc::clone(me)))));
         }
         let user = match target {
-            Some(id) => self.state()?.store.user(id).await?,
+            Some(id) => state.store.user(id).await?,
             None => None,
         };
         let user = user.ok_or_else(ApiError::not_found)?;
-        Ok(UserResponse::Ok(Direct::new(UserView(user))))
+        Ok(UserResponse::Ok(JsonView::new(UserView(user))))
     }
 
     /// Create a user (sign up)
@@ -326,11 +309,11 @@ impl UsersApi {
     #[oai(path = "/users", method = "post", operation_id = "createUser")]
     async fn create_user(
         &self,
+        state: Data<&Arc<AppState>>,
         caller: MaybeCaller,
         ctx: RequestCtx,
         body: JsonObject<NewUserRequest>,
     ) -> Result<CreatedResponse, ApiError> {
-        let state = self.state()?;
         let caller = caller.0;
         if !state.config.signup_enabled {
             match &caller {
@@ -339,8 +322,8 @@ impl UsersApi {
             }
         }
         let fields = body.into_object()?;
-        let user = self.create(caller.as_ref(), fields, &ctx.audit()).await?;
-        Ok(CreatedResponse::Created(Direct::new(UserView(Arc::new(
+        let user = create(&state, caller.as_ref(), fields, &ctx.audit()).await?;
+        Ok(CreatedResponse::Created(JsonView::new(UserView(Arc::new(
             user,
         )))))
     }
@@ -352,6 +335,7 @@ impl UsersApi {
     #[oai(path = "/users/:id", method = "put", operation_id = "updateUser")]
     async fn update(
         &self,
+        state: Data<&Arc<AppState>>,
         caller: Caller,
         /// A user id, or `me`.
         id: Path<String>,
@@ -359,7 +343,6 @@ impl UsersApi {
     ) -> Result<UserResponse, ApiError> {
         let target = caller.target(&id.0)?;
         caller.authorize(UPDATE_USER, target)?;
-        let state = self.state()?;
         let target = target.ok_or_else(ApiError::not_found)?;
         let current = state
             .store
@@ -395,7 +378,7 @@ impl UsersApi {
                 }),
             )
             .await?;
-        Ok(UserResponse::Ok(Direct::new(UserView(Arc::new(user)))))
+        Ok(UserResponse::Ok(JsonView::new(UserView(Arc::new(user)))))
     }
 
     /// Change your password
@@ -410,6 +393,7 @@ impl UsersApi {
     )]
     async fn change_password(
         &self,
+        state: Data<&Arc<AppState>>,
         caller: Caller,
         /// Your own user id, or `me`.
         id: Path<String>,
@@ -419,7 +403,6 @@ impl UsersApi {
         let target = caller.target(&id.0)?;
         caller.authorize(CHANGE_PASSWORD, target)?;
         let me = caller.require_user()?;
-        let state = self.state()?;
         let fields = body.into_object()?;
         let current = optional_str(&fields, "current_password")?
             .filter(|p| !p.is_empty())
@@ -429,42 +412,15 @@ impl UsersApi {
             Some(raw) => NewPassword::parse(SecretString::from(raw))?,
         };
         let current = SecretString::from(current);
-        // A stolen access token must not become a way to brute-force the password.
-        let email = me.email.as_str();
-        if let Some(wait) = state.throttle.check(email, ctx.client_ip).await? {
-            return Err(ApiError::throttled(wait));
-        }
-        if !state
-            .passwords
-            .verify(Some(&me.password_hash), &current)
+        let keep = caller.session_id();
+        match state
+            .change_password(me, &current, &new, keep, &ctx.audit())
             .await?
         {
-            state.throttle.record_failure(email, ctx.client_ip).await?;
-            return Err(ApiError::bad_request("current password is incorrect"));
+            Verdict::Ok(()) => Ok(PasswordChangedResponse::Ok(Json(Empty {}))),
+            Verdict::Throttled(wait) => Err(ApiError::throttled(wait)),
+            Verdict::Invalid => Err(ApiError::bad_request("current password is incorrect")),
         }
-        let hash = state.passwords.hash(new.secret()).await?;
-        let keep = caller.session_id();
-        state
-            .store
-            .update_user(
-                me.id,
-                Box::new(move |u| {
-                    let now = crate::domain::now();
-                    u.password_hash = hash;
-                    u.tokens_valid_after = now;
-                    u.kept_session = keep;
-                    u.updated_at = now;
-                }),
-            )
-            .await?;
-        let subject = me.id.to_string();
-        state.audit.record(
-            "password_changed",
-            Some(&subject),
-            &ctx.audit(),
-            serde_json::json!({}),
-        );
-        Ok(PasswordChangedResponse::Ok(Json(Empty {})))
     }
 
     /// Delete a user
@@ -474,6 +430,7 @@ impl UsersApi {
     #[oai(path = "/users/:id", method = "delete", operation_id = "deleteUser")]
     async fn delete(
         &self,
+        state: Data<&Arc<AppState>>,
         caller: Caller,
         /// A user id, or `me`.
         id: Path<String>,
@@ -482,10 +439,10 @@ impl UsersApi {
         let target = caller.target(&id.0)?;
         caller.authorize(DELETE_USER, target)?;
         let target = target.ok_or_else(ApiError::not_found)?;
-        let user = self.state()?.store.delete_user(target).await?;
+        let user = state.store.delete_user(target).await?;
         let fields = serde_json::json!({ "by": caller.label() });
         let subject = user.id.to_string();
-        self.state()?
+        state
             .audit
             .record("user_deleted", Some(&subject), &ctx.audit(), fields);
         Ok(DeletedResponse::Ok(Json(Empty {})))

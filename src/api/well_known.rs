@@ -1,21 +1,16 @@
+//! Published metadata for verifying tokens offline: the JWKS and the RFC 8414 document.
+
 use std::sync::Arc;
 
+use poem::web::Data;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
 use super::{ApiError, ApiTags};
 use crate::domain::Scope;
-use crate::startup::AppState;
+use crate::service::AppState;
 
-pub struct WellKnownApi {
-    state: Option<Arc<AppState>>,
-}
-
-impl WellKnownApi {
-    pub fn new(state: Option<Arc<AppState>>) -> Self {
-        Self { state }
-    }
-}
+pub struct WellKnownApi;
 
 /// A public key (RFC 7517): Ed25519 (`OKP`), P-256 (`EC`) or RSA.
 #[derive(Object)]
@@ -106,8 +101,7 @@ impl WellKnownApi {
         method = "get",
         operation_id = "getJwks"
     )]
-    async fn jwks(&self) -> Result<JwksResponse, ApiError> {
-        let state = super::state(&self.state)?;
+    async fn jwks(&self, state: Data<&Arc<AppState>>) -> Result<JwksResponse, ApiError> {
         let keys = state
             .tokens
             .keys()
@@ -145,8 +139,7 @@ impl WellKnownApi {
         method = "get",
         operation_id = "getServerMetadata"
     )]
-    async fn metadata(&self) -> Result<MetadataResponse, ApiError> {
-        let state = super::state(&self.state)?;
+    async fn metadata(&self, state: Data<&Arc<AppState>>) -> Result<MetadataResponse, ApiError> {
         let base = &state.public_url;
         let strings = |items: &[&str]| items.iter().map(|s| s.to_string()).collect();
         Ok(MetadataResponse::Ok(

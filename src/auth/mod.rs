@@ -9,4 +9,4 @@ pub mod tokens;
 
 pub use keys::{KeyError, KeySet};
 pub use passwords::{PasswordError, PasswordHasher};
-pub use tokens::{AccessClaims, Principal, Subject, TokenError, TokenService};
+pub use tokens::{AccessClaims, IssuedToken, Principal, TokenError, TokenService};

@@ -200,29 +200,6 @@ impl LoginThrottle {
     }
 }
 
-/// The client's address: the socket peer, unless the peer is a trusted proxy, in which
-/// case the right-most `X-Forwarded-For` entry that is not itself a trusted proxy.
-/// Entries left of that were written by the client and cannot be believed.
-pub fn client_address(
-    peer: Option<IpAddr>,
-    forwarded_for: Option<&str>,
-    trusted: &[IpAddr],
-) -> Option<IpAddr> {
-    let peer = peer?;
-    if !trusted.contains(&peer) {
-        return Some(peer);
-    }
-    let hops = forwarded_for.unwrap_or_default().split(',').rev();
-    for hop in hops {
-        match hop.trim().parse::<IpAddr>() {
-            Ok(ip) if trusted.contains(&ip) => continue,
-            Ok(ip) => return Some(ip),
-            Err(_) => return Some(peer),
-        }
-    }
-    Some(peer)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,29 +248,5 @@ mod tests {
             t.record_failure(&format!("u{i}@example.com"), Some(ip("192.0.2.1")));
         }
         assert!(t.len() <= 10, "{} entries", t.len());
-    }
-
-    #[test]
-    fn forwarded_for_is_believed_only_from_trusted_proxies() {
-        let proxy = ip("10.0.0.1");
-        let trusted = [proxy];
-        let xff = Some("6.6.6.6, 198.51.100.7");
-        assert_eq!(
-            client_address(Some(ip("192.0.2.5")), xff, &trusted),
-            Some(ip("192.0.2.5"))
-        );
-        assert_eq!(
-            client_address(Some(proxy), xff, &trusted),
-            Some(ip("198.51.100.7"))
-        );
-        assert_eq!(
-            client_address(Some(proxy), Some("198.51.100.7, 10.0.0.1"), &trusted),
-            Some(ip("198.51.100.7"))
-        );
-        assert_eq!(client_address(Some(proxy), None, &trusted), Some(proxy));
-        assert_eq!(
-            client_address(Some(proxy), Some("garbage"), &trusted),
-            Some(proxy)
-        );
     }
 }

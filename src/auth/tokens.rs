@@ -66,7 +66,11 @@ impl AccessClaims {
     pub fn principal(&self) -> Result<Principal, TokenError> {
         let id = Uuid::parse_str(&self.sub).map_err(|_| TokenError::Invalid("sub is not an id"))?;
         match (self.role, self.client_id.as_deref()) {
-            (Some(role), None) => Ok(Principal::User { id, role }),
+            (Some(role), None) => Ok(Principal::User {
+                id,
+                role,
+                sid: self.session_id(),
+            }),
             (None, Some(client)) if client == self.sub => Ok(Principal::Client { id }),
             _ => Err(TokenError::Invalid(
                 "token is neither a user's nor a client's",
@@ -75,14 +79,10 @@ impl AccessClaims {
     }
 }
 
+/// Whom a token speaks for: what is written into a token when it is issued, and read
+/// back from its claims when it is verified.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Principal {
-    User { id: UserId, role: Role },
-    Client { id: crate::domain::ClientId },
-}
-
-/// Whom a token is issued to.
-pub enum Subject {
     /// A user, in login session `sid`.
     User {
         id: UserId,
@@ -172,10 +172,10 @@ impl TokenService {
         &self.keys
     }
 
-    pub fn issue(&self, subject: Subject, scope: &Scopes) -> Result<IssuedToken, TokenError> {
-        let (sub, role, sid, client_id) = match subject {
-            Subject::User { id, role, sid } => (id.to_string(), Some(role), sid, None),
-            Subject::Client { id } => (id.to_string(), None, None, Some(id.to_string())),
+    pub fn issue(&self, principal: Principal, scope: &Scopes) -> Result<IssuedToken, TokenError> {
+        let (sub, role, sid, client_id) = match principal {
+            Principal::User { id, role, sid } => (id.to_string(), Some(role), sid, None),
+            Principal::Client { id } => (id.to_string(), None, None, Some(id.to_string())),
         };
         let now = crate::domain::now().timestamp();
         let claims = AccessClaims {
@@ -309,8 +309,8 @@ mod tests {
         )
     }
 
-    fn user() -> Subject {
-        Subject::User {
+    fn user() -> Principal {
+        Principal::User {
             id: Uuid::now_v7(),
             role: Role::User,
             sid: None,

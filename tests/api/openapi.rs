@@ -111,7 +111,7 @@ fn every_protected_operation_declares_its_access_once() {
 #[test]
 fn swagger_ui_shows_the_served_spec_and_keeps_the_login() {
     let html = simple_api::api::docs_html(
-        &simple_api::api::openapi_service(None),
+        &simple_api::api::openapi_service(),
         &simple_api::api::spec_json(),
     );
     assert!(

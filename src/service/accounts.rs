@@ -1,0 +1,147 @@
+//! Account changes that need a password hash: creating users from plain inputs (CLI and
+//! the ADMIN_EMAIL bootstrap), changing a password, upgrading outdated hashes.
+
+use anyhow::Context;
+use secrecy::SecretString;
+use serde_json::json;
+use uuid::Uuid;
+
+use super::login::{Attempt, Verdict};
+use super::{AppState, ServiceError};
+use crate::audit;
+use crate::domain::{Email, NewPassword, Role, User};
+
+impl AppState {
+    /// Creates a user from plain inputs (CLI and ADMIN_EMAIL bootstrap).
+    pub async fn create_user(
+        &self,
+        email: &str,
+        password: SecretString,
+        role: Role,
+    ) -> anyhow::Result<User> {
+        let email = Email::parse(email).context("email")?;
+        let password = NewPassword::parse(password).context("password")?;
+        let hash = self.passwords.hash(password.secret()).await?;
+        let user = User::new(email, hash, role, None, None);
+        self.store.create_user(user.clone()).await?;
+        Ok(user)
+    }
+
+    /// ADMIN_EMAIL/ADMIN_PASSWORD: create the admin if missing. An existing account with
+    /// that email is promoted only if ADMIN_PASSWORD is its password: with open sign-up,
+    /// anyone could have registered that email first. Its password is never overwritten
+    /// from the environment (changing it stays an explicit act).
+    pub async fn ensure_admin(&self) -> anyhow::Result<()> {
+        let (Some(email), Some(password)) = (&self.config.admin_email, &self.config.admin_password)
+        else {
+            return Ok(());
+        };
+        let password = SecretString::from(password.clone());
+        match self.store.user_by_email(email).await? {
+            Some(user) if user.role == Role::Admin => {}
+            Some(user) => {
+                let lookup = async { Ok(Some(&user)) };
+                let ctx = audit::Context::default();
+                let verdict = self
+                    .check(Attempt::Bootstrap, email, &password, &ctx, lookup)
+                    .await?;
+                if !matches!(verdict, Verdict::Ok(_)) {
+                    anyhow::bail!(
+                        "ADMIN_EMAIL: an account with this email exists and ADMIN_PASSWORD is not its \
+                         password; refusing to promote it (log in as that account and change its \
+                         password, or choose another ADMIN_EMAIL)"
+                    );
+                }
+                self.store
+                    .update_user(
+                        user.id,
+                        Box::new(|u| {
+                            u.role = Role::Admin;
+                            u.updated_at = crate::domain::now();
+                        }),
+                    )
+                    .await?;
+                tracing::info!(user_id = %user.id, "ADMIN_EMAIL account promoted to admin");
+            }
+            None => {
+                let user = self
+                    .create_user(email, password, Role::Admin)
+                    .await
+                    .context("ADMIN_EMAIL/ADMIN_PASSWORD")?;
+                tracing::info!(user_id = %user.id, "ADMIN_EMAIL account created");
+            }
+        }
+        Ok(())
+    }
+
+    /// Changes `user`'s password after checking the current one (throttled like a login).
+    /// Every other session ends; `keep` (the session making the change) goes on.
+    pub async fn change_password(
+        &self,
+        user: &User,
+        current: &SecretString,
+        new: &NewPassword,
+        keep: Option<Uuid>,
+        ctx: &audit::Context,
+    ) -> Result<Verdict<()>, ServiceError> {
+        let lookup = async { Ok(Some(user)) };
+        let email = user.email.as_str();
+        match self
+            .check(Attempt::Reauthenticate, email, current, ctx, lookup)
+            .await?
+        {
+            Verdict::Ok(_) => {}
+            Verdict::Invalid => return Ok(Verdict::Invalid),
+            Verdict::Throttled(wait) => return Ok(Verdict::Throttled(wait)),
+        }
+        let hash = self.passwords.hash(new.secret()).await?;
+        self.store
+            .update_user(
+                user.id,
+                Box::new(move |u| {
+                    let now = crate::domain::now();
+                    u.password_hash = hash;
+                    u.tokens_valid_after = now;
+                    u.kept_session = keep;
+                    u.updated_at = now;
+                }),
+            )
+            .await?;
+        self.audit.record(
+            "password_changed",
+            Some(&user.id.to_string()),
+            ctx,
+            json!({}),
+        );
+        Ok(Verdict::Ok(()))
+    }
+
+    /// Upgrades a hash made with older argon2 parameters while the password is at hand.
+    /// Best effort: a failure here must not fail the login.
+    pub async fn rehash_if_outdated(&self, user: &User, password: &SecretString) {
+        if !self.passwords.needs_rehash(&user.password_hash) {
+            return;
+        }
+        let old = user.password_hash.clone();
+        let outcome = match self.passwords.hash(password).await {
+            Ok(hash) => self
+                .store
+                .update_user(
+                    user.id,
+                    // Only if the password did not change meanwhile: never resurrect an old one.
+                    Box::new(move |u| {
+                        if u.password_hash == old {
+                            u.password_hash = hash;
+                        }
+                    }),
+                )
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(error) = outcome {
+            tracing::warn!(user_id = %user.id, %error, "could not upgrade an outdated password hash");
+        }
+    }
+}

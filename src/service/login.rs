@@ -1,0 +1,213 @@
+//! The one path every presented secret takes: throttle → verify → record → metrics →
+//! audit. Password logins (token endpoint and cookie), client authentication, the
+//! password re-entered to change it and the admin bootstrap all come through `check`, so
+//! an attempt is counted in exactly one place.
+
+use std::future::Future;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde_json::json;
+
+use super::{AppState, ServiceError};
+use crate::audit;
+use crate::domain::{Client, User};
+use crate::store::StoreError;
+
+/// The answer to a presented secret.
+pub enum Verdict<T> {
+    /// The secret is right: here is whom it belongs to.
+    Ok(T),
+    /// Unknown account or wrong secret: the caller cannot tell which.
+    Invalid,
+    /// Too many recent failures for the account or the address: retry after this long.
+    Throttled(Duration),
+}
+
+/// Who presents a secret, and so what is throttled and what is recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    /// A person's password login; `via` is the grant (`password`, `cookie`).
+    Login { via: &'static str },
+    /// A registered client's secret (client authentication at the token endpoints).
+    Client,
+    /// The signed-in user's current password, re-entered to change it: a stolen access
+    /// token must not become a way to guess the password.
+    Reauthenticate,
+    /// ADMIN_EMAIL/ADMIN_PASSWORD at start-up: local, so neither throttled nor recorded.
+    Bootstrap,
+}
+
+/// How an attempt ended, for the metrics and the audit log.
+#[derive(Clone, Copy)]
+enum Outcome {
+    Throttled,
+    Ok,
+    Failed,
+}
+
+impl Attempt {
+    fn throttled(self) -> bool {
+        self != Self::Bootstrap
+    }
+
+    /// Whether the answer must not tell a known account from an unknown one, in content
+    /// or in time.
+    fn hides_existence(self) -> bool {
+        matches!(self, Self::Login { .. } | Self::Client)
+    }
+
+    /// Whether a success clears the account's failures. (Re-entering a password does
+    /// not: it proves the token holder knows it, not that earlier guesses were theirs.)
+    fn success_clears_failures(self) -> bool {
+        self.hides_existence()
+    }
+
+    /// The `simple_api_logins_total` label and the audit event of an outcome, if any.
+    fn trail(self, outcome: Outcome) -> (Option<&'static str>, Option<&'static str>) {
+        match (self, outcome) {
+            (Self::Login { .. }, Outcome::Throttled) => {
+                (Some("throttled"), Some("login_throttled"))
+            }
+            (Self::Login { .. }, Outcome::Ok) => (Some("ok"), Some("login_ok")),
+            (Self::Login { .. }, Outcome::Failed) => (Some("failed"), Some("login_failed")),
+            (Self::Client, Outcome::Throttled) => (Some("throttled"), None),
+            (Self::Client, Outcome::Ok) => (None, None),
+            (Self::Client, Outcome::Failed) => (None, Some("client_auth_failed")),
+            (Self::Reauthenticate | Self::Bootstrap, _) => (None, None),
+        }
+    }
+
+    fn audit_fields(self) -> serde_json::Value {
+        match self {
+            Self::Login { via } => json!({ "via": via }),
+            _ => json!({}),
+        }
+    }
+}
+
+/// Something that holds a secret's hash.
+pub(super) trait Holder {
+    fn secret_hash(&self) -> &str;
+    /// Its id, as the audit log names it.
+    fn id(&self) -> String;
+}
+
+impl Holder for User {
+    fn secret_hash(&self) -> &str {
+        &self.password_hash
+    }
+    fn id(&self) -> String {
+        self.id.to_string()
+    }
+}
+
+impl Holder for Client {
+    fn secret_hash(&self) -> &str {
+        &self.secret_hash
+    }
+    fn id(&self) -> String {
+        self.id.to_string()
+    }
+}
+
+impl<T: Holder> Holder for &T {
+    fn secret_hash(&self) -> &str {
+        (**self).secret_hash()
+    }
+    fn id(&self) -> String {
+        (**self).id()
+    }
+}
+
+impl AppState {
+    /// A password login (token endpoint or cookie). Unknown emails are verified against a
+    /// dummy hash: the same answer in the same time, so logins reveal nothing about which
+    /// accounts exist.
+    pub async fn login(
+        &self,
+        email: &str,
+        password: &SecretString,
+        ctx: &audit::Context,
+        via: &'static str,
+    ) -> Result<Verdict<User>, ServiceError> {
+        let lookup = self.store.user_by_email(email);
+        self.check(Attempt::Login { via }, email, password, ctx, lookup)
+            .await
+    }
+
+    /// A client's id and secret (HTTP Basic or form). Unknown ids cost a (dummy) hash too.
+    pub async fn authenticate_client(
+        &self,
+        id: &str,
+        secret: &SecretString,
+        ctx: &audit::Context,
+    ) -> Result<Verdict<Client>, ServiceError> {
+        let lookup = async {
+            match uuid::Uuid::parse_str(id) {
+                Ok(id) => self.store.client(id).await,
+                Err(_) => Ok(None),
+            }
+        };
+        self.check(Attempt::Client, id, secret, ctx, lookup).await
+    }
+
+    /// The one sequence: the throttle is asked before any hash is computed, then the secret
+    /// is verified (against a dummy hash when `lookup` finds nobody), and the outcome is
+    /// counted, measured and audited as `attempt` says. `account` is the throttle's key
+    /// and the audit subject of a failure (an email or a client id).
+    pub(super) async fn check<T: Holder>(
+        &self,
+        attempt: Attempt,
+        account: &str,
+        secret: &SecretString,
+        ctx: &audit::Context,
+        lookup: impl Future<Output = Result<Option<T>, StoreError>>,
+    ) -> Result<Verdict<T>, ServiceError> {
+        let address = ctx.client_ip;
+        if attempt.throttled() {
+            if let Some(wait) = self.throttle.check(account, address).await? {
+                self.leave_trail(attempt, Outcome::Throttled, account, ctx);
+                return Ok(Verdict::Throttled(wait));
+            }
+        }
+        let holder = lookup.await?;
+        let hash = holder.as_ref().map(Holder::secret_hash);
+        let verified = self.passwords.verify(hash, secret).await?;
+        // A hash made with older (cheaper) parameters would answer faster than the dummy
+        // hash of unknown accounts: pay the current price too, so timing tells nothing.
+        if !verified
+            && attempt.hides_existence()
+            && hash.is_some_and(|h| self.passwords.needs_rehash(h))
+        {
+            self.passwords.verify(None, secret).await?;
+        }
+        match holder.filter(|_| verified) {
+            Some(holder) => {
+                if attempt.throttled() && attempt.success_clears_failures() {
+                    self.throttle.record_success(account).await?;
+                }
+                self.leave_trail(attempt, Outcome::Ok, &holder.id(), ctx);
+                Ok(Verdict::Ok(holder))
+            }
+            None => {
+                if attempt.throttled() {
+                    self.throttle.record_failure(account, address).await?;
+                }
+                self.leave_trail(attempt, Outcome::Failed, account, ctx);
+                Ok(Verdict::Invalid)
+            }
+        }
+    }
+
+    fn leave_trail(&self, attempt: Attempt, outcome: Outcome, subject: &str, ctx: &audit::Context) {
+        let (metric, event) = attempt.trail(outcome);
+        if let Some(result) = metric {
+            self.metrics.login(result);
+        }
+        if let Some(event) = event {
+            self.audit
+                .record(event, Some(subject), ctx, attempt.audit_fields());
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! The application layer: the state every request shares and the use cases built on it
+//! (checking a secret, issuing tokens, checking an access token, account changes). `api`
+//! adapts HTTP to these and the CLI calls them directly; below are the credentials
+//! (`auth`) and the store. No HTTP types here.
+
+mod access;
+mod accounts;
+mod issue;
+mod login;
+mod state;
+
+pub use access::{Account, Verified};
+pub use issue::{Exchanged, Grant, Tokens};
+pub use login::{Attempt, Verdict};
+pub use state::{open_file_store, AppState};
+
+use crate::auth::{PasswordError, TokenError};
+use crate::store::StoreError;
+
+/// Why a use case could not be carried out (not: why credentials were refused, which is a
+/// `Verdict`, nor why a token was refused, which is `TokenError` inside `Token`).
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Password(#[from] PasswordError),
+    /// A token was refused, or could not be signed.
+    #[error(transparent)]
+    Token(#[from] TokenError),
+}
