@@ -150,7 +150,7 @@ impl State {
         }
         let before = self.revoked_jtis.len();
         // Kept past `exp` for as long as a token is still accepted after it (the leeway).
-        let accepted_until = chrono::Duration::seconds(crate::auth::tokens::LEEWAY_SECS as i64);
+        let accepted_until = chrono::Duration::seconds(crate::domain::LEEWAY_SECS as i64);
         self.revoked_jtis
             .retain(|_, exp| *exp + accepted_until > now);
         dead.len() + before - self.revoked_jtis.len()
