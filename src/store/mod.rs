@@ -1,13 +1,9 @@
 //! Durable state behind one trait, so the file store (default) and later backends are
 //! interchangeable.
 
-mod email_index;
 mod file;
-mod log;
-mod ordered;
 pub mod postgres;
 mod record;
-pub mod spool;
 
 use std::sync::Arc;
 
@@ -18,7 +14,7 @@ use uuid::Uuid;
 
 use crate::domain::{Client, ClientId, RefreshToken, Scopes, Session, User, UserId};
 
-pub use file::{Export, FileStore, FileStoreOptions};
+pub use file::{spool, Export, FileStore, FileStoreOptions};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]

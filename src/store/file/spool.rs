@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::log::{encode, sync_dir};
-use super::record::{ClientRecord, Entry};
-use super::{FileStore, FileStoreOptions, Store, StoreError};
+use super::{FileStore, FileStoreOptions};
 use crate::domain::{Client, ClientId};
+use crate::store::record::{ClientRecord, Entry};
+use crate::store::{Store, StoreError};
 
 pub const SPOOL_DIR: &str = "spool";
 

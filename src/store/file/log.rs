@@ -9,8 +9,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 
-use super::record::{Entry, FORMAT_VERSION};
-use super::StoreError;
+use crate::store::record::{Entry, FORMAT_VERSION};
+use crate::store::StoreError;
 
 const LOG_FILE: &str = "store.log";
 const TMP_FILE: &str = "store.log.tmp";
@@ -56,7 +56,7 @@ pub fn decode(line: &[u8]) -> Option<Entry> {
     if json.starts_with(USER_PUT_PREFIX) {
         #[derive(serde::Deserialize)]
         struct UserPut {
-            user: super::record::UserRecord,
+            user: crate::store::record::UserRecord,
         }
         return serde_json::from_slice::<UserPut>(json)
             .ok()
@@ -572,7 +572,7 @@ mod tests {
             None,
         );
         let entry = Entry::UserPut {
-            user: super::super::record::UserRecord::from(&user),
+            user: crate::store::record::UserRecord::from(&user),
         };
         let mut line = encode(&entry);
         line.pop();

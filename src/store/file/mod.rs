@@ -12,9 +12,14 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::email_index::EmailIndex;
-use super::log::{Log, Syncer};
-use super::ordered::Ordered;
+mod email_index;
+mod log;
+mod ordered;
+pub mod spool;
+
+use self::email_index::EmailIndex;
+use self::log::{Log, Syncer};
+use self::ordered::Ordered;
 use super::record::{ClientRecord, Entry, RefreshRecord, SessionRecord, UserRecord};
 use super::{rotation, RefreshOutcome, Rotation, Store, StoreError, UserToken, UserUpdate};
 use crate::domain::{Client, ClientId, Email, RefreshToken, Session, User, UserId};
@@ -786,7 +791,7 @@ mod tests {
             store.create_user(kept.clone()).await.unwrap();
         }
         // Simulate kill -9 in the middle of an append: half a record, no newline.
-        let torn = super::super::log::encode(&Entry::UserPut {
+        let torn = super::log::encode(&Entry::UserPut {
             user: UserRecord::from(&user("torn@example.com")),
         });
         let path = FileStore::path(dir.path());
