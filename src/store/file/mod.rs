@@ -2,14 +2,16 @@
 //! checksummed log and fsync'd before it is acknowledged.
 //!
 //! `state` is the memory, `writer` the one thread that changes it (and compaction),
-//! `log` the file, its line format and the group commit that makes appends durable,
-//! `spool` the CLI's way in while a server holds the store.
+//! `log` the file with its line format in `codec`, `syncer` the group commit that makes
+//! appends durable, `spool` the CLI's way in while a server holds the store.
 
+mod codec;
 mod email_index;
 mod log;
 mod ordered;
 pub mod spool;
 mod state;
+mod syncer;
 #[cfg(test)]
 mod tests;
 mod writer;
@@ -24,10 +26,12 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use self::log::{Log, Syncer};
+use self::codec::Entry;
+use self::log::Log;
 use self::state::State;
+use self::syncer::Syncer;
 use self::writer::{start_writer, Job};
-use super::record::{ClientRecord, Entry, RefreshRecord, SessionRecord, UserRecord};
+use super::record::{ClientRecord, RefreshRecord, SessionRecord, UserRecord};
 use super::{rotation, RefreshOutcome, Rotation, Store, StoreError, UserToken, UserUpdate};
 use crate::domain::{Client, ClientId, Email, RefreshToken, Session, User, UserId};
 

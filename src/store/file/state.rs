@@ -7,10 +7,11 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::codec::Entry;
 use super::email_index::EmailIndex;
 use super::ordered::Ordered;
 use crate::domain::{Client, ClientId, RefreshToken, Session, User, UserId};
-use crate::store::record::{ClientRecord, Entry, SessionRecord, UserRecord};
+use crate::store::record::{ClientRecord, SessionRecord, UserRecord};
 
 #[derive(Default)]
 pub(super) struct State {

@@ -82,7 +82,7 @@ async fn a_torn_tail_is_dropped_and_the_store_still_loads() {
         store.create_user(kept.clone()).await.unwrap();
     }
     // Simulate kill -9 in the middle of an append: half a record, no newline.
-    let torn = super::log::encode(&Entry::UserPut {
+    let torn = super::codec::encode(&Entry::UserPut {
         user: UserRecord::from(&user("torn@example.com")),
     });
     let path = FileStore::path(dir.path());

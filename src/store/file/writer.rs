@@ -4,9 +4,9 @@
 
 use std::sync::atomic::Ordering;
 
+use super::codec::Entry;
 use super::state::State;
 use super::{read, FileStore};
-use crate::store::record::Entry;
 use crate::store::StoreError;
 
 /// One write, run on the writer thread; it reports its own outcome.
