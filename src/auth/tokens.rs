@@ -15,8 +15,7 @@ use crate::domain::{Role, Scopes, UserId};
 
 /// RFC 9068 media type of a JWT access token, carried in the `typ` header.
 pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
-/// Clock skew tolerated on `exp`/`nbf` between this service and its verifiers.
-pub const LEEWAY_SECS: u64 = 5;
+pub use crate::domain::LEEWAY_SECS;
 
 /// The claims of an access token (RFC 9068).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -26,3 +26,6 @@ pub fn now() -> chrono::DateTime<chrono::Utc> {
     use chrono::SubsecRound;
     chrono::Utc::now().trunc_subsecs(6)
 }
+
+/// Clock skew tolerated on `exp`/`nbf` between this service and its verifiers.
+pub const LEEWAY_SECS: u64 = 5;

@@ -1,13 +1,9 @@
-//! Durable state behind one trait, so the file store (default) and later backends are
-//! interchangeable.
+//! Durable state behind one trait, so its backends, the file store (default) and
+//! PostgreSQL, are interchangeable.
 
-mod email_index;
 mod file;
-mod log;
-mod ordered;
 pub mod postgres;
 mod record;
-pub mod spool;
 
 use std::sync::Arc;
 
@@ -18,7 +14,7 @@ use uuid::Uuid;
 
 use crate::domain::{Client, ClientId, RefreshToken, Scopes, Session, User, UserId};
 
-pub use file::{Export, FileStore, FileStoreOptions};
+pub use file::{spool, Export, FileStore, FileStoreOptions};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -149,8 +145,17 @@ pub enum UserToken {
     Live(Arc<User>),
 }
 
+/// The durable state the service runs on: `FileStore` or `postgres::PgStore`.
+///
+/// One trait rather than narrow ones (users, sessions, clients, failures): every backend
+/// implements all of it, and one `Arc<dyn Store>` is passed around. The per-request token
+/// check (`user_token`) reads users, sessions and revoked `jti`s in one call, which narrow
+/// traits would split. The methods are grouped by section instead. Only the login-failure
+/// counters, which one backend keeps, are a trait of their own (`FailureCounts`).
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    // Users.
+
     /// Adds a user; `DuplicateEmail` when the email (case-insensitively) is taken.
     async fn create_user(&self, user: User) -> Result<(), StoreError>;
     /// Applies `update` to the current record and persists it; returns the new record.
@@ -163,6 +168,8 @@ pub trait Store: Send + Sync + 'static {
     /// Users ordered by `created_at` (then id), a page at a time.
     async fn list_users(&self, offset: usize, limit: usize) -> Result<Vec<Arc<User>>, StoreError>;
     async fn count_users(&self) -> Result<usize, StoreError>;
+
+    // Sessions and revocation.
 
     /// Records a new login with its first refresh token.
     async fn create_session(&self, session: Session) -> Result<(), StoreError>;
@@ -192,6 +199,9 @@ pub trait Store: Send + Sync + 'static {
         user: UserId,
         session: Option<Uuid>,
     ) -> Result<UserToken, StoreError>;
+
+    // Clients.
+
     /// Adds or replaces a client (creation, secret rotation).
     async fn put_client(&self, client: Client) -> Result<(), StoreError>;
     /// Removes a client; `NotFound` if there is none.
@@ -199,6 +209,8 @@ pub trait Store: Send + Sync + 'static {
     async fn client(&self, id: ClientId) -> Result<Option<Client>, StoreError>;
     /// Every client, oldest first.
     async fn list_clients(&self) -> Result<Vec<Client>, StoreError>;
+
+    // Upkeep.
 
     /// Applies admin changes queued by the CLI while this server held the store.
     async fn apply_spool(&self) -> Result<usize, StoreError> {

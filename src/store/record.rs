@@ -1,4 +1,6 @@
-//! The on-disk schema, kept apart from the domain types so the file format can evolve.
+//! The stored form of users, sessions and clients, kept apart from the domain types so
+//! the file format can evolve. The file store's log lines carry them (`file::codec`);
+//! PostgreSQL rows are read back through them too, checked the same way.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -7,50 +9,6 @@ use uuid::Uuid;
 use crate::domain::{
     Client, ClientName, Email, PersonName, RefreshToken, Role, Scopes, Session, User,
 };
-
-/// One line of the store's log.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-pub enum Entry {
-    /// First line of every log file.
-    Format {
-        version: u32,
-    },
-    UserPut {
-        user: UserRecord,
-    },
-    UserDelete {
-        id: Uuid,
-    },
-    /// A new session, or a whole session in a compacted log.
-    SessionPut {
-        session: SessionRecord,
-    },
-    /// One refresh: `presented` is marked rotated at `at`, `new` joins the family.
-    SessionRotate {
-        id: Uuid,
-        presented: String,
-        at: DateTime<Utc>,
-        new: RefreshRecord,
-    },
-    SessionRevoke {
-        id: Uuid,
-        at: DateTime<Utc>,
-    },
-    ClientPut {
-        client: ClientRecord,
-    },
-    ClientDelete {
-        id: Uuid,
-    },
-    /// An access token's `jti`, dead until its `exp`.
-    JtiRevoke {
-        jti: String,
-        expires_at: DateTime<Utc>,
-    },
-}
-
-pub const FORMAT_VERSION: u32 = 1;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UserRecord {

@@ -366,7 +366,7 @@ pub async fn prune(
     )
     .await
     .map_err(database(context))?;
-    let leeway = crate::auth::tokens::LEEWAY_SECS as f64;
+    let leeway = crate::domain::LEEWAY_SECS as f64;
     let jtis = exec(
         &tx,
         "DELETE FROM revoked_jtis WHERE jti IN (SELECT jti FROM revoked_jtis \

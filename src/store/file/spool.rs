@@ -8,10 +8,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::log::{encode, sync_dir};
-use super::record::{ClientRecord, Entry};
-use super::{FileStore, FileStoreOptions, Store, StoreError};
+use super::codec::{decode, encode, Entry};
+use super::log::sync_dir;
+use super::{FileStore, FileStoreOptions};
 use crate::domain::{Client, ClientId};
+use crate::store::record::ClientRecord;
+use crate::store::{Store, StoreError};
 
 pub const SPOOL_DIR: &str = "spool";
 
@@ -149,7 +151,7 @@ impl FileStore {
         for path in files {
             let text = fs::read(&path).map_err(io_err(&path))?;
             let line = text.strip_suffix(b"\n").unwrap_or(&text);
-            let change = match super::log::decode(line) {
+            let change = match decode(line) {
                 Some(Entry::ClientPut { client }) => {
                     Client::try_from(client).map(AdminChange::PutClient)
                 }

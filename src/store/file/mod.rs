@@ -1,0 +1,438 @@
+//! The embedded store: every record in memory for reads, every change appended to a
+//! checksummed log and fsync'd before it is acknowledged.
+//!
+//! `state` is the memory, `writer` the one thread that changes it (and compaction),
+//! `log` the file with its line format in `codec`, `syncer` the group commit that makes
+//! appends durable, `spool` the CLI's way in while a server holds the store.
+
+mod codec;
+mod email_index;
+mod log;
+mod ordered;
+pub mod spool;
+mod state;
+mod syncer;
+#[cfg(test)]
+mod tests;
+mod writer;
+
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, RwLock};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use self::codec::Entry;
+use self::log::Log;
+use self::state::State;
+use self::syncer::Syncer;
+use self::writer::{start_writer, Job};
+use super::record::{ClientRecord, RefreshRecord, SessionRecord, UserRecord};
+use super::{rotation, RefreshOutcome, Rotation, Store, StoreError, UserToken, UserUpdate};
+use crate::domain::{Client, ClientId, Email, RefreshToken, Session, User, UserId};
+
+#[derive(Debug, Clone)]
+pub struct FileStoreOptions {
+    /// Compact once the log holds this many more lines than twice the live records.
+    pub compact_slack: u64,
+    /// How long a revoked session is remembered: as long as an access token of it may
+    /// still be valid, so that token stays refused.
+    pub revoked_retention: chrono::Duration,
+}
+
+impl Default for FileStoreOptions {
+    fn default() -> Self {
+        Self {
+            compact_slack: 1000,
+            revoked_retention: chrono::Duration::days(1),
+        }
+    }
+}
+
+/// A copy of a file store's contents (see `FileStore::export`).
+pub struct Export {
+    pub users: Vec<Arc<User>>,
+    pub sessions: Vec<Session>,
+    pub revoked_jtis: Vec<(String, DateTime<Utc>)>,
+    pub clients: Vec<Client>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    state: RwLock<State>,
+    /// Serialises writers: validation, append and apply happen as one step.
+    log: Mutex<Log>,
+    /// Makes appends durable, many at a time (group commit).
+    syncer: Syncer,
+    /// The writer thread's queue: appends run there one after another, so writers never
+    /// contend for the log's lock (only a compaction takes it from elsewhere).
+    writer: std::sync::mpsc::Sender<Job>,
+    compacting: AtomicBool,
+    options: FileStoreOptions,
+    _lock: File,
+}
+
+/// The file-backed store in DATA_DIR. Cheap to clone.
+#[derive(Clone)]
+pub struct FileStore {
+    inner: Arc<Inner>,
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|e| e.into_inner())
+}
+
+impl FileStore {
+    /// Opens DATA_DIR (created 0700 if missing), takes its lock and loads the log.
+    pub fn open(dir: &Path, options: FileStoreOptions) -> Result<Self, StoreError> {
+        let io = |context: String| move |source| StoreError::Io { context, source };
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io(format!("create DATA_DIR {}", dir.display())))?;
+        let lock_path = dir.join(".lock");
+        let lock = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(io(format!("open {}", lock_path.display())))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                return Err(StoreError::Locked(dir.display().to_string()))
+            }
+            Err(TryLockError::Error(e)) => {
+                return Err(io(format!("lock {}", lock_path.display()))(e))
+            }
+        }
+        let mut state = State::default();
+        let log = Log::open(dir, |entry| {
+            state.apply(entry).map_err(|reason| StoreError::Corrupt {
+                path: dir.join("store.log").display().to_string(),
+                reason,
+            })
+        })?;
+        state.prune(crate::domain::now(), options.revoked_retention);
+        let syncer = Syncer::new(log.handle())?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                dir: dir.to_owned(),
+                state: RwLock::new(state),
+                writer: start_writer(syncer.failer())?,
+                syncer,
+                log: Mutex::new(log),
+                compacting: AtomicBool::new(false),
+                options,
+                _lock: lock,
+            }),
+        })
+    }
+
+    /// fsyncs of the log so far (for tests and metrics).
+    pub fn fsyncs(&self) -> u64 {
+        self.inner.syncer.fsyncs()
+    }
+
+    /// Lines currently in the log (for tests and metrics).
+    pub fn log_entries(&self) -> u64 {
+        self.inner
+            .log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entries()
+    }
+
+    /// Everything the store holds, for `store copy`: users oldest first, sessions with
+    /// their token history, unexpired revoked token ids, clients oldest first.
+    pub fn export(&self) -> Export {
+        let state = read(&self.inner.state);
+        let mut clients: Vec<Client> = state.clients.values().cloned().collect();
+        clients.sort_by_key(|c| (c.created_at, c.id));
+        let mut sessions: Vec<Session> = state.sessions.values().cloned().collect();
+        sessions.sort_by_key(|s| (s.created_at, s.id));
+        Export {
+            users: state
+                .by_created
+                .iter()
+                .map(|(_, id)| Arc::clone(&state.users[id]))
+                .collect(),
+            sessions,
+            revoked_jtis: state
+                .revoked_jtis
+                .iter()
+                .map(|(jti, exp)| (jti.clone(), *exp))
+                .collect(),
+            clients,
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    pub fn path(dir: &Path) -> PathBuf {
+        dir.join("store.log")
+    }
+}
+
+#[async_trait]
+impl Store for FileStore {
+    async fn create_user(&self, user: User) -> Result<(), StoreError> {
+        self.write(move |state| {
+            if state
+                .by_email
+                .get(&user.email.key(), &state.users)
+                .is_some()
+            {
+                return Err(StoreError::DuplicateEmail);
+            }
+            let entry = Entry::UserPut {
+                user: UserRecord::from(&user),
+            };
+            Ok((vec![entry], ()))
+        })
+        .await
+    }
+
+    async fn update_user(&self, id: UserId, update: UserUpdate) -> Result<User, StoreError> {
+        self.write(move |state| {
+            let mut user = User::clone(state.users.get(&id).ok_or(StoreError::NotFound)?);
+            update(&mut user);
+            let entry = Entry::UserPut {
+                user: UserRecord::from(&user),
+            };
+            Ok((vec![entry], user))
+        })
+        .await
+    }
+
+    async fn delete_user(&self, id: UserId) -> Result<User, StoreError> {
+        self.write(move |state| {
+            let user = User::clone(state.users.get(&id).ok_or(StoreError::NotFound)?);
+            Ok((vec![Entry::UserDelete { id }], user))
+        })
+        .await
+    }
+
+    async fn user(&self, id: UserId) -> Result<Option<Arc<User>>, StoreError> {
+        Ok(read(&self.inner.state).users.get(&id).cloned())
+    }
+
+    async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
+        let state = read(&self.inner.state);
+        Ok(state
+            .by_email
+            .get(&Email::key_of(email), &state.users)
+            .and_then(|id| state.users.get(&id))
+            .map(|u| User::clone(u)))
+    }
+
+    async fn list_users(&self, offset: usize, limit: usize) -> Result<Vec<Arc<User>>, StoreError> {
+        let state = read(&self.inner.state);
+        Ok(state
+            .by_created
+            .page(offset, limit)
+            .map(|(_, id)| Arc::clone(&state.users[id]))
+            .collect())
+    }
+
+    async fn count_users(&self) -> Result<usize, StoreError> {
+        Ok(read(&self.inner.state).users.len())
+    }
+
+    async fn create_session(&self, session: Session) -> Result<(), StoreError> {
+        self.write(move |_| {
+            let entry = Entry::SessionPut {
+                session: SessionRecord::from(&session),
+            };
+            Ok((vec![entry], ()))
+        })
+        .await
+    }
+
+    async fn refresh(
+        &self,
+        presented: String,
+        new: RefreshToken,
+        grace: chrono::Duration,
+    ) -> Result<RefreshOutcome, StoreError> {
+        self.write(move |state| {
+            let now = new.issued_at;
+            let session = state
+                .by_refresh
+                .get(&presented)
+                .and_then(|id| state.sessions.get(id));
+            let Some(session) = session else {
+                return Ok((vec![], RefreshOutcome::Invalid));
+            };
+            let user = state.users.get(&session.user_id);
+            let (benign_race, user) =
+                match rotation(session, &presented, user.map(|u| &**u), now, grace) {
+                    Rotation::Invalid => return Ok((vec![], RefreshOutcome::Invalid)),
+                    Rotation::Reused => {
+                        let revoke = Entry::SessionRevoke {
+                            id: session.id,
+                            at: now,
+                        };
+                        let outcome = RefreshOutcome::Reused {
+                            session_id: session.id,
+                            user_id: session.user_id,
+                        };
+                        return Ok((vec![revoke], outcome));
+                    }
+                    Rotation::Rotate { benign_race, user } => (benign_race, user),
+                };
+            let rotate = Entry::SessionRotate {
+                id: session.id,
+                presented,
+                at: now,
+                new: RefreshRecord::from(&new),
+            };
+            let outcome = RefreshOutcome::Rotated {
+                session_id: session.id,
+                scope: session.scope,
+                user: User::clone(user),
+                benign_race,
+            };
+            Ok((vec![rotate], outcome))
+        })
+        .await
+    }
+
+    async fn session_by_refresh(&self, hash: &str) -> Result<Option<Session>, StoreError> {
+        let state = read(&self.inner.state);
+        Ok(state
+            .by_refresh
+            .get(hash)
+            .and_then(|id| state.sessions.get(id))
+            .cloned())
+    }
+
+    async fn session_revoked(&self, id: Uuid) -> Result<bool, StoreError> {
+        let state = read(&self.inner.state);
+        Ok(state
+            .sessions
+            .get(&id)
+            .is_some_and(|s| s.revoked_at.is_some()))
+    }
+
+    async fn session(&self, id: Uuid) -> Result<Option<Session>, StoreError> {
+        Ok(read(&self.inner.state).sessions.get(&id).cloned())
+    }
+
+    async fn revoke_session(&self, id: Uuid) -> Result<(), StoreError> {
+        self.write(move |state| {
+            let live = state
+                .sessions
+                .get(&id)
+                .is_some_and(|s| s.revoked_at.is_none());
+            let entries = if live {
+                vec![Entry::SessionRevoke {
+                    id,
+                    at: crate::domain::now(),
+                }]
+            } else {
+                vec![]
+            };
+            Ok((entries, ()))
+        })
+        .await
+    }
+
+    async fn revoke_jti(&self, jti: String, expires_at: DateTime<Utc>) -> Result<(), StoreError> {
+        self.write(move |state| {
+            let entries = if state.revoked_jtis.contains_key(&jti) {
+                vec![]
+            } else {
+                vec![Entry::JtiRevoke { jti, expires_at }]
+            };
+            Ok((entries, ()))
+        })
+        .await
+    }
+
+    async fn is_jti_revoked(&self, jti: &str) -> Result<bool, StoreError> {
+        Ok(read(&self.inner.state).revoked_jtis.contains_key(jti))
+    }
+
+    async fn user_token(
+        &self,
+        jti: &str,
+        user: UserId,
+        session: Option<Uuid>,
+    ) -> Result<UserToken, StoreError> {
+        let state = read(&self.inner.state);
+        if state.revoked_jtis.contains_key(jti) {
+            return Ok(UserToken::Revoked);
+        }
+        let Some(found) = state.users.get(&user) else {
+            return Ok(UserToken::NoUser);
+        };
+        let revoked = |sid| {
+            state
+                .sessions
+                .get(&sid)
+                .is_some_and(|s| s.revoked_at.is_some())
+        };
+        if session.is_some_and(revoked) {
+            return Ok(UserToken::Revoked);
+        }
+        Ok(UserToken::Live(Arc::clone(found)))
+    }
+
+    async fn put_client(&self, client: Client) -> Result<(), StoreError> {
+        self.write(move |_| {
+            let entry = Entry::ClientPut {
+                client: ClientRecord::from(&client),
+            };
+            Ok((vec![entry], ()))
+        })
+        .await
+    }
+
+    async fn delete_client(&self, id: ClientId) -> Result<Client, StoreError> {
+        self.write(move |state| {
+            let client = state
+                .clients
+                .get(&id)
+                .cloned()
+                .ok_or(StoreError::NotFound)?;
+            Ok((vec![Entry::ClientDelete { id }], client))
+        })
+        .await
+    }
+
+    async fn client(&self, id: ClientId) -> Result<Option<Client>, StoreError> {
+        Ok(read(&self.inner.state).clients.get(&id).cloned())
+    }
+
+    async fn list_clients(&self) -> Result<Vec<Client>, StoreError> {
+        let mut clients: Vec<Client> = read(&self.inner.state).clients.values().cloned().collect();
+        clients.sort_by_key(|c| (c.created_at, c.id));
+        Ok(clients)
+    }
+
+    async fn apply_spool(&self) -> Result<usize, StoreError> {
+        FileStore::apply_spool(self).await
+    }
+
+    async fn prune(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        // On the writer thread, under the log's lock: a prune waiting for the state's
+        // write lock during a compaction would hold up every reader behind it.
+        let inner = self.inner.clone();
+        self.on_writer(move || {
+            let _log = inner.log.lock().unwrap_or_else(|e| e.into_inner());
+            let retention = inner.options.revoked_retention;
+            let mut state = inner.state.write().unwrap_or_else(|e| e.into_inner());
+            state.prune(now, retention)
+        })
+        .await
+    }
+}

@@ -1,0 +1,167 @@
+//! The file store's memory: every live record with its indexes, how a log entry changes
+//! it, what pruning drops, and the live records as log entries again (compaction).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::codec::Entry;
+use super::email_index::EmailIndex;
+use super::ordered::Ordered;
+use crate::domain::{Client, ClientId, RefreshToken, Session, User, UserId};
+use crate::store::record::{ClientRecord, SessionRecord, UserRecord};
+
+#[derive(Default)]
+pub(super) struct State {
+    /// Shared with readers: a request checking a token takes a reference, not a copy.
+    pub(super) users: HashMap<UserId, Arc<User>>,
+    pub(super) by_email: EmailIndex,
+    pub(super) by_created: Ordered<(DateTime<Utc>, UserId)>,
+    pub(super) sessions: HashMap<Uuid, Session>,
+    /// Refresh-token hash → session.
+    pub(super) by_refresh: HashMap<String, Uuid>,
+    /// Revoked access-token ids → when they expire anyway.
+    pub(super) revoked_jtis: HashMap<String, DateTime<Utc>>,
+    pub(super) clients: HashMap<ClientId, Client>,
+}
+
+impl State {
+    pub(super) fn apply(&mut self, entry: Entry) -> Result<(), String> {
+        match entry {
+            Entry::Format { .. } => {}
+            Entry::UserPut { user } => {
+                let user = Arc::new(User::try_from(user)?);
+                if let Some(old) = self.users.insert(user.id, Arc::clone(&user)) {
+                    self.unindex(&old);
+                }
+                self.by_email
+                    .insert(&user.email.key(), user.id, &self.users);
+                self.by_created.insert((user.created_at, user.id));
+            }
+            Entry::UserDelete { id } => {
+                self.remove_user(id);
+            }
+            Entry::SessionPut { session } => {
+                let session = Session::try_from(session)?;
+                self.remove_session(session.id);
+                for token in &session.tokens {
+                    self.by_refresh.insert(token.hash.clone(), session.id);
+                }
+                self.sessions.insert(session.id, session);
+            }
+            Entry::SessionRotate {
+                id,
+                presented,
+                at,
+                new,
+            } => {
+                let Some(session) = self.sessions.get_mut(&id) else {
+                    return Ok(()); // pruned since: nothing left to update
+                };
+                if let Some(token) = session.tokens.iter_mut().find(|t| t.hash == presented) {
+                    // The grace window runs from the first rotation, not the latest replay.
+                    token.rotated_at.get_or_insert(at);
+                }
+                self.by_refresh.insert(new.hash.clone(), id);
+                let oldest = session.tokens.first().map(|t| t.hash.clone());
+                session.push(RefreshToken::from(new));
+                if let Some(oldest) = oldest.filter(|h| session.tokens.iter().all(|t| &t.hash != h))
+                {
+                    self.by_refresh.remove(&oldest);
+                }
+            }
+            Entry::SessionRevoke { id, at } => {
+                if let Some(session) = self.sessions.get_mut(&id) {
+                    session.revoked_at.get_or_insert(at);
+                }
+            }
+            Entry::JtiRevoke { jti, expires_at } => {
+                self.revoked_jtis.insert(jti, expires_at);
+            }
+            Entry::ClientPut { client } => {
+                let client = Client::try_from(client)?;
+                self.clients.insert(client.id, client);
+            }
+            Entry::ClientDelete { id } => {
+                self.clients.remove(&id);
+            }
+        }
+        Ok(())
+    }
+
+    fn remove_session(&mut self, id: Uuid) {
+        if let Some(old) = self.sessions.remove(&id) {
+            for token in old.tokens {
+                self.by_refresh.remove(&token.hash);
+            }
+        }
+    }
+
+    /// Drops what can no longer matter: dead sessions (revoked, expired, user gone) and
+    /// `jti`s past their expiry. A pure function of time, so replaying the log and pruning
+    /// again gives the same state.
+    pub(super) fn prune(
+        &mut self,
+        now: DateTime<Utc>,
+        revoked_retention: chrono::Duration,
+    ) -> usize {
+        let dead: Vec<Uuid> = self
+            .sessions
+            .values()
+            .filter(|s| {
+                let expired = s.tokens.last().is_none_or(|t| t.expires_at <= now);
+                let forgotten = s.revoked_at.is_some_and(|at| at + revoked_retention <= now);
+                expired || forgotten || !self.users.contains_key(&s.user_id)
+            })
+            .map(|s| s.id)
+            .collect();
+        for id in &dead {
+            self.remove_session(*id);
+        }
+        let before = self.revoked_jtis.len();
+        // Kept past `exp` for as long as a token is still accepted after it (the leeway).
+        let accepted_until = chrono::Duration::seconds(crate::domain::LEEWAY_SECS as i64);
+        self.revoked_jtis
+            .retain(|_, exp| *exp + accepted_until > now);
+        dead.len() + before - self.revoked_jtis.len()
+    }
+
+    fn remove_user(&mut self, id: UserId) -> Option<Arc<User>> {
+        let old = self.users.remove(&id)?;
+        self.unindex(&old);
+        Some(old)
+    }
+
+    /// Drops a user's entries from the secondary indexes (the user left `users`, or is
+    /// being replaced there).
+    fn unindex(&mut self, old: &User) {
+        self.by_email.remove(&old.email.key(), old.id);
+        self.by_created.remove(&(old.created_at, old.id));
+    }
+
+    pub(super) fn live_records(&self) -> u64 {
+        (self.users.len() + self.sessions.len() + self.revoked_jtis.len() + self.clients.len())
+            as u64
+    }
+
+    /// The live records as log entries, made one at a time (a million users are never
+    /// copied at once).
+    pub(super) fn snapshot(&self) -> impl Iterator<Item = Entry> + '_ {
+        let users = self.by_created.iter().map(|(_, id)| Entry::UserPut {
+            user: UserRecord::from(&*self.users[id]),
+        });
+        let sessions = self.sessions.values().map(|s| Entry::SessionPut {
+            session: SessionRecord::from(s),
+        });
+        let jtis = self.revoked_jtis.iter().map(|(jti, exp)| Entry::JtiRevoke {
+            jti: jti.clone(),
+            expires_at: *exp,
+        });
+        let clients = self.clients.values().map(|c| Entry::ClientPut {
+            client: ClientRecord::from(c),
+        });
+        users.chain(clients).chain(sessions).chain(jtis)
+    }
+}

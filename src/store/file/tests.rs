@@ -1,0 +1,483 @@
+//! The file store's tests, through the `Store` trait and the store's own methods.
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::atomic::Ordering;
+
+use super::*;
+use crate::domain::{RefreshToken, Role, Session};
+
+fn user(email: &str) -> User {
+    User::new(
+        Email::parse(email).unwrap(),
+        "$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaA".into(),
+        Role::User,
+        None,
+        None,
+    )
+}
+
+fn open(dir: &Path) -> FileStore {
+    FileStore::open(dir, FileStoreOptions::default()).unwrap()
+}
+
+#[tokio::test]
+async fn writes_persist_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let alice = user("alice@example.com");
+    {
+        let store = open(dir.path());
+        store.create_user(alice.clone()).await.unwrap();
+        store.create_user(user("bob@example.com")).await.unwrap();
+        let bob = store
+            .user_by_email("BOB@example.com")
+            .await
+            .unwrap()
+            .unwrap();
+        store.delete_user(bob.id).await.unwrap();
+        store
+            .update_user(alice.id, Box::new(|u| u.role = Role::Admin))
+            .await
+            .unwrap();
+    }
+    let store = open(dir.path());
+    assert_eq!(store.count_users().await.unwrap(), 1);
+    let loaded = store.user(alice.id).await.unwrap().unwrap();
+    assert_eq!(loaded.role, Role::Admin);
+    assert_eq!(loaded.email, alice.email);
+    assert_eq!(loaded.created_at, alice.created_at);
+}
+
+#[tokio::test]
+async fn files_are_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let store = open(&data);
+    store.create_user(user("a@example.com")).await.unwrap();
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&FileStore::path(&data)), 0o600);
+    assert_eq!(mode(&data.join(".lock")), 0o600);
+}
+
+#[tokio::test]
+async fn duplicate_email_is_refused_in_any_case() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.create_user(user("Ada@Example.com")).await.unwrap();
+    let err = store
+        .create_user(user("ada@example.COM"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::DuplicateEmail));
+    assert_eq!(store.count_users().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn a_torn_tail_is_dropped_and_the_store_still_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let kept = user("kept@example.com");
+    {
+        let store = open(dir.path());
+        store.create_user(kept.clone()).await.unwrap();
+    }
+    // Simulate kill -9 in the middle of an append: half a record, no newline.
+    let torn = super::codec::encode(&Entry::UserPut {
+        user: UserRecord::from(&user("torn@example.com")),
+    });
+    let path = FileStore::path(dir.path());
+    let before = fs::metadata(&path).unwrap().len();
+    let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+    f.write_all(&torn[..torn.len() / 2]).unwrap();
+    drop(f);
+
+    let store = open(dir.path());
+    assert_eq!(store.count_users().await.unwrap(), 1);
+    assert!(store.user(kept.id).await.unwrap().is_some());
+    assert_eq!(
+        fs::metadata(&path).unwrap().len(),
+        before,
+        "torn bytes truncated"
+    );
+    // And the log accepts appends again, readable after another reopen.
+    store.create_user(user("after@example.com")).await.unwrap();
+    drop(store);
+    assert_eq!(open(dir.path()).count_users().await.unwrap(), 2);
+}
+
+#[tokio::test]
+async fn a_second_process_cannot_open_the_same_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = open(dir.path());
+    let err = FileStore::open(dir.path(), FileStoreOptions::default())
+        .err()
+        .unwrap();
+    assert!(matches!(err, StoreError::Locked(_)), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_lose_no_update() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let target = user("target@example.com");
+    store.create_user(target.clone()).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .create_user(user(&format!("u{i}@example.com")))
+                .await
+                .unwrap();
+            // Read-modify-write of one record from many tasks at once.
+            store
+                .update_user(
+                    target.id,
+                    Box::new(|u| {
+                        let n: u32 = u
+                            .first_name
+                            .as_ref()
+                            .map_or(0, |n| n.as_str().parse().unwrap());
+                        u.first_name =
+                            crate::domain::PersonName::parse(&(n + 1).to_string(), "first_name")
+                                .unwrap();
+                    }),
+                )
+                .await
+                .unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let check = |store: &FileStore| {
+        let state = read(&store.inner.state);
+        (
+            state.users.len(),
+            state.users[&target.id].first_name.clone(),
+        )
+    };
+    assert_eq!(check(&store).0, 51);
+    assert_eq!(check(&store).1.unwrap().as_str(), "50");
+    drop(store);
+    let reopened = open(dir.path());
+    assert_eq!(check(&reopened).0, 51);
+    assert_eq!(check(&reopened).1.unwrap().as_str(), "50");
+}
+
+#[tokio::test]
+async fn a_write_that_changes_nothing_still_waits_for_the_writes_it_saw() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let expires = crate::domain::now() + chrono::Duration::hours(1);
+    let first = {
+        let store = store.clone();
+        tokio::spawn(async move { store.revoke_jti("j1".into(), expires).await })
+    };
+    // Once the first revocation is applied in memory (not necessarily durable yet),
+    // repeating it appends nothing, but must not be answered before that is on disk.
+    while !store.is_jti_revoked("j1").await.unwrap() {
+        tokio::task::yield_now().await;
+    }
+    store.revoke_jti("j1".into(), expires).await.unwrap();
+    assert!(
+        store.fsyncs() >= 1,
+        "answered before the revocation it relied on was durable"
+    );
+    first.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writes_share_fsyncs_and_all_are_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let tasks: Vec<_> = (0..64)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move { store.create_user(user(&format!("g{i}@example.com"))).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let fsyncs = store.fsyncs();
+    assert!(
+        fsyncs < 64,
+        "{fsyncs} fsyncs for 64 concurrent writes: no group commit"
+    );
+    drop(store);
+    assert_eq!(open(dir.path()).count_users().await.unwrap(), 64);
+}
+
+#[tokio::test]
+async fn compaction_keeps_live_records_and_shrinks_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open(
+        dir.path(),
+        FileStoreOptions {
+            compact_slack: 1_000_000,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let keep = user("keep@example.com");
+    store.create_user(keep.clone()).await.unwrap();
+    for i in 0..30 {
+        let u = user(&format!("gone{i}@example.com"));
+        store.create_user(u.clone()).await.unwrap();
+        store.delete_user(u.id).await.unwrap();
+        store
+            .update_user(keep.id, Box::new(|u| u.updated_at = crate::domain::now()))
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.log_entries(), 2 + 30 * 3);
+    store.compact().unwrap();
+    assert_eq!(store.log_entries(), 2);
+    let expected = store.user(keep.id).await.unwrap();
+    store.create_user(user("later@example.com")).await.unwrap();
+    drop(store);
+    let reopened = open(dir.path());
+    assert_eq!(reopened.count_users().await.unwrap(), 2);
+    assert_eq!(reopened.user(keep.id).await.unwrap(), expected);
+    assert!(!dir.path().join("store.log.tmp").exists());
+}
+
+#[tokio::test]
+async fn compaction_runs_by_itself_once_the_log_outgrows_the_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open(
+        dir.path(),
+        FileStoreOptions {
+            compact_slack: 10,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let u = user("churn@example.com");
+    store.create_user(u.clone()).await.unwrap();
+    for _ in 0..40 {
+        store
+            .update_user(u.id, Box::new(|u| u.updated_at = crate::domain::now()))
+            .await
+            .unwrap();
+    }
+    for _ in 0..100 {
+        if store.log_entries() < 20 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        store.log_entries() < 20,
+        "log has {} lines",
+        store.log_entries()
+    );
+    // The compaction thread holds the store (and its lock) until it has finished.
+    while store.inner.compacting.load(Ordering::Acquire) {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    drop(store);
+    assert!(open(dir.path()).user(u.id).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn a_failing_disk_refuses_writes_loses_nothing_and_keeps_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let kept = user("kept@example.com");
+    store.create_user(kept.clone()).await.unwrap();
+    store.inner.log.lock().unwrap().break_writes_for_test();
+    let err = store
+        .create_user(user("new@example.com"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
+    // The failed write is not applied in memory either, and reads still work.
+    assert_eq!(store.count_users().await.unwrap(), 1);
+    assert!(store
+        .user_by_email("new@example.com")
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        store.user(kept.id).await.unwrap(),
+        Some(Arc::new(kept.clone()))
+    );
+    drop(store);
+    let reopened = open(dir.path());
+    assert_eq!(reopened.count_users().await.unwrap(), 1);
+}
+
+fn refresh_token(hash: &str, ttl_secs: i64) -> RefreshToken {
+    let now = crate::domain::now();
+    RefreshToken {
+        hash: hash.into(),
+        issued_at: now,
+        expires_at: now + chrono::Duration::seconds(ttl_secs),
+        rotated_at: None,
+    }
+}
+
+#[tokio::test]
+async fn refresh_rotates_tolerates_a_quick_replay_and_revokes_on_late_reuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let owner = user("owner@example.com");
+    store.create_user(owner.clone()).await.unwrap();
+    let session = Session::new(
+        owner.id,
+        crate::domain::Scopes::default(),
+        refresh_token("t1", 60),
+    );
+    store.create_session(session.clone()).await.unwrap();
+    let grace = chrono::Duration::seconds(5);
+
+    let first = store
+        .refresh("t1".into(), refresh_token("t2", 60), grace)
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            first,
+            RefreshOutcome::Rotated {
+                benign_race: false,
+                ..
+            }
+        ),
+        "{first:?}"
+    );
+    let replay = store
+        .refresh("t1".into(), refresh_token("t3", 60), grace)
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            replay,
+            RefreshOutcome::Rotated {
+                benign_race: true,
+                ..
+            }
+        ),
+        "{replay:?}"
+    );
+    let late = store
+        .refresh(
+            "t1".into(),
+            refresh_token("t4", 60),
+            chrono::Duration::zero(),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(late, RefreshOutcome::Reused { .. }), "{late:?}");
+    // The whole family is dead now, the newest token included, and stays so on reload.
+    let newest = store
+        .refresh("t3".into(), refresh_token("t5", 60), grace)
+        .await
+        .unwrap();
+    assert!(matches!(newest, RefreshOutcome::Invalid), "{newest:?}");
+    drop(store);
+    let store = open(dir.path());
+    assert!(store
+        .session(session.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .revoked_at
+        .is_some());
+    let unknown = store
+        .refresh("nope".into(), refresh_token("t6", 60), grace)
+        .await
+        .unwrap();
+    assert!(matches!(unknown, RefreshOutcome::Invalid));
+}
+
+#[tokio::test]
+async fn sessions_of_logged_out_or_deleted_users_do_not_refresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let owner = user("gone@example.com");
+    store.create_user(owner.clone()).await.unwrap();
+    let session = Session::new(
+        owner.id,
+        crate::domain::Scopes::default(),
+        refresh_token("a", 60),
+    );
+    store.create_session(session).await.unwrap();
+    store
+        .update_user(
+            owner.id,
+            Box::new(|u| u.tokens_valid_after = crate::domain::now()),
+        )
+        .await
+        .unwrap();
+    let outcome = store
+        .refresh("a".into(), refresh_token("b", 60), chrono::Duration::zero())
+        .await
+        .unwrap();
+    assert!(matches!(outcome, RefreshOutcome::Invalid));
+}
+
+#[tokio::test]
+async fn revocations_persist_and_expired_state_is_pruned() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let owner = user("prune@example.com");
+    store.create_user(owner.clone()).await.unwrap();
+    let soon = crate::domain::now() + chrono::Duration::seconds(1);
+    store.revoke_jti("j1".into(), soon).await.unwrap();
+    store
+        .revoke_jti(
+            "j2".into(),
+            crate::domain::now() + chrono::Duration::hours(1),
+        )
+        .await
+        .unwrap();
+    let live = Session::new(
+        owner.id,
+        crate::domain::Scopes::default(),
+        refresh_token("l", 3600),
+    );
+    let expiring = Session::new(
+        owner.id,
+        crate::domain::Scopes::default(),
+        refresh_token("e", 1),
+    );
+    store.create_session(live.clone()).await.unwrap();
+    store.create_session(expiring.clone()).await.unwrap();
+    drop(store);
+    let store = open(dir.path());
+    assert!(store.is_jti_revoked("j1").await.unwrap());
+    // Past j1's expiry but within the verifier's leeway: j1 is still refused.
+    let in_leeway = crate::domain::now() + chrono::Duration::seconds(3);
+    assert_eq!(store.prune(in_leeway).await.unwrap(), 1, "the session only");
+    assert!(store.is_jti_revoked("j1").await.unwrap());
+    let after = crate::domain::now() + chrono::Duration::seconds(8);
+    assert_eq!(store.prune(after).await.unwrap(), 1);
+    assert!(!store.is_jti_revoked("j1").await.unwrap());
+    assert!(store.is_jti_revoked("j2").await.unwrap());
+    assert!(store.session(expiring.id).await.unwrap().is_none());
+    assert!(store.session_by_refresh("e").await.unwrap().is_none());
+    assert!(store.session(live.id).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn list_is_ordered_by_creation_and_paged() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let u = user(&format!("p{i}@example.com"));
+        ids.push(u.id);
+        store.create_user(u).await.unwrap();
+    }
+    let page: Vec<_> = store
+        .list_users(1, 2)
+        .await
+        .unwrap()
+        .iter()
+        .map(|u| u.id)
+        .collect();
+    assert_eq!(page, ids[1..3]);
+    assert_eq!(store.list_users(10, 2).await.unwrap().len(), 0);
+}
