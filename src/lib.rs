@@ -17,3 +17,6 @@ pub mod service;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+
+#[cfg(test)]
+mod layers;

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use super::{AppState, ServiceError};
 use crate::auth::{AccessClaims, Principal, TokenError};
 use crate::domain::{Client, Scopes, User};
-use crate::store::UserToken;
+use crate::store::TokenStanding;
 
 /// Who is behind a verified token, as the store has them now.
 pub enum Account {
@@ -52,9 +52,9 @@ impl AppState {
                 // A revoked session (logout, revocation, refresh-token theft) takes its
                 // access tokens with it, not only its refresh tokens.
                 let user = match self.store.user_token(&claims.jti, id, sid).await? {
-                    UserToken::Live(user) => user,
-                    UserToken::Revoked => return Err(TokenError::Revoked.into()),
-                    UserToken::NoUser => {
+                    TokenStanding::Live(user) => user,
+                    TokenStanding::Revoked => return Err(TokenError::Revoked.into()),
+                    TokenStanding::NoUser => {
                         return Err(TokenError::Invalid("the user no longer exists").into())
                     }
                 };

@@ -133,9 +133,10 @@ pub trait FailureCounts: Send + Sync {
     async fn clear(&self, key: &str) -> Result<(), StoreError>;
 }
 
-/// What the store says about a user's access token (see `Store::user_token`).
+/// The store's verdict on a user's access token (see `Store::user_token`): whether the
+/// token still stands, not the token itself.
 #[derive(Debug)]
-pub enum UserToken {
+pub enum TokenStanding {
     /// Its `jti` or its session is revoked.
     Revoked,
     /// The user no longer exists.
@@ -198,7 +199,7 @@ pub trait Store: Send + Sync + 'static {
         jti: &str,
         user: UserId,
         session: Option<Uuid>,
-    ) -> Result<UserToken, StoreError>;
+    ) -> Result<TokenStanding, StoreError>;
 
     // Clients.
 

@@ -32,7 +32,7 @@ use self::state::State;
 use self::syncer::Syncer;
 use self::writer::{start_writer, Job};
 use super::record::{ClientRecord, RefreshRecord, SessionRecord, UserRecord};
-use super::{rotation, RefreshOutcome, Rotation, Store, StoreError, UserToken, UserUpdate};
+use super::{rotation, RefreshOutcome, Rotation, Store, StoreError, TokenStanding, UserUpdate};
 use crate::domain::{Client, ClientId, Email, RefreshToken, Session, User, UserId};
 
 #[derive(Debug, Clone)]
@@ -367,13 +367,13 @@ impl Store for FileStore {
         jti: &str,
         user: UserId,
         session: Option<Uuid>,
-    ) -> Result<UserToken, StoreError> {
+    ) -> Result<TokenStanding, StoreError> {
         let state = read(&self.inner.state);
         if state.revoked_jtis.contains_key(jti) {
-            return Ok(UserToken::Revoked);
+            return Ok(TokenStanding::Revoked);
         }
         let Some(found) = state.users.get(&user) else {
-            return Ok(UserToken::NoUser);
+            return Ok(TokenStanding::NoUser);
         };
         let revoked = |sid| {
             state
@@ -382,9 +382,9 @@ impl Store for FileStore {
                 .is_some_and(|s| s.revoked_at.is_some())
         };
         if session.is_some_and(revoked) {
-            return Ok(UserToken::Revoked);
+            return Ok(TokenStanding::Revoked);
         }
-        Ok(UserToken::Live(Arc::clone(found)))
+        Ok(TokenStanding::Live(Arc::clone(found)))
     }
 
     async fn put_client(&self, client: Client) -> Result<(), StoreError> {

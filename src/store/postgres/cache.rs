@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 use crate::domain::{User, UserId};
-use crate::store::UserToken;
+use crate::store::TokenStanding;
 
 /// The channel migration 2's triggers notify.
 pub const CHANNEL: &str = "simple_api";
@@ -109,7 +109,12 @@ impl Cache {
     }
 
     /// The cached answer for an access token, if every part of it is cached.
-    pub fn user_token(&self, jti: &str, user: UserId, session: Option<Uuid>) -> Option<UserToken> {
+    pub fn user_token(
+        &self,
+        jti: &str,
+        user: UserId,
+        session: Option<Uuid>,
+    ) -> Option<TokenStanding> {
         if !self.is_live() {
             return None;
         }
@@ -152,7 +157,7 @@ impl Cache {
         user: UserId,
         session: Option<Uuid>,
         state: TokenState,
-    ) -> UserToken {
+    ) -> TokenStanding {
         let found = state.user.map(Arc::new);
         self.fill(generation, |e| {
             e.jtis.insert(jti.to_owned(), state.jti_revoked);
@@ -217,13 +222,13 @@ impl Cache {
     }
 }
 
-fn answer(jti_revoked: bool, session_revoked: bool, user: Option<Arc<User>>) -> UserToken {
+fn answer(jti_revoked: bool, session_revoked: bool, user: Option<Arc<User>>) -> TokenStanding {
     if jti_revoked || session_revoked {
-        return UserToken::Revoked;
+        return TokenStanding::Revoked;
     }
     match user {
-        Some(user) => UserToken::Live(user),
-        None => UserToken::NoUser,
+        Some(user) => TokenStanding::Live(user),
+        None => TokenStanding::NoUser,
     }
 }
 
@@ -380,7 +385,7 @@ mod tests {
         cache.fill_token(g, "j", u.id, Some(sid), state(&u));
         assert!(matches!(
             cache.user_token("j", u.id, Some(sid)),
-            Some(UserToken::Live(_))
+            Some(TokenStanding::Live(_))
         ));
         cache.lost();
         assert!(cache.user_token("j", u.id, Some(sid)).is_none());

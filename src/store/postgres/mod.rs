@@ -27,7 +27,7 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use self::cache::Cache;
-use super::{FailureCounts, RefreshOutcome, Store, StoreError, UserToken, UserUpdate};
+use super::{FailureCounts, RefreshOutcome, Store, StoreError, TokenStanding, UserUpdate};
 use crate::domain::{Client, ClientId, RefreshToken, Session, User, UserId};
 
 /// Connections a replica keeps at most. Requests needing the database are short; beyond
@@ -390,7 +390,7 @@ impl Store for PgStore {
         jti: &str,
         user: UserId,
         session: Option<Uuid>,
-    ) -> Result<UserToken, StoreError> {
+    ) -> Result<TokenStanding, StoreError> {
         if let Some(answer) = self.cache.user_token(jti, user, session) {
             return Ok(answer);
         }
