@@ -16,7 +16,6 @@ use super::body::{BodyError, Form, FormFields};
 use super::error::{OAuthError, OAuthErrorCode};
 use super::{ApiError, ApiTags, Empty, RequestCtx};
 use crate::auth::clients::parse_basic;
-use crate::auth::refresh;
 use crate::domain::{Client, Scopes};
 use crate::service::{AppState, Exchanged, Grant, Tokens, Verdict, Verified};
 
@@ -195,8 +194,7 @@ async fn password_grant(
     );
     let user = match state
         .login(username, &password, &ctx.audit(), "password")
-        .await
-        .map_err(ApiError::from)?
+        .await?
     {
         Verdict::Ok(user) => user,
         Verdict::Throttled(wait) => return Err(OAuthError::throttled(wait)),
@@ -209,10 +207,7 @@ async fn password_grant(
     };
     let scopes = narrow(form.get("scope"), user.role.scopes())?;
     state.rehash_if_outdated(&user, &password).await;
-    let tokens = state
-        .issue(Grant::Password(&user), scopes)
-        .await
-        .map_err(ApiError::from)?;
+    let tokens = state.issue(Grant::Password(&user), scopes).await?;
     Ok(granted(tokens))
 }
 
@@ -226,8 +221,7 @@ async fn refresh_grant(
         .ok_or_else(|| OAuthError::invalid_request("refresh_token missing"))?;
     let exchanged = state
         .exchange_refresh_token(presented, &ctx.audit())
-        .await
-        .map_err(ApiError::from)?;
+        .await?;
     match exchanged {
         Exchanged::Rotated {
             user,
@@ -241,7 +235,7 @@ async fn refresh_grant(
                 session_id,
                 refresh_token,
             };
-            let tokens = state.issue(grant, scopes).await.map_err(ApiError::from)?;
+            let tokens = state.issue(grant, scopes).await?;
             Ok(granted(tokens))
         }
         Exchanged::Reused => Err(OAuthError::new(
@@ -265,8 +259,7 @@ async fn client_credentials_grant(
     let scopes = narrow(form.get("scope"), client.scope)?;
     let tokens = state
         .issue(Grant::ClientCredentials(&client), scopes)
-        .await
-        .map_err(ApiError::from)?;
+        .await?;
     Ok(granted(tokens))
 }
 
@@ -322,47 +315,9 @@ impl AuthApi {
         let token = form
             .get("token")
             .ok_or_else(|| OAuthError::invalid_request("token missing"))?;
-        let issued_to_caller = |token_client: Option<&str>| match &client {
-            None => true,
-            Some(client) => token_client == Some(client.id.to_string().as_str()),
-        };
-        if token.contains('.') {
-            // Only a token this service signed, and that is still valid, needs revoking.
-            if let Ok(claims) = state.tokens.verify(token) {
-                if issued_to_caller(claims.client_id.as_deref()) {
-                    let (jti, exp) = (claims.jti.clone(), claims.expires_at());
-                    state
-                        .store
-                        .revoke_jti(jti, exp)
-                        .await
-                        .map_err(ApiError::from)?;
-                    let fields = serde_json::json!({ "kind": "access_token", "jti": claims.jti });
-                    state
-                        .audit
-                        .record("token_revoked", Some(&claims.sub), &ctx.audit(), fields);
-                }
-            }
-        } else if let Some(session) = state
-            .store
-            .session_by_refresh(&refresh::hash(token))
-            .await
-            .map_err(ApiError::from)?
-        {
-            // Refresh tokens belong to user logins, never to a registered client.
-            if issued_to_caller(None) {
-                state
-                    .store
-                    .revoke_session(session.id)
-                    .await
-                    .map_err(ApiError::from)?;
-                let fields =
-                    serde_json::json!({ "kind": "refresh_token", "session_id": session.id });
-                let subject = session.user_id.to_string();
-                state
-                    .audit
-                    .record("token_revoked", Some(&subject), &ctx.audit(), fields);
-            }
-        }
+        state
+            .revoke_token(token, client.as_ref(), &ctx.audit())
+            .await?;
         Ok(RevokeResponse::Ok(Json(Empty {})))
     }
 
@@ -416,45 +371,22 @@ impl AuthApi {
     }
 }
 
-/// A refresh token's introspection: active while current, unexpired, in a live session of
-/// a user who has not ended it.
+/// A refresh token's introspection (RFC 7662 §2.2), when it is active.
 async fn introspect_refresh(
     state: &AppState,
     token: &str,
 ) -> Result<Option<IntrospectBody>, OAuthError> {
-    let hash = refresh::hash(token);
-    let Some(session) = state
-        .store
-        .session_by_refresh(&hash)
-        .await
-        .map_err(ApiError::from)?
-    else {
-        return Ok(None);
-    };
-    let now = crate::domain::now();
-    let current = session
-        .tokens
-        .iter()
-        .find(|t| t.hash == hash)
-        .filter(|t| t.rotated_at.is_none() && t.expires_at > now);
-    let user = state
-        .store
-        .user(session.user_id)
-        .await
-        .map_err(ApiError::from)?;
-    let alive = user.is_some_and(|u| u.session_alive(Some(session.id), session.created_at));
-    Ok(current
-        .filter(|_| alive && session.is_live(now))
-        .map(|t| IntrospectBody {
-            active: true,
-            scope: Some(session.scope.to_string()),
-            sub: Some(session.user_id.to_string()),
-            token_type: Some("refresh_token".into()),
-            exp: Some(t.expires_at.timestamp()),
-            iat: Some(t.issued_at.timestamp()),
-            iss: Some(state.config.jwt_issuer.clone()),
-            ..IntrospectBody::default()
-        }))
+    let active = state.active_refresh_token(token).await?;
+    Ok(active.map(|t| IntrospectBody {
+        active: true,
+        scope: Some(t.scope.to_string()),
+        sub: Some(t.user_id.to_string()),
+        token_type: Some("refresh_token".into()),
+        exp: Some(t.expires_at.timestamp()),
+        iat: Some(t.issued_at.timestamp()),
+        iss: Some(state.config.jwt_issuer.clone()),
+        ..IntrospectBody::default()
+    }))
 }
 
 /// The client authenticating this request, if it tried: HTTP Basic or form
@@ -487,8 +419,7 @@ async fn authenticate_client(
     let secret = SecretString::from(secret);
     let verdict = state
         .authenticate_client(&id, &secret, &ctx.audit())
-        .await
-        .map_err(ApiError::from)?;
+        .await?;
     match verdict {
         Verdict::Ok(client) => Ok(Some(client)),
         Verdict::Throttled(wait) => Err(OAuthError::throttled(wait)),

@@ -346,6 +346,12 @@ impl From<ApiError> for OAuthError {
     }
 }
 
+impl From<ServiceError> for OAuthError {
+    fn from(e: ServiceError) -> Self {
+        ApiError::from(e).into()
+    }
+}
+
 /// The last line of defence: whatever poem itself answers with (unknown route, wrong
 /// method, unparsable parameter) becomes a JSON `{"error": ...}` body.
 pub fn error_response(err: poem::Error) -> Response {

@@ -157,31 +157,9 @@ impl SessionsApi {
         caller.authorize(LOGOUT, None)?;
         let user_id = caller.require_user()?.id;
         let global = scope.0 == Some(LogoutScope::Global);
-        let claims = &caller.claims;
         state
-            .store
-            .revoke_jti(claims.jti.clone(), claims.expires_at())
+            .log_out(user_id, &caller.claims, global, &ctx.audit())
             .await?;
-        if let Some(sid) = caller.session_id() {
-            state.store.revoke_session(sid).await?;
-        }
-        if global {
-            state
-                .store
-                .update_user(
-                    user_id,
-                    Box::new(|u| {
-                        u.tokens_valid_after = crate::domain::now();
-                        u.kept_session = None;
-                    }),
-                )
-                .await?;
-        }
-        let subject = user_id.to_string();
-        let fields = serde_json::json!({ "global": global });
-        state
-            .audit
-            .record("logout", Some(&subject), &ctx.audit(), fields);
         Ok(LogoutResponse::Ok(
             Json(Empty {}),
             session_cookie(&state, "", 0),

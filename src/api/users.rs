@@ -19,7 +19,7 @@ use super::security::{
 };
 use super::{ApiError, ApiTags, Caller, Empty, RequestCtx};
 use crate::domain::{Email, NewPassword, PersonName, Role, Scope, User};
-use crate::service::{AppState, Verdict};
+use crate::service::{AppState, NewAccount, Verdict};
 
 pub struct UsersApi;
 
@@ -236,14 +236,14 @@ async fn create(
     if role != Role::User && !is_admin {
         return Err(ApiError::forbidden());
     }
-    // Cheap duplicate check first, so a taken email costs no argon2 run; the store
-    // re-checks atomically.
-    if state.store.user_by_email(email.as_str()).await?.is_some() {
-        return Err(crate::store::StoreError::DuplicateEmail.into());
-    }
-    let hash = state.passwords.hash(password.secret()).await?;
-    let user = User::new(email, hash, role, first_name, last_name);
-    state.store.create_user(user.clone()).await?;
+    let new = NewAccount {
+        email,
+        password,
+        role,
+        first_name,
+        last_name,
+    };
+    let user = state.create_account(new).await?;
     let fields = serde_json::json!({ "by": caller.map(Caller::label), "role": user.role.as_str() });
     let subject = user.id.to_string();
     state

@@ -43,11 +43,6 @@ pub async fn users(config: Config, command: UsersCommand) -> anyhow::Result<()> 
             // One trailing newline is the terminal's, not the password's.
             let password = password.strip_suffix('\n').unwrap_or(&password);
             let password = password.strip_suffix('\r').unwrap_or(password);
-            let state = AppState::open(config).await?;
-            let role = if admin { Role::Admin } else { Role::User };
-            let user = state
-                .create_user(&email, SecretString::from(password), role)
-                .await?;
             let first = first_name
                 .map(|n| PersonName::parse(&n, "first_name"))
                 .transpose()?
@@ -56,18 +51,11 @@ pub async fn users(config: Config, command: UsersCommand) -> anyhow::Result<()> 
                 .map(|n| PersonName::parse(&n, "last_name"))
                 .transpose()?
                 .flatten();
-            if first.is_some() || last.is_some() {
-                state
-                    .store
-                    .update_user(
-                        user.id,
-                        Box::new(move |u| {
-                            u.first_name = first;
-                            u.last_name = last;
-                        }),
-                    )
-                    .await?;
-            }
+            let state = AppState::open(config).await?;
+            let role = if admin { Role::Admin } else { Role::User };
+            let user = state
+                .create_user(&email, SecretString::from(password), role, (first, last))
+                .await?;
             println!(
                 "{}",
                 serde_json::json!({ "id": user.id, "email": user.email.as_str(), "role": role.as_str() })

@@ -1,14 +1,18 @@
-//! Checking an access token: the stateless checks (`TokenService::verify`) and the
+//! Checking tokens: an access token's stateless checks (`TokenService::verify`) and
 //! stateful ones (revocations, the subject as the store has it now) behind one function,
-//! which the bearer extractor, the session cookie and introspection all call.
+//! which the bearer extractor, the session cookie and introspection all call; whether a
+//! refresh token is active (introspection); and revoking either kind (RFC 7009).
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
+use serde_json::json;
+
 use super::{AppState, ServiceError};
-use crate::auth::{AccessClaims, Principal, TokenError};
-use crate::domain::{Client, Scopes, User};
+use crate::audit;
+use crate::auth::{refresh, AccessClaims, Principal, TokenError};
+use crate::domain::{Client, Scopes, User, UserId};
 use crate::store::TokenStanding;
 
 /// Who is behind a verified token, as the store has them now.
@@ -83,5 +87,113 @@ impl AppState {
             scopes,
             account,
         })
+    }
+}
+
+/// An active refresh token, as introspection shows it.
+pub struct ActiveRefresh {
+    pub user_id: UserId,
+    pub scope: Scopes,
+    pub issued_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+impl AppState {
+    /// A refresh token is active while it is its session's current one, unexpired, in a
+    /// live session of a user who has not ended it.
+    pub async fn active_refresh_token(
+        &self,
+        token: &str,
+    ) -> Result<Option<ActiveRefresh>, ServiceError> {
+        let hash = refresh::hash(token);
+        let Some(session) = self.store.session_by_refresh(&hash).await? else {
+            return Ok(None);
+        };
+        let now = crate::domain::now();
+        let current = session
+            .tokens
+            .iter()
+            .find(|t| t.hash == hash)
+            .filter(|t| t.rotated_at.is_none() && t.expires_at > now);
+        let user = self.store.user(session.user_id).await?;
+        let alive = user.is_some_and(|u| u.session_alive(Some(session.id), session.created_at));
+        Ok(current
+            .filter(|_| alive && session.is_live(now))
+            .map(|t| ActiveRefresh {
+                user_id: session.user_id,
+                scope: session.scope,
+                issued_at: t.issued_at,
+                expires_at: t.expires_at,
+            }))
+    }
+
+    /// Revokes `token` (RFC 7009): an access token's `jti` until it expires, a refresh
+    /// token's whole session. Unknown, expired and foreign tokens are left alone, silently:
+    /// the answer must not tell them apart. `client`: the authenticated client, which may
+    /// revoke only tokens issued to it (refresh tokens never are: they belong to users).
+    pub async fn revoke_token(
+        &self,
+        token: &str,
+        client: Option<&Client>,
+        ctx: &audit::Context,
+    ) -> Result<(), ServiceError> {
+        let issued_to_caller = |token_client: Option<&str>| match client {
+            None => true,
+            Some(client) => token_client == Some(client.id.to_string().as_str()),
+        };
+        if token.contains('.') {
+            // Only a token this service signed, and that is still valid, needs revoking.
+            if let Ok(claims) = self.tokens.verify(token) {
+                if issued_to_caller(claims.client_id.as_deref()) {
+                    let (jti, exp) = (claims.jti.clone(), claims.expires_at());
+                    self.store.revoke_jti(jti, exp).await?;
+                    let fields = json!({ "kind": "access_token", "jti": claims.jti });
+                    self.audit
+                        .record("token_revoked", Some(&claims.sub), ctx, fields);
+                }
+            }
+        } else if let Some(session) = self.store.session_by_refresh(&refresh::hash(token)).await? {
+            if issued_to_caller(None) {
+                self.store.revoke_session(session.id).await?;
+                let fields = json!({ "kind": "refresh_token", "session_id": session.id });
+                let subject = session.user_id.to_string();
+                self.audit
+                    .record("token_revoked", Some(&subject), ctx, fields);
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the session of `claims` (its access token and, for a password-grant login, its
+    /// refresh tokens); `global` also ends every other session of the user: all tokens
+    /// issued before now.
+    pub async fn log_out(
+        &self,
+        user_id: UserId,
+        claims: &AccessClaims,
+        global: bool,
+        ctx: &audit::Context,
+    ) -> Result<(), ServiceError> {
+        self.store
+            .revoke_jti(claims.jti.clone(), claims.expires_at())
+            .await?;
+        if let Some(sid) = claims.session_id() {
+            self.store.revoke_session(sid).await?;
+        }
+        if global {
+            self.store
+                .update_user(
+                    user_id,
+                    Box::new(|u| {
+                        u.tokens_valid_after = crate::domain::now();
+                        u.kept_session = None;
+                    }),
+                )
+                .await?;
+        }
+        let fields = json!({ "global": global });
+        self.audit
+            .record("logout", Some(&user_id.to_string()), ctx, fields);
+        Ok(())
     }
 }

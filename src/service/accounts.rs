@@ -9,22 +9,58 @@ use uuid::Uuid;
 use super::login::{Attempt, Verdict};
 use super::{AppState, ServiceError};
 use crate::audit;
-use crate::domain::{Email, NewPassword, Role, User};
+use crate::domain::{Email, NewPassword, PersonName, Role, User};
+use crate::store::StoreError;
+
+/// A new account, validated.
+pub struct NewAccount {
+    pub email: Email,
+    pub password: NewPassword,
+    pub role: Role,
+    pub first_name: Option<PersonName>,
+    pub last_name: Option<PersonName>,
+}
 
 impl AppState {
-    /// Creates a user from plain inputs (CLI and ADMIN_EMAIL bootstrap).
+    /// Creates an account (sign-up, an admin, the CLI, the ADMIN_EMAIL bootstrap).
+    /// `DuplicateEmail` when the email is taken, whatever its case.
+    pub async fn create_account(&self, new: NewAccount) -> Result<User, ServiceError> {
+        // Cheap duplicate check first, so a taken email costs no argon2 run; the store
+        // re-checks atomically.
+        if self
+            .store
+            .user_by_email(new.email.as_str())
+            .await?
+            .is_some()
+        {
+            return Err(StoreError::DuplicateEmail.into());
+        }
+        let hash = self.passwords.hash(new.password.secret()).await?;
+        let user = User::new(new.email, hash, new.role, new.first_name, new.last_name);
+        self.store.create_user(user.clone()).await?;
+        Ok(user)
+    }
+
+    /// Creates an account from plain inputs (CLI and ADMIN_EMAIL bootstrap), with errors
+    /// that name the input at fault.
     pub async fn create_user(
         &self,
         email: &str,
         password: SecretString,
         role: Role,
+        names: (Option<PersonName>, Option<PersonName>),
     ) -> anyhow::Result<User> {
         let email = Email::parse(email).context("email")?;
         let password = NewPassword::parse(password).context("password")?;
-        let hash = self.passwords.hash(password.secret()).await?;
-        let user = User::new(email, hash, role, None, None);
-        self.store.create_user(user.clone()).await?;
-        Ok(user)
+        let (first_name, last_name) = names;
+        let new = NewAccount {
+            email,
+            password,
+            role,
+            first_name,
+            last_name,
+        };
+        Ok(self.create_account(new).await?)
     }
 
     /// ADMIN_EMAIL/ADMIN_PASSWORD: create the admin if missing. An existing account with
@@ -65,7 +101,7 @@ impl AppState {
             }
             None => {
                 let user = self
-                    .create_user(email, password, Role::Admin)
+                    .create_user(email, password, Role::Admin, (None, None))
                     .await
                     .context("ADMIN_EMAIL/ADMIN_PASSWORD")?;
                 tracing::info!(user_id = %user.id, "ADMIN_EMAIL account created");

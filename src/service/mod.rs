@@ -9,7 +9,8 @@ mod issue;
 mod login;
 mod state;
 
-pub use access::{Account, Verified};
+pub use access::{Account, ActiveRefresh, Verified};
+pub use accounts::NewAccount;
 pub use issue::{Exchanged, Grant, Tokens};
 pub use login::{Attempt, Verdict};
 pub use state::{open_file_store, AppState};
