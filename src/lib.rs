@@ -1,8 +1,8 @@
 //! simple-api: a stateless JWT authentication service with a durable file-backed user store.
 //!
-//! Layers, each importing only from those below it (see the README's "Architecture"):
-//! `cli` → `api` → `service` → `auth` → `store` → `domain`, with `startup` (the server's
-//! life) beside `cli`, and `config`, `audit`, `metrics`, `telemetry` and
+//! Layers, each importing only from those below it (see the README's "Architecture"; the
+//! `layers` test checks it): `cli` → `startup` (the server's life) → `api` → `service` →
+//! `auth` → `store` → `domain`, with `config`, `audit`, `metrics`, `telemetry` and
 //! `header_deadline` as leaves any layer may use.
 
 pub mod api;

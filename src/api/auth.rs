@@ -1,7 +1,8 @@
 //! The OAuth2 endpoints: token (password, refresh_token and client_credentials grants),
-//! revocation (RFC 7009) and introspection (RFC 7662). The grants themselves are
-//! `AppState::login`/`authenticate_client` and `AppState::issue`; this module reads the
-//! forms and shapes RFC 6749 answers.
+//! revocation (RFC 7009) and introspection (RFC 7662). The work is the service's
+//! (`AppState::login`, `authenticate_client`, `exchange_refresh_token`, `issue`,
+//! `revoke_token`, `verify_access_token`); this module reads the forms and shapes the
+//! RFC 6749 answers.
 
 use std::sync::Arc;
 
@@ -311,7 +312,7 @@ impl AuthApi {
         body: FormFields<TokenForm>,
     ) -> Result<RevokeResponse, OAuthError> {
         let form = form_of(body)?;
-        let client = authenticate_client(&state, req, &form, &ctx).await?;
+        let client = client_from_request(&state, req, &form, &ctx).await?;
         let token = form
             .get("token")
             .ok_or_else(|| OAuthError::invalid_request("token missing"))?;
@@ -392,7 +393,7 @@ async fn introspect_refresh(
 /// The client authenticating this request, if it tried: HTTP Basic or form
 /// `client_id` + `client_secret` (not both). Swagger UI's empty Basic (`Og==`) and a bare
 /// `client_id` (public clients) count as no authentication. Failure is `invalid_client`.
-async fn authenticate_client(
+async fn client_from_request(
     state: &AppState,
     req: &Request,
     form: &Form,
@@ -437,7 +438,7 @@ async fn require_client(
     form: &Form,
     ctx: &RequestCtx,
 ) -> Result<Client, OAuthError> {
-    authenticate_client(state, req, form, ctx)
+    client_from_request(state, req, form, ctx)
         .await?
         .ok_or_else(|| {
             OAuthError::new(

@@ -1,5 +1,5 @@
-//! Account changes that need a password hash: creating users from plain inputs (CLI and
-//! the ADMIN_EMAIL bootstrap), changing a password, upgrading outdated hashes.
+//! Account changes that need a password hash: creating accounts (sign-up, admins, the
+//! CLI, the ADMIN_EMAIL bootstrap), changing a password, upgrading outdated hashes.
 
 use anyhow::Context;
 use secrecy::SecretString;

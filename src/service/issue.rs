@@ -91,7 +91,8 @@ impl AppState {
         self.metrics.token_issued(grant.name());
         match principal {
             Principal::User { id, sid, .. } => {
-                tracing::info!(grant = grant.name(), user_id = %id, session_id = ?sid, scope = %scopes, "token issued")
+                let session_id = sid.map(|s| s.to_string()).unwrap_or_default();
+                tracing::info!(grant = grant.name(), user_id = %id, %session_id, scope = %scopes, "token issued")
             }
             Principal::Client { id } => {
                 tracing::info!(grant = grant.name(), client_id = %id, scope = %scopes, "token issued")

@@ -60,7 +60,10 @@ impl Attempt {
     /// Whether a success clears the account's failures. (Re-entering a password does
     /// not: it proves the token holder knows it, not that earlier guesses were theirs.)
     fn success_clears_failures(self) -> bool {
-        self.hides_existence()
+        match self {
+            Self::Login { .. } | Self::Client => true,
+            Self::Reauthenticate | Self::Bootstrap => false,
+        }
     }
 
     /// The `simple_api_logins_total` label and the audit event of an outcome, if any.
@@ -155,7 +158,8 @@ impl AppState {
     /// The one sequence: the throttle is asked before any hash is computed, then the secret
     /// is verified (against a dummy hash when `lookup` finds nobody), and the outcome is
     /// counted, measured and audited as `attempt` says. `account` is the throttle's key
-    /// and the audit subject of a failure (an email or a client id).
+    /// and the audit subject of a refusal (an email or a client id). `lookup` is a future
+    /// not yet polled: it runs only once the throttle has let the attempt through.
     pub(super) async fn check<T: Holder>(
         &self,
         attempt: Attempt,
@@ -184,7 +188,7 @@ impl AppState {
         }
         match holder.filter(|_| verified) {
             Some(holder) => {
-                if attempt.throttled() && attempt.success_clears_failures() {
+                if attempt.success_clears_failures() {
                     self.throttle.record_success(account).await?;
                 }
                 self.leave_trail(attempt, Outcome::Ok, &holder.id(), ctx);

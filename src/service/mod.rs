@@ -18,8 +18,8 @@ pub use state::{open_file_store, AppState};
 use crate::auth::{PasswordError, TokenError};
 use crate::store::StoreError;
 
-/// Why a use case could not be carried out (not: why credentials were refused, which is a
-/// `Verdict`, nor why a token was refused, which is `TokenError` inside `Token`).
+/// Why a use case could not be carried out, or (`Token`) why a presented token was
+/// refused. Refused credentials are not errors but a `Verdict`.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
     #[error(transparent)]
