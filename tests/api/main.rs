@@ -37,8 +37,12 @@ macro_rules! suite {
         mod keys;
         #[path = "openapi.rs"]
         mod openapi;
+        #[path = "passwords.rs"]
+        mod passwords;
         #[path = "refresh.rs"]
         mod refresh;
+        #[path = "revoke.rs"]
+        mod revoke;
         #[path = "sessions.rs"]
         mod sessions;
         #[path = "status.rs"]
