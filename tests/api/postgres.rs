@@ -1,25 +1,23 @@
 //! The PostgreSQL store on a real PostgreSQL (issue #9): migrations and the store's own
 //! guarantees, below the HTTP suite (which runs on PostgreSQL too, from `main.rs`).
 
+use serde_json::Value;
 use simple_api::store::Store;
 
-use super::database::{database, empty_database};
-use super::process::{command, free_port};
+use super::helpers::cli;
+use super::helpers::database::{database, empty_database};
+use super::helpers::process::{command, free_port};
 
-fn migrate(url: &str) -> serde_json::Value {
+fn migrate(url: &str) -> Value {
     let dir = tempfile::tempdir().unwrap();
-    let out = command(dir.path())
-        .arg("migrate")
-        .env("DATABASE_URL", url)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    let out = cli::run(command(dir.path()).env("DATABASE_URL", url), &["migrate"]);
+    assert!(out.success, "{}", out.stderr);
     assert!(
         out.stderr.is_empty(),
         "migrate is quiet on success: {}",
-        String::from_utf8_lossy(&out.stderr)
+        out.stderr
     );
-    serde_json::from_slice(&out.stdout).unwrap()
+    out.json()
 }
 
 #[test]
@@ -51,7 +49,7 @@ fn replicas_migrating_at_once_do_not_race() {
     for child in children {
         let out = child.wait_with_output().unwrap();
         assert!(out.status.success(), "{out:?}");
-        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
         applied.extend(report["applied"].as_array().unwrap().clone());
     }
     assert_eq!(

@@ -1,57 +1,19 @@
-//! The binary itself: start-up errors, the lock, the CLI, and crash safety under kill -9.
+//! The binary itself: start-up errors, the lock, the CLI, signals, memory, and crash
+//! safety under kill -9.
 
+use std::collections::HashSet;
 use std::io::Write;
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_simple-api");
-const CONTRACT_VARS: &[&str] = &[
-    "API_HOST",
-    "API_PORT",
-    "DATA_DIR",
-    "DATABASE_URL",
-    "KEYS_DIR",
-    "SESSION_DURATION",
-    "REFRESH_TOKEN_TTL",
-    "SESSION_NAME",
-    "JWT_ISSUER",
-    "JWT_AUDIENCE",
-    "PUBLIC_URL",
-    "SIGNUP_ENABLED",
-    "ADMIN_EMAIL",
-    "ADMIN_PASSWORD",
-    "COOKIE_SECURE",
-    "REFRESH_REUSE_GRACE",
-    "KEY_PUBLISH_DELAY",
-    "MAX_BODY_BYTES",
-    "LOGIN_MAX_FAILURES",
-    "LOGIN_WINDOW",
-    "ARGON2_M_KIB",
-    "ARGON2_T",
-    "ARGON2_P",
-    "TRUSTED_PROXIES",
-    "AUDIT_LOG",
-];
+use super::helpers::cli;
+use super::helpers::process::{command, signups_until_killed, start, start_logged, start_with};
+use super::helpers::{form, within, FORM};
 
-pub fn command(dir: &std::path::Path) -> Command {
-    let mut cmd = Command::new(BIN);
-    for var in CONTRACT_VARS {
-        cmd.env_remove(var);
-    }
-    cmd.current_dir(dir)
-        .env("DATA_DIR", dir.join("data"))
-        .env("KEYS_DIR", dir.join("keys"))
-        .env("ARGON2_M_KIB", "1024")
-        .env("ARGON2_T", "1")
-        .env("API_PORT", "0")
-        .env("ADMIN_EMAIL", "admin@example.com")
-        .env("ADMIN_PASSWORD", "admin-password-1")
-        .stdin(Stdio::null());
-    cmd
-}
-
+/// Runs `cmd`, which must fail: its one error line, the last line of stderr.
 fn one_line_failure(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap();
     assert!(!out.status.success(), "expected a failure");
@@ -99,44 +61,6 @@ fn an_unreadable_key_file_stops_start_up_naming_the_file() {
     );
 }
 
-pub struct Server(pub std::process::Child, pub u16);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start(dir: &std::path::Path) -> Server {
-    start_logged(dir, &[]).0
-}
-
-fn wait_ready(port: u16) {
-    let agent = ureq::Agent::new_with_config(
-        ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        let url = format!("http://127.0.0.1:{port}/api/v1/status");
-        if agent.get(url).call().is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("the server did not start");
-}
-
 #[test]
 fn a_second_process_on_the_same_data_dir_gets_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
@@ -161,18 +85,12 @@ fn a_port_in_use_stops_start_up_naming_the_variable() {
 fn first_start_generates_a_private_ed25519_key_and_reuses_it() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
-    let kid = |port: u16| {
-        let body = ureq::get(format!("http://127.0.0.1:{port}/.well-known/jwks.json"))
-            .call()
-            .unwrap()
-            .body_mut()
-            .read_to_string()
-            .unwrap();
-        serde_json::from_str::<serde_json::Value>(&body).unwrap()["keys"][0]["kid"].clone()
+    let kid = |server: &super::helpers::process::Server| {
+        server.get("/.well-known/jwks.json", None).expect(200)["keys"][0]["kid"].clone()
     };
     let first = {
         let server = start(dir.path());
-        kid(server.1)
+        kid(&server)
     };
     let pems: Vec<_> = std::fs::read_dir(dir.path().join("keys"))
         .unwrap()
@@ -187,7 +105,41 @@ fn first_start_generates_a_private_ed25519_key_and_reuses_it() {
         0o600
     );
     let server = start(dir.path());
-    assert_eq!(kid(server.1), first);
+    assert_eq!(kid(&server), first);
+}
+
+#[test]
+fn admin_email_promotes_an_existing_account_only_with_its_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let squatter = "root@example.com";
+    {
+        let server = start_with(
+            dir.path(),
+            command(dir.path())
+                .env_remove("ADMIN_EMAIL")
+                .env_remove("ADMIN_PASSWORD"),
+        );
+        let resp = server.post_json(
+            "/api/v1/users",
+            None,
+            &json!({"email": squatter, "password": "squatter-password"}),
+        );
+        assert_eq!(resp.status, 201);
+    }
+    let line = one_line_failure(
+        command(dir.path())
+            .env("ADMIN_EMAIL", squatter)
+            .env("ADMIN_PASSWORD", "operator-password"),
+    );
+    assert!(line.contains("ADMIN_EMAIL"), "{line}");
+    // With the account's own password it is the operator's account: promote it.
+    let _server = start_logged(
+        dir.path(),
+        &[
+            ("ADMIN_EMAIL", squatter),
+            ("ADMIN_PASSWORD", "squatter-password"),
+        ],
+    );
 }
 
 #[test]
@@ -216,14 +168,24 @@ fn users_create_reads_the_password_from_stdin() {
     assert_eq!(printed["role"], "admin");
 
     let server = start(dir.path());
-    let form = "grant_type=password&username=root%40example.com&password=root-password-1";
-    let mut resp = ureq::post(format!("http://127.0.0.1:{}/api/v1/auth/token", server.1))
-        .content_type("application/x-www-form-urlencoded")
-        .send(form)
-        .unwrap();
-    let body: serde_json::Value =
-        serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
+    let body = server
+        .password_grant("root@example.com", "root-password-1")
+        .expect(200);
     assert_eq!(body["scope"], "profile users:read users:write");
+}
+
+#[test]
+fn calibrate_suggests_parameters_for_a_target_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = cli::run(
+        &mut command(dir.path()),
+        &["passwords", "calibrate", "--target-ms", "5"],
+    );
+    let suggestion = out.json();
+    assert!(suggestion["ARGON2_M_KIB"].as_u64().unwrap() >= 19_456);
+    assert!(suggestion["ARGON2_T"].as_u64().unwrap() >= 1);
+    assert!(suggestion["measured_ms"].as_f64().unwrap() >= 5.0);
+    assert!(suggestion["current_ms"].as_f64().unwrap() > 0.0);
 }
 
 #[test]
@@ -242,62 +204,11 @@ fn the_openapi_command_prints_the_committed_spec() {
 }
 
 #[test]
-fn admin_email_promotes_an_existing_account_only_with_its_password() {
-    let dir = tempfile::tempdir().unwrap();
-    let squatter = "root@example.com";
-    {
-        let port = free_port();
-        let child = command(dir.path())
-            .env_remove("ADMIN_EMAIL")
-            .env_remove("ADMIN_PASSWORD")
-            .env("API_PORT", port.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let _server = Server(child, port);
-        wait_ready(port);
-        let resp = ureq::post(format!("http://127.0.0.1:{port}/api/v1/users"))
-            .content_type("application/json")
-            .send(json!({"email": squatter, "password": "squatter-password"}).to_string())
-            .unwrap();
-        assert_eq!(resp.status().as_u16(), 201);
-    }
-    let line = one_line_failure(
-        command(dir.path())
-            .env("ADMIN_EMAIL", squatter)
-            .env("ADMIN_PASSWORD", "operator-password"),
-    );
-    assert!(line.contains("ADMIN_EMAIL"), "{line}");
-    // With the account's own password it is the operator's account: promote it.
-    let _server = start_logged(
-        dir.path(),
-        &[
-            ("ADMIN_EMAIL", squatter),
-            ("ADMIN_PASSWORD", "squatter-password"),
-        ],
-    );
-}
-
-#[test]
 fn sighup_reloads_the_keys_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let child = command(dir.path())
-        .env("API_PORT", port.to_string())
-        .env("RELOAD_INTERVAL", "3600")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let server = Server(child, port);
-    wait_ready(port);
+    let server = start_logged(dir.path(), &[("RELOAD_INTERVAL", "3600")]);
     let jwks = || {
-        let mut resp = ureq::get(format!("http://127.0.0.1:{port}/.well-known/jwks.json"))
-            .call()
-            .unwrap();
-        let body: serde_json::Value =
-            serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
+        let body = server.get("/.well-known/jwks.json", None).expect(200);
         body["keys"].as_array().unwrap().len()
     };
     assert_eq!(jwks(), 1);
@@ -308,52 +219,23 @@ fn sighup_reloads_the_keys_at_once() {
     .unwrap();
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(jwks(), 1, "no periodic reload within the hour");
-    let pid = server.0.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while jwks() != 2 {
-        assert!(Instant::now() < deadline, "SIGHUP did not reload KEYS_DIR");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-pub fn start_logged(dir: &std::path::Path, extra: &[(&str, &str)]) -> (Server, std::path::PathBuf) {
-    let port = free_port();
-    let log = dir.join(format!("server-{port}.log"));
-    let mut cmd = command(dir);
-    cmd.env("API_PORT", port.to_string())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap());
-    for (k, v) in extra {
-        cmd.env(k, v);
-    }
-    let server = Server(cmd.spawn().unwrap(), port);
-    wait_ready(port);
-    (server, log)
+    server.signal("HUP");
+    within("SIGHUP to reload KEYS_DIR", Duration::from_secs(5), || {
+        jwks() == 2
+    });
 }
 
 #[test]
 fn sigterm_drains_and_exits_zero_releasing_the_lock() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut server, _) = start_logged(dir.path(), &[]);
-    let pid = server.0.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(status) = server.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "no exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let mut server = start(dir.path());
+    server.signal("TERM");
+    let mut status = None;
+    within("an exit after SIGTERM", Duration::from_secs(15), || {
+        status = server.child.try_wait().unwrap();
+        status.is_some()
+    });
+    let status = status.unwrap();
     assert!(status.success(), "{status:?}");
     // The lock is free again: a new server starts on the same DATA_DIR.
     let _again = start(dir.path());
@@ -371,7 +253,7 @@ fn a_login_storm_with_real_argon2_parameters_keeps_memory_bounded() {
     let dir = tempfile::tempdir().unwrap();
     // The OWASP parameters (19 MiB per hash): 200 concurrent logins would need ~3.8 GiB if
     // every hash ran at once.
-    let (server, _) = start_logged(
+    let server = start_logged(
         dir.path(),
         &[
             ("ARGON2_M_KIB", "19456"),
@@ -379,24 +261,22 @@ fn a_login_storm_with_real_argon2_parameters_keeps_memory_bounded() {
             ("LOGIN_MAX_FAILURES", "100000"),
         ],
     );
-    let port = server.1;
-    let before = peak_rss_kib(server.0.id());
+    let before = peak_rss_kib(server.child.id());
     let results: Vec<u16> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..200)
             .map(|i| {
+                let server = &server;
                 s.spawn(move || {
-                    let body = format!("grant_type=password&username=storm{i}%40example.com&password=wrong-password");
-                    let agent = ureq::Agent::new_with_config(
-                        ureq::Agent::config_builder()
-                            .http_status_as_error(false)
-                            .timeout_global(Some(Duration::from_secs(60)))
-                            .build(),
-                    );
-                    agent
-                        .post(format!("http://127.0.0.1:{port}/api/v1/auth/token"))
-                        .content_type("application/x-www-form-urlencoded")
-                        .send(body)
-                        .map(|r| r.status().as_u16())
+                    let email = format!("storm{i}@example.com");
+                    let body = form(&[
+                        ("grant_type", "password"),
+                        ("username", &email),
+                        ("password", "wrong-password"),
+                    ]);
+                    let headers = [("Content-Type", FORM)];
+                    server
+                        .try_send("POST", "/api/v1/auth/token", &headers, Some(body))
+                        .map(|r| r.status)
                         .unwrap_or(0)
                 })
             })
@@ -407,7 +287,7 @@ fn a_login_storm_with_real_argon2_parameters_keeps_memory_bounded() {
         results.iter().all(|s| *s == 400 || *s == 503),
         "{results:?}"
     );
-    let peak = peak_rss_kib(server.0.id());
+    let peak = peak_rss_kib(server.child.id());
     // One hashing thread per core (two here), each reusing its 19 MiB: ~40 MiB on top of
     // the base, where one buffer per concurrent request would be gigabytes.
     assert!(
@@ -416,53 +296,44 @@ fn a_login_storm_with_real_argon2_parameters_keeps_memory_bounded() {
     );
 }
 
+/// Every email in the store, as a fresh server sees it (through the admin API).
+fn simple_api_emails(dir: &Path) -> HashSet<String> {
+    let server = start(dir);
+    let token = server.admin_token();
+    let mut emails = HashSet::new();
+    for page in 0.. {
+        let path = format!("/api/v1/users?limit=1000&offset={}", page * 1000);
+        let users = server.get(&path, Some(&token)).expect(200);
+        let users = users.as_array().unwrap();
+        if users.is_empty() {
+            break;
+        }
+        emails.extend(
+            users
+                .iter()
+                .map(|u| u["email"].as_str().unwrap().to_owned()),
+        );
+    }
+    emails
+}
+
 /// Sign-ups race a SIGKILL, three times; every sign-up answered 201 must survive.
 #[test]
 fn repeated_kill_9_under_load_loses_no_acknowledged_write() {
     let dir = tempfile::tempdir().unwrap();
     let mut acknowledged: Vec<String> = Vec::new();
     for round in 0..3 {
-        let (mut server, _) = start_logged(dir.path(), &[]);
-        let port = server.1;
-        let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let workers: Vec<_> = (0..4)
-            .map(|w| {
-                let acked = acked.clone();
-                std::thread::spawn(move || {
-                    let agent = ureq::Agent::new_with_config(
-                        ureq::Agent::config_builder()
-                            .http_status_as_error(false)
-                            .timeout_global(Some(Duration::from_secs(5)))
-                            .build(),
-                    );
-                    for i in 0.. {
-                        let email = format!("r{round}w{w}n{i}@example.com");
-                        let body =
-                            json!({"email": email, "password": "a-good-password"}).to_string();
-                        match agent
-                            .post(format!("http://127.0.0.1:{port}/api/v1/users"))
-                            .content_type("application/json")
-                            .send(body)
-                        {
-                            Ok(r) if r.status().as_u16() == 201 => {
-                                acked.lock().unwrap().push(email)
-                            }
-                            Ok(_) => {}
-                            Err(_) => break,
-                        }
-                    }
-                })
-            })
-            .collect();
-        std::thread::sleep(Duration::from_millis(400));
-        server.0.kill().unwrap();
-        server.0.wait().unwrap();
-        for w in workers {
-            w.join().unwrap();
-        }
-        acknowledged.extend(acked.lock().unwrap().iter().cloned());
+        let mut server = start(dir.path());
+        let tag = format!("r{round}");
+        let acked = signups_until_killed(
+            &mut server,
+            &tag,
+            "a-good-password",
+            Duration::from_millis(400),
+        );
+        acknowledged.extend(acked);
     }
-    let stored: std::collections::HashSet<String> = simple_api_emails(dir.path());
+    let stored = simple_api_emails(dir.path());
     for email in &acknowledged {
         assert!(stored.contains(email), "{email} was acknowledged but lost");
     }
@@ -473,59 +344,21 @@ fn repeated_kill_9_under_load_loses_no_acknowledged_write() {
     );
 }
 
-/// Every email in the store, as a fresh server sees it (through the admin API).
-fn simple_api_emails(dir: &std::path::Path) -> std::collections::HashSet<String> {
-    let server = start(dir);
-    let base = format!("http://127.0.0.1:{}", server.1);
-    let form = "grant_type=password&username=admin%40example.com&password=admin-password-1";
-    let mut resp = ureq::post(format!("{base}/api/v1/auth/token"))
-        .content_type("application/x-www-form-urlencoded")
-        .send(form)
-        .unwrap();
-    let token: serde_json::Value =
-        serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
-    let token = token["access_token"].as_str().unwrap().to_owned();
-    let mut emails = std::collections::HashSet::new();
-    for page in 0.. {
-        let mut resp = ureq::get(format!(
-            "{base}/api/v1/users?limit=1000&offset={}",
-            page * 1000
-        ))
-        .header("Authorization", format!("Bearer {token}"))
-        .call()
-        .unwrap();
-        let users: Vec<serde_json::Value> =
-            serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
-        if users.is_empty() {
-            break;
-        }
-        emails.extend(
-            users
-                .into_iter()
-                .map(|u| u["email"].as_str().unwrap().to_owned()),
-        );
-    }
-    emails
-}
-
 #[test]
 fn a_torn_tail_is_dropped_loaded_around_and_reported() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let _server = start(dir.path());
-        let port = _server.1;
-        let resp = ureq::post(format!("http://127.0.0.1:{port}/api/v1/users"))
-            .content_type("application/json")
-            .send(json!({"email": "kept@example.com", "password": "a-good-password"}).to_string())
-            .unwrap();
-        assert_eq!(resp.status().as_u16(), 201);
+        let server = start(dir.path());
+        let resp = server.signup("kept@example.com", "a-good-password");
+        assert_eq!(resp.status, 201);
     }
     let log = dir.path().join("data/store.log");
     let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
     f.write_all(b"0badc0de {\"op\":\"user_put\",\"user\":{\"id\":\"tru")
         .unwrap();
     drop(f);
-    let (server, server_log) = start_logged(dir.path(), &[]);
+    let server = start(dir.path());
+    let server_log = server.log.clone();
     let emails = {
         drop(server);
         simple_api_emails(dir.path())
@@ -556,34 +389,10 @@ fn a_full_disk_makes_writes_503_while_reads_keep_working() {
         }
     }
     let _unmount = Unmount(data.clone());
-    let (server, _) = start_logged(dir.path(), &[]);
-    let base = format!("http://127.0.0.1:{}", server.1);
-    let agent = ureq::Agent::new_with_config(
-        ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build(),
-    );
-    let signup = |email: &str| {
-        let mut resp = agent
-            .post(format!("{base}/api/v1/users"))
-            .content_type("application/json")
-            .send(json!({"email": email, "password": "a-good-password"}).to_string())
-            .unwrap();
-        (
-            resp.status().as_u16(),
-            resp.body_mut().read_to_string().unwrap(),
-        )
-    };
-    assert_eq!(signup("before@example.com").0, 201);
-    let form = "grant_type=password&username=before%40example.com&password=a-good-password";
-    let mut resp = agent
-        .post(format!("{base}/api/v1/auth/token"))
-        .content_type("application/x-www-form-urlencoded")
-        .send(form)
-        .unwrap();
-    let token: serde_json::Value =
-        serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
-    let token = token["access_token"].as_str().unwrap().to_owned();
+    let server = start_logged(dir.path(), &[]);
+    let signup = |email: &str| server.signup(email, "a-good-password");
+    assert_eq!(signup("before@example.com").status, 201);
+    let token = server.token_for("before@example.com", "a-good-password");
     // Fill the disk.
     let filler = data.join("filler");
     let mut f = std::fs::File::create(&filler).unwrap();
@@ -593,45 +402,22 @@ fn a_full_disk_makes_writes_503_while_reads_keep_working() {
     // The log's last page may still have room for a record or two: write until it is full.
     let mut refused = None;
     for i in 0..100 {
-        let (status, body) = signup(&format!("fill{i}@example.com"));
-        if status != 201 {
-            refused = Some((status, body));
+        let resp = signup(&format!("fill{i}@example.com"));
+        if resp.status != 201 {
+            refused = Some((resp.status, resp.body));
             break;
         }
     }
     let (status, body) = refused.expect("the full disk never refused a write");
     assert_eq!(status, 503, "{body}");
     assert!(body.starts_with("{\"error\""), "{body}");
-    let mut me = agent
-        .get(format!("{base}/api/v1/users/me"))
-        .header("Authorization", format!("Bearer {token}"))
-        .call()
-        .unwrap();
-    assert_eq!(me.status().as_u16(), 200, "reads keep working");
-    assert!(me
-        .body_mut()
-        .read_to_string()
-        .unwrap()
-        .contains("before@example.com"));
+    let me = server.me(&token);
+    assert_eq!(me.status, 200, "reads keep working");
+    assert!(me.body.contains("before@example.com"));
     // Space back: writes work again, nothing was lost or half-written.
     std::fs::remove_file(&filler).unwrap();
-    assert_eq!(signup("after@example.com").0, 201);
+    assert_eq!(signup("after@example.com").status, 201);
     drop(server);
     let emails = simple_api_emails(dir.path());
     assert!(emails.contains("before@example.com") && emails.contains("after@example.com"));
-}
-
-#[test]
-fn calibrate_suggests_parameters_for_a_target_time() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = command(dir.path())
-        .args(["passwords", "calibrate", "--target-ms", "5"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let suggestion: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(suggestion["ARGON2_M_KIB"].as_u64().unwrap() >= 19_456);
-    assert!(suggestion["ARGON2_T"].as_u64().unwrap() >= 1);
-    assert!(suggestion["measured_ms"].as_f64().unwrap() >= 5.0);
-    assert!(suggestion["current_ms"].as_f64().unwrap() > 0.0);
 }
