@@ -5,6 +5,8 @@ use std::collections::HashSet;
 
 use serde_json::Value;
 
+use super::helpers::process::command;
+
 /// The spec as committed (openapi/openapi.json).
 pub const COMMITTED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/openapi.json");
 
@@ -118,4 +120,19 @@ fn the_spec_has_no_all_of_wrappers_that_break_generators() {
     // poem-openapi wraps a documented field of a named type in `allOf`, which
     // openapi-python-client cannot handle (it silently drops the operation).
     assert!(!simple_api::api::spec_json().contains("allOf"));
+}
+
+#[test]
+fn the_openapi_command_prints_the_committed_spec() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = command(dir.path()).arg("openapi").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        simple_api::api::spec_json()
+    );
+    assert!(
+        !dir.path().join("data").exists(),
+        "printing the spec touches no state"
+    );
 }
