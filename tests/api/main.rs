@@ -1,9 +1,12 @@
-//! The one integration-test binary: every test starts the real application on port 0
-//! with its own temp DATA_DIR and a freshly generated test key.
+//! The one integration-test binary. The contract's tests start the real application in
+//! the test process on port 0 with its own temp DATA_DIR and a freshly generated test
+//! key; the others start the binary itself (start-up, CLI, signals, crashes, replicas).
+//! One harness serves both: `helpers`.
 //!
 //! The contract's tests are written once and compiled twice (issue #9): in `file_store`
 //! against the file store, in `postgres_store` against PostgreSQL. Each copy gets a
-//! `helpers` whose `spawn_app`/`spawn_app_with` start the app on its backend.
+//! `helpers` whose `spawn_app`/`spawn_app_with` start the app on its backend. Tests that
+//! do not depend on the store (the spec, the binary) are outside it and run once.
 
 // Loading each test file twice, once per backend, is the point (one set of bodies).
 #![allow(clippy::duplicate_mod)]
@@ -67,6 +70,9 @@ mod openapi;
 mod signals;
 mod startup;
 
+// PostgreSQL below the HTTP suite, and replicas sharing one database.
+#[cfg(not(no_postgres))]
+mod outages;
 #[cfg(not(no_postgres))]
 mod postgres;
 #[cfg(not(no_postgres))]
