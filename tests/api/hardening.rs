@@ -277,21 +277,3 @@ fn every_route_answers_every_wrong_method_with_json_405() {
         }
     }
 }
-
-#[test]
-fn a_login_upgrades_a_hash_made_with_older_parameters() {
-    let app = spawn_app();
-    let user = app.new_user();
-    let hash_params = |app: &super::helpers::TestApp, email: &str| -> String {
-        app.stored_hash(email).split('$').nth(3).unwrap().to_owned()
-    };
-    assert_eq!(hash_params(&app, &user.email), "m=1024,t=1,p=1");
-    let app = app.restart_with(|c| c.argon2_m_kib = 2048);
-    app.token_for(&user.email, &user.password);
-    assert_eq!(
-        hash_params(&app, &user.email),
-        "m=2048,t=1,p=1",
-        "the hash was upgraded at login"
-    );
-    app.token_for(&user.email, &user.password);
-}

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::helpers::{kids_of, spawn_app_with, TestApp};
+use super::helpers::{kids_of, spawn_app_with, within, TestApp};
 
 fn kids(app: &TestApp) -> Vec<String> {
     kids_of(&app.get("/.well-known/jwks.json", None).expect(200))
@@ -14,12 +14,8 @@ fn header_of(token: &str) -> jsonwebtoken::Header {
     jsonwebtoken::decode_header(token).unwrap()
 }
 
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+fn wait_for(what: &str, done: impl FnMut() -> bool) {
+    within(what, Duration::from_secs(10), done);
 }
 
 #[test]

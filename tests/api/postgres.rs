@@ -1,25 +1,24 @@
-//! The PostgreSQL store on a real PostgreSQL (issue #9): migrations and the store's own
-//! guarantees, below the HTTP suite (which runs on PostgreSQL too, from `main.rs`).
+//! The PostgreSQL store on a real PostgreSQL (issue #9): migrations, moving a file store
+//! in, and the store's own guarantees, below the HTTP suite (which runs on PostgreSQL too,
+//! from `main.rs`).
 
+use serde_json::Value;
 use simple_api::store::Store;
 
-use super::database::{database, empty_database};
-use super::process::{command, free_port};
+use super::helpers::cli;
+use super::helpers::database::{database, empty_database};
+use super::helpers::process::{command, free_port, replica, start};
 
-fn migrate(url: &str) -> serde_json::Value {
+fn migrate(url: &str) -> Value {
     let dir = tempfile::tempdir().unwrap();
-    let out = command(dir.path())
-        .arg("migrate")
-        .env("DATABASE_URL", url)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    let out = cli::run(command(dir.path()).env("DATABASE_URL", url), &["migrate"]);
+    assert!(out.success, "{}", out.stderr);
     assert!(
         out.stderr.is_empty(),
         "migrate is quiet on success: {}",
-        String::from_utf8_lossy(&out.stderr)
+        out.stderr
     );
-    serde_json::from_slice(&out.stdout).unwrap()
+    out.json()
 }
 
 #[test]
@@ -51,7 +50,7 @@ fn replicas_migrating_at_once_do_not_race() {
     for child in children {
         let out = child.wait_with_output().unwrap();
         assert!(out.status.success(), "{out:?}");
-        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
         applied.extend(report["applied"].as_array().unwrap().clone());
     }
     assert_eq!(
@@ -63,6 +62,58 @@ fn replicas_migrating_at_once_do_not_race() {
         ],
         "exactly one applied it"
     );
+}
+
+#[test]
+fn a_file_store_moves_into_postgresql_with_its_passwords_and_refresh_tokens() {
+    const PASSWORD: &str = "correct horse 1";
+    let dir = tempfile::tempdir().unwrap();
+    // A file-store server: a user with a live session, a revoked token, a client.
+    let file = start(dir.path()).json_only();
+    assert_eq!(file.signup("ann@example.com", PASSWORD).status, 201);
+    let (_, refresh) = file.tokens("ann@example.com", PASSWORD);
+    let (revoked, _) = file.tokens("ann@example.com", PASSWORD);
+    assert_eq!(file.revoke(&revoked).status, 200);
+    let client = cli::new_client(dir.path(), None);
+    drop(file); // the copy needs the store to itself
+
+    let db = database();
+    let copy = |extra: &[&str]| {
+        command(dir.path())
+            .args(["store", "copy", "--to", &db.url])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = copy(&[]);
+    assert!(out.status.success(), "{out:?}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["users"], 2, "ann and the admin: {report}");
+    assert_eq!(report["clients"], 1);
+    assert_eq!(report["sessions"], 2);
+    assert_eq!(report["revoked_token_ids"], 1);
+
+    // A second copy into the now non-empty database is refused, unless told.
+    let out = copy(&[]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--overwrite"),
+        "{out:?}"
+    );
+    let out = copy(&["--overwrite"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        serde_json::from_slice::<Value>(&out.stdout).unwrap(),
+        report
+    );
+
+    // Switch DATABASE_URL on: the same password, refresh token, revocation and client.
+    let pg = replica(dir.path(), "pg", &db.url, &[]);
+    let (access, _) = pg.tokens("ann@example.com", PASSWORD);
+    assert_eq!(pg.me(&access).status, 200);
+    assert_eq!(pg.refresh(&refresh).status, 200, "the refresh token moved");
+    assert_eq!(pg.me(&revoked).status, 401, "the revocation moved");
+    pg.client_token(&client.0, &client.1);
 }
 
 #[tokio::test]

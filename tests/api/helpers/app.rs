@@ -1,3 +1,7 @@
+//! The application started in the test process: `TestApp`, on port 0 with its own temp
+//! DATA_DIR and KEYS_DIR, on the file store or on a PostgreSQL database.
+
+use std::ops::Deref;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -6,22 +10,30 @@ use serde_json::{json, Value};
 use simple_api::config::Config;
 use simple_api::startup::Application;
 use tempfile::TempDir;
-use ureq::http;
 
-pub const ADMIN_EMAIL: &str = "admin@example.com";
-pub const ADMIN_PASSWORD: &str = "admin-password-1";
+use super::cli::{self, CliOutput};
+use super::http::Client;
+use super::{ADMIN_EMAIL, ADMIN_PASSWORD};
 
-/// A running application and a client for it. Dropping it stops the server.
+/// A running application and a client for it (it derefs to its `Client`). Dropping it
+/// stops the server.
 pub struct TestApp {
-    pub base: String,
     pub keys_dir: PathBuf,
-    agent: ureq::Agent,
+    http: Client,
     config: Config,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
     dirs: Option<(TempDir, TempDir)>,
     /// Dropped after the server has stopped.
     database: Option<TestDatabase>,
+}
+
+impl Deref for TestApp {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        &self.http
+    }
 }
 
 /// The config every test starts from: the contract's defaults, port 0, private dirs,
@@ -73,13 +85,13 @@ pub fn spawn_app_on(backend: Backend, change: impl FnOnce(&mut Config)) -> TestA
     let database = match backend {
         Backend::File => None,
         #[cfg(not(no_postgres))]
-        Backend::Postgres => Some(crate::database::database()),
+        Backend::Postgres => Some(super::database::database()),
     };
     spawn_app_in(database, change)
 }
 
 #[cfg(not(no_postgres))]
-pub type TestDatabase = crate::database::TestDatabase;
+pub type TestDatabase = super::database::TestDatabase;
 /// Stands in for a database where none can exist.
 #[cfg(no_postgres)]
 pub struct TestDatabase {
@@ -125,16 +137,9 @@ fn start(config: Config, dirs: (TempDir, TempDir), database: Option<TestDatabase
     let port = ready_rx
         .recv_timeout(Duration::from_secs(30))
         .expect("app ready");
-    let agent = ureq::Agent::new_with_config(
-        ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .build(),
-    );
     TestApp {
-        base: format!("http://127.0.0.1:{port}"),
         keys_dir: keys.path().to_owned(),
-        agent,
+        http: Client::new(format!("http://127.0.0.1:{port}")),
         config: saved,
         stop: Some(stop_tx),
         thread: Some(thread),
@@ -168,31 +173,13 @@ impl TestApp {
         drop(self);
         start(config, dirs, database)
     }
-}
 
-/// What a CLI run printed.
-pub struct CliOutput {
-    pub success: bool,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl CliOutput {
-    /// The one JSON object printed on stdout.
-    pub fn json(&self) -> Value {
-        assert!(self.success, "CLI failed: {}", self.stderr);
-        serde_json::from_str(self.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {}", self.stdout))
-    }
-}
-
-impl TestApp {
     /// Runs `simple-api ARGS` against this app's DATA_DIR and KEYS_DIR, as an operator
     /// would on the same machine while the server runs.
     pub fn cli(&self, args: &[&str]) -> CliOutput {
         let c = &self.config;
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_simple-api"))
-            .args(args)
-            .env_clear()
+        let mut cmd = std::process::Command::new(super::process::BIN);
+        cmd.env_clear()
             .env("DATA_DIR", &c.data_dir)
             .env("KEYS_DIR", &c.keys_dir)
             .env("KEY_PUBLISH_DELAY", c.key_publish_delay.to_string())
@@ -201,14 +188,8 @@ impl TestApp {
             .env("ARGON2_T", c.argon2_t.to_string())
             .env("ARGON2_P", c.argon2_p.to_string())
             .envs(c.database_url.iter().map(|url| ("DATABASE_URL", url)))
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap();
-        CliOutput {
-            success: out.status.success(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+            .stdin(std::process::Stdio::null());
+        cli::run(&mut cmd, args)
     }
 
     /// The password hash the store holds for `email`, read from the store itself.
@@ -216,7 +197,7 @@ impl TestApp {
         #[cfg(not(no_postgres))]
         if let Some(url) = &self.config.database_url {
             let key = email.trim().to_lowercase().replace('\'', "''");
-            return crate::database::query_value(
+            return super::database::query_value(
                 url,
                 &format!("SELECT password_hash FROM users WHERE email_key = '{key}'"),
             );
@@ -253,210 +234,6 @@ impl TestApp {
         )
     }
 
-    /// A client_credentials request with HTTP Basic authentication.
-    pub fn client_grant(&self, id: &str, secret: &str, scope: Option<&str>) -> Resp {
-        use base64::Engine;
-        let basic = base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"));
-        let auth = format!("Basic {basic}");
-        let mut fields = vec![("grant_type", "client_credentials")];
-        if let Some(scope) = scope {
-            fields.push(("scope", scope));
-        }
-        self.send(
-            "POST",
-            "/api/v1/auth/token",
-            &[("Authorization", &auth), ("Content-Type", FORM)],
-            Some(form(&fields)),
-        )
-    }
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-pub struct Resp {
-    pub status: u16,
-    pub headers: http::HeaderMap,
-    pub body: String,
-}
-
-impl Resp {
-    pub fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
-    }
-
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    /// Asserts the status and a JSON content type, and returns the body.
-    pub fn expect(&self, status: u16) -> Value {
-        assert_eq!(
-            self.status, status,
-            "unexpected status; body: {}",
-            self.body
-        );
-        let ct = self.header("content-type").unwrap_or_default();
-        assert!(
-            ct.starts_with("application/json"),
-            "content-type {ct:?}, body {}",
-            self.body
-        );
-        self.json()
-    }
-
-    /// Asserts an `{"error": message}` body with this status.
-    pub fn expect_error(&self, status: u16, message: &str) {
-        assert_eq!(self.expect(status), json!({ "error": message }));
-    }
-}
-
-pub struct TestUser {
-    pub id: String,
-    pub email: String,
-    pub password: String,
-    pub token: String,
-}
-
-impl TestApp {
-    pub fn request(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        content_type: Option<&str>,
-        body: Option<Vec<u8>>,
-    ) -> Resp {
-        let auth = token.map(|t| format!("Bearer {t}"));
-        let mut headers = Vec::new();
-        if let Some(auth) = &auth {
-            headers.push(("Authorization", auth.as_str()));
-        }
-        if let Some(ct) = content_type {
-            headers.push(("Content-Type", ct));
-        }
-        self.send(method, path, &headers, body)
-    }
-
-    /// A request with exactly these headers.
-    pub fn send(
-        &self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: Option<Vec<u8>>,
-    ) -> Resp {
-        let mut req = http::Request::builder()
-            .method(method)
-            .uri(format!("{}{}", self.base, path));
-        for (name, value) in headers {
-            req = req.header(*name, *value);
-        }
-        let result = match body {
-            Some(body) => self.agent.run(req.body(body).unwrap()),
-            None => self.agent.run(req.body(()).unwrap()),
-        };
-        let mut resp = result.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-        Resp {
-            status: resp.status().as_u16(),
-            headers: resp.headers().clone(),
-            body: resp
-                .body_mut()
-                .with_config()
-                .limit(10 << 20)
-                .read_to_string()
-                .unwrap(),
-        }
-    }
-
-    pub fn get(&self, path: &str, token: Option<&str>) -> Resp {
-        self.request("GET", path, token, None, None)
-    }
-
-    pub fn delete(&self, path: &str, token: Option<&str>) -> Resp {
-        self.request("DELETE", path, token, None, None)
-    }
-
-    pub fn post_json(&self, path: &str, token: Option<&str>, body: &Value) -> Resp {
-        self.request(
-            "POST",
-            path,
-            token,
-            Some("application/json"),
-            Some(body.to_string().into_bytes()),
-        )
-    }
-
-    pub fn put_json(&self, path: &str, token: Option<&str>, body: &Value) -> Resp {
-        self.request(
-            "PUT",
-            path,
-            token,
-            Some("application/json"),
-            Some(body.to_string().into_bytes()),
-        )
-    }
-
-    pub fn post_form(&self, path: &str, fields: &[(&str, &str)]) -> Resp {
-        self.request("POST", path, None, Some(FORM), Some(form(fields)))
-    }
-
-    /// A refresh-grant request.
-    pub fn refresh(&self, refresh_token: &str) -> Resp {
-        self.post_form(
-            "/api/v1/auth/token",
-            &[
-                ("grant_type", "refresh_token"),
-                ("refresh_token", refresh_token),
-            ],
-        )
-    }
-
-    pub fn signup(&self, email: &str, password: &str) -> Resp {
-        self.post_json(
-            "/api/v1/users",
-            None,
-            &json!({ "email": email, "password": password }),
-        )
-    }
-
-    pub fn password_grant(&self, email: &str, password: &str) -> Resp {
-        self.post_form(
-            "/api/v1/auth/token",
-            &[
-                ("grant_type", "password"),
-                ("username", email),
-                ("password", password),
-            ],
-        )
-    }
-
-    pub fn token_for(&self, email: &str, password: &str) -> String {
-        let body = self.password_grant(email, password).expect(200);
-        body["access_token"].as_str().unwrap().to_owned()
-    }
-
-    /// A new signed-up, logged-in user.
-    pub fn new_user(&self) -> TestUser {
-        let email = format!("user-{}@example.com", uuid::Uuid::new_v4().simple());
-        let password = "a-good-password".to_owned();
-        let body = self.signup(&email, &password).expect(201);
-        let token = self.token_for(&email, &password);
-        TestUser {
-            id: body["id"].as_str().unwrap().to_owned(),
-            email,
-            password,
-            token,
-        }
-    }
-
-    pub fn admin_token(&self) -> String {
-        self.token_for(ADMIN_EMAIL, ADMIN_PASSWORD)
-    }
-
     /// Signs arbitrary claims with the server's own key (to test claim checks).
     pub fn sign(&self, header: Header, claims: &Value) -> String {
         jsonwebtoken::encode(&header, claims, &self.signing_key()).unwrap()
@@ -487,24 +264,9 @@ impl TestApp {
     }
 }
 
-pub const FORM: &str = "application/x-www-form-urlencoded";
-
-pub fn form(fields: &[(&str, &str)]) -> Vec<u8> {
-    form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(fields)
-        .finish()
-        .into_bytes()
-}
-
-impl Resp {
-    /// The `Set-Cookie` header for cookie `name`.
-    pub fn set_cookie(&self, name: &str) -> Option<String> {
-        self.headers
-            .get_all("set-cookie")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .find(|v| v.starts_with(&format!("{name}=")))
-            .map(str::to_owned)
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
@@ -516,14 +278,4 @@ pub fn claims_for(sub: &str) -> Value {
         "iat": now, "nbf": now, "exp": now + 300,
         "jti": uuid::Uuid::now_v7().to_string(), "scope": "profile", "role": "user",
     })
-}
-
-/// The `kid`s of a JWK Set, in order.
-pub fn kids_of(jwks: &Value) -> Vec<String> {
-    jwks["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["kid"].as_str().unwrap().to_owned())
-        .collect()
 }
