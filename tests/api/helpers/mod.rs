@@ -2,6 +2,10 @@
 //! (`app`) and for the binary started as a process of its own (`process`): one HTTP
 //! client (`http`), one way to run the CLI (`cli`), and PostgreSQL (`database`).
 
+// Some helpers serve only the PostgreSQL tests (replicas, outages), which a build without
+// PostgreSQL leaves out.
+#![cfg_attr(no_postgres, allow(dead_code))]
+
 pub mod app;
 pub mod cli;
 #[cfg(not(no_postgres))]
