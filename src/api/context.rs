@@ -36,7 +36,13 @@ impl<'a> FromRequest<'a> for RequestCtx {
             .data::<Arc<AppState>>()
             .map_or(&[][..], |s| s.config.trusted_proxies.as_slice());
         let peer = req.remote_addr().as_socket_addr().map(|a| a.ip());
-        let forwarded = req.header("x-forwarded-for");
+        // Every line, in order: a proxy that appends its own line (HAProxy `option
+        // forwardfor`) leaves the client's own line first, and it must not choose.
+        let forwarded = req
+            .headers()
+            .get_all("x-forwarded-for")
+            .iter()
+            .map(|v| v.to_str().unwrap_or("unreadable"));
         Ok(Self {
             request_id,
             client_ip: client_address(peer, forwarded, trusted),
@@ -45,19 +51,21 @@ impl<'a> FromRequest<'a> for RequestCtx {
 }
 
 /// The client's address: the socket peer, unless the peer is a trusted proxy, in which
-/// case the right-most `X-Forwarded-For` entry that is not itself a trusted proxy.
-/// Entries left of that were written by the client and cannot be believed.
-pub fn client_address(
+/// case the right-most `X-Forwarded-For` entry that is not itself a trusted proxy, over all
+/// the header's lines taken in order (RFC 9110 §5.3: they are one comma list). Entries
+/// left of that were written by the client and cannot be believed; an unreadable one
+/// stops the walk at the proxy.
+pub fn client_address<'a>(
     peer: Option<IpAddr>,
-    forwarded_for: Option<&str>,
+    forwarded_for: impl Iterator<Item = &'a str>,
     trusted: &[IpAddr],
 ) -> Option<IpAddr> {
     let peer = peer?;
     if !trusted.contains(&peer) {
         return Some(peer);
     }
-    let hops = forwarded_for.unwrap_or_default().split(',').rev();
-    for hop in hops {
+    let hops: Vec<&str> = forwarded_for.flat_map(|line| line.split(',')).collect();
+    for hop in hops.into_iter().rev() {
         match hop.trim().parse::<IpAddr>() {
             Ok(ip) if trusted.contains(&ip) => continue,
             Ok(ip) => return Some(ip),
@@ -79,23 +87,33 @@ mod tests {
     fn forwarded_for_is_believed_only_from_trusted_proxies() {
         let proxy = ip("10.0.0.1");
         let trusted = [proxy];
-        let xff = Some("6.6.6.6, 198.51.100.7");
+        let at = |peer: IpAddr, lines: &[&'static str]| {
+            client_address(Some(peer), lines.iter().copied(), &trusted)
+        };
+        let xff = &["6.6.6.6, 198.51.100.7"];
+        assert_eq!(at(ip("192.0.2.5"), xff), Some(ip("192.0.2.5")));
+        assert_eq!(at(proxy, xff), Some(ip("198.51.100.7")));
         assert_eq!(
-            client_address(Some(ip("192.0.2.5")), xff, &trusted),
-            Some(ip("192.0.2.5"))
-        );
-        assert_eq!(
-            client_address(Some(proxy), xff, &trusted),
+            at(proxy, &["198.51.100.7, 10.0.0.1"]),
             Some(ip("198.51.100.7"))
         );
+        assert_eq!(at(proxy, &[]), Some(proxy));
+        assert_eq!(at(proxy, &["garbage"]), Some(proxy));
+    }
+
+    #[test]
+    fn every_forwarded_for_line_is_read_in_order() {
+        let proxy = ip("10.0.0.1");
+        let trusted = [proxy];
+        let at =
+            |lines: &[&'static str]| client_address(Some(proxy), lines.iter().copied(), &trusted);
+        // The client's spoofed line first, the proxy's own line last: the proxy's wins.
+        assert_eq!(at(&["6.6.6.6", "198.51.100.7"]), Some(ip("198.51.100.7")));
         assert_eq!(
-            client_address(Some(proxy), Some("198.51.100.7, 10.0.0.1"), &trusted),
+            at(&["6.6.6.6, 7.7.7.7", "198.51.100.7, 10.0.0.1"]),
             Some(ip("198.51.100.7"))
         );
-        assert_eq!(client_address(Some(proxy), None, &trusted), Some(proxy));
-        assert_eq!(
-            client_address(Some(proxy), Some("garbage"), &trusted),
-            Some(proxy)
-        );
+        assert_eq!(at(&["198.51.100.7", "10.0.0.1", ""]), Some(proxy));
+        assert_eq!(at(&["6.6.6.6", "garbage"]), Some(proxy));
     }
 }

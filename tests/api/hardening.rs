@@ -102,6 +102,30 @@ fn forwarded_addresses_count_only_behind_a_trusted_proxy() {
 }
 
 #[test]
+fn every_forwarded_for_line_counts_so_a_spoofed_first_line_cannot_choose_the_address() {
+    // Behind a proxy that appends its own line (HAProxy `option forwardfor`), the client's
+    // own first line is spoofed; the proxy's last line names the real client.
+    let app = spawn_app_with(|c| {
+        c.login_max_failures = 1;
+        c.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+    });
+    let address_limit = 10; // LOGIN_MAX_FAILURES × the address factor
+    for i in 0..address_limit {
+        let spoofed = format!("203.0.113.{i}");
+        let headers = [
+            ("X-Forwarded-For", spoofed.as_str()),
+            ("X-Forwarded-For", "198.51.100.9"),
+        ];
+        wrong_login(&app, &format!("victim{i}@example.com"), &headers).expect(400);
+    }
+    let headers = [
+        ("X-Forwarded-For", "203.0.113.200"),
+        ("X-Forwarded-For", "198.51.100.9"),
+    ];
+    wrong_login(&app, "fresh@example.com", &headers).expect(429);
+}
+
+#[test]
 fn a_full_hashing_queue_sheds_load_with_503_and_retry_after() {
     let app = spawn_app_with(|c| {
         c.argon2_m_kib = 16_384;
