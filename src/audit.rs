@@ -1,17 +1,46 @@
 //! The security-event log: one JSON object per line, appended to AUDIT_LOG (default
 //! DATA_DIR/audit.log, mode 0600; `-` for stdout). Never a password, hash or whole token.
 
+use std::collections::HashMap;
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::net::IpAddr;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
 
 pub struct Audit {
     sink: Mutex<Box<dyn Write + Send>>,
+    /// Repeatable events written recently, by event and subject (see `record_repeatable`).
+    repeats: Mutex<HashMap<(&'static str, String), Repeat>>,
+    repeat_window: Duration,
+}
+
+/// A repeatable event's last line and how many times it happened since, unwritten.
+struct Repeat {
+    written: Instant,
+    unwritten: u64,
+}
+
+/// The longest subject or string field written: what the service accepts as an
+/// identifier (a longer value was refused before it got here, or is cut).
+pub const MAX_FIELD_BYTES: usize = crate::domain::MAX_IDENTIFIER_BYTES;
+/// Repeatable events remembered at most (beyond that the oldest are forgotten, and may
+/// be written again).
+const MAX_REPEATS: usize = 10_000;
+
+fn bounded(text: &str) -> &str {
+    if text.len() <= MAX_FIELD_BYTES {
+        return text;
+    }
+    let mut end = MAX_FIELD_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// Where and for whom an event happened.
@@ -48,20 +77,86 @@ impl Audit {
                     .open(target)?,
             )
         };
-        Ok(Self {
+        Ok(Self::over(sink))
+    }
+
+    fn over(sink: Box<dyn Write + Send>) -> Self {
+        Self {
             sink: Mutex::new(sink),
-        })
+            repeats: Mutex::new(HashMap::new()),
+            repeat_window: Duration::ZERO,
+        }
+    }
+
+    /// Writes a repeatable event at most once per `window` for each subject (see
+    /// `record_repeatable`).
+    pub fn repeats_within(mut self, window: Duration) -> Self {
+        self.repeat_window = window;
+        self
     }
 
     /// A sink that drops everything (for the spec printer and tools).
     pub fn discard() -> Self {
-        Self {
-            sink: Mutex::new(Box::new(std::io::sink())),
-        }
+        Self::over(Box::new(std::io::sink()))
     }
 
     /// Records `event` about `subject` (a user or client id, an email for failed logins).
     /// `fields` must hold no secret; callers pass ids, scopes and outcomes only.
+    /// An event an attacker can repeat at will (`login_throttled`): written once per
+    /// subject per window, the next line carrying `repeated`, how many times it happened
+    /// unwritten in between. The log grows with the distinct subjects, not the requests.
+    pub fn record_repeatable(
+        &self,
+        event: &'static str,
+        subject: &str,
+        ctx: &Context,
+        mut fields: Value,
+    ) {
+        let now = Instant::now();
+        let repeated = {
+            let mut repeats = self.repeats.lock().unwrap_or_else(|e| e.into_inner());
+            let key = (event, bounded(subject).to_owned());
+            match repeats.get_mut(&key) {
+                Some(r) if now.duration_since(r.written) < self.repeat_window => {
+                    r.unwritten += 1;
+                    return;
+                }
+                Some(r) => {
+                    let repeated = r.unwritten;
+                    *r = Repeat {
+                        written: now,
+                        unwritten: 0,
+                    };
+                    repeated
+                }
+                None => {
+                    if repeats.len() >= MAX_REPEATS {
+                        let window = self.repeat_window;
+                        repeats.retain(|_, r| now.duration_since(r.written) < window);
+                        if repeats.len() >= MAX_REPEATS {
+                            repeats.clear();
+                        }
+                    }
+                    repeats.insert(
+                        key,
+                        Repeat {
+                            written: now,
+                            unwritten: 0,
+                        },
+                    );
+                    0
+                }
+            }
+        };
+        if repeated > 0 {
+            if let Value::Object(map) = &mut fields {
+                map.insert("repeated".into(), json!(repeated));
+            }
+        }
+        self.record(event, Some(subject), ctx, fields);
+    }
+
+    /// Records `event`; the subject and string fields are cut at `MAX_FIELD_BYTES`.
     pub fn record(&self, event: &str, subject: Option<&str>, ctx: &Context, fields: Value) {
         let mut line = Map::new();
         line.insert(
@@ -70,7 +165,7 @@ impl Audit {
         );
         line.insert("event".into(), json!(event));
         if let Some(subject) = subject {
-            line.insert("subject".into(), json!(subject));
+            line.insert("subject".into(), json!(bounded(subject)));
         }
         if let Some(ip) = ctx.client_ip {
             line.insert("client_ip".into(), json!(ip.to_string()));
@@ -79,7 +174,10 @@ impl Audit {
             line.insert("request_id".into(), json!(id));
         }
         if let Value::Object(extra) = fields {
-            line.extend(extra);
+            line.extend(extra.into_iter().map(|(k, v)| match v {
+                Value::String(text) if text.len() > MAX_FIELD_BYTES => (k, json!(bounded(&text))),
+                other => (k, other),
+            }));
         }
         let mut text = Value::Object(line).to_string();
         text.push('\n');
@@ -94,6 +192,54 @@ impl Audit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn lines(path: &Path) -> Vec<Value> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn repeatable_events_are_written_once_a_window_with_a_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let audit = Audit::open(&path, false)
+            .unwrap()
+            .repeats_within(Duration::from_millis(200));
+        let ctx = Context::default();
+        for _ in 0..50 {
+            audit.record_repeatable("login_throttled", "ann@example.com", &ctx, json!({}));
+        }
+        audit.record_repeatable("login_throttled", "bob@example.com", &ctx, json!({}));
+        std::thread::sleep(Duration::from_millis(250));
+        audit.record_repeatable("login_throttled", "ann@example.com", &ctx, json!({}));
+        let lines = lines(&path);
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[0]["subject"], "ann@example.com");
+        assert!(lines[0].get("repeated").is_none());
+        assert_eq!(lines[1]["subject"], "bob@example.com");
+        assert_eq!(lines[2]["repeated"], 49);
+    }
+
+    #[test]
+    fn long_subjects_and_fields_are_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let audit = Audit::open(&path, false).unwrap();
+        let long = "é".repeat(1000);
+        audit.record(
+            "x",
+            Some(&long),
+            &Context::default(),
+            json!({ "via": long }),
+        );
+        let line = &lines(&path)[0];
+        assert!(line["subject"].as_str().unwrap().len() <= MAX_FIELD_BYTES);
+        assert!(line["via"].as_str().unwrap().len() <= MAX_FIELD_BYTES);
+        assert!(std::fs::metadata(&path).unwrap().len() < 1000);
+    }
 
     #[test]
     fn events_are_json_lines_with_their_context() {

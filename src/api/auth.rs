@@ -17,7 +17,7 @@ use super::body::{BodyError, Form, FormFields};
 use super::error::{OAuthError, OAuthErrorCode};
 use super::{ApiError, ApiTags, Empty, RequestCtx};
 use crate::auth::clients::parse_basic;
-use crate::domain::{Client, Scopes};
+use crate::domain::{Client, Identifier, Scopes};
 use crate::service::{AppState, Exchanged, Grant, Tokens, Verdict, Verified};
 
 pub struct AuthApi;
@@ -189,6 +189,9 @@ async fn password_grant(
     let username = form
         .get("username")
         .ok_or_else(|| OAuthError::invalid_request("username missing"))?;
+    let username = Identifier::parse(username, "username")
+        .map_err(ApiError::from)?
+        .as_str();
     let password = SecretString::from(
         form.get("password")
             .ok_or_else(|| OAuthError::invalid_request("password missing"))?,
@@ -416,6 +419,7 @@ async fn client_from_request(
         (Some((id, secret)), None) => (id, secret),
         (None, Some((id, secret))) => (id.unwrap_or_default().to_owned(), secret.to_owned()),
     };
+    Identifier::parse(&id, "client_id").map_err(ApiError::from)?;
     // Secrets cannot be guessed, but each check costs an argon2 hash: throttled too.
     let secret = SecretString::from(secret);
     let verdict = state

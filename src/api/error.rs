@@ -145,7 +145,8 @@ impl From<DomainError> for ApiError {
             | DomainError::PasswordMissing
             | DomainError::PasswordLength
             | DomainError::InvalidName(_)
-            | DomainError::InvalidRole => Self::bad_request(e.to_string()),
+            | DomainError::InvalidRole
+            | DomainError::InvalidIdentifier(_) => Self::bad_request(e.to_string()),
         }
     }
 }

@@ -14,6 +14,7 @@ use super::body::{BodyError, Form, FormFields};
 use super::security::{same_origin, LOGOUT};
 use super::users::UserBody;
 use super::{ApiError, ApiTags, Caller, Empty, ErrorBody, RequestCtx};
+use crate::domain::Identifier;
 use crate::service::{AppState, Grant, Verdict};
 
 pub struct SessionsApi;
@@ -107,6 +108,7 @@ impl SessionsApi {
         let email = form
             .get("email")
             .ok_or_else(|| ApiError::bad_request("email missing"))?;
+        let email = Identifier::parse(email, "email")?.as_str();
         let password = SecretString::from(
             form.get("password")
                 .ok_or_else(|| ApiError::bad_request("password missing"))?,

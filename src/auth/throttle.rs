@@ -1,5 +1,8 @@
-//! Brute-force throttling of password logins: per account and per client address, in
-//! fixed windows, checked before any password hash is computed.
+//! Brute-force throttling of secrets (password logins, client authentication, password
+//! re-entry): per account and per client address, in fixed windows. An attempt is
+//! counted the moment it arrives, before any hash is computed (`reserve`), and taken back
+//! only when it turns out right (`refund`): a burst of concurrent guesses, or a client
+//! that hangs up mid-hash, spends its attempts like any other.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -8,10 +11,61 @@ use std::time::{Duration, Instant};
 
 use crate::store::{FailureCounts, Store, StoreError};
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// What an attempt is counted against. Accounts are kept as a fixed-size digest of the
+/// normalised identifier, so sprayed identifiers cost the table the same few bytes each
+/// whatever their length (and a PostgreSQL key stays far below its index's size limit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Key {
-    Account(String),
+    Account([u8; 16]),
     Address(IpAddr),
+}
+
+impl Key {
+    fn account(identifier: &str) -> Self {
+        let normalised = identifier.trim().to_lowercase();
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, normalised.as_bytes());
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&digest.as_ref()[..16]);
+        Self::Account(key)
+    }
+
+    fn is_account(&self) -> bool {
+        matches!(self, Self::Account(_))
+    }
+
+    /// The key as the shared counters (PostgreSQL) store it.
+    fn shared_name(&self) -> String {
+        match self {
+            Self::Account(digest) => {
+                let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+                format!("account:{hex}")
+            }
+            Self::Address(ip) => format!("address:{ip}"),
+        }
+    }
+}
+
+/// The keys one attempt is counted against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    keys: Vec<Key>,
+}
+
+impl Attempt {
+    /// An attempt on `account` (an email; `None` for client authentication, which is
+    /// throttled per address only: client ids are public) from `address`.
+    pub fn new(account: Option<&str>, address: Option<IpAddr>) -> Self {
+        let keys = account
+            .map(Key::account)
+            .into_iter()
+            .chain(address.map(Key::Address))
+            .collect();
+        Self { keys }
+    }
+
+    fn account(&self) -> Option<Key> {
+        self.keys.iter().copied().find(Key::is_account)
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -20,6 +74,8 @@ struct Window {
     failures: u32,
 }
 
+/// This process's counters (the file store's one process, or any store without shared
+/// counters).
 pub struct Throttle {
     account_limit: u32,
     address_limit: u32,
@@ -45,48 +101,36 @@ impl Throttle {
         }
     }
 
-    fn keys(account: &str, address: Option<IpAddr>) -> impl Iterator<Item = (Key, bool)> {
-        let account = Key::Account(account.trim().to_lowercase());
-        std::iter::once((account, true)).chain(address.map(|a| (Key::Address(a), false)))
-    }
-
-    fn limit(&self, is_account: bool) -> u32 {
-        if is_account {
+    fn limit(&self, key: &Key) -> u32 {
+        if key.is_account() {
             self.account_limit
         } else {
             self.address_limit
         }
     }
 
-    /// `Err(retry_after)` when the account or the address has used up its failures.
-    pub fn check(&self, account: &str, address: Option<IpAddr>) -> Result<(), Duration> {
+    /// Counts the attempt against every key, all or nothing, under one lock: `Err(wait)`
+    /// (and nothing counted) when a key has used up its failures in its current window.
+    pub fn reserve(&self, attempt: &Attempt) -> Result<(), Duration> {
         let now = Instant::now();
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         let mut wait = Duration::ZERO;
-        for (key, is_account) in Self::keys(account, address) {
-            let limit = self.limit(is_account);
-            if let Some(w) = entries.get(&key) {
+        for key in &attempt.keys {
+            if let Some(w) = entries.get(key) {
                 let ends = w.start + self.window;
-                if ends > now && w.failures >= limit {
+                if ends > now && w.failures >= self.limit(key) {
                     wait = wait.max(ends - now);
                 }
             }
         }
-        if wait.is_zero() {
-            Ok(())
-        } else {
-            Err(wait.max(Duration::from_secs(1)))
+        if !wait.is_zero() {
+            return Err(wait.max(Duration::from_secs(1)));
         }
-    }
-
-    pub fn record_failure(&self, account: &str, address: Option<IpAddr>) {
-        let now = Instant::now();
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if entries.len() + 2 > self.max_entries {
-            self.evict(&mut entries, now);
+        if entries.len() + attempt.keys.len() > self.max_entries {
+            self.evict(&mut entries, now, attempt.keys.len());
         }
-        for (key, _) in Self::keys(account, address) {
-            let w = entries.entry(key).or_insert(Window {
+        for key in &attempt.keys {
+            let w = entries.entry(*key).or_insert(Window {
                 start: now,
                 failures: 0,
             });
@@ -98,22 +142,27 @@ impl Throttle {
             }
             w.failures = w.failures.saturating_add(1);
         }
+        Ok(())
     }
 
-    /// A successful login clears the account's count, never the address's: an attacker
-    /// who also owns one account cannot reset their budget by logging into it.
-    pub fn record_success(&self, account: &str) {
+    /// Takes back a reserved attempt that turned out right; `clear_account` also forgets
+    /// the account's earlier failures (a successful login). The address keeps its other
+    /// failures: an attacker who owns one account cannot reset their budget with it.
+    pub fn refund(&self, attempt: &Attempt, clear_account: bool) {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries.remove(&Key::Account(account.trim().to_lowercase()));
+        for key in &attempt.keys {
+            if clear_account && key.is_account() {
+                entries.remove(key);
+            } else if let Some(w) = entries.get_mut(key) {
+                w.failures = w.failures.saturating_sub(1);
+            }
+        }
     }
 
-    fn evict(&self, entries: &mut HashMap<Key, Window>, now: Instant) {
+    fn evict(&self, entries: &mut HashMap<Key, Window>, now: Instant, room: usize) {
         entries.retain(|_, w| w.start + self.window > now);
-        while entries.len() + 2 > self.max_entries {
-            let oldest = entries
-                .iter()
-                .min_by_key(|(_, w)| w.start)
-                .map(|(k, _)| k.clone());
+        while entries.len() + room > self.max_entries {
+            let oldest = entries.iter().min_by_key(|(_, w)| w.start).map(|(k, _)| *k);
             match oldest {
                 Some(key) => entries.remove(&key),
                 None => break,
@@ -148,55 +197,38 @@ impl LoginThrottle {
         self.shared.as_deref().and_then(|s| s.failure_counts())
     }
 
-    fn shared_keys(account: &str, address: Option<IpAddr>) -> impl Iterator<Item = (String, bool)> {
-        Throttle::keys(account, address).map(|(key, is_account)| {
-            let name = match key {
-                Key::Account(a) => format!("account:{a}"),
-                Key::Address(a) => format!("address:{a}"),
-            };
-            (name, is_account)
-        })
-    }
-
-    /// `Some(retry_after)` when the account or the address has used up its failures.
-    pub async fn check(
-        &self,
-        account: &str,
-        address: Option<IpAddr>,
-    ) -> Result<Option<Duration>, StoreError> {
+    /// Counts `attempt` before it is judged: `Some(retry_after)` (and nothing counted)
+    /// when the account or the address has used up its failures.
+    pub async fn reserve(&self, attempt: &Attempt) -> Result<Option<Duration>, StoreError> {
         let Some(shared) = self.shared() else {
-            return Ok(self.local.check(account, address).err());
+            return Ok(self.local.reserve(attempt).err());
         };
-        let keys: Vec<(String, u32)> = Self::shared_keys(account, address)
-            .map(|(key, is_account)| (key, self.local.limit(is_account)))
+        let keys: Vec<(String, u32)> = attempt
+            .keys
+            .iter()
+            .map(|key| (key.shared_name(), self.local.limit(key)))
             .collect();
-        shared.blocked(&keys).await
+        shared.reserve(&keys, self.local.window).await
     }
 
-    pub async fn record_failure(
-        &self,
-        account: &str,
-        address: Option<IpAddr>,
-    ) -> Result<(), StoreError> {
+    /// Takes back a reserved attempt that turned out right (see `Throttle::refund`).
+    pub async fn refund(&self, attempt: &Attempt, clear_account: bool) -> Result<(), StoreError> {
         let Some(shared) = self.shared() else {
-            self.local.record_failure(account, address);
+            self.local.refund(attempt, clear_account);
             return Ok(());
         };
-        let keys: Vec<String> = Self::shared_keys(account, address)
-            .map(|(key, _)| key)
+        let account = attempt.account().filter(|_| clear_account);
+        let decrement: Vec<String> = attempt
+            .keys
+            .iter()
+            .filter(|key| Some(**key) != account)
+            .map(Key::shared_name)
             .collect();
-        shared.record_failure(&keys, self.local.window).await
-    }
-
-    pub async fn record_success(&self, account: &str) -> Result<(), StoreError> {
-        let Some(shared) = self.shared() else {
-            self.local.record_success(account);
-            return Ok(());
-        };
-        let (key, _) = Self::shared_keys(account, None)
-            .next()
-            .expect("an account key");
-        shared.clear(&key).await
+        shared.refund(&decrement).await?;
+        if let Some(account) = account {
+            shared.clear(&account.shared_name()).await?;
+        }
+        Ok(())
     }
 }
 
@@ -208,45 +240,104 @@ mod tests {
         s.parse().unwrap()
     }
 
+    fn on(account: &str, address: Option<IpAddr>) -> Attempt {
+        Attempt::new(Some(account), address)
+    }
+
     #[test]
     fn an_account_is_throttled_after_its_failures_and_others_are_not() {
         let t = Throttle::new(3, Duration::from_secs(60));
         for _ in 0..3 {
-            assert!(t.check("Ada@Example.com", None).is_ok());
-            t.record_failure("ada@example.com", None);
+            assert!(t.reserve(&on("Ada@Example.com", None)).is_ok());
         }
-        let wait = t.check(" ADA@example.com", None).unwrap_err();
+        let wait = t.reserve(&on(" ADA@example.com", None)).unwrap_err();
         assert!(wait <= Duration::from_secs(60) && wait >= Duration::from_secs(1));
-        assert!(t.check("bob@example.com", None).is_ok());
-        t.record_success("ada@example.com");
-        assert!(t.check("ada@example.com", None).is_ok());
+        assert!(t.reserve(&on("bob@example.com", None)).is_ok());
+        t.refund(&on("ada@example.com", None), true);
+        assert!(t.reserve(&on("ada@example.com", None)).is_ok());
+    }
+
+    #[test]
+    fn a_refunded_attempt_is_not_a_failure_and_a_blocked_one_counts_nothing() {
+        let t = Throttle::new(2, Duration::from_secs(60));
+        let address = Some(ip("192.0.2.7"));
+        // Right answers, each reserved then refunded without clearing: never throttled.
+        for _ in 0..10 {
+            t.reserve(&on("ann@example.com", address)).unwrap();
+            t.refund(&on("ann@example.com", address), false);
+        }
+        t.reserve(&on("ann@example.com", address)).unwrap();
+        t.reserve(&on("ann@example.com", address)).unwrap();
+        // Refused attempts count nothing: a hundred of them (five times the address's
+        // limit) leave the address's budget as it was for another account.
+        for _ in 0..100 {
+            assert!(t.reserve(&on("ann@example.com", address)).is_err());
+        }
+        t.reserve(&on("bob@example.com", address)).unwrap();
     }
 
     #[test]
     fn an_address_spraying_accounts_is_throttled_and_success_does_not_reset_it() {
         let t = Throttle::new(2, Duration::from_secs(60));
         let attacker = Some(ip("203.0.113.9"));
-        for i in 0..2 * ADDRESS_FACTOR {
-            t.record_failure(&format!("victim{i}@example.com"), attacker);
+        for i in 0..2 * ADDRESS_FACTOR - 1 {
+            t.reserve(&on(&format!("victim{i}@example.com"), attacker))
+                .unwrap();
         }
-        t.record_success("own@example.com");
-        assert!(t.check("fresh@example.com", attacker).is_err());
+        // Logging into an account of one's own from the address gives nothing back.
+        t.reserve(&on("own@example.com", attacker)).unwrap();
+        t.refund(&on("own@example.com", attacker), true);
+        t.reserve(&on("fresh@example.com", attacker)).unwrap();
+        assert!(t.reserve(&on("fresh2@example.com", attacker)).is_err());
         assert!(t
-            .check("fresh@example.com", Some(ip("198.51.100.1")))
+            .reserve(&on("fresh@example.com", Some(ip("198.51.100.1"))))
+            .is_ok());
+    }
+
+    #[test]
+    fn clients_are_throttled_per_address_only() {
+        let t = Throttle::new(1, Duration::from_secs(60));
+        let stranger = Some(ip("203.0.113.9"));
+        for _ in 0..ADDRESS_FACTOR {
+            t.reserve(&Attempt::new(None, stranger)).unwrap();
+        }
+        assert!(t.reserve(&Attempt::new(None, stranger)).is_err());
+        assert!(t
+            .reserve(&Attempt::new(None, Some(ip("198.51.100.1"))))
             .is_ok());
     }
 
     #[test]
     fn windows_expire_and_memory_stays_bounded() {
         let mut t = Throttle::new(1, Duration::from_millis(30));
-        t.record_failure("a@example.com", None);
-        assert!(t.check("a@example.com", None).is_err());
+        t.reserve(&on("a@example.com", None)).unwrap();
+        assert!(t.reserve(&on("a@example.com", None)).is_err());
         std::thread::sleep(Duration::from_millis(40));
-        assert!(t.check("a@example.com", None).is_ok());
+        assert!(t.reserve(&on("a@example.com", None)).is_ok());
         t.max_entries = 10;
         for i in 0..100 {
-            t.record_failure(&format!("u{i}@example.com"), Some(ip("192.0.2.1")));
+            let _ = t.reserve(&on(&format!("u{i}@example.com"), Some(ip("192.0.2.1"))));
         }
         assert!(t.len() <= 10, "{} entries", t.len());
+    }
+
+    #[test]
+    fn sprayed_identifiers_cost_a_fixed_size_each_and_the_table_stays_bounded() {
+        // A key is the same few bytes whatever the identifier: memory is entries × this.
+        assert!(std::mem::size_of::<Key>() <= 24);
+        let mut t = Throttle::new(5, Duration::from_secs(60));
+        t.max_entries = 1_000;
+        let long = "x".repeat(320);
+        for i in 0..5_000 {
+            t.reserve(&on(&format!("{i}{long}"), None)).unwrap();
+        }
+        assert!(t.len() <= 1_000, "{} entries", t.len());
+        // Distinct identifiers stay distinct; case and spaces do not make new ones.
+        assert_eq!(Key::account(" A@x.org"), Key::account("a@x.org"));
+        assert_ne!(Key::account("a@x.org"), Key::account("b@x.org"));
+        assert_eq!(
+            Key::account(&long).shared_name().len(),
+            "account:".len() + 32
+        );
     }
 }

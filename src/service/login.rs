@@ -4,6 +4,7 @@
 //! an attempt is counted in exactly one place.
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use secrecy::SecretString;
@@ -11,6 +12,7 @@ use serde_json::json;
 
 use super::{AppState, ServiceError};
 use crate::audit;
+use crate::auth::throttle;
 use crate::domain::{Client, User};
 use crate::store::StoreError;
 
@@ -47,8 +49,17 @@ enum Outcome {
 }
 
 impl Attempt {
-    fn throttled(self) -> bool {
-        self != Self::Bootstrap
+    /// What the attempt is counted against, if it is throttled at all: the account and
+    /// the address, except for clients, which are throttled per address only (client ids
+    /// are public: a stranger must not be able to lock a service out).
+    fn throttle_keys(self, account: &str, address: Option<IpAddr>) -> Option<throttle::Attempt> {
+        match self {
+            Self::Login { .. } | Self::Reauthenticate => {
+                Some(throttle::Attempt::new(Some(account), address))
+            }
+            Self::Client => Some(throttle::Attempt::new(None, address)),
+            Self::Bootstrap => None,
+        }
     }
 
     /// Whether the answer must not tell a known account from an unknown one, in content
@@ -155,11 +166,13 @@ impl AppState {
         self.check(Attempt::Client, id, secret, ctx, lookup).await
     }
 
-    /// The one sequence: the throttle is asked before any hash is computed, then the secret
-    /// is verified (against a dummy hash when `lookup` finds nobody), and the outcome is
-    /// counted, measured and audited as `attempt` says. `account` is the throttle's key
-    /// and the audit subject of a refusal (an email or a client id). `lookup` is a future
-    /// not yet polled: it runs only once the throttle has let the attempt through.
+    /// The one sequence: the attempt is counted (reserved) before any hash is computed,
+    /// then the secret is verified (against a dummy hash when `lookup` finds nobody), the
+    /// reservation is taken back if the secret was right, and the outcome is measured and
+    /// audited as `attempt` says. A caller who hangs up mid-hash drops this future with
+    /// the attempt still counted. `account` names the account for the throttle and is the
+    /// audit subject of a refusal (an email or a client id). `lookup` is a future not yet
+    /// polled: it runs only once the throttle has let the attempt through.
     pub(super) async fn check<T: Holder>(
         &self,
         attempt: Attempt,
@@ -168,13 +181,45 @@ impl AppState {
         ctx: &audit::Context,
         lookup: impl Future<Output = Result<Option<T>, StoreError>>,
     ) -> Result<Verdict<T>, ServiceError> {
-        let address = ctx.client_ip;
-        if attempt.throttled() {
-            if let Some(wait) = self.throttle.check(account, address).await? {
+        let counted = attempt.throttle_keys(account, ctx.client_ip);
+        if let Some(counted) = &counted {
+            if let Some(wait) = self.throttle.reserve(counted).await? {
                 self.leave_trail(attempt, Outcome::Throttled, account, ctx);
                 return Ok(Verdict::Throttled(wait));
             }
         }
+        let judged = self.judge(attempt, secret, lookup).await;
+        match judged {
+            Ok(Some(holder)) => {
+                if let Some(counted) = &counted {
+                    let clear = attempt.success_clears_failures();
+                    self.throttle.refund(counted, clear).await?;
+                }
+                self.leave_trail(attempt, Outcome::Ok, &holder.id(), ctx);
+                Ok(Verdict::Ok(holder))
+            }
+            Ok(None) => {
+                self.leave_trail(attempt, Outcome::Failed, account, ctx);
+                Ok(Verdict::Invalid)
+            }
+            // Not judged (the hashing queue is full, the store failed): nothing was learnt
+            // about the secret, so the attempt is not held against anyone.
+            Err(e) => {
+                if let Some(counted) = &counted {
+                    self.throttle.refund(counted, false).await?;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The holder of `secret`, if it is theirs.
+    async fn judge<T: Holder>(
+        &self,
+        attempt: Attempt,
+        secret: &SecretString,
+        lookup: impl Future<Output = Result<Option<T>, StoreError>>,
+    ) -> Result<Option<T>, ServiceError> {
         let holder = lookup.await?;
         let hash = holder.as_ref().map(Holder::secret_hash);
         let verified = self.passwords.verify(hash, secret).await?;
@@ -186,22 +231,7 @@ impl AppState {
         {
             self.passwords.verify(None, secret).await?;
         }
-        match holder.filter(|_| verified) {
-            Some(holder) => {
-                if attempt.success_clears_failures() {
-                    self.throttle.record_success(account).await?;
-                }
-                self.leave_trail(attempt, Outcome::Ok, &holder.id(), ctx);
-                Ok(Verdict::Ok(holder))
-            }
-            None => {
-                if attempt.throttled() {
-                    self.throttle.record_failure(account, address).await?;
-                }
-                self.leave_trail(attempt, Outcome::Failed, account, ctx);
-                Ok(Verdict::Invalid)
-            }
-        }
+        Ok(holder.filter(|_| verified))
     }
 
     fn leave_trail(&self, attempt: Attempt, outcome: Outcome, subject: &str, ctx: &audit::Context) {
@@ -209,9 +239,17 @@ impl AppState {
         if let Some(result) = metric {
             self.metrics.login(result);
         }
-        if let Some(event) = event {
-            self.audit
-                .record(event, Some(subject), ctx, attempt.audit_fields());
+        match (event, outcome) {
+            // Refusals cost nothing and can be repeated at will: one line a window.
+            (Some(event), Outcome::Throttled) => {
+                self.audit
+                    .record_repeatable(event, subject, ctx, attempt.audit_fields())
+            }
+            (Some(event), _) => {
+                self.audit
+                    .record(event, Some(subject), ctx, attempt.audit_fields())
+            }
+            (None, _) => {}
         }
     }
 }

@@ -54,7 +54,8 @@ impl AppState {
             .clone()
             .unwrap_or_else(|| config.data_dir.join("audit.log"));
         let audit = Audit::open(&audit_path, config.audit_log.is_none())
-            .with_context(|| format!("AUDIT_LOG: cannot open {}", audit_path.display()))?;
+            .with_context(|| format!("AUDIT_LOG: cannot open {}", audit_path.display()))?
+            .repeats_within(Duration::from_secs(config.login_window));
         let throttle = LoginThrottle::new(
             Throttle::new(
                 config.login_max_failures,

@@ -117,18 +117,17 @@ pub(crate) fn rotation<'a>(
 /// file store has none: its one process counts in memory (`auth::throttle`).
 #[async_trait]
 pub trait FailureCounts: Send + Sync {
-    /// The longest wait among `keys` (each with its limit) whose failures in their
-    /// current window reached the limit; `None` when none did.
-    async fn blocked(
+    /// Counts one attempt against each of `keys` (each with its limit), all or nothing
+    /// and atomically across replicas: `Some(wait)`, and nothing counted, when a key's
+    /// failures in its current window have reached its limit (the longest wait); a key
+    /// whose window ended starts a new one of `window`.
+    async fn reserve(
         &self,
         keys: &[(String, u32)],
-    ) -> Result<Option<std::time::Duration>, StoreError>;
-    /// Counts one failure for each key, starting a new window where the last one ended.
-    async fn record_failure(
-        &self,
-        keys: &[String],
         window: std::time::Duration,
-    ) -> Result<(), StoreError>;
+    ) -> Result<Option<std::time::Duration>, StoreError>;
+    /// Takes back one counted attempt from each key (it turned out right).
+    async fn refund(&self, keys: &[String]) -> Result<(), StoreError>;
     /// Forgets a key's failures (a successful login).
     async fn clear(&self, key: &str) -> Result<(), StoreError>;
 }

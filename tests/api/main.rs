@@ -40,6 +40,8 @@ macro_rules! suite {
         mod hardening;
         #[path = "keys.rs"]
         mod keys;
+        #[path = "limits.rs"]
+        mod limits;
         #[path = "passwords.rs"]
         mod passwords;
         #[path = "refresh.rs"]

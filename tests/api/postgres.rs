@@ -330,3 +330,37 @@ async fn prune_gets_through_a_backlog_in_batches() {
     assert!(store.session_by_refresh("d0").await.unwrap().is_none());
     assert_eq!(store.prune(simple_api::domain::now()).await.unwrap(), 0);
 }
+
+/// The shared login counters take any identifier (kept as a fixed-size digest: a raw key
+/// of some kilobytes used to fail the primary key's btree insert) and judge an attempt
+/// all or nothing: a refused one counts against no key.
+#[tokio::test]
+async fn login_counters_take_any_identifier_and_count_all_or_nothing() {
+    use simple_api::auth::throttle::{Attempt, LoginThrottle, Throttle};
+    use std::sync::Arc;
+    let db = database();
+    let store: Arc<dyn Store> = Arc::new(open_store(&db.url).await);
+    let throttle = LoginThrottle::new(Throttle::new(1, std::time::Duration::from_secs(60)), &store);
+    let huge = "x".repeat(10_000);
+    let address = Some("192.0.2.9".parse().unwrap());
+    let on = |account: &str| Attempt::new(Some(account), address);
+    assert_eq!(throttle.reserve(&on(&huge)).await.unwrap(), None);
+    assert!(throttle.reserve(&on(&huge)).await.unwrap().is_some());
+    // The refused attempts above did not touch the address: its budget (ten) still has
+    // nine left for other accounts.
+    for i in 0..9 {
+        let other = format!("other{i}@example.com");
+        assert_eq!(throttle.reserve(&on(&other)).await.unwrap(), None, "{i}");
+    }
+    assert!(throttle
+        .reserve(&on("one-more@example.com"))
+        .await
+        .unwrap()
+        .is_some());
+    // A right answer takes its attempt back.
+    let fresh = Attempt::new(Some("fresh@example.com"), None);
+    throttle.reserve(&fresh).await.unwrap();
+    throttle.refund(&fresh, false).await.unwrap();
+    assert_eq!(throttle.reserve(&fresh).await.unwrap(), None);
+    assert!(throttle.reserve(&fresh).await.unwrap().is_some());
+}

@@ -189,6 +189,36 @@ fn login_failures_on_every_replica_count_together() {
     }
 }
 
+/// A burst of concurrent wrong guesses, half on each replica, gets at most the account's
+/// failures judged: the attempts are counted in the database before they are hashed.
+#[test]
+fn a_burst_of_concurrent_guesses_over_both_replicas_gets_at_most_the_allowed_ones() {
+    let dear = [
+        ("LOGIN_MAX_FAILURES", "5"),
+        ("ARGON2_M_KIB", "8192"),
+        ("ARGON2_T", "2"),
+        ("ARGON2_QUEUE", "256"),
+    ];
+    let (_dir, _db, a, b) = two(&dear);
+    assert_eq!(a.signup("ann@example.com", PASSWORD).status, 201);
+    let barrier = std::sync::Barrier::new(32);
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..32)
+            .map(|i| {
+                let (r, barrier) = (if i % 2 == 0 { &a } else { &b }, &barrier);
+                s.spawn(move || {
+                    barrier.wait();
+                    r.password_grant("ann@example.com", "wrong password").status
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let judged = statuses.iter().filter(|s| **s == 400).count();
+    let throttled = statuses.iter().filter(|s| **s == 429).count();
+    assert!(judged <= 5 && judged + throttled == 32, "{statuses:?}");
+}
+
 /// The listeners' connections are cut again and again while A revokes tokens: B, whose
 /// cache had accepted each token, refuses it within a second every time (it reads
 /// through while its listener is down, and empties its cache when it is back).

@@ -1,62 +1,93 @@
 //! Login-failure counters shared by every replica: one row per account or address, in
-//! fixed windows timed by the database's clock (replicas' clocks may differ). Each
-//! failure is one atomic upsert, so failures on different replicas add up.
+//! fixed windows timed by the database's clock (replicas' clocks may differ). An attempt
+//! is counted in one transaction holding the keys' row locks, so concurrent attempts on
+//! any replica are judged one after the other and add up.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
 
-use super::{database, exec, rows, PgStore};
+use super::{database, exec, read_committed, rows, PgStore};
 use crate::store::{FailureCounts, StoreError};
 
 #[async_trait]
 impl FailureCounts for PgStore {
-    async fn blocked(&self, keys: &[(String, u32)]) -> Result<Option<Duration>, StoreError> {
+    async fn reserve(
+        &self,
+        keys: &[(String, u32)],
+        window: Duration,
+    ) -> Result<Option<Duration>, StoreError> {
         let names: Vec<&str> = keys.iter().map(|(k, _)| k.as_str()).collect();
-        let rows = self
-            .with("check login failures", async move |c| {
-                rows(
-                    &*c,
-                    "SELECT key, failures, \
-                     extract(epoch FROM window_end - now())::float8 AS remaining \
-                     FROM login_failures WHERE key = ANY($1) AND window_end > now()",
-                    &[&names],
-                )
-                .await
-                .map_err(database("check login failures"))
-            })
-            .await?;
-        let wait = rows
-            .iter()
-            .filter(|row| {
-                let key: &str = row.get("key");
-                let failures: i32 = row.get("failures");
-                keys.iter()
-                    .any(|(k, limit)| k == key && failures as i64 >= i64::from(*limit))
-            })
-            .map(|row| Duration::from_secs_f64(row.get::<_, f64>("remaining").max(0.0)))
-            .max();
-        Ok(wait.map(|w| w.max(Duration::from_secs(1))))
-    }
-
-    async fn record_failure(&self, keys: &[String], window: Duration) -> Result<(), StoreError> {
         let seconds = window.as_secs_f64();
-        self.with("count a login failure", async move |c| {
-            exec(&*c, "INSERT INTO login_failures (key, window_start, window_end, failures) \
-                 SELECT k, now(), now() + make_interval(secs => $2), 1 FROM unnest($1::text[]) AS k \
-                 ON CONFLICT (key) DO UPDATE SET \
-                 failures = CASE WHEN login_failures.window_end <= now() THEN 1 \
-                                 ELSE login_failures.failures + 1 END, \
-                 window_start = CASE WHEN login_failures.window_end <= now() THEN now() \
-                                     ELSE login_failures.window_start END, \
-                 window_end = CASE WHEN login_failures.window_end <= now() \
-                                   THEN now() + make_interval(secs => $2) \
-                                   ELSE login_failures.window_end END",
-                &[&keys, &seconds],
+        let context = "count a login attempt";
+        self.with(context, async move |c| {
+            let tx = read_committed(c, context).await?;
+            // Every key has a row to lock (an ended window counts as none); rows are
+            // locked in key order, so two attempts on the same keys cannot deadlock, and
+            // concurrent attempts on any replica are judged one after the other.
+            exec(
+                &tx,
+                "INSERT INTO login_failures (key, window_start, window_end, failures) \
+                 SELECT k, now(), now(), 0 FROM unnest($1::text[]) AS k \
+                 ON CONFLICT (key) DO NOTHING",
+                &[&names],
             )
             .await
-            .map_err(database("count a login failure"))
+            .map_err(database(context))?;
+            let rows = rows(
+                &tx,
+                "SELECT key, failures, window_end > clock_timestamp() AS live, \
+                 extract(epoch FROM window_end - clock_timestamp())::float8 AS remaining \
+                 FROM login_failures WHERE key = ANY($1) ORDER BY key FOR UPDATE",
+                &[&names],
+            )
+            .await
+            .map_err(database(context))?;
+            let wait = rows
+                .iter()
+                .filter(|row| {
+                    let key: &str = row.get("key");
+                    let failures: i32 = row.get("failures");
+                    row.get::<_, bool>("live")
+                        && keys
+                            .iter()
+                            .any(|(k, limit)| k == key && i64::from(failures) >= i64::from(*limit))
+                })
+                .map(|row| Duration::from_secs_f64(row.get::<_, f64>("remaining").max(0.0)))
+                .max();
+            if wait.is_none() {
+                exec(
+                    &tx,
+                    "UPDATE login_failures SET \
+                     failures = CASE WHEN window_end <= clock_timestamp() THEN 1 ELSE failures + 1 END, \
+                     window_start = CASE WHEN window_end <= clock_timestamp() THEN clock_timestamp() \
+                                         ELSE window_start END, \
+                     window_end = CASE WHEN window_end <= clock_timestamp() \
+                                       THEN clock_timestamp() + make_interval(secs => $2) \
+                                       ELSE window_end END \
+                     WHERE key = ANY($1)",
+                    &[&names, &seconds],
+                )
+                .await
+                .map_err(database(context))?;
+            }
+            tx.commit().await.map_err(database(context))?;
+            Ok(wait.map(|w| w.max(Duration::from_secs(1))))
+        })
+        .await
+    }
+
+    async fn refund(&self, keys: &[String]) -> Result<(), StoreError> {
+        self.with("take back a login attempt", async move |c| {
+            exec(
+                &*c,
+                "UPDATE login_failures SET failures = greatest(failures - 1, 0) \
+                 WHERE key = ANY($1) AND window_end > clock_timestamp()",
+                &[&keys],
+            )
+            .await
+            .map_err(database("take back a login attempt"))
         })
         .await?;
         Ok(())

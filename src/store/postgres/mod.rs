@@ -149,6 +149,20 @@ async fn exec(
     client.execute(&statement, params).await
 }
 
+/// A transaction in READ COMMITTED whatever the server's default: each statement sees
+/// what committed before it began (another replica's rotation, once its lock is released),
+/// rather than failing on a serialization conflict.
+pub(super) async fn read_committed<'a>(
+    client: &'a mut impl GenericClient,
+    context: &'static str,
+) -> Result<deadpool_postgres::Transaction<'a>, StoreError> {
+    let tx = client.transaction().await.map_err(database(context))?;
+    tx.batch_execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        .await
+        .map_err(database(context))?;
+    Ok(tx)
+}
+
 impl PgStore {
     /// Opens the store for a server: applies pending migrations (under their lock, so
     /// replicas starting together do not race), then starts this replica's listener.

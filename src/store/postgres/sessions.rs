@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::cache::TokenState;
 use super::users::{user_of, COLUMNS as USER_COLUMNS};
-use super::{database, exec, row_one, row_opt, rows};
+use super::{database, exec, read_committed, row_one, row_opt, rows};
 use crate::domain::{RefreshToken, Session, User, UserId};
 use crate::store::record::{RefreshRecord, SessionRecord};
 use crate::store::{rotation, RefreshOutcome, Rotation, StoreError};
@@ -127,20 +127,6 @@ pub async fn insert(client: &mut impl GenericClient, session: &Session) -> Resul
     let tx = client.transaction().await.map_err(database(context))?;
     insert_in(&tx, session).await?;
     tx.commit().await.map_err(database(context))
-}
-
-/// A transaction in READ COMMITTED whatever the server's default: each statement sees
-/// what committed before it began (another replica's rotation, once its lock is released),
-/// rather than failing on a serialization conflict.
-async fn read_committed<'a>(
-    client: &'a mut impl GenericClient,
-    context: &'static str,
-) -> Result<deadpool_postgres::Transaction<'a>, StoreError> {
-    let tx = client.transaction().await.map_err(database(context))?;
-    tx.batch_execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
-        .await
-        .map_err(database(context))?;
-    Ok(tx)
 }
 
 /// Exchanges the presented token for `new`. The session's row lock makes concurrent

@@ -204,6 +204,17 @@ impl Client {
 
     /// A client_credentials request with HTTP Basic authentication.
     pub fn client_grant(&self, id: &str, secret: &str, scope: Option<&str>) -> Resp {
+        self.client_grant_with(id, secret, scope, &[])
+    }
+
+    /// `client_grant` with more headers (e.g. `X-Forwarded-For` behind a trusted proxy).
+    pub fn client_grant_with(
+        &self,
+        id: &str,
+        secret: &str,
+        scope: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Resp {
         use base64::Engine;
         let basic = base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"));
         let auth = format!("Basic {basic}");
@@ -211,12 +222,9 @@ impl Client {
         if let Some(scope) = scope {
             fields.push(("scope", scope));
         }
-        self.send(
-            "POST",
-            TOKEN,
-            &[("Authorization", &auth), ("Content-Type", FORM)],
-            Some(form(&fields)),
-        )
+        let mut all = vec![("Authorization", auth.as_str()), ("Content-Type", FORM)];
+        all.extend_from_slice(headers);
+        self.send("POST", TOKEN, &all, Some(form(&fields)))
     }
 
     /// The access token of a client_credentials grant with the credentials in the form
