@@ -77,6 +77,10 @@ impl AppState {
                     .client(id)
                     .await?
                     .ok_or(TokenError::Invalid("the client no longer exists"))?;
+                // A rotated secret takes the tokens minted with the old one along.
+                if issued_instant(&claims) < client.secret_rotated_at {
+                    return Err(TokenError::Revoked.into());
+                }
                 let allowed = client.scope;
                 (Account::Client(client), allowed)
             }

@@ -154,7 +154,13 @@ fn rotating_a_secret_and_deleting_a_client_take_effect_at_once() {
         app.client_grant(&id, &old_secret, None).expect(401)["error"],
         "invalid_client"
     );
-    app.client_grant(&id, new_secret, None).expect(200);
+    let fresh = app.client_grant(&id, new_secret, None).expect(200)["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Tokens minted with the old secret (a leaked one) end with it; the new one's work.
+    app.get("/api/v1/users", Some(&token)).expect(401);
+    app.get("/api/v1/users", Some(&fresh)).expect(200);
     assert!(app.cli(&["clients", "delete", &id]).success);
     app.get("/api/v1/users", Some(&token)).expect(401);
     assert_eq!(

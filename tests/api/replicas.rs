@@ -299,4 +299,22 @@ fn clients_and_keys_made_once_are_seen_by_every_replica() {
         let stats = checker.get("/api/v1/stats", Some(&token));
         assert_eq!(stats.status, 200, "{}", stats.body);
     }
+
+    // `clients rotate-secret` once: the tokens minted with the old secret end on both.
+    let minted = [grant(&a), grant(&b)];
+    let rotated = cli::json_on(
+        dir.path(),
+        Some(&db.url),
+        &["clients", "rotate-secret", &client.0],
+    );
+    assert!(rotated["client_secret"].is_string());
+    for r in [&a, &b] {
+        for token in &minted {
+            within(
+                "the old secret's tokens refused",
+                Duration::from_secs(2),
+                || r.get("/api/v1/stats", Some(token)).status == 401,
+            );
+        }
+    }
 }
