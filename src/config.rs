@@ -28,9 +28,10 @@ pub struct Config {
     /// Directory of the file-backed store.
     #[arg(long, env = "DATA_DIR", default_value = "./data", global = true)]
     pub data_dir: PathBuf,
-    /// PostgreSQL URL (`postgres://user:pass@host/db`) of the store replicas share; unset:
-    /// the file store in DATA_DIR.
-    #[arg(long, env = "DATABASE_URL", global = true)]
+    /// PostgreSQL URL (`postgres://user@host/db`) of the store replicas share; unset: the
+    /// file store in DATA_DIR. Without a password in it, PGPASSWORD or the password file
+    /// (PGPASSFILE, default ~/.pgpass) gives it, as for psql.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, global = true)]
     pub database_url: Option<String>,
     /// Directory of PKCS#8 PEM signing keys; an Ed25519 key is generated if it has none.
     #[arg(long, env = "KEYS_DIR", default_value = "./keys", global = true)]

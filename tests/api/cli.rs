@@ -52,3 +52,18 @@ fn calibrate_suggests_parameters_for_a_target_time() {
     assert!(suggestion["measured_ms"].as_f64().unwrap() >= 5.0);
     assert!(suggestion["current_ms"].as_f64().unwrap() > 0.0);
 }
+
+#[test]
+fn help_never_prints_a_secret_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = command(dir.path())
+        .arg("--help")
+        .env("DATABASE_URL", "postgres://app:hunter2-db@db.internal/auth")
+        .env("ADMIN_PASSWORD", "hunter2-admin")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("DATABASE_URL"), "{help}");
+    assert!(!help.contains("hunter2"), "{help}");
+}

@@ -8,6 +8,7 @@ mod clients;
 mod copy;
 mod failures;
 mod migrations;
+mod password;
 mod sessions;
 mod users;
 
@@ -64,8 +65,8 @@ impl Drop for PgStore {
 }
 
 /// `url` parsed, with what it does not say itself: a connect timeout (never hang on an
-/// unreachable database) and, if given, the name the connection shows in
-/// `pg_stat_activity`.
+/// unreachable database), if given, the name the connection shows in
+/// `pg_stat_activity`, and the password from PGPASSWORD or the password file.
 fn config(
     url: &str,
     timeout: Duration,
@@ -81,6 +82,7 @@ fn config(
     if let Some(name) = name.filter(|_| config.get_application_name().is_none()) {
         config.application_name(name);
     }
+    password::fill_in(&mut config, &password::Sources::from_env());
     Ok(config)
 }
 
