@@ -285,6 +285,12 @@ impl TokenService {
         if data.claims.iat > crate::domain::now().timestamp() + LEEWAY_SECS as i64 {
             return Err(TokenError::Invalid("iat is in the future"));
         }
+        // This service issues nothing that lives longer than SESSION_DURATION: a signed
+        // token that does (a key used elsewhere, a forged lifetime) is not one of ours.
+        let lifetime = data.claims.exp.saturating_sub(data.claims.iat);
+        if lifetime > self.ttl.as_secs() as i64 + LEEWAY_SECS as i64 {
+            return Err(TokenError::Invalid("lifetime longer than SESSION_DURATION"));
+        }
         Ok(data.claims)
     }
 }

@@ -46,6 +46,15 @@ fn expired_tokens_are_rejected() {
 }
 
 #[test]
+fn a_validly_signed_token_living_longer_than_the_service_issues_is_rejected() {
+    let app = spawn_app();
+    let user = app.new_user();
+    let mut claims = claims_for(&user.id);
+    claims["exp"] = json!(chrono::Utc::now().timestamp() + 30 * 86_400);
+    assert_rejected(&app, &app.sign(app.header(), &claims));
+}
+
+#[test]
 fn not_yet_valid_tokens_are_rejected() {
     let app = spawn_app();
     let user = app.new_user();
