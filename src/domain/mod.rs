@@ -19,7 +19,7 @@ pub use names::PersonName;
 pub use password::NewPassword;
 pub use role::Role;
 pub use scope::{Scope, Scopes};
-pub use session::{RefreshToken, Session};
+pub use session::{PresentedRefresh, RefreshToken, Session};
 pub use user::{User, UserId};
 
 /// The current time at the precision every store keeps (PostgreSQL's `timestamptz` holds

@@ -12,7 +12,7 @@ use serde_json::json;
 use super::{AppState, ServiceError};
 use crate::audit;
 use crate::auth::{refresh, AccessClaims, Principal, TokenError};
-use crate::domain::{Client, Scopes, User, UserId};
+use crate::domain::{Client, PresentedRefresh, Scopes, Session, User, UserId};
 use crate::store::TokenStanding;
 
 /// Who is behind a verified token, as the store has them now.
@@ -109,16 +109,13 @@ impl AppState {
         &self,
         token: &str,
     ) -> Result<Option<ActiveRefresh>, ServiceError> {
-        let hash = refresh::hash(token);
-        let Some(session) = self.store.session_by_refresh(&hash).await? else {
+        let Some((session, presented)) = self.session_of_refresh_token(token).await? else {
             return Ok(None);
         };
         let now = crate::domain::now();
         let current = session
-            .tokens
-            .iter()
-            .find(|t| t.hash == hash)
-            .filter(|t| t.rotated_at.is_none() && t.expires_at > now);
+            .current()
+            .filter(|t| t.hash == presented.hash && t.expires_at > now);
         let user = self.store.user(session.user_id).await?;
         let alive = user.is_some_and(|u| u.session_alive(Some(session.id), session.created_at));
         Ok(current
@@ -131,10 +128,26 @@ impl AppState {
             }))
     }
 
+    /// The session whose family `token` is a token of (current or not), and the token as
+    /// the store knows it; `None` for anything else.
+    async fn session_of_refresh_token(
+        &self,
+        token: &str,
+    ) -> Result<Option<(Session, PresentedRefresh)>, ServiceError> {
+        let Some(presented) = refresh::parse(token) else {
+            return Ok(None);
+        };
+        let session = self.store.session(presented.stored.session_id).await?;
+        Ok(session
+            .filter(|s| s.is_family_of(&presented.stored))
+            .map(|s| (s, presented.stored)))
+    }
+
     /// Revokes `token` (RFC 7009): an access token's `jti` until it expires, a refresh
-    /// token's whole session. Unknown, expired and foreign tokens are left alone, silently:
-    /// the answer must not tell them apart. `client`: the authenticated client, which may
-    /// revoke only tokens issued to it (refresh tokens never are: they belong to users).
+    /// token's whole session (any token of the family, current or not). Unknown, expired
+    /// and foreign tokens are left alone, silently: the answer must not tell them apart.
+    /// `client`: the authenticated client, which may revoke only tokens issued to it
+    /// (refresh tokens never are: they belong to users).
     pub async fn revoke_token(
         &self,
         token: &str,
@@ -156,7 +169,7 @@ impl AppState {
                         .record("token_revoked", Some(&claims.sub), ctx, fields);
                 }
             }
-        } else if let Some(session) = self.store.session_by_refresh(&refresh::hash(token)).await? {
+        } else if let Some((session, _)) = self.session_of_refresh_token(token).await? {
             if issued_to_caller(None) {
                 self.store.revoke_session(session.id).await?;
                 let fields = json!({ "kind": "refresh_token", "session_id": session.id });

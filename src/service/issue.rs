@@ -58,7 +58,7 @@ pub enum Exchanged {
     },
     /// A used token was presented again: the whole session is now revoked (audited).
     Reused,
-    /// Unknown, expired or revoked.
+    /// Unknown (not of a live family), expired or revoked.
     Invalid,
 }
 
@@ -74,10 +74,12 @@ impl AppState {
         };
         let (principal, refresh) = match &grant {
             Grant::Password(u) => {
-                let refresh = refresh::generate(crate::domain::now(), self.refresh_ttl());
-                let session = Session::new(u.id, scopes, refresh.stored);
-                self.store.create_session(session.clone()).await?;
-                (user(u, session.id), Some(refresh.token))
+                let family = refresh::Family::generate();
+                let first = family.issue(crate::domain::now(), self.refresh_ttl());
+                let id = family.session_id();
+                let session = Session::new(id, u.id, scopes, family.hash(), first.stored);
+                self.store.create_session(session).await?;
+                (user(u, id), Some(first.token))
             }
             Grant::RefreshToken {
                 user: u,
@@ -102,17 +104,23 @@ impl AppState {
     }
 
     /// Exchanges a refresh token for the next one of its session, atomically, detecting
-    /// reuse (REFRESH_REUSE_GRACE): a replayed token revokes the whole session.
+    /// reuse (REFRESH_REUSE_GRACE): a replayed token of the session, however old, revokes
+    /// the whole session.
     pub async fn exchange_refresh_token(
         &self,
         presented: &str,
         ctx: &audit::Context,
     ) -> Result<Exchanged, ServiceError> {
-        let new = refresh::generate(crate::domain::now(), self.refresh_ttl());
+        let Some(presented) = refresh::parse(presented) else {
+            return Ok(Exchanged::Invalid);
+        };
+        let new = presented
+            .family
+            .issue(crate::domain::now(), self.refresh_ttl());
         let grace = chrono::Duration::seconds(self.config.refresh_reuse_grace as i64);
         let outcome = self
             .store
-            .refresh(refresh::hash(presented), new.stored, grace)
+            .refresh(presented.stored, new.stored, grace)
             .await?;
         Ok(match outcome {
             RefreshOutcome::Rotated {

@@ -12,7 +12,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::domain::{Client, ClientId, RefreshToken, Scopes, Session, User, UserId};
+use crate::domain::{
+    Client, ClientId, PresentedRefresh, RefreshToken, Scopes, Session, User, UserId,
+};
 
 pub use file::{spool, Export, FileStore, FileStoreOptions};
 
@@ -52,26 +54,29 @@ pub type UserUpdate = Box<dyn FnOnce(&mut User) + Send>;
 #[derive(Debug)]
 pub enum RefreshOutcome {
     /// The token was current, or was rotated less than the grace window ago (a benign
-    /// race: two tabs, a lost response): `new` is now the session's newest token.
+    /// race: two tabs, a lost response): `new` is now the session's one current token.
     Rotated {
         session_id: Uuid,
         scope: Scopes,
         user: User,
         benign_race: bool,
     },
-    /// The token was rotated longer ago than the grace window: someone replayed it. The
-    /// whole session is now revoked, its newest token included.
+    /// A token of the family that stopped being current longer than the grace window ago,
+    /// however many rotations ago: someone replayed it. The whole session is now revoked,
+    /// its newest token included.
     Reused { session_id: Uuid, user_id: UserId },
     /// Unknown, expired or revoked token, or a user who is gone or ended the session.
     Invalid,
 }
 
 /// What presenting a session's refresh token means (see `rotation`).
+#[derive(Debug)]
 pub(crate) enum Rotation<'a> {
     Invalid,
-    /// Rotated longer than the grace window ago: replayed.
+    /// Not current, and rotated longer than the grace window ago: replayed.
     Reused,
-    /// Current, or rotated within the grace window (`benign_race`): rotate it for `user`.
+    /// Current, or rotated within the grace window (`benign_race`): rotate it for `user`
+    /// (`Session::rotate`: the new token supersedes the current one).
     Rotate {
         benign_race: bool,
         user: &'a User,
@@ -83,19 +88,27 @@ pub(crate) enum Rotation<'a> {
 /// presentations of one token are decided one after the other.
 pub(crate) fn rotation<'a>(
     session: &Session,
-    presented: &str,
+    presented: &PresentedRefresh,
     user: Option<&'a User>,
     now: DateTime<Utc>,
     grace: chrono::Duration,
 ) -> Rotation<'a> {
-    let token = session.tokens.iter().find(|t| t.hash == presented);
-    let (Some(token), Some(user)) = (token, user) else {
+    // Naming the session is not enough: the token must carry the family's secret.
+    if !session.is_family_of(presented) {
+        return Rotation::Invalid;
+    }
+    let Some(user) = user else {
         return Rotation::Invalid;
     };
-    if !session.is_live(now)
-        || token.expires_at <= now
-        || !user.session_alive(Some(session.id), session.created_at)
-    {
+    if !session.is_live(now) || !user.session_alive(Some(session.id), session.created_at) {
+        return Rotation::Invalid;
+    }
+    // A token of the family without a record was superseded longer ago than anything
+    // kept (`Session::rotate`): reuse, however many rotations ago.
+    let Some(token) = session.tokens.iter().find(|t| t.hash == presented.hash) else {
+        return Rotation::Reused;
+    };
+    if token.expires_at <= now {
         return Rotation::Invalid;
     }
     match token.rotated_at {
@@ -173,15 +186,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// Records a new login with its first refresh token.
     async fn create_session(&self, session: Session) -> Result<(), StoreError>;
-    /// Exchanges the refresh token whose SHA-256 is `presented` for `new`, atomically,
-    /// detecting reuse (see `RefreshOutcome`).
+    /// Exchanges `presented` for `new` (a token of the same family), atomically,
+    /// detecting reuse (see `RefreshOutcome`; `rotation` decides, `Session::rotate` is
+    /// what a rotation changes).
     async fn refresh(
         &self,
-        presented: String,
+        presented: PresentedRefresh,
         new: RefreshToken,
         grace: chrono::Duration,
     ) -> Result<RefreshOutcome, StoreError>;
-    async fn session_by_refresh(&self, hash: &str) -> Result<Option<Session>, StoreError>;
     async fn session(&self, id: Uuid) -> Result<Option<Session>, StoreError>;
     /// Whether session `id` is known and revoked (cheap: asked on every request).
     async fn session_revoked(&self, id: Uuid) -> Result<bool, StoreError>;
@@ -228,5 +241,114 @@ pub trait Store: Send + Sync + 'static {
     /// Login-failure counters shared with other replicas, if this store keeps them.
     fn failure_counts(&self) -> Option<&dyn FailureCounts> {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Duration;
+
+    use super::*;
+    use crate::domain::{Email, Role};
+
+    fn token(hash: &str) -> RefreshToken {
+        let now = crate::domain::now();
+        RefreshToken {
+            hash: hash.into(),
+            issued_at: now,
+            expires_at: now + Duration::hours(1),
+            rotated_at: None,
+        }
+    }
+
+    /// A user, and a session of theirs (family secret hash `fam`) whose tokens were `a`,
+    /// then `b` (at `start`), then `c` (current, a second later); and a moment 11 s after
+    /// `start`.
+    fn family() -> (User, Session, DateTime<Utc>) {
+        let email = Email::parse("rotation@example.com").unwrap();
+        let user = User::new(email, "hash".into(), Role::User, None, None);
+        let start = crate::domain::now();
+        let grace = Duration::seconds(10);
+        let (id, scope) = (Uuid::now_v7(), Scopes::default());
+        let mut s = Session::new(id, user.id, scope, "fam".into(), token("a"));
+        s.rotate(token("b"), start, grace);
+        s.rotate(token("c"), start + Duration::seconds(1), grace);
+        (user, s, start + Duration::seconds(11))
+    }
+
+    /// The verdict on presenting token `hash` carrying the family secret hash `family`.
+    fn verdict(
+        s: &Session,
+        user: Option<&User>,
+        (family, hash): (&str, &str),
+        now: DateTime<Utc>,
+        grace_secs: i64,
+    ) -> &'static str {
+        let presented = PresentedRefresh {
+            session_id: s.id,
+            family: family.into(),
+            hash: hash.into(),
+        };
+        match rotation(s, &presented, user, now, Duration::seconds(grace_secs)) {
+            Rotation::Invalid => "invalid",
+            Rotation::Reused => "reused",
+            Rotation::Rotate {
+                benign_race: false, ..
+            } => "rotate",
+            Rotation::Rotate {
+                benign_race: true, ..
+            } => "benign race",
+        }
+    }
+
+    #[test]
+    fn the_current_token_rotates_and_a_recently_superseded_one_is_a_benign_race() {
+        let (u, s, now) = family();
+        assert_eq!(verdict(&s, Some(&u), ("fam", "c"), now, 10), "rotate");
+        // `b` was superseded 10 s before `now`.
+        assert_eq!(verdict(&s, Some(&u), ("fam", "b"), now, 10), "benign race");
+        assert_eq!(verdict(&s, Some(&u), ("fam", "b"), now, 9), "reused");
+        assert_eq!(verdict(&s, Some(&u), ("fam", "b"), now, 0), "reused");
+    }
+
+    #[test]
+    fn any_earlier_token_of_the_family_is_reuse_whether_kept_or_not() {
+        let (u, mut s, now) = family();
+        // `a` is still kept (superseded 11 s ago, kept for 20); `z` stands for a token
+        // superseded so many rotations ago that nothing of it is kept.
+        assert_eq!(verdict(&s, Some(&u), ("fam", "a"), now, 10), "reused");
+        assert_eq!(verdict(&s, Some(&u), ("fam", "z"), now, 10), "reused");
+        s.tokens.remove(0);
+        assert_eq!(verdict(&s, Some(&u), ("fam", "a"), now, 10), "reused");
+    }
+
+    #[test]
+    fn a_token_without_the_familys_secret_is_unknown() {
+        let (u, mut s, now) = family();
+        assert_eq!(verdict(&s, Some(&u), ("forged", "c"), now, 10), "invalid");
+        assert_eq!(verdict(&s, Some(&u), ("forged", "z"), now, 10), "invalid");
+        // Nor is a token naming another session.
+        let elsewhere = PresentedRefresh {
+            session_id: Uuid::now_v7(),
+            family: "fam".into(),
+            hash: "c".into(),
+        };
+        let grace = Duration::seconds(10);
+        let judged = rotation(&s, &elsewhere, Some(&u), now, grace);
+        assert!(matches!(judged, Rotation::Invalid), "{judged:?}");
+        // A session from before families takes no token at all.
+        s.family = None;
+        assert_eq!(verdict(&s, Some(&u), ("fam", "c"), now, 10), "invalid");
+    }
+
+    #[test]
+    fn nothing_rotates_in_a_dead_session_or_for_a_gone_user() {
+        let (u, mut s, now) = family();
+        assert_eq!(verdict(&s, None, ("fam", "c"), now, 10), "invalid");
+        let expired = s.tokens.last().unwrap().expires_at;
+        assert_eq!(verdict(&s, Some(&u), ("fam", "c"), expired, 10), "invalid");
+        s.revoked_at = Some(now);
+        assert_eq!(verdict(&s, Some(&u), ("fam", "c"), now, 10), "invalid");
+        assert_eq!(verdict(&s, Some(&u), ("fam", "a"), now, 10), "invalid");
     }
 }

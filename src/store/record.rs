@@ -74,6 +74,9 @@ pub struct SessionRecord {
     pub scope: String,
     pub created_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
+    /// SHA-256 of the family secret; absent in records written before families.
+    #[serde(default)]
+    pub family: Option<String>,
     pub tokens: Vec<RefreshRecord>,
 }
 
@@ -116,6 +119,7 @@ impl From<&Session> for SessionRecord {
             scope: s.scope.to_string(),
             created_at: s.created_at,
             revoked_at: s.revoked_at,
+            family: s.family.clone(),
             tokens: s.tokens.iter().map(RefreshRecord::from).collect(),
         }
     }
@@ -125,6 +129,12 @@ impl TryFrom<SessionRecord> for Session {
     type Error = String;
 
     fn try_from(r: SessionRecord) -> Result<Self, String> {
+        let mut tokens: Vec<RefreshToken> = r.tokens.into_iter().map(RefreshToken::from).collect();
+        if r.family.is_none() {
+            // From before families: its tokens are refused, only the newest's expiry
+            // still counts (how long the session is kept).
+            tokens.drain(..tokens.len().saturating_sub(1));
+        }
         Ok(Session {
             id: r.id,
             user_id: r.user_id,
@@ -132,7 +142,8 @@ impl TryFrom<SessionRecord> for Session {
                 .map_err(|s| format!("session {}: unknown scope {s}", r.id))?,
             created_at: r.created_at,
             revoked_at: r.revoked_at,
-            tokens: r.tokens.into_iter().map(RefreshToken::from).collect(),
+            family: r.family,
+            tokens,
         })
     }
 }

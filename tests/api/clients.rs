@@ -179,26 +179,12 @@ fn rotating_a_secret_and_deleting_a_client_take_effect_at_once() {
     );
 }
 
-fn introspect(
-    app: &super::helpers::TestApp,
-    client: &(String, String),
-    token: &str,
-) -> serde_json::Value {
-    let fields = [
-        ("token", token),
-        ("client_id", client.0.as_str()),
-        ("client_secret", client.1.as_str()),
-    ];
-    app.post_form("/api/v1/auth/introspect", &fields)
-        .expect(200)
-}
-
 #[test]
 fn introspection_answers_registered_clients_with_the_live_state_of_a_token() {
     let app = spawn_app();
     let client = app.new_client("users:read");
     let user = app.new_user();
-    let active = introspect(&app, &client, &user.token);
+    let active = app.introspect(&client, &user.token);
     assert_eq!(active["active"], true);
     assert_eq!(active["sub"], user.id.as_str());
     assert_eq!(active["scope"], "profile");
@@ -206,8 +192,7 @@ fn introspection_answers_registered_clients_with_the_live_state_of_a_token() {
     assert!(active["exp"].is_i64() && active["iat"].is_i64());
 
     let client_token = app.client_grant(&client.0, &client.1, None).expect(200);
-    let own = introspect(
-        &app,
+    let own = app.introspect(
         &client,
         client_token["access_token"].as_str().unwrap(),
     );
@@ -217,7 +202,7 @@ fn introspection_answers_registered_clients_with_the_live_state_of_a_token() {
     );
 
     let pair = app.password_grant(&user.email, &user.password).expect(200);
-    let refresh = introspect(&app, &client, pair["refresh_token"].as_str().unwrap());
+    let refresh = app.introspect(&client, pair["refresh_token"].as_str().unwrap());
     assert_eq!(
         (refresh["active"].as_bool(), refresh["token_type"].as_str()),
         (Some(true), Some("refresh_token"))
@@ -226,11 +211,11 @@ fn introspection_answers_registered_clients_with_the_live_state_of_a_token() {
     app.delete("/api/v1/auth_session/logout", Some(&user.token))
         .expect(200);
     assert_eq!(
-        introspect(&app, &client, &user.token),
+        app.introspect(&client, &user.token),
         json!({"active": false})
     );
     assert_eq!(
-        introspect(&app, &client, "garbage"),
+        app.introspect(&client, "garbage"),
         json!({"active": false})
     );
 

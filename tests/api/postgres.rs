@@ -6,7 +6,7 @@ use serde_json::Value;
 use simple_api::store::Store;
 
 use super::helpers::cli;
-use super::helpers::database::{database, empty_database};
+use super::helpers::database::{database, empty_database, query_value};
 use super::helpers::process::{command, free_port, replica, start};
 
 fn migrate(url: &str) -> Value {
@@ -25,8 +25,8 @@ fn migrate(url: &str) -> Value {
 fn migrate_applies_the_schema_once() {
     let db = empty_database();
     let first = migrate(&db.url);
-    assert_eq!(first["applied"], serde_json::json!([1, 2, 3]));
-    assert_eq!(first["schema_version"], 3);
+    assert_eq!(first["applied"], serde_json::json!([1, 2, 3, 4]));
+    assert_eq!(first["schema_version"], 4);
     let again = migrate(&db.url);
     assert_eq!(again["applied"], serde_json::json!([]));
 }
@@ -58,7 +58,8 @@ fn replicas_migrating_at_once_do_not_race() {
         vec![
             serde_json::json!(1),
             serde_json::json!(2),
-            serde_json::json!(3)
+            serde_json::json!(3),
+            serde_json::json!(4)
         ],
         "exactly one applied it"
     );
@@ -317,17 +318,23 @@ async fn prune_gets_through_a_backlog_in_batches() {
             rotated_at: None,
         }
     };
+    let session = |first: RefreshToken| {
+        let id = uuid::Uuid::now_v7();
+        Session::new(id, owner.id, Scopes::default(), "family".into(), first)
+    };
     let dead = 2500;
+    let mut first_dead = None;
     for i in 0..dead {
-        let session = Session::new(owner.id, Scopes::default(), token(format!("d{i}"), -60));
+        let session = session(token(format!("d{i}"), -60));
+        first_dead.get_or_insert(session.id);
         store.create_session(session).await.unwrap();
     }
-    let live = Session::new(owner.id, Scopes::default(), token("live".into(), 3600));
+    let live = session(token("live".into(), 3600));
     store.create_session(live.clone()).await.unwrap();
     let removed = store.prune(simple_api::domain::now()).await.unwrap();
     assert_eq!(removed, dead);
     assert!(store.session(live.id).await.unwrap().is_some());
-    assert!(store.session_by_refresh("d0").await.unwrap().is_none());
+    assert!(store.session(first_dead.unwrap()).await.unwrap().is_none());
     assert_eq!(store.prune(simple_api::domain::now()).await.unwrap(), 0);
 }
 
@@ -363,4 +370,54 @@ async fn login_counters_take_any_identifier_and_count_all_or_nothing() {
     throttle.refund(&fresh, false).await.unwrap();
     assert_eq!(throttle.reserve(&fresh).await.unwrap(), None);
     assert!(throttle.reserve(&fresh).await.unwrap().is_some());
+}
+
+/// Sessions from before refresh-token families (migration 4 leaves their `family` NULL)
+/// keep their expiry and revocation, but take no refresh token.
+#[tokio::test]
+async fn sessions_from_before_families_refresh_no_more() {
+    use simple_api::domain::{PresentedRefresh, RefreshToken, Scopes, Session};
+    use simple_api::store::RefreshOutcome;
+    let db = database();
+    let store = open_store(&db.url).await;
+    let owner = new_user("legacy@example.com");
+    store.create_user(owner.clone()).await.unwrap();
+    let now = simple_api::domain::now();
+    let token = |hash: &str| RefreshToken {
+        hash: hash.into(),
+        issued_at: now,
+        expires_at: now + chrono::Duration::hours(1),
+        rotated_at: None,
+    };
+    let id = uuid::Uuid::now_v7();
+    let mut old = Session::new(id, owner.id, Scopes::default(), "f".into(), token("old1"));
+    old.tokens[0].rotated_at = Some(now);
+    old.tokens.push(token("old2"));
+    store.create_session(old).await.unwrap();
+    let sql = format!(
+        "WITH old AS (UPDATE sessions SET family = NULL WHERE id = '{id}' RETURNING 1) \
+         SELECT count(*) FROM old"
+    );
+    assert_eq!(query_value(&db.url, &sql), "1");
+
+    let read = store.session(id).await.unwrap().unwrap();
+    assert_eq!(read.family, None);
+    assert!(read.is_live(now), "kept until its newest token expires");
+    let hashes: Vec<_> = read.tokens.iter().map(|t| t.hash.as_str()).collect();
+    assert_eq!(hashes, ["old2"], "only the newest token counts");
+    for hash in ["old1", "old2"] {
+        let presented = PresentedRefresh {
+            session_id: id,
+            family: "f".into(),
+            hash: hash.into(),
+        };
+        let outcome = store
+            .refresh(presented, token("new"), chrono::Duration::seconds(10))
+            .await
+            .unwrap();
+        assert!(matches!(outcome, RefreshOutcome::Invalid), "{outcome:?}");
+    }
+    assert!(!store.session_revoked(id).await.unwrap(), "nothing revoked");
+    store.revoke_session(id).await.unwrap();
+    assert!(store.session_revoked(id).await.unwrap());
 }

@@ -49,9 +49,86 @@ fn a_replay_within_the_grace_window_is_a_benign_race() {
     let first = app.refresh(refresh_token(&pair)).expect(200);
     let second = app.refresh(refresh_token(&pair)).expect(200);
     assert_ne!(first["refresh_token"], second["refresh_token"]);
-    // Nothing was revoked: both new tokens go on working.
+    // Nothing was revoked: within the window both new tokens go on working (the first
+    // counts as rotated since the replay, so presenting it is a benign race too).
     app.refresh(refresh_token(&first)).expect(200);
     app.refresh(refresh_token(&second)).expect(200);
+}
+
+/// Issue #15 (b): a replay within the window supersedes the earlier successor, so the
+/// family never forks: once the windows have passed only the newest token rotates, and
+/// presenting the earlier successor is reuse.
+#[test]
+fn a_replay_within_the_grace_window_supersedes_the_earlier_successor() {
+    let app = spawn_app_with(|c| c.refresh_reuse_grace = 1);
+    let client = app.new_client("users:read");
+    let replay = |pair: &Value| {
+        let earlier = app.refresh(refresh_token(pair)).expect(200);
+        let replayed = app.refresh(refresh_token(pair)).expect(200);
+        (earlier, replayed)
+    };
+    let (_, first) = login(&app);
+    let (earlier, replayed) = replay(&first);
+    let active = |pair: &Value| app.introspect(&client, refresh_token(pair))["active"] == true;
+    assert!(!active(&earlier), "the earlier successor is no longer live");
+    assert!(active(&replayed));
+    let (_, second) = login(&app);
+    let (earlier_2, replayed_2) = replay(&second);
+    std::thread::sleep(Duration::from_millis(1_500));
+
+    // The earlier successor, presented after its window: reuse, the family is revoked.
+    let stolen = app.refresh(refresh_token(&earlier)).expect(400);
+    assert_eq!(stolen["error"], "invalid_grant");
+    let newest = app.refresh(refresh_token(&replayed)).expect(400);
+    assert_eq!(newest["error"], "invalid_grant", "the newest token died with it");
+    app.get("/api/v1/users/me", replayed["access_token"].as_str())
+        .expect(401);
+
+    // The other order: the newest rotates, then the earlier successor is reuse.
+    let next = app.refresh(refresh_token(&replayed_2)).expect(200);
+    app.refresh(refresh_token(&earlier_2)).expect(400);
+    app.refresh(refresh_token(&next)).expect(400);
+}
+
+/// Issue #15 (a): no history limit turns theft into an unknown token. Rotating a family
+/// 1,000 times (what once pushed the first token out of a session's history) and then
+/// presenting its first token is still reuse, and revokes the family.
+#[test]
+fn a_token_a_thousand_rotations_old_is_still_reuse() {
+    let app = spawn_app_with(|c| c.refresh_reuse_grace = 0);
+    let (_, first) = login(&app);
+    let mut newest = first.clone();
+    for _ in 0..1_000 {
+        newest = app.refresh(refresh_token(&newest)).expect(200);
+    }
+    let stolen = app.refresh(refresh_token(&first)).expect(400);
+    assert_eq!(stolen["error"], "invalid_grant");
+    assert_eq!(
+        app.refresh(refresh_token(&newest)).expect(400)["error"],
+        "invalid_grant",
+        "the family is revoked, its newest token included"
+    );
+    app.get("/api/v1/users/me", newest["access_token"].as_str())
+        .expect(401);
+}
+
+#[test]
+fn revoking_any_token_of_a_family_ends_it_and_strangers_tokens_are_unknown() {
+    let app = spawn_app_with(|c| c.refresh_reuse_grace = 0);
+    let (user, pair) = login(&app);
+    let next = app.refresh(refresh_token(&pair)).expect(200);
+    // A token naming the session (anyone who saw an access token knows its `sid`) but
+    // without the family's secret is nobody's: refused, and nothing is revoked.
+    let forged = forged_for(next["access_token"].as_str().unwrap());
+    assert_eq!(app.refresh(&forged).expect(400)["error"], "invalid_grant");
+    app.revoke(&forged).expect(200);
+    let next = app.refresh(refresh_token(&next)).expect(200);
+    // A used token of the family revokes it all (RFC 7009).
+    assert_eq!(app.revoke(refresh_token(&pair)).expect(200), json!({}));
+    app.refresh(refresh_token(&next)).expect(400);
+    app.get("/api/v1/users/me", next["access_token"].as_str())
+        .expect(401);
+    app.get("/api/v1/users/me", Some(&user.token)).expect(200);
 }
 
 #[test]
@@ -194,4 +271,17 @@ fn a_refresh_can_narrow_the_scope_and_a_demotion_narrows_it() {
         app.refresh(refresh_token(&promoted)).expect(200)["scope"],
         "profile"
     );
+}
+
+/// A refresh token in this service's format naming the session of `access_token`, with
+/// made-up secrets.
+fn forged_for(access_token: &str) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    let claims = access_token.split('.').nth(1).unwrap();
+    let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(claims).unwrap()).unwrap();
+    let sid = uuid::Uuid::parse_str(claims["sid"].as_str().unwrap()).unwrap();
+    let mut bytes = sid.as_bytes().to_vec();
+    bytes.extend([0x5a; 64]);
+    URL_SAFE_NO_PAD.encode(bytes)
 }

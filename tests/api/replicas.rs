@@ -130,20 +130,73 @@ fn the_database_decides_a_refresh_race_between_replicas() {
     let (_dir, _db, a, b) = two(&[("REFRESH_REUSE_GRACE", "10")]);
     assert_eq!(a.signup("bob@example.com", PASSWORD).status, 201);
     let rounds = 10;
+    let mut pairs = Vec::new();
     for _ in 0..rounds {
         let (_, refresh) = a.tokens("bob@example.com", PASSWORD);
         let (x, y) = race(&a, &b, &refresh);
         assert_eq!((x.status, y.status), (200, 200), "{} / {}", x.body, y.body);
-        for new in [&x, &y] {
-            let newest = refresh_token_of(new);
-            assert_eq!(b.refresh(&newest).status, 200, "both pairs are live");
-        }
+        pairs.push((x, y));
     }
     // Logs are written as requests finish; give the last lines a moment.
     std::thread::sleep(Duration::from_millis(200));
     let logs = a.log_text() + &b.log_text();
     let benign = logs.matches("benign_race=true").count();
     assert_eq!(benign, rounds, "one benign race per round:\n{logs}");
+    // Both pairs are the family's: within the window either one's token rotates (the
+    // one the race's second pair superseded, as a benign race of its own).
+    for (x, y) in &pairs {
+        for new in [x, y] {
+            let newest = refresh_token_of(new);
+            assert_eq!(b.refresh(&newest).status, 200, "within the window");
+        }
+    }
+}
+
+/// Issue #15 (b) across replicas: a replay on B within the window supersedes the
+/// successor A issued, so after the windows that successor is reuse (on either replica)
+/// and the family dies, the replay's newest token included.
+#[test]
+fn a_replay_on_another_replica_supersedes_the_successor_the_first_issued() {
+    let (_dir, _db, a, b) = two(&[("REFRESH_REUSE_GRACE", "1")]);
+    assert_eq!(a.signup("ann@example.com", PASSWORD).status, 201);
+    let (_, first) = a.tokens("ann@example.com", PASSWORD);
+    let earlier = a.refresh(&first);
+    assert_eq!(earlier.status, 200, "{}", earlier.body);
+    let replayed = b.refresh(&first);
+    assert_eq!(replayed.status, 200, "a benign race: {}", replayed.body);
+    std::thread::sleep(Duration::from_millis(1_500));
+    let stolen = b.refresh(&refresh_token_of(&earlier));
+    assert_eq!(stolen.status, 400, "{}", stolen.body);
+    assert_eq!(stolen.json()["error"], "invalid_grant");
+    let newest = a.refresh(&refresh_token_of(&replayed));
+    assert_eq!(newest.status, 400, "the family is revoked: {}", newest.body);
+    let access = replayed.json()["access_token"].as_str().unwrap().to_owned();
+    within(
+        "A refusing its access token",
+        Duration::from_secs(1),
+        || a.me(&access).status == 401,
+    );
+}
+
+/// Issue #15 (a) across replicas: a family rotated 1,000 times, in turn on A and B (what
+/// once pushed its first token out of the session's history), still knows its first
+/// token: presented on B, it is reuse, and the family is revoked on A too.
+#[test]
+fn a_token_a_thousand_rotations_old_is_reuse_on_any_replica() {
+    let (_dir, _db, a, b) = two(&[("REFRESH_REUSE_GRACE", "0")]);
+    assert_eq!(a.signup("ann@example.com", PASSWORD).status, 201);
+    let (_, first) = a.tokens("ann@example.com", PASSWORD);
+    let mut newest = first.clone();
+    for i in 0..1_000 {
+        let replica = if i % 2 == 0 { &a } else { &b };
+        let next = replica.refresh(&newest);
+        assert_eq!(next.status, 200, "rotation {i}: {}", next.body);
+        newest = refresh_token_of(&next);
+    }
+    let stolen = b.refresh(&first);
+    assert_eq!(stolen.status, 400, "{}", stolen.body);
+    assert_eq!(stolen.json()["error"], "invalid_grant");
+    assert_eq!(a.refresh(&newest).status, 400, "the family is revoked");
 }
 
 #[test]

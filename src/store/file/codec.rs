@@ -31,12 +31,17 @@ pub enum Entry {
     SessionPut {
         session: SessionRecord,
     },
-    /// One refresh: `presented` is marked rotated at `at`, `new` joins the family.
+    /// One refresh, `Session::rotate`: at `at`, `new` becomes the current token and the
+    /// one it replaces counts as rotated; superseded tokens are kept by `grace_ms`, the
+    /// grace window the rotation was decided with (absent, 0, in lines written before
+    /// families: they keep none). `presented` (its hash) is for the record.
     SessionRotate {
         id: Uuid,
         presented: String,
         at: DateTime<Utc>,
         new: RefreshRecord,
+        #[serde(default)]
+        grace_ms: u64,
     },
     SessionRevoke {
         id: Uuid,

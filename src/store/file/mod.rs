@@ -33,7 +33,9 @@ use self::syncer::Syncer;
 use self::writer::{start_writer, Job};
 use super::record::{ClientRecord, RefreshRecord, SessionRecord, UserRecord};
 use super::{rotation, RefreshOutcome, Rotation, Store, StoreError, TokenStanding, UserUpdate};
-use crate::domain::{Client, ClientId, Email, RefreshToken, Session, User, UserId};
+use crate::domain::{
+    Client, ClientId, Email, PresentedRefresh, RefreshToken, Session, User, UserId,
+};
 
 #[derive(Debug, Clone)]
 pub struct FileStoreOptions {
@@ -150,7 +152,7 @@ impl FileStore {
     }
 
     /// Everything the store holds, for `store copy`: users oldest first, sessions with
-    /// their token history, unexpired revoked token ids, clients oldest first.
+    /// their refresh-token families, unexpired revoked token ids, clients oldest first.
     pub fn export(&self) -> Export {
         let state = read(&self.inner.state);
         let mut clients: Vec<Client> = state.clients.values().cloned().collect();
@@ -259,17 +261,13 @@ impl Store for FileStore {
 
     async fn refresh(
         &self,
-        presented: String,
+        presented: PresentedRefresh,
         new: RefreshToken,
         grace: chrono::Duration,
     ) -> Result<RefreshOutcome, StoreError> {
         self.write(move |state| {
             let now = new.issued_at;
-            let session = state
-                .by_refresh
-                .get(&presented)
-                .and_then(|id| state.sessions.get(id));
-            let Some(session) = session else {
+            let Some(session) = state.sessions.get(&presented.session_id) else {
                 return Ok((vec![], RefreshOutcome::Invalid));
             };
             let user = state.users.get(&session.user_id);
@@ -291,9 +289,10 @@ impl Store for FileStore {
                 };
             let rotate = Entry::SessionRotate {
                 id: session.id,
-                presented,
+                presented: presented.hash,
                 at: now,
                 new: RefreshRecord::from(&new),
+                grace_ms: grace.num_milliseconds().max(0) as u64,
             };
             let outcome = RefreshOutcome::Rotated {
                 session_id: session.id,
@@ -304,15 +303,6 @@ impl Store for FileStore {
             Ok((vec![rotate], outcome))
         })
         .await
-    }
-
-    async fn session_by_refresh(&self, hash: &str) -> Result<Option<Session>, StoreError> {
-        let state = read(&self.inner.state);
-        Ok(state
-            .by_refresh
-            .get(hash)
-            .and_then(|id| state.sessions.get(id))
-            .cloned())
     }
 
     async fn session_revoked(&self, id: Uuid) -> Result<bool, StoreError> {

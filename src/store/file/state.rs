@@ -19,9 +19,8 @@ pub(super) struct State {
     pub(super) users: HashMap<UserId, Arc<User>>,
     pub(super) by_email: EmailIndex,
     pub(super) by_created: Ordered<(DateTime<Utc>, UserId)>,
+    /// Sessions by id: a refresh token names its session (`auth::refresh`).
     pub(super) sessions: HashMap<Uuid, Session>,
-    /// Refresh-token hash → session.
-    pub(super) by_refresh: HashMap<String, Uuid>,
     /// Revoked access-token ids → when they expire anyway.
     pub(super) revoked_jtis: HashMap<String, DateTime<Utc>>,
     pub(super) clients: HashMap<ClientId, Client>,
@@ -45,32 +44,20 @@ impl State {
             }
             Entry::SessionPut { session } => {
                 let session = Session::try_from(session)?;
-                self.remove_session(session.id);
-                for token in &session.tokens {
-                    self.by_refresh.insert(token.hash.clone(), session.id);
-                }
                 self.sessions.insert(session.id, session);
             }
             Entry::SessionRotate {
                 id,
-                presented,
                 at,
                 new,
+                grace_ms,
+                ..
             } => {
                 let Some(session) = self.sessions.get_mut(&id) else {
                     return Ok(()); // pruned since: nothing left to update
                 };
-                if let Some(token) = session.tokens.iter_mut().find(|t| t.hash == presented) {
-                    // The grace window runs from the first rotation, not the latest replay.
-                    token.rotated_at.get_or_insert(at);
-                }
-                self.by_refresh.insert(new.hash.clone(), id);
-                let oldest = session.tokens.first().map(|t| t.hash.clone());
-                session.push(RefreshToken::from(new));
-                if let Some(oldest) = oldest.filter(|h| session.tokens.iter().all(|t| &t.hash != h))
-                {
-                    self.by_refresh.remove(&oldest);
-                }
+                let grace = chrono::Duration::milliseconds(grace_ms as i64);
+                session.rotate(RefreshToken::from(new), at, grace);
             }
             Entry::SessionRevoke { id, at } => {
                 if let Some(session) = self.sessions.get_mut(&id) {
@@ -89,14 +76,6 @@ impl State {
             }
         }
         Ok(())
-    }
-
-    fn remove_session(&mut self, id: Uuid) {
-        if let Some(old) = self.sessions.remove(&id) {
-            for token in old.tokens {
-                self.by_refresh.remove(&token.hash);
-            }
-        }
     }
 
     /// Drops what can no longer matter: dead sessions (revoked, expired, user gone) and
@@ -118,7 +97,7 @@ impl State {
             .map(|s| s.id)
             .collect();
         for id in &dead {
-            self.remove_session(*id);
+            self.sessions.remove(id);
         }
         let before = self.revoked_jtis.len();
         // Kept past `exp` for as long as a token is still accepted after it (the leeway).

@@ -5,7 +5,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::sync::atomic::Ordering;
 
 use super::*;
-use crate::domain::{RefreshToken, Role, Session};
+use serde_json::json;
+
+use crate::domain::{PresentedRefresh, RefreshToken, Role, Session};
 
 fn user(email: &str) -> User {
     User::new(
@@ -319,24 +321,54 @@ fn refresh_token(hash: &str, ttl_secs: i64) -> RefreshToken {
     }
 }
 
+/// A new session of `owner` (family secret hash `family`) with its first token `first`.
+fn new_session(owner: &User, first: &str, ttl_secs: i64) -> Session {
+    let scope = crate::domain::Scopes::default();
+    let first = refresh_token(first, ttl_secs);
+    Session::new(Uuid::now_v7(), owner.id, scope, "family".into(), first)
+}
+
+/// Presenting `session`'s token `hash`.
+fn presented(session: &Session, hash: &str) -> PresentedRefresh {
+    PresentedRefresh {
+        session_id: session.id,
+        family: "family".into(),
+        hash: hash.into(),
+    }
+}
+
+/// Presents `session`'s token `old` for the next one, `new`.
+async fn exchange(
+    store: &FileStore,
+    session: &Session,
+    (old, new): (&str, &str),
+    grace: chrono::Duration,
+) -> RefreshOutcome {
+    let next = refresh_token(new, 60);
+    store
+        .refresh(presented(session, old), next, grace)
+        .await
+        .unwrap()
+}
+
+/// A store in `dir` holding a user and a new session of theirs, with its first token
+/// `first`.
+async fn store_with_session(dir: &Path, email: &str, first: &str) -> (FileStore, Session) {
+    let store = open(dir);
+    let owner = user(email);
+    store.create_user(owner.clone()).await.unwrap();
+    let session = new_session(&owner, first, 60);
+    store.create_session(session.clone()).await.unwrap();
+    (store, session)
+}
+
 #[tokio::test]
 async fn refresh_rotates_tolerates_a_quick_replay_and_revokes_on_late_reuse() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let owner = user("owner@example.com");
-    store.create_user(owner.clone()).await.unwrap();
-    let session = Session::new(
-        owner.id,
-        crate::domain::Scopes::default(),
-        refresh_token("t1", 60),
-    );
-    store.create_session(session.clone()).await.unwrap();
+    let (store, session) = store_with_session(dir.path(), "owner@example.com", "t1").await;
     let grace = chrono::Duration::seconds(5);
 
-    let first = store
-        .refresh("t1".into(), refresh_token("t2", 60), grace)
-        .await
-        .unwrap();
+    let first = exchange(&store, &session, ("t1", "t2"), grace).await;
     assert!(
         matches!(
             first,
@@ -347,10 +379,7 @@ async fn refresh_rotates_tolerates_a_quick_replay_and_revokes_on_late_reuse() {
         ),
         "{first:?}"
     );
-    let replay = store
-        .refresh("t1".into(), refresh_token("t3", 60), grace)
-        .await
-        .unwrap();
+    let replay = exchange(&store, &session, ("t1", "t3"), grace).await;
     assert!(
         matches!(
             replay,
@@ -361,20 +390,17 @@ async fn refresh_rotates_tolerates_a_quick_replay_and_revokes_on_late_reuse() {
         ),
         "{replay:?}"
     );
-    let late = store
-        .refresh(
-            "t1".into(),
-            refresh_token("t4", 60),
-            chrono::Duration::zero(),
-        )
-        .await
-        .unwrap();
+    // The replay's successor superseded t2, which is now a used token too.
+    let stored = store.session(session.id).await.unwrap().unwrap();
+    assert_eq!(stored.current().unwrap().hash, "t3");
+    assert!(stored
+        .tokens
+        .iter()
+        .any(|t| t.hash == "t2" && t.rotated_at.is_some()));
+    let late = exchange(&store, &session, ("t2", "t4"), chrono::Duration::zero()).await;
     assert!(matches!(late, RefreshOutcome::Reused { .. }), "{late:?}");
     // The whole family is dead now, the newest token included, and stays so on reload.
-    let newest = store
-        .refresh("t3".into(), refresh_token("t5", 60), grace)
-        .await
-        .unwrap();
+    let newest = exchange(&store, &session, ("t3", "t5"), grace).await;
     assert!(matches!(newest, RefreshOutcome::Invalid), "{newest:?}");
     drop(store);
     let store = open(dir.path());
@@ -385,36 +411,126 @@ async fn refresh_rotates_tolerates_a_quick_replay_and_revokes_on_late_reuse() {
         .unwrap()
         .revoked_at
         .is_some());
+    let mut unknown = presented(&session, "t3");
+    unknown.session_id = Uuid::now_v7();
     let unknown = store
-        .refresh("nope".into(), refresh_token("t6", 60), grace)
+        .refresh(unknown, refresh_token("t6", 60), grace)
         .await
         .unwrap();
     assert!(matches!(unknown, RefreshOutcome::Invalid));
 }
 
 #[tokio::test]
+async fn a_reloaded_family_keeps_one_current_token_and_what_the_window_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, session) = store_with_session(dir.path(), "reload@example.com", "a").await;
+    let grace = chrono::Duration::seconds(5);
+    for (old, new) in [("a", "b"), ("a", "c"), ("c", "d")] {
+        let outcome = exchange(&store, &session, (old, new), grace).await;
+        assert!(
+            matches!(outcome, RefreshOutcome::Rotated { .. }),
+            "{outcome:?}"
+        );
+    }
+    let before = store.session(session.id).await.unwrap().unwrap();
+    drop(store);
+    let store = open(dir.path());
+    let after = store.session(session.id).await.unwrap().unwrap();
+    assert_eq!(after, before, "the log replays to the same family");
+    assert_eq!(after.current().unwrap().hash, "d");
+    assert_eq!(
+        after
+            .tokens
+            .iter()
+            .filter(|t| t.rotated_at.is_none())
+            .count(),
+        1
+    );
+    // Without a grace window, a rotation keeps nothing superseded, in memory and on disk.
+    exchange(&store, &session, ("d", "e"), chrono::Duration::zero()).await;
+    drop(store);
+    let store = open(dir.path());
+    let tokens = store.session(session.id).await.unwrap().unwrap().tokens;
+    assert_eq!(tokens.len(), 1);
+    let old = exchange(&store, &session, ("a", "f"), grace).await;
+    assert!(matches!(old, RefreshOutcome::Reused { .. }), "{old:?}");
+}
+
+/// A log written before refresh-token families (no `family`, no `grace_ms`) loads: its
+/// sessions keep their revocations and expiry, but take no refresh token.
+#[tokio::test]
+async fn a_store_written_before_families_loads_and_its_sessions_refresh_no_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let owner = user("legacy@example.com");
+    let (live, revoked) = (Uuid::now_v7(), Uuid::now_v7());
+    let now = crate::domain::now();
+    let token = |hash: &str, rotated: bool| {
+        let rotated_at = if rotated { json!(now) } else { json!(null) };
+        json!({"hash": hash, "issued_at": now, "expires_at": now + chrono::Duration::hours(1),
+               "rotated_at": rotated_at})
+    };
+    let session = |id: Uuid, tokens: Vec<serde_json::Value>| {
+        json!({"op": "session_put", "session": {"id": id, "user_id": owner.id,
+               "scope": "profile", "created_at": now, "revoked_at": null, "tokens": tokens}})
+    };
+    let lines = [
+        json!({"op": "format", "version": 1}),
+        serde_json::to_value(Entry::UserPut {
+            user: UserRecord::from(&owner),
+        })
+        .unwrap(),
+        session(live, vec![token("l1", true), token("l2", false)]),
+        json!({"op": "session_rotate", "id": live, "presented": "l2", "at": now,
+               "new": token("l3", false)}),
+        session(revoked, vec![token("r1", false)]),
+        json!({"op": "session_revoke", "id": revoked, "at": now}),
+    ];
+    let mut log = Vec::new();
+    for line in lines {
+        let json = line.to_string();
+        log.extend(format!("{:08x} {json}\n", crc32fast::hash(json.as_bytes())).into_bytes());
+    }
+    fs::write(FileStore::path(dir.path()), log).unwrap();
+
+    let store = open(dir.path());
+    let old = store.session(live).await.unwrap().unwrap();
+    assert_eq!(old.family, None);
+    assert!(old.is_live(now), "kept until its newest token expires");
+    assert_eq!(old.tokens.len(), 1, "only the newest token is kept");
+    assert!(store.session_revoked(revoked).await.unwrap());
+    for hash in ["l1", "l2", "l3"] {
+        let mut p = presented(&old, hash);
+        p.family = String::new();
+        let outcome = store
+            .refresh(p, refresh_token("new", 60), chrono::Duration::seconds(5))
+            .await
+            .unwrap();
+        assert!(
+            matches!(outcome, RefreshOutcome::Invalid),
+            "{hash}: {outcome:?}"
+        );
+    }
+    assert!(
+        !store.session_revoked(live).await.unwrap(),
+        "nothing revoked"
+    );
+    store.compact().unwrap();
+    drop(store);
+    assert!(open(dir.path()).session_revoked(revoked).await.unwrap());
+}
+
+#[tokio::test]
 async fn sessions_of_logged_out_or_deleted_users_do_not_refresh() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let owner = user("gone@example.com");
-    store.create_user(owner.clone()).await.unwrap();
-    let session = Session::new(
-        owner.id,
-        crate::domain::Scopes::default(),
-        refresh_token("a", 60),
-    );
-    store.create_session(session).await.unwrap();
+    let (store, session) = store_with_session(dir.path(), "gone@example.com", "a").await;
     store
         .update_user(
-            owner.id,
+            session.user_id,
             Box::new(|u| u.tokens_valid_after = crate::domain::now()),
         )
         .await
         .unwrap();
-    let outcome = store
-        .refresh("a".into(), refresh_token("b", 60), chrono::Duration::zero())
-        .await
-        .unwrap();
+    let outcome = exchange(&store, &session, ("a", "b"), chrono::Duration::zero()).await;
     assert!(matches!(outcome, RefreshOutcome::Invalid));
 }
 
@@ -433,16 +549,8 @@ async fn revocations_persist_and_expired_state_is_pruned() {
         )
         .await
         .unwrap();
-    let live = Session::new(
-        owner.id,
-        crate::domain::Scopes::default(),
-        refresh_token("l", 3600),
-    );
-    let expiring = Session::new(
-        owner.id,
-        crate::domain::Scopes::default(),
-        refresh_token("e", 1),
-    );
+    let live = new_session(&owner, "l", 3600);
+    let expiring = new_session(&owner, "e", 1);
     store.create_session(live.clone()).await.unwrap();
     store.create_session(expiring.clone()).await.unwrap();
     drop(store);
@@ -457,7 +565,6 @@ async fn revocations_persist_and_expired_state_is_pruned() {
     assert!(!store.is_jti_revoked("j1").await.unwrap());
     assert!(store.is_jti_revoked("j2").await.unwrap());
     assert!(store.session(expiring.id).await.unwrap().is_none());
-    assert!(store.session_by_refresh("e").await.unwrap().is_none());
     assert!(store.session(live.id).await.unwrap().is_some());
 }
 

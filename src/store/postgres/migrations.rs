@@ -28,6 +28,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "notifications for bulk changes",
         sql: include_str!("0003_notify_bulk.sql"),
     },
+    Migration {
+        version: 4,
+        name: "refresh-token families",
+        sql: include_str!("0004_refresh_families.sql"),
+    },
 ];
 
 /// The advisory lock all simple-api migrations take ("simple-a" in ASCII).

@@ -29,7 +29,7 @@ use uuid::Uuid;
 
 use self::cache::Cache;
 use super::{FailureCounts, RefreshOutcome, Store, StoreError, TokenStanding, UserUpdate};
-use crate::domain::{Client, ClientId, RefreshToken, Session, User, UserId};
+use crate::domain::{Client, ClientId, PresentedRefresh, RefreshToken, Session, User, UserId};
 
 /// Connections a replica keeps at most. Requests needing the database are short; beyond
 /// this many at once they queue (up to `WAIT`) rather than overload PostgreSQL.
@@ -335,7 +335,7 @@ impl Store for PgStore {
 
     async fn refresh(
         &self,
-        presented: String,
+        presented: PresentedRefresh,
         new: RefreshToken,
         grace: chrono::Duration,
     ) -> Result<RefreshOutcome, StoreError> {
@@ -348,14 +348,6 @@ impl Store for PgStore {
             self.cache.forget_session(*session_id);
         }
         Ok(outcome)
-    }
-
-    async fn session_by_refresh(&self, hash: &str) -> Result<Option<Session>, StoreError> {
-        let hash = hash.to_owned();
-        self.with("read a session", async move |c| {
-            sessions::by_refresh(&*c, &hash).await
-        })
-        .await
     }
 
     async fn session(&self, id: Uuid) -> Result<Option<Session>, StoreError> {

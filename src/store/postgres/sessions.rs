@@ -9,11 +9,11 @@ use uuid::Uuid;
 use super::cache::TokenState;
 use super::users::{user_of, COLUMNS as USER_COLUMNS};
 use super::{database, exec, read_committed, row_one, row_opt, rows};
-use crate::domain::{RefreshToken, Session, User, UserId};
+use crate::domain::{PresentedRefresh, RefreshToken, Session, User, UserId};
 use crate::store::record::{RefreshRecord, SessionRecord};
 use crate::store::{rotation, RefreshOutcome, Rotation, StoreError};
 
-const SESSION: &str = "id, user_id, scope, created_at, revoked_at";
+const SESSION: &str = "id, user_id, scope, created_at, revoked_at, family";
 const TOKEN: &str = "hash, issued_at, expires_at, rotated_at";
 
 fn token_of(row: &Row) -> RefreshToken {
@@ -41,6 +41,7 @@ async fn session_of(client: &impl GenericClient, row: &Row) -> Result<Session, S
         scope: row.get("scope"),
         created_at: row.get("created_at"),
         revoked_at: row.get("revoked_at"),
+        family: row.get("family"),
         tokens: tokens
             .iter()
             .map(|t| RefreshRecord::from(&token_of(t)))
@@ -78,13 +79,14 @@ pub async fn insert_in(client: &impl GenericClient, session: &Session) -> Result
     let record = SessionRecord::from(session);
     exec(
         client,
-        &format!("INSERT INTO sessions ({SESSION}) VALUES ($1, $2, $3, $4, $5)"),
+        &format!("INSERT INTO sessions ({SESSION}) VALUES ($1, $2, $3, $4, $5, $6)"),
         &[
             &record.id,
             &record.user_id,
             &record.scope,
             &record.created_at,
             &record.revoked_at,
+            &record.family,
         ],
     )
     .await
@@ -104,9 +106,9 @@ pub async fn insert(client: &mut impl GenericClient, session: &Session) -> Resul
         exec(
             client,
             &format!(
-                "WITH s AS (INSERT INTO sessions ({SESSION}) VALUES ($1, $2, $3, $4, $5) \
+                "WITH s AS (INSERT INTO sessions ({SESSION}) VALUES ($1, $2, $3, $4, $5, $6) \
                  RETURNING id) INSERT INTO refresh_tokens (session_id, {TOKEN}) \
-                 SELECT id, $6, $7, $8, $9 FROM s"
+                 SELECT id, $7, $8, $9, $10 FROM s"
             ),
             &[
                 &record.id,
@@ -114,6 +116,7 @@ pub async fn insert(client: &mut impl GenericClient, session: &Session) -> Resul
                 &record.scope,
                 &record.created_at,
                 &record.revoked_at,
+                &record.family,
                 &first.hash,
                 &first.issued_at,
                 &first.expires_at,
@@ -134,7 +137,7 @@ pub async fn insert(client: &mut impl GenericClient, session: &Session) -> Resul
 /// rotation and is judged by it (grace window or reuse), as in the file store.
 pub async fn refresh(
     client: &mut impl GenericClient,
-    presented: &str,
+    presented: &PresentedRefresh,
     new: &RefreshToken,
     grace: chrono::Duration,
 ) -> Result<RefreshOutcome, StoreError> {
@@ -142,11 +145,8 @@ pub async fn refresh(
     let tx = read_committed(client, context).await?;
     let row = row_opt(
         &tx,
-        &format!(
-            "SELECT {SESSION} FROM sessions WHERE id = \
-                 (SELECT session_id FROM refresh_tokens WHERE hash = $1) FOR UPDATE"
-        ),
-        &[&presented],
+        &format!("SELECT {SESSION} FROM sessions WHERE id = $1 FOR UPDATE"),
+        &[&presented.session_id],
     )
     .await
     .map_err(database(context))?;
@@ -172,22 +172,23 @@ pub async fn refresh(
             }
         }
         Rotation::Rotate { benign_race, user } => {
-            // The grace window runs from the first rotation, not the latest replay.
+            // What `Session::rotate` changes: the token replaced (the newest) counts as
+            // rotated from now, `new` joins, superseded tokens kept no longer go.
+            let replaced = session.tokens.last().map(|t| t.hash.clone());
+            let dropped = session.clone().rotate(new.clone(), now, grace);
             exec(
                 &tx,
                 "UPDATE refresh_tokens SET rotated_at = coalesce(rotated_at, $2) WHERE hash = $1",
-                &[&presented, &now],
+                &[&replaced, &now],
             )
             .await
             .map_err(database(context))?;
             insert_token(&tx, session.id, new).await?;
-            if session.tokens.len() >= Session::MAX_HISTORY {
+            if !dropped.is_empty() {
                 exec(
                     &tx,
-                    "DELETE FROM refresh_tokens WHERE session_id = $1 AND seq <= \
-                     (SELECT seq FROM refresh_tokens WHERE session_id = $1 \
-                      ORDER BY seq DESC OFFSET $2 LIMIT 1)",
-                    &[&session.id, &(Session::MAX_HISTORY as i64)],
+                    "DELETE FROM refresh_tokens WHERE hash = ANY($1)",
+                    &[&dropped],
                 )
                 .await
                 .map_err(database(context))?;
@@ -216,17 +217,6 @@ async fn one_session(
         Some(row) => Ok(Some(session_of(client, &row).await?)),
         None => Ok(None),
     }
-}
-
-pub async fn by_refresh(
-    client: &impl GenericClient,
-    hash: &str,
-) -> Result<Option<Session>, StoreError> {
-    let sql = format!(
-        "SELECT {SESSION} FROM sessions WHERE id = \
-         (SELECT session_id FROM refresh_tokens WHERE hash = $1)"
-    );
-    one_session(client, &sql, &hash).await
 }
 
 pub async fn by_id(client: &impl GenericClient, id: Uuid) -> Result<Option<Session>, StoreError> {

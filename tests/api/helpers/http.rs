@@ -202,6 +202,18 @@ impl Client {
         self.post_form("/api/v1/auth/revoke", &[("token", token)])
     }
 
+    /// RFC 7662 introspection of `token` by the client `(id, secret)`, asserted to
+    /// answer.
+    pub fn introspect(&self, client: &(String, String), token: &str) -> Value {
+        let fields = [
+            ("token", token),
+            ("client_id", client.0.as_str()),
+            ("client_secret", client.1.as_str()),
+        ];
+        self.post_form("/api/v1/auth/introspect", &fields)
+            .expect(200)
+    }
+
     /// A client_credentials request with HTTP Basic authentication.
     pub fn client_grant(&self, id: &str, secret: &str, scope: Option<&str>) -> Resp {
         self.client_grant_with(id, secret, scope, &[])
