@@ -168,3 +168,28 @@ fn a_throttled_account_is_audited_once_a_window_however_often_it_is_tried() {
         .count();
     assert_eq!(throttled, 1, "{audit}");
 }
+
+#[test]
+fn a_login_whose_client_hangs_up_mid_hash_still_counts() {
+    use std::io::Write;
+    let app = burst_app(1);
+    let user = app.new_user();
+    let address = app.base.trim_start_matches("http://").to_owned();
+    let body = form(&[
+        ("grant_type", "password"),
+        ("username", &user.email),
+        ("password", "wrong-password"),
+    ]);
+    let mut conn = std::net::TcpStream::connect(&address).unwrap();
+    let head = format!(
+        "POST {TOKEN} HTTP/1.1\r\nHost: {address}\r\nContent-Type: {FORM}\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).unwrap();
+    conn.write_all(&body).unwrap();
+    // Gone before the hash is done: the guess was still made, so it still counts.
+    drop(conn);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    app.password_grant(&user.email, &user.password).expect(429);
+}
