@@ -2,6 +2,11 @@
 //! a crash is recognisable on load.
 //!
 //! Line format: `<crc32 of the JSON, 8 lowercase hex digits> <JSON>\n`.
+//!
+//! Format 2 adds commit markers between the records, `{"op":"synced","through":N}`: "the
+//! first N bytes of this file had been fdatasync'd before this line was written" (see
+//! `log` for why that tells acknowledged records from unacknowledged ones after a power
+//! cut). Format 1 logs have none; they are still read, with the rules they had.
 
 use std::io;
 use std::path::Path;
@@ -60,25 +65,73 @@ pub enum Entry {
     },
 }
 
-pub const FORMAT_VERSION: u32 = 1;
+/// The format this build writes: 2, with commit markers.
+pub const FORMAT_VERSION: u32 = 2;
+/// The format before commit markers, still read (and appended to, until a compaction
+/// rewrites the log in the current format).
+pub const FORMAT_WITHOUT_MARKERS: u32 = 1;
+
+/// One line of the log as read back: a record, or (format 2) a commit marker.
+#[derive(Debug)]
+pub enum Line {
+    Entry(Entry),
+    /// The first `through` bytes of the file were durable when this line was written.
+    Synced {
+        through: u64,
+    },
+}
+
+/// A commit marker's JSON: kept apart from `Entry`, which is what the state is made of.
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+enum Marker {
+    Synced { through: u64 },
+}
+
+const SYNCED_PREFIX: &[u8] = br#"{"op":"synced","#;
 
 pub fn encode(entry: &Entry) -> Vec<u8> {
-    let json = serde_json::to_vec(entry).expect("store entries always serialize");
-    let mut line = format!("{:08x} ", crc32fast::hash(&json)).into_bytes();
-    line.extend_from_slice(&json);
+    frame(&serde_json::to_vec(entry).expect("store entries always serialize"))
+}
+
+/// A commit marker line (see the module's doc and `log`).
+pub fn encode_synced(through: u64) -> Vec<u8> {
+    frame(&serde_json::to_vec(&Marker::Synced { through }).expect("markers always serialize"))
+}
+
+fn frame(json: &[u8]) -> Vec<u8> {
+    let mut line = format!("{:08x} ", crc32fast::hash(json)).into_bytes();
+    line.extend_from_slice(json);
     line.push(b'\n');
     line
 }
 
-pub fn decode(line: &[u8]) -> Option<Entry> {
+/// The JSON of a line (without its newline) whose checksum matches.
+fn checked(line: &[u8]) -> Option<&[u8]> {
     let (crc, json) = (line.get(..8)?, line.get(9..)?);
     if line.get(8) != Some(&b' ') {
         return None;
     }
     let crc = u32::from_str_radix(std::str::from_utf8(crc).ok()?, 16).ok()?;
-    if crc32fast::hash(json) != crc {
-        return None;
+    (crc32fast::hash(json) == crc).then_some(json)
+}
+
+/// A line of the log (without its newline): `None` if damaged or unknown.
+pub fn decode_line(line: &[u8]) -> Option<Line> {
+    let json = checked(line)?;
+    if json.starts_with(SYNCED_PREFIX) {
+        let Marker::Synced { through } = serde_json::from_slice(json).ok()?;
+        return Some(Line::Synced { through });
     }
+    decode_json(json).map(Line::Entry)
+}
+
+/// A line holding an entry (without its newline): `None` if damaged, unknown or a marker.
+pub fn decode(line: &[u8]) -> Option<Entry> {
+    decode_json(checked(line)?)
+}
+
+fn decode_json(json: &[u8]) -> Option<Entry> {
     // Nearly every line of a large log is a user record. serde reads an internally
     // tagged enum by buffering each line into a generic tree first; for this one shape,
     // recognised by the prefix our encoder (and benches/gen_users.py) writes, read the
@@ -100,26 +153,51 @@ const USER_PUT_PREFIX: &[u8] = br#"{"op":"user_put","user":"#;
 /// Every entry after the Format line, and the length of the prefix that holds them.
 pub fn parse(data: &[u8], path: &Path) -> Result<(Vec<Entry>, u64), StoreError> {
     let mut entries = Vec::new();
-    let (_, good_len, _) = parse_stream(data, path, |entry| {
+    let scan = parse_stream(data, path, |entry| {
         entries.push(entry);
         Ok(())
     })?;
-    Ok((entries, good_len))
+    Ok((entries, scan.good_len))
 }
 
-/// Reads the log line by line, handing every entry after the Format line to `apply`.
-/// Returns the lines read (Format included), the length of the good prefix and the total
-/// length. A bad line followed by good ones is corruption, not a torn tail.
+/// What `parse_stream` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scan {
+    /// The log's format version.
+    pub version: u32,
+    /// Records kept (the Format line included, commit markers not).
+    pub records: u64,
+    /// The length of the prefix kept: everything before the first damaged line.
+    pub good_len: u64,
+    pub total_len: u64,
+    /// Valid lines after the first damaged one, dropped with it: what a power cut leaves
+    /// of a group commit it interrupted (0 for a torn tail).
+    pub dropped_after_damage: u64,
+}
+
+/// Reads the log line by line, handing every entry after the Format line to `apply`, up
+/// to the first damaged line; nothing after that is applied.
+///
+/// Damage with nothing valid after it is a torn tail: dropped. Damage followed by valid
+/// lines is judged by the commit markers (format 2): if a valid marker after it records
+/// the damaged bytes as synced, they were on disk before that marker was written, so no
+/// power cut explains the damage and acknowledged data may be lost: an error. Otherwise
+/// every line from the damage on was written after the last fdatasync that completed, so
+/// none of it was acknowledged: dropped like a torn tail (see `log` for the reasoning).
+/// A format 1 log has no markers to judge by: damage followed by valid lines is an error,
+/// as it always was.
 pub fn parse_stream(
     reader: impl io::BufRead + Send,
     path: &Path,
     mut apply: impl FnMut(Entry) -> Result<(), StoreError>,
-) -> Result<(u64, u64, u64), StoreError> {
+) -> Result<Scan, StoreError> {
     let corrupt = |reason: String| StoreError::Corrupt {
         path: path.display().to_string(),
         reason,
     };
-    let (mut offset, mut count, mut line_no) = (0u64, 0u64, 0u64);
+    // Until the Format line is read, the strictest rules (format 1).
+    let mut version = FORMAT_WITHOUT_MARKERS;
+    let (mut offset, mut records, mut line_no, mut dropped) = (0u64, 0u64, 0u64, 0u64);
     let mut first_bad: Option<u64> = None;
     // Two stages on two threads: reading, checksumming and parsing lines here, applying
     // them in order on the caller's thread. Start-up at a million users takes ~40% less.
@@ -128,48 +206,86 @@ pub fn parse_stream(
         scope.spawn(move || decode_lines(reader, tx));
         for batch in rx {
             let batch = batch.map_err(|e| corrupt(format!("read error: {e}")))?;
-            for (entry, read) in batch {
+            for (line, read) in batch {
                 line_no += 1;
-                match (entry, first_bad) {
-                    (Some(_), Some(bad)) => {
+                let start = offset;
+                offset += read as u64;
+                let line = match line {
+                    // Format 1 has no markers: one there is a line that version could not
+                    // read, as damaged as any other.
+                    Some(Line::Synced { .. }) if version == FORMAT_WITHOUT_MARKERS => None,
+                    line => line,
+                };
+                if line_no == 1 {
+                    match line {
+                        Some(Line::Entry(Entry::Format { version: v }))
+                            if v == FORMAT_VERSION || v == FORMAT_WITHOUT_MARKERS =>
+                        {
+                            version = v;
+                            records += 1;
+                        }
+                        Some(Line::Entry(Entry::Format { version: v })) => {
+                            return Err(corrupt(format!(
+                                "store format version {v} is not supported (this build reads versions \
+                                 {FORMAT_WITHOUT_MARKERS} and {FORMAT_VERSION})"
+                            )))
+                        }
+                        Some(_) => {
+                            return Err(corrupt(
+                                "the log does not start with a format record".into(),
+                            ))
+                        }
+                        None => first_bad = Some(start),
+                    }
+                    continue;
+                }
+                match (line, first_bad) {
+                    (Some(Line::Entry(entry)), None) => {
+                        apply(entry)?;
+                        records += 1;
+                    }
+                    (Some(Line::Synced { through }), None) if through > start => {
+                        return Err(corrupt(format!(
+                            "the commit marker at line {line_no} (byte {start}) records {through} bytes \
+                             as synced: more than precede it"
+                        )))
+                    }
+                    (Some(Line::Synced { .. }), None) => {}
+                    (Some(_), Some(bad)) if version == FORMAT_WITHOUT_MARKERS => {
                         return Err(corrupt(format!(
                             "damaged record at byte {bad} followed by valid records (line {line_no}); \
                              refusing to drop acknowledged data"
                         )))
                     }
-                    (Some(entry), None) if line_no == 1 => match entry {
-                        Entry::Format { version } if version == FORMAT_VERSION => count += 1,
-                        Entry::Format { version } => {
-                            return Err(corrupt(format!(
-                                "store format version {version} is not supported (this build reads version {FORMAT_VERSION})"
-                            )))
-                        }
-                        _ => {
-                            return Err(corrupt(
-                                "the log does not start with a format record".into(),
-                            ))
-                        }
-                    },
-                    (Some(entry), None) => {
-                        apply(entry)?;
-                        count += 1;
+                    (Some(Line::Synced { through }), Some(bad)) if through > bad => {
+                        return Err(corrupt(format!(
+                            "damaged record at byte {bad} followed by a commit marker (line {line_no}) \
+                             recording the first {through} bytes as synced: acknowledged data is \
+                             damaged; refusing to drop it"
+                        )))
                     }
-                    (None, None) => first_bad = Some(offset),
+                    (Some(_), Some(_)) => dropped += 1,
+                    (None, None) => first_bad = Some(start),
                     (None, Some(_)) => {}
                 }
-                offset += read as u64;
             }
         }
         Ok(())
     })?;
-    if count == 0 {
+    if records == 0 {
         return Err(corrupt("the format record is missing or damaged".into()));
     }
-    Ok((count, first_bad.unwrap_or(offset), offset))
+    Ok(Scan {
+        version,
+        records,
+        good_len: first_bad.unwrap_or(offset),
+        total_len: offset,
+        dropped_after_damage: dropped,
+    })
 }
 
-/// A line of the log: its entry (`None` if damaged or torn) and its length in bytes.
-type Decoded = (Option<Entry>, usize);
+/// A line of the log (`None` if damaged or torn) and its length in bytes.
+type Decoded = (Option<Line>, usize);
 
 /// The first stage of `parse_stream`: lines in batches, until the end or until the
 /// consumer stops listening (it found corruption).
@@ -193,7 +309,7 @@ fn decode_lines(
             break;
         }
         // A line without its newline was never acknowledged: treat it as torn.
-        batch.push((line.strip_suffix(b"\n").and_then(decode), read));
+        batch.push((line.strip_suffix(b"\n").and_then(decode_line), read));
         if batch.len() == BATCH
             && tx
                 .send(Ok(std::mem::replace(&mut batch, Vec::with_capacity(BATCH))))

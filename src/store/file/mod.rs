@@ -122,7 +122,7 @@ impl FileStore {
             })
         })?;
         state.prune(crate::domain::now(), options.revoked_retention);
-        let syncer = Syncer::new(log.handle())?;
+        let syncer = Syncer::new(log.handle(), log.len())?;
         Ok(Self {
             inner: Arc::new(Inner {
                 dir: dir.to_owned(),

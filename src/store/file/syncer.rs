@@ -29,6 +29,11 @@ struct SyncState {
     written: u64,
     /// Appends known to be on disk.
     synced: u64,
+    /// The length of `file` after the last append.
+    written_len: u64,
+    /// How much of `file` is known to be on disk: the length the last completed fsync
+    /// covered (what a commit marker may claim).
+    synced_len: u64,
     /// An fsync failed: what is on disk is unknown, so nothing more is acknowledged.
     failed: bool,
     closed: bool,
@@ -64,7 +69,7 @@ impl SyncShared {
             if state.closed {
                 return;
             }
-            let target = state.written;
+            let (target, target_len) = (state.written, state.written_len);
             let file = state.file.clone();
             drop(state);
             let result = file.sync_data();
@@ -74,7 +79,12 @@ impl SyncShared {
             // everything, so this fsync's outcome no longer matters either way.
             let replaced = !Arc::ptr_eq(&file, &state.file);
             match result {
-                Ok(()) => state.synced = state.synced.max(target),
+                // Lengths are of one file: the new one's were set by `replaced`.
+                Ok(()) if replaced => {}
+                Ok(()) => {
+                    state.synced = state.synced.max(target);
+                    state.synced_len = state.synced_len.max(target_len);
+                }
                 Err(e) if replaced => {
                     tracing::warn!(error = %e, "fsync of a store log already replaced by compaction failed; ignored");
                 }
@@ -89,7 +99,8 @@ impl SyncShared {
 }
 
 impl Syncer {
-    pub fn new(file: Arc<File>) -> Result<Self, StoreError> {
+    /// For `file`, whose first `len` bytes are on disk already.
+    pub fn new(file: Arc<File>, len: u64) -> Result<Self, StoreError> {
         let (tx, rx) = tokio::sync::watch::channel(Durable {
             synced: 0,
             failed: false,
@@ -99,6 +110,8 @@ impl Syncer {
                 file,
                 written: 0,
                 synced: 0,
+                written_len: len,
+                synced_len: len,
                 failed: false,
                 closed: false,
                 fsyncs: 0,
@@ -117,17 +130,24 @@ impl Syncer {
         })
     }
 
-    /// Records an append (call it under the writers' lock, right after the write); returns
-    /// the number to wait for.
-    pub fn wrote(&self) -> u64 {
+    /// Records an append that left the file `len` bytes long (call it under the writers'
+    /// lock, right after the write); returns the number to wait for.
+    pub fn wrote(&self, len: u64) -> u64 {
         let mut state = self.shared.lock();
         state.written += 1;
+        state.written_len = len;
         self.shared.wake.notify_one();
         state.written
     }
 
     pub fn failed(&self) -> bool {
         self.shared.lock().failed
+    }
+
+    /// How much of the file is on disk: the length the last fsync that returned had covered
+    /// (or the file's length when it was opened or replaced, already synced then).
+    pub fn synced_len(&self) -> u64 {
+        self.shared.lock().synced_len
     }
 
     /// Appends so far: a write that appends nothing waits for this many to be durable.
@@ -150,11 +170,14 @@ impl Syncer {
         self.shared.lock().fsyncs
     }
 
-    /// After a compaction, which fsync'd a new file holding everything: all is durable.
-    pub fn replaced(&self, file: Arc<File>) {
+    /// After a compaction, which fsync'd a new file of `len` bytes holding everything: all
+    /// is durable.
+    pub fn replaced(&self, file: Arc<File>, len: u64) {
         let mut state = self.shared.lock();
         state.file = file;
         state.synced = state.written;
+        state.written_len = len;
+        state.synced_len = len;
         self.shared.publish(&state);
     }
 

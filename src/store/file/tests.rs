@@ -588,3 +588,246 @@ async fn list_is_ordered_by_creation_and_paged() {
     assert_eq!(page, ids[1..3]);
     assert_eq!(store.list_users(10, 2).await.unwrap().len(), 0);
 }
+
+/// A log file built line by line, as the store appends one, for the start-up to judge.
+struct Image(Vec<u8>);
+
+impl Image {
+    fn new(format: u32) -> Self {
+        Image(super::codec::encode(&Entry::Format { version: format }))
+    }
+
+    fn len(&self) -> u64 {
+        self.0.len() as u64
+    }
+
+    fn record(mut self, user: &User) -> Self {
+        self.0.extend(put(user));
+        self
+    }
+
+    /// A commit marker: "the first `through` bytes were synced before this line was
+    /// written". Framed by hand, so this also pins the format on disk.
+    fn marker(mut self, through: u64) -> Self {
+        let json = format!(r#"{{"op":"synced","through":{through}}}"#);
+        let line = format!("{:08x} {json}\n", crc32fast::hash(json.as_bytes()));
+        self.0.extend_from_slice(line.as_bytes());
+        self
+    }
+
+    /// `user`'s record as a power cut leaves it when its page never reached the disk.
+    fn lost(mut self, user: &User) -> Self {
+        let len = put(user).len();
+        self.0.extend(std::iter::repeat_n(0u8, len - 1));
+        self.0.push(b'\n');
+        self
+    }
+
+    fn write_to(&self, dir: &Path) {
+        fs::write(FileStore::path(dir), &self.0).unwrap();
+    }
+}
+
+fn put(user: &User) -> Vec<u8> {
+    super::codec::encode(&Entry::UserPut {
+        user: UserRecord::from(user),
+    })
+}
+
+/// Runs `f` with this thread's log events captured: its result and what it logged.
+fn logged<T>(f: impl FnOnce() -> T) -> (T, String) {
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Buf::default();
+    let writer = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let out = tracing::subscriber::with_default(subscriber, f);
+    let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    (out, text)
+}
+
+async fn emails(store: &FileStore) -> Vec<String> {
+    let users = store.list_users(0, 100).await.unwrap();
+    users.iter().map(|u| u.email.as_str().to_owned()).collect()
+}
+
+fn users<const N: usize>(names: [&str; N]) -> [User; N] {
+    names.map(|n| user(&format!("{n}@example.com")))
+}
+
+#[tokio::test]
+async fn a_power_cut_mid_group_commit_drops_the_unacknowledged_records_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let [a, b, c, d] = users(["a", "b", "c", "d"]);
+    // a is synced, so the next append (b) starts with a marker claiming it. c is appended
+    // while the fdatasync covering b runs; it returns, so d's append starts with a marker
+    // claiming b. Then the power goes: c's page never reached the disk, d's did.
+    let image = Image::new(2).record(&a);
+    let after_a = image.len();
+    let image = image.marker(after_a).record(&b);
+    let after_b = image.len();
+    let image = image.lost(&c).marker(after_b).record(&d);
+    image.write_to(dir.path());
+
+    let (opened, logs) = logged(|| FileStore::open(dir.path(), FileStoreOptions::default()));
+    let store = opened.expect("only unacknowledged records were damaged: the store starts");
+    assert_eq!(emails(&store).await, ["a@example.com", "b@example.com"]);
+    let path = FileStore::path(dir.path());
+    assert_eq!(fs::metadata(&path).unwrap().len(), after_b, "cut at c");
+    assert!(
+        logs.contains("dropping a damaged record and the valid ones after it")
+            && logs.contains("none was acknowledged")
+            && logs.contains(&format!("damaged_at={after_b}"))
+            && logs.contains("dropped_records=2"),
+        "{logs}"
+    );
+    // The log takes appends again, and they load.
+    store.create_user(c.clone()).await.unwrap();
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(
+        emails(&store).await,
+        ["a@example.com", "b@example.com", "c@example.com"]
+    );
+}
+
+#[tokio::test]
+async fn damage_a_commit_marker_records_as_synced_still_stops_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let [a, b, c, d] = users(["a", "b", "c", "d"]);
+    // b and c were synced (the marker before d says so), then b was damaged: not a power
+    // cut, and b was acknowledged.
+    let image = Image::new(2).record(&a);
+    let after_a = image.len();
+    let image = image.marker(after_a);
+    let at_b = image.len();
+    let image = image.lost(&b).record(&c);
+    let after_c = image.len();
+    let image = image.marker(after_c).record(&d);
+    image.write_to(dir.path());
+
+    let err = FileStore::open(dir.path(), FileStoreOptions::default())
+        .err()
+        .expect("acknowledged data is damaged: the store must not start");
+    let text = err.to_string();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{text}");
+    assert!(
+        text.contains(&format!("damaged record at byte {at_b} followed by"))
+            && text.contains(&format!(
+                "commit marker (line 6) recording the first {after_c} bytes as synced"
+            ))
+            && text.contains("refusing to drop"),
+        "{text}"
+    );
+    assert_eq!(
+        fs::read(FileStore::path(dir.path())).unwrap(),
+        image.0,
+        "the log is left as it was"
+    );
+}
+
+#[tokio::test]
+async fn a_format_1_log_loads_as_before_and_compaction_rewrites_it_as_format_2() {
+    let [a, b, c, d] = users(["a", "b", "c", "d"]);
+    // Without markers nothing tells acknowledged from not: damage followed by valid
+    // records is refused, even in a shape a format 2 log would recover from.
+    let dir = tempfile::tempdir().unwrap();
+    let image = Image::new(1).record(&a);
+    let at_b = image.len();
+    image.lost(&b).record(&c).write_to(dir.path());
+    let err = FileStore::open(dir.path(), FileStoreOptions::default())
+        .err()
+        .expect("damage before valid records in a format 1 log is refused");
+    assert!(
+        err.to_string().contains(&format!(
+            "damaged record at byte {at_b} followed by valid records (line 4); refusing to drop acknowledged data"
+        )),
+        "{err}"
+    );
+
+    // A torn tail is cut off, and the rest loads.
+    let dir = tempfile::tempdir().unwrap();
+    let mut image = Image::new(1).record(&a).record(&b);
+    let whole = image.len();
+    image.0.extend_from_slice(&put(&c)[..20]);
+    image.write_to(dir.path());
+    let store = open(dir.path());
+    assert_eq!(emails(&store).await, ["a@example.com", "b@example.com"]);
+    let path = FileStore::path(dir.path());
+    assert_eq!(fs::metadata(&path).unwrap().len(), whole);
+
+    // Appends go on in format 1, which the previous version still reads...
+    store.create_user(c.clone()).await.unwrap();
+    assert_eq!(
+        fs::read(&path).unwrap(),
+        Image::new(1).record(&a).record(&b).record(&c).0
+    );
+    // ...until a compaction rewrites the log in format 2, whose appends carry markers.
+    store.compact().unwrap();
+    let compacted = fs::read(&path).unwrap();
+    assert!(
+        compacted.starts_with(&Image::new(2).0),
+        "{}",
+        String::from_utf8_lossy(&compacted)
+    );
+    store.create_user(d.clone()).await.unwrap();
+    assert_eq!(
+        fs::read(&path).unwrap()[compacted.len()..],
+        Image(Vec::new())
+            .marker(compacted.len() as u64)
+            .record(&d)
+            .0
+    );
+    drop(store);
+    assert_eq!(open(dir.path()).count_users().await.unwrap(), 4);
+}
+
+#[tokio::test]
+async fn every_acknowledged_write_is_claimed_by_the_marker_that_starts_the_next_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let [a, b, c] = users(["a", "b", "c"]);
+    let store = open(dir.path());
+    for u in [&a, &b, &c] {
+        store.create_user(u.clone()).await.unwrap();
+    }
+    drop(store);
+    // One write at a time: each was synced (and answered) before the next was appended.
+    let header = Image::new(2).len();
+    let image = Image::new(2).marker(header).record(&a);
+    let after_a = image.len();
+    let image = image.marker(after_a);
+    let at_b = image.len();
+    let image = image.record(&b);
+    let after_b = image.len();
+    let image = image.marker(after_b).record(&c);
+    let path = FileStore::path(dir.path());
+    assert_eq!(
+        String::from_utf8(fs::read(&path).unwrap()).unwrap(),
+        String::from_utf8(image.0.clone()).unwrap()
+    );
+    // So damage to an acknowledged record is refused, not dropped as a power cut's.
+    let mut damaged = image.0.clone();
+    damaged[at_b as usize + 20] ^= 1;
+    fs::write(&path, damaged).unwrap();
+    let err = FileStore::open(dir.path(), FileStoreOptions::default())
+        .err()
+        .expect("b was acknowledged");
+    assert!(
+        err.to_string().contains(&format!(
+            "damaged record at byte {at_b} followed by a commit marker"
+        )),
+        "{err}"
+    );
+}

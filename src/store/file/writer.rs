@@ -62,8 +62,8 @@ impl FileStore {
                 // it waits for them like any write.
                 return Ok((inner.syncer.appended(), out));
             }
-            log.write(&entries)?;
-            let seq = inner.syncer.wrote();
+            log.write(&entries, inner.syncer.synced_len())?;
+            let seq = inner.syncer.wrote(log.len());
             // Applied before it is durable, so the next writer validates against it; the
             // caller is answered only once it is durable (below).
             let mut state = inner.state.write().unwrap_or_else(|e| e.into_inner());
@@ -130,9 +130,9 @@ impl FileStore {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .prune(crate::domain::now(), self.inner.options.revoked_retention);
-        let before = log.entries();
+        let (before, old_format) = (log.entries(), log.version());
         log.rewrite(read(&self.inner.state).snapshot())?;
-        self.inner.syncer.replaced(log.handle());
+        self.inner.syncer.replaced(log.handle(), log.len());
         let elapsed_ms = started.elapsed().as_millis() as u64;
         tracing::info!(
             before,
@@ -140,6 +140,13 @@ impl FileStore {
             elapsed_ms,
             "store log compacted"
         );
+        if old_format != log.version() {
+            tracing::info!(
+                from = old_format,
+                to = log.version(),
+                "store log rewritten in the current format (with commit markers)"
+            );
+        }
         Ok(())
     }
 }
