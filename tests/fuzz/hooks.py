@@ -1,6 +1,7 @@
 """Schemathesis hooks for simple-api: keep the fuzzing admin usable for the whole run.
 
-SCHEMATHESIS_HOOKS=path/to/hooks.py, with ST_BASE_URL, ST_ADMIN_EMAIL, ST_ADMIN_PASSWORD.
+SCHEMATHESIS_HOOKS=path/to/hooks.py, with ST_BASE_URL, ST_ADMIN_EMAIL, ST_ADMIN_PASSWORD and
+optionally ST_STATUSES (statuses.py: answers per operation, written there at exit).
 
 - Every request carries a bearer token of the admin, fetched with the password grant and
   fetched again after a 401 (schemathesis re-sends that request once), so a
@@ -12,10 +13,14 @@ SCHEMATHESIS_HOOKS=path/to/hooks.py, with ST_BASE_URL, ST_ADMIN_EMAIL, ST_ADMIN_
 """
 
 import os
+import sys
 import uuid
 
 import requests
 import schemathesis
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import statuses  # noqa: E402,F401  (counts answers per operation)
 
 BASE = os.environ.get("ST_BASE_URL", "http://127.0.0.1:5099").rstrip("/")
 EMAIL = os.environ["ST_ADMIN_EMAIL"]

@@ -41,18 +41,26 @@ if ! kill -0 "$server" 2>/dev/null || ! curl -sf "$base/api/v1/status" > /dev/nu
 fi
 
 status=0
+mkdir -p "$out/admin" "$out/client"
 # 1. Every operation as the admin (hooks.py: a fresh token after a logout or revocation; the
 #    admin is never deleted or demoted). --max-time bounds the run (--max-examples does not).
-SCHEMATHESIS_HOOKS="$here/hooks.py" "$st" --config-file "$here/schemathesis.toml" \
-  run "$base/openapi.json" --checks all --max-time 120 --seed 1 --no-color \
+SCHEMATHESIS_HOOKS="$here/hooks.py" ST_STATUSES="$out/admin/statuses.json" \
+  "$st" --config-file "$here/schemathesis.toml" run "$base/openapi.json" \
+  --checks all --max-time 120 --seed 1 --no-color \
   --report junit --report-dir "$out/admin" || status=1
 # 2. The OAuth endpoints with HTTP Basic client authentication (introspection answers and
 #    client_credentials grants). Without positive_data_acceptance: Basic plus a generated
 #    form client_secret is, rightly, a 400 (RFC 6749 §2.3: one method per request).
-"$st" --config-file "$here/schemathesis.toml" run "$base/openapi.json" \
+SCHEMATHESIS_HOOKS="$here/statuses.py" ST_STATUSES="$out/client/statuses.json" \
+  "$st" --config-file "$here/schemathesis.toml" run "$base/openapi.json" \
   --include-path-regex '^/api/v1/auth/(token|introspect|revoke)$' -a "$client" \
   --checks all --exclude-checks positive_data_acceptance --max-time 30 --seed 1 --no-color \
   --report junit --report-dir "$out/client" || status=1
+
+for run in admin client; do
+  echo "== Answers per operation ($run run): generation mode, then status x count"
+  python3 "$here/statuses.py" "$out/$run/statuses.json" || status=1
+done
 
 kill -0 "$server" || { echo "the server died during the run" >&2; status=1; }
 if grep -E ' ERROR |panicked' "$out/server.log"; then status=1; fi
