@@ -2,7 +2,9 @@
 # API fuzzing: schemathesis against the running server and its own served spec, as the
 # admin (every operation) and as a registered client (the OAuth endpoints), aimed by hooks.py
 # at what each caller may touch. Fails on any server error, any response that breaks the
-# spec, a dead server, or an ERROR in its log.
+# spec, valid data refused with a status schemathesis.toml does not accept, a warning that
+# an operation was never served (schemathesis.toml: warnings.fail-on), an operation of the
+# spec that never answered 2xx to valid data, a dead server, or an ERROR in its log.
 # Usage: tests/fuzz/run.sh [path/to/simple-api]   (default target/debug/simple-api)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -44,6 +46,7 @@ fi
 
 status=0
 mkdir -p "$out/admin" "$out/client"
+curl -sf "$base/openapi.json" > "$out/openapi.json"
 # 1. Every operation as the admin (hooks.py: a fresh token after a logout or revocation; the
 #    admin is never deleted or demoted; the password change as a throwaway user).
 #    --max-time bounds the run (--max-examples does not).
@@ -64,6 +67,8 @@ for run in admin client; do
   echo "== Answers per operation ($run run): generation mode, then status x count"
   python3 "$here/statuses.py" "$out/$run/statuses.json" || status=1
 done
+# Every operation of the spec served valid data at least once (as the admin).
+python3 "$here/statuses.py" --every-operation-served "$out/openapi.json" "$out/admin/statuses.json" || status=1
 
 kill -0 "$server" || { echo "the server died during the run" >&2; status=1; }
 if grep -E ' ERROR |panicked' "$out/server.log"; then status=1; fi

@@ -5,7 +5,8 @@ ST_STATUSES=path.json: every response schemathesis receives (replays after a re-
 requests the hooks make themselves never) is counted, and the counts are written to that file
 when schemathesis exits. As a script, `python3 statuses.py a.json [b.json...]` prints them as
 a table: one row per operation, `positive` and `negative` answers by status (the file also
-keeps them per phase).
+keeps them per phase); `python3 statuses.py --every-operation-served openapi.json a.json...`
+fails naming each operation of the spec that never answered 2xx to positive (valid) data.
 """
 
 import atexit
@@ -73,7 +74,31 @@ def table(paths: list[str]) -> str:
     return "\n".join(lines)
 
 
+def unserved(spec_path: str, paths: list[str]) -> list[str]:
+    """The spec's operations that never answered a 2xx to positive data."""
+    with open(spec_path) as f:
+        spec = json.load(f)
+    served = set()
+    for path in paths:
+        with open(path) as f:
+            for op, counts in json.load(f).items():
+                if any(key.split()[1] == "positive" and key.split()[2].startswith("2") for key in counts):
+                    served.add(op)
+    ops = [
+        o.get("operationId") or f"{method.upper()} {route}"
+        for route, item in spec["paths"].items()
+        for method, o in item.items()
+        if method in ("get", "put", "post", "delete", "patch", "head", "options")
+    ]
+    return [op for op in ops if op not in served]
+
+
 if __name__ == "__main__":
+    if sys.argv[1] == "--every-operation-served":
+        missing = unserved(sys.argv[2], sys.argv[3:])
+        for op in missing:
+            print(f"{op}: never answered 2xx to valid data", file=sys.stderr)
+        sys.exit(1 if missing else 0)
     print(table(sys.argv[1:]))
 elif "schemathesis" in sys.modules:
     install()
