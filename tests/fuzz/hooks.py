@@ -1,63 +1,300 @@
-"""Schemathesis hooks for simple-api: keep the fuzzing admin usable for the whole run.
+"""Schemathesis hooks for simple-api: aim every operation at what its caller may touch, and
+keep the fuzzing admin usable for the whole run.
 
-SCHEMATHESIS_HOOKS=path/to/hooks.py, with ST_BASE_URL, ST_ADMIN_EMAIL, ST_ADMIN_PASSWORD.
+SCHEMATHESIS_HOOKS=path/to/hooks.py, with ST_BASE_URL, ST_ADMIN_EMAIL, ST_ADMIN_PASSWORD,
+ST_CLIENT (`client_id:client_secret` of a registered client), ST_AS (`admin`, the default, or
+`client`: the run that authenticates as the client with `-a id:secret`) and optionally
+ST_STATUSES (statuses.py: answers per operation, written there at exit) and ST_TRACE
+(operation ids, comma-separated: each of their calls printed to stderr, for debugging).
 
+Who calls (ST_AS=admin):
 - Every request carries a bearer token of the admin, fetched with the password grant and
   fetched again after a 401 (schemathesis re-sends that request once), so a
   DELETE /auth_session/logout or POST /auth/revoke of the current token costs one request.
-- DELETE /users/{admin id or me} is sent to a random UUID instead (a 404): deleting the
-  admin would turn the rest of the run into 401s.
-- PUT /users/{admin id or me} with "role": "user" keeps "admin": demoting the admin would
-  turn every admin operation into a 403 for the rest of the run.
+- PUT /users/{id}/password (only for yourself) is sent as a throwaway user whose password
+  the hooks track: after a 200 the new password is the one, and it must log in at once (a
+  change the service acknowledged has to work; the hook fails the test case otherwise). The
+  admin's password never changes, so the admin is never locked out.
+
+What it is aimed at: in the example, coverage and fuzzing phases the calls of an operation
+take turns: most carry a target the caller may touch, the others keep what schemathesis
+generated (unknown ids, wrong passwords, bogus clients), so refusals stay fuzzed too. The
+stateful phase follows the spec's links, to the users it created itself; only the guards
+apply there.
+- /users/{id}: GET and PUT at the admin, `me`, the throwaway user or a disposable user;
+  DELETE at a disposable user (made by the hooks for it). Guards: DELETE never reaches the
+  admin, `me` or the throwaway user (a disposable user instead); PUT of the admin or `me`
+  with "role": "user" keeps "admin" (a demoted admin would get 403s for the rest of the run).
+- /users/{id}/password: the throwaway user's id or `me`; every other of those with the right
+  current_password (a 200), the others with the generated one (a 400: wrong password).
+- POST /auth/token: the password grant with the admin's credentials, the refresh grant with
+  a live refresh token of the admin (the rotated one is kept), client_credentials with the
+  client's form credentials (as the client: its Basic credentials alone).
+- POST /auth_session/login with the admin's credentials.
+- POST /auth/introspect of the throwaway user's live access token, authenticated with the
+  client's form credentials (as the client: its Basic credentials alone).
+- POST /auth/revoke of a live token: as the admin, an access or refresh token of a spare
+  login; as the client, an access token issued to it.
 """
 
+import itertools
 import os
+import sys
+import threading
 import uuid
+from collections import defaultdict
 
 import requests
 import schemathesis
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import statuses  # noqa: E402  (counts answers per operation)
+
 BASE = os.environ.get("ST_BASE_URL", "http://127.0.0.1:5099").rstrip("/")
 EMAIL = os.environ["ST_ADMIN_EMAIL"]
 PASSWORD = os.environ["ST_ADMIN_PASSWORD"]
+CLIENT_ID, _, CLIENT_SECRET = os.environ["ST_CLIENT"].partition(":")
+AS_CLIENT = os.environ.get("ST_AS", "admin") == "client"
+TOKEN_URL = f"{BASE}/api/v1/auth/token"
+LOCK = threading.RLock()
+
+
+def token_request(data: dict, auth=None) -> dict:
+    resp = requests.post(TOKEN_URL, data=data, auth=auth, timeout=10)
+    if resp.status_code != 200:
+        raise AssertionError(f"token request ({data.get('grant_type')}) failed: {resp.status_code} {resp.text}")
+    return resp.json()
+
+
+def login(email: str, password: str) -> dict:
+    return token_request({"grant_type": "password", "username": email, "password": password})
 
 
 def admin_token() -> str:
-    resp = requests.post(
-        f"{BASE}/api/v1/auth/token",
-        data={"grant_type": "password", "username": EMAIL, "password": PASSWORD},
-        timeout=10,
-    )
-    resp.raise_for_status()
-    return resp.json()["access_token"]
+    return login(EMAIL, PASSWORD)["access_token"]
 
 
-ADMIN_ID = requests.get(
-    f"{BASE}/api/v1/users/me",
-    headers={"Authorization": f"Bearer {admin_token()}"},
-    timeout=10,
-).json()["id"]
+def client_token() -> str:
+    return token_request({"grant_type": "client_credentials"}, auth=(CLIENT_ID, CLIENT_SECRET))["access_token"]
 
 
-@schemathesis.auth(refresh_interval=300)
-class AdminToken:
-    def get(self, case, context):
-        return admin_token()
+class Admin:
+    """The hooks' own admin session (a fresh one after a logout or revocation ended it)."""
 
-    def set(self, case, data, context):
-        case.headers = case.headers or {}
-        case.headers["Authorization"] = f"Bearer {data}"
+    def __init__(self) -> None:
+        self._token: str | None = None
+
+    def call(self, method: str, path: str, **kwargs) -> requests.Response:
+        for _ in range(2):
+            with LOCK:
+                if self._token is None:
+                    self._token = admin_token()
+                token = self._token
+            resp = requests.request(
+                method, f"{BASE}{path}", headers={"Authorization": f"Bearer {token}"}, timeout=10, **kwargs
+            )
+            if resp.status_code != 401:
+                return resp
+            with LOCK:
+                self._token = None
+        return resp
+
+    def create_user(self, email: str, password: str) -> str:
+        resp = self.call("POST", "/api/v1/users", json={"email": email, "password": password})
+        if resp.status_code != 201:
+            raise AssertionError(f"creating {email!r} failed: {resp.status_code} {resp.text}")
+        return resp.json()["id"]
+
+
+ADMIN = Admin()
+ADMIN_ID = ADMIN.call("GET", "/api/v1/users/me").json()["id"]
+
+
+class ThrowawayUser:
+    """The account whose password the fuzzer changes; its credentials are tracked here."""
+
+    def __init__(self) -> None:
+        self.email = f"fuzz-password-{uuid.uuid4().hex[:12]}@example.com"
+        self.password = "throwaway-password-0"
+        self.id = ADMIN.create_user(self.email, self.password)
+        self._token: str | None = None
+
+    def token(self) -> str:
+        with LOCK:
+            if self._token is None:
+                self._token = login(self.email, self.password)["access_token"]
+            return self._token
+
+    def forget_token(self) -> None:
+        with LOCK:
+            self._token = None
+
+    def password_changed(self, new_password: str) -> None:
+        """The service answered 200: the new password is the one, and must log in now."""
+        with LOCK:
+            self.password = new_password
+            self._token = login(self.email, new_password)["access_token"]
+
+
+PW = ThrowawayUser()
+
+
+class Disposable:
+    """Users the fuzzer may delete, made by the hooks (never one the fuzzer is working with)."""
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+
+    def peek(self) -> str:
+        with LOCK:
+            if not self.ids:
+                self.ids.append(ADMIN.create_user(f"fuzz-disposable-{uuid.uuid4().hex[:12]}@example.com", "disposable-1"))
+            return self.ids[-1]
+
+    def take(self) -> str:
+        with LOCK:
+            user_id = self.peek()
+            self.ids.remove(user_id)
+            return user_id
+
+
+DISPOSABLE = Disposable()
+
+
+class RefreshToken:
+    """A live refresh token of the admin for the refresh grant (single use: the new one is kept)."""
+
+    def __init__(self) -> None:
+        self.current: str | None = None
+
+    def get(self) -> str:
+        with LOCK:
+            if self.current is None:
+                self.current = login(EMAIL, PASSWORD)["refresh_token"]
+            return self.current
+
+    def answered(self, sent, status: int, payload) -> None:
+        with LOCK:
+            if sent != self.current:
+                return
+            if status == 200 and isinstance(payload, dict) and isinstance(payload.get("refresh_token"), str):
+                self.current = payload["refresh_token"]
+            else:
+                # Refused (a global logout ended its family, say): a new family next time.
+                self.current = None
+
+
+REFRESH = RefreshToken()
+_turns: dict[tuple[str, str], itertools.count] = defaultdict(itertools.count)
+
+
+def phase(case) -> str:
+    return case.meta.phase.name.value if case.meta is not None else "explicit"
+
+
+def turn(case) -> int | None:
+    """The how-manieth call of this operation in this phase aimed at a target, or None when
+    this call keeps what schemathesis generated: one call in four, and every stateful call."""
+    if phase(case) == "stateful":
+        return None
+    with LOCK:
+        n = next(_turns[(statuses.operation_id(case), phase(case))])
+    return None if n % 4 == 3 else n - n // 4
+
+
+if not AS_CLIENT:
+
+    @schemathesis.auth(refresh_interval=300)
+    class Tokens:
+        def get(self, case, context):
+            return admin_token()
+
+        def set(self, case, data, context):
+            case.headers = case.headers or {}
+            if statuses.operation_id(case) == "changePassword":
+                data = PW.token()
+            case.headers["Authorization"] = f"Bearer {data}"
+
+
+def client_auth(case, body: dict) -> None:
+    """Authenticate as the client: its Basic credentials alone, or (as the admin) its form ones."""
+    if AS_CLIENT:
+        body.pop("client_id", None)
+        body.pop("client_secret", None)
+    else:
+        body["client_id"], body["client_secret"] = CLIENT_ID, CLIENT_SECRET
+        if case.headers:
+            case.headers.pop("Authorization", None)
 
 
 @schemathesis.hook
 def before_call(context, case, kwargs):
-    if case.operation.path != "/api/v1/users/{id}":
+    op = statuses.operation_id(case)
+    params = case.path_parameters if case.path_parameters is not None else {}
+    body = case.body if isinstance(case.body, dict) else None
+    if op in ("getUser", "updateUser"):
+        k = turn(case)
+        if k is not None:
+            params["id"] = (ADMIN_ID, "me", PW.id, DISPOSABLE.peek())[k % 4]
+        if op == "updateUser" and params.get("id") in (ADMIN_ID, "me") and body and body.get("role") == "user":
+            body["role"] = "admin"
+    elif op == "deleteUser":
+        if turn(case) is not None or params.get("id") in (ADMIN_ID, "me", PW.id):
+            params["id"] = DISPOSABLE.take()
+    elif op == "changePassword":
+        k = turn(case)
+        if k is not None:
+            params["id"] = PW.id if (k // 2) % 2 == 0 else "me"
+            if body is not None and k % 2 == 0:
+                body["current_password"] = PW.password
+    elif body is None or (k := turn(case)) is None:
         return
-    params = case.path_parameters or {}
-    if params.get("id") not in (ADMIN_ID, "me"):
-        return
-    method = case.method.upper()
-    if method == "DELETE":
-        params["id"] = str(uuid.uuid4())
-    elif method == "PUT" and isinstance(case.body, dict) and case.body.get("role") == "user":
-        case.body["role"] = "admin"
+    elif op == "createToken":
+        grant = body.get("grant_type")
+        if grant == "password":
+            body["username"], body["password"] = EMAIL, PASSWORD
+        elif grant == "refresh_token":
+            body["refresh_token"] = REFRESH.get()
+        elif grant == "client_credentials":
+            client_auth(case, body)
+    elif op == "createSession":
+        body["email"], body["password"] = EMAIL, PASSWORD
+    elif op == "introspectToken":
+        client_auth(case, body)
+        body["token"] = PW.token()
+    elif op == "revokeToken":
+        if AS_CLIENT:
+            client_auth(case, body)
+            body["token"] = client_token()
+        else:
+            body["token"] = login(EMAIL, PASSWORD)["access_token" if k % 2 == 0 else "refresh_token"]
+
+
+@schemathesis.hook
+def after_call(context, case, response):
+    op = statuses.operation_id(case)
+    body = case.body if isinstance(case.body, dict) else None
+    if op == "changePassword":
+        if response.status_code == 200 and body is not None and isinstance(body.get("new_password"), str):
+            PW.password_changed(body["new_password"])
+        elif response.status_code == 401:
+            PW.forget_token()
+    elif op == "createToken" and body is not None and body.get("grant_type") == "refresh_token":
+        try:
+            payload = response.json()
+        except Exception:
+            payload = None
+        REFRESH.answered(body.get("refresh_token"), response.status_code, payload)
+
+
+if os.environ.get("ST_TRACE"):
+
+    @schemathesis.hook("after_call")
+    def trace(context, case, response):
+        if statuses.operation_id(case) in os.environ["ST_TRACE"].split(","):
+            mode = case.meta.generation.mode.value if case.meta is not None else "explicit"
+            print(
+                f"TRACE {phase(case)} {mode} {case.path_parameters} {case.body!r:.200} -> {response.status_code} {response.text[:120]}",
+                file=sys.stderr,
+                flush=True,
+            )

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # API fuzzing: schemathesis against the running server and its own served spec, as the
-# admin (every operation) and as a registered client (the OAuth endpoints). Fails on any
-# server error, any response that breaks the spec, a dead server, or an ERROR in its log.
+# admin (every operation) and as a registered client (the OAuth endpoints), aimed by hooks.py
+# at what each caller may touch. Fails on any server error, any response that breaks the
+# spec, valid data refused with a status schemathesis.toml does not accept, a warning that
+# an operation was never served (schemathesis.toml: warnings.fail-on), an operation of the
+# spec that never answered 2xx to valid data, a dead server, or an ERROR in its log.
 # Usage: tests/fuzz/run.sh [path/to/simple-api]   (default target/debug/simple-api)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -27,6 +30,7 @@ export ST_BASE_URL="$base" ST_ADMIN_EMAIL=admin@example.com ST_ADMIN_PASSWORD=ad
 DATA_DIR="$work/data" KEYS_DIR="$work/keys" AUDIT_LOG="$work/audit.log" "$bin" clients create \
   --name fuzz --scope "users:read users:write" > "$work/client.json" 2>/dev/null
 client="$(python3 -c 'import json,sys; c=json.load(open(sys.argv[1])); print(c["client_id"]+":"+c["client_secret"])' "$work/client.json")"
+export ST_CLIENT="$client"
 
 # Cheap argon2 (hundreds of logins per run) and no login throttling: the fuzzer is not an attacker.
 ARGON2_M_KIB=1024 ARGON2_T=1 LOGIN_MAX_FAILURES=100000 API_PORT="$port" \
@@ -41,18 +45,30 @@ if ! kill -0 "$server" 2>/dev/null || ! curl -sf "$base/api/v1/status" > /dev/nu
 fi
 
 status=0
+mkdir -p "$out/admin" "$out/client"
+curl -sf "$base/openapi.json" > "$out/openapi.json"
 # 1. Every operation as the admin (hooks.py: a fresh token after a logout or revocation; the
-#    admin is never deleted or demoted). --max-time bounds the run (--max-examples does not).
-SCHEMATHESIS_HOOKS="$here/hooks.py" "$st" --config-file "$here/schemathesis.toml" \
-  run "$base/openapi.json" --checks all --max-time 120 --seed 1 --no-color \
+#    admin is never deleted or demoted; the password change as a throwaway user).
+#    --max-time bounds the run (--max-examples does not).
+SCHEMATHESIS_HOOKS="$here/hooks.py" ST_STATUSES="$out/admin/statuses.json" \
+  "$st" --config-file "$here/schemathesis.toml" run "$base/openapi.json" \
+  --checks all --max-time 120 --seed 1 --no-color \
   --report junit --report-dir "$out/admin" || status=1
 # 2. The OAuth endpoints with HTTP Basic client authentication (introspection answers and
 #    client_credentials grants). Without positive_data_acceptance: Basic plus a generated
 #    form client_secret is, rightly, a 400 (RFC 6749 §2.3: one method per request).
-"$st" --config-file "$here/schemathesis.toml" run "$base/openapi.json" \
+SCHEMATHESIS_HOOKS="$here/hooks.py" ST_AS=client ST_STATUSES="$out/client/statuses.json" \
+  "$st" --config-file "$here/schemathesis.toml" run "$base/openapi.json" \
   --include-path-regex '^/api/v1/auth/(token|introspect|revoke)$' -a "$client" \
   --checks all --exclude-checks positive_data_acceptance --max-time 30 --seed 1 --no-color \
   --report junit --report-dir "$out/client" || status=1
+
+for run in admin client; do
+  echo "== Answers per operation ($run run): generation mode, then status x count"
+  python3 "$here/statuses.py" "$out/$run/statuses.json" || status=1
+done
+# Every operation of the spec served valid data at least once (as the admin).
+python3 "$here/statuses.py" --every-operation-served "$out/openapi.json" "$out/admin/statuses.json" || status=1
 
 kill -0 "$server" || { echo "the server died during the run" >&2; status=1; }
 if grep -E ' ERROR |panicked' "$out/server.log"; then status=1; fi
