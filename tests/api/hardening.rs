@@ -130,6 +130,86 @@ fn a_full_hashing_queue_sheds_load_with_503_and_retry_after() {
     );
 }
 
+/// The hashing queue's gauge, from `/metrics`.
+fn argon2_queue_depth(app: &TestApp) -> u64 {
+    let metrics = app.get("/metrics", None);
+    metrics
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix("simple_api_argon2_queue_depth "))
+        .expect("the gauge is rendered")
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn logins_whose_clients_hang_up_are_not_hashed_behind_the_gauges_back() {
+    use std::time::{Duration, Instant};
+    use tokio::io::AsyncWriteExt;
+    let app = spawn_app_with(|c| {
+        c.argon2_m_kib = 16_384;
+        c.argon2_t = 3;
+        c.login_max_failures = 100_000;
+    });
+    let timed_login = || {
+        let started = Instant::now();
+        wrong_login(&app, "someone@example.com", &[]).expect(400);
+        started.elapsed()
+    };
+    timed_login();
+    let one = (0..3).map(|_| timed_login()).max().unwrap();
+    // A flood of logins whose clients send the request and hang up with a reset (a
+    // client's kernel does that when the client dies with unread data; a proxy can too):
+    // the server drops those requests' handlers while their hashes wait in the queue.
+    // (After a plain FIN, hyper goes on with the request and answers into the void.)
+    let body = form(&[
+        ("grant_type", "password"),
+        ("username", "flood@example.com"),
+        ("password", &"p".repeat(16 * 1024)),
+    ]);
+    let request = [
+        format!(
+            "POST {TOKEN} HTTP/1.1\r\nHost: x\r\nContent-Type: {FORM}\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes(),
+        body,
+    ]
+    .concat();
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let clients: Vec<_> = runtime.block_on(async {
+        let mut clients = Vec::new();
+        for _ in 0..100 {
+            let mut client = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            client.write_all(&request).await.unwrap();
+            // Closed with a reset rather than a FIN (only SO_LINGER 0, which never blocks).
+            #[allow(deprecated)]
+            client.set_linger(Some(Duration::ZERO)).unwrap();
+            clients.push(client);
+        }
+        clients
+    });
+    super::helpers::within("the flood reaches the hasher", Duration::from_secs(60), || {
+        argon2_queue_depth(&app) >= 50
+    });
+    drop(clients);
+    // The gauge counts the abandoned hashes until they are done or skipped: once it reads
+    // 0 the hashing threads are free, and a login costs one hash, not the flood's.
+    super::helpers::within("the hashing queue drains", Duration::from_secs(60), || {
+        argon2_queue_depth(&app) == 0
+    });
+    let after = timed_login();
+    assert!(
+        after < one * 5 + Duration::from_millis(300),
+        "a login took {after:?} after the flood's gauge read 0 (one login: {one:?})"
+    );
+    app.get("/api/v1/status", None).expect(200);
+}
+
 #[test]
 fn security_events_are_audited_without_secrets() {
     let app = spawn_app();
