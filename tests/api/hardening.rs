@@ -211,6 +211,56 @@ fn logins_whose_clients_hang_up_are_not_hashed_behind_the_gauges_back() {
 }
 
 #[test]
+fn cleartext_http2_is_refused_and_h2c_upgrades_are_answered_over_http1() {
+    use std::io::{Read, Write};
+    let app = spawn_app();
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    // HTTP/2 with prior knowledge: the preface, an empty SETTINGS frame, then a HEADERS
+    // frame (HPACK, no Huffman) for GET /api/v1/status on stream 1.
+    let mut block = vec![0x82, 0x86, 0x04, 14];
+    block.extend_from_slice(b"/api/v1/status");
+    block.extend_from_slice(&[0x01, 1, b'x']);
+    let mut h2 = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    h2.extend_from_slice(&[0, 0, 0, 0x4, 0, 0, 0, 0, 0]);
+    h2.extend_from_slice(&[0, 0, block.len() as u8, 0x1, 0x5, 0, 0, 0, 1]);
+    h2.extend_from_slice(&block);
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    stream.write_all(&h2).unwrap();
+    let mut answer = Vec::new();
+    let end = stream.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer);
+    assert!(!text.contains(r#""status":"OK""#), "served over HTTP/2: {answer:?}");
+    // Closed, not kept open for more streams: EOF, or a reset for the frames left unread.
+    assert!(
+        end.is_ok() || end.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the connection stayed open: {end:?}, {answer:?}"
+    );
+    // What arrives before the close is SETTINGS, then GOAWAY HTTP_1_1_REQUIRED.
+    let refusal = [
+        0, 0, 0, 0x4, 0, 0, 0, 0, 0, 0, 0, 8, 0x7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xd,
+    ];
+    assert!(refusal.starts_with(&answer), "{answer:?}");
+    // `Upgrade: h2c` is not performed: the request is answered over HTTP/1.1.
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    stream
+        .write_all(
+            b"GET /api/v1/status HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings, close\r\n\
+              Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n",
+        )
+        .unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with(r#"{"status":"OK"}"#), "{answer}");
+}
+
+#[test]
 fn security_events_are_audited_without_secrets() {
     let app = spawn_app();
     let user = app.new_user();
