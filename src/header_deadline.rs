@@ -6,6 +6,12 @@
 //! descriptor) forever. This acceptor wraps each connection: from the first byte of a
 //! request until the end of its headers (`\r\n\r\n`) it allows at most `timeout`; then
 //! the connection is closed. Bodies have their own deadline (see `api::body`).
+//!
+//! All of this assumes HTTP/1, so cleartext HTTP/2 is refused here: hyper would otherwise
+//! serve a connection that opens with the HTTP/2 preface ("prior knowledge"), whose frames
+//! have no `\r\n\r\n`-terminated heads and carry many requests at once. Such a connection
+//! gets GOAWAY `HTTP_1_1_REQUIRED` and is closed. (`Upgrade: h2c` needs no refusal: neither
+//! hyper nor poem performs that upgrade, the request is answered over HTTP/1.1.)
 
 use std::future::Future;
 use std::io;
@@ -65,6 +71,45 @@ pub struct HeaderDeadline<Io> {
     /// Size and line count of the request head read so far.
     head_bytes: usize,
     head_lines: usize,
+    /// While the connection's first bytes are the start of the HTTP/2 preface: how many.
+    preface: Option<usize>,
+}
+
+/// What a client speaking cleartext HTTP/2 with prior knowledge sends first (RFC 9113
+/// §3.4); hyper's automatic protocol choice looks for exactly these 24 bytes.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// The answer to it: the server's connection preface (an empty SETTINGS frame), then
+/// GOAWAY with last stream 0 and error HTTP_1_1_REQUIRED (0xd, RFC 9113 §7).
+const H2_REFUSAL: [u8; 26] = [
+    0, 0, 0, 0x4, 0, 0, 0, 0, 0, // SETTINGS: length 0, no flags, stream 0
+    0, 0, 8, 0x7, 0, 0, 0, 0, 0, // GOAWAY: length 8, no flags, stream 0
+    0, 0, 0, 0, // last stream id
+    0, 0, 0, 0xd, // HTTP_1_1_REQUIRED
+];
+
+/// Where a connection's first bytes stand against the HTTP/2 preface.
+#[derive(Debug, PartialEq, Eq)]
+enum Preface {
+    /// Its first `n` bytes so far, no more.
+    Partial(usize),
+    /// All of it: HTTP/2 with prior knowledge.
+    Complete,
+    /// Not the preface: HTTP/1.
+    Departed,
+}
+
+/// Given that the connection began with `matched` bytes of the HTTP/2 preface, where the
+/// `bytes` read next leave it.
+fn preface_after(matched: usize, bytes: &[u8]) -> Preface {
+    let n = bytes.len().min(H2_PREFACE.len() - matched);
+    if bytes[..n] != H2_PREFACE[matched..matched + n] {
+        Preface::Departed
+    } else if matched + n == H2_PREFACE.len() {
+        Preface::Complete
+    } else {
+        Preface::Partial(matched + n)
+    }
 }
 
 /// The largest request head accepted (request line and headers).
@@ -144,6 +189,7 @@ impl<Io> HeaderDeadline<Io> {
             matched: 0,
             head_bytes: 0,
             head_lines: 0,
+            preface: Some(0),
         }
     }
 
@@ -199,6 +245,22 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> AsyncRead for HeaderDeadline<Io> {
         let before = buf.filled().len();
         let result = Pin::new(&mut this.io).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = result {
+            let read = &buf.filled()[before..];
+            if let (Some(matched), false) = (this.preface, read.is_empty()) {
+                this.preface = match preface_after(matched, read) {
+                    Preface::Partial(n) => Some(n),
+                    Preface::Departed => None,
+                    Preface::Complete => {
+                        // Never handed to hyper, which would serve it as HTTP/2.
+                        buf.set_filled(before);
+                        this.answer(cx, &H2_REFUSAL);
+                        return Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "cleartext HTTP/2 refused: HTTP/1.1 only",
+                        )));
+                    }
+                };
+            }
             if this.scan(&buf.filled()[before..]) == Verdict::TooLarge {
                 // The oversized head never reaches the HTTP parser: our answer, then EOF.
                 buf.set_filled(before);
@@ -285,6 +347,100 @@ mod tests {
                     }
                     assert_eq!(found, truth, "{sample:?} cut at {a} and {b}");
                 }
+            }
+        }
+    }
+
+    /// A connection in memory: what is sent to the server arrives `chunk` bytes per read;
+    /// what the server writes is kept.
+    struct Wire {
+        input: Vec<u8>,
+        at: usize,
+        chunk: usize,
+        output: Vec<u8>,
+    }
+
+    impl AsyncRead for Wire {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            let n = self
+                .chunk
+                .min(self.input.len() - self.at)
+                .min(buf.remaining());
+            buf.put_slice(&self.input[self.at..self.at + n]);
+            self.at += n;
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl AsyncWrite for Wire {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.output.extend_from_slice(buf);
+            Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Reads `input` through the guard as hyper's protocol detection does (24 bytes at a
+    /// time at most): what got through, how reading ended, and what the guard wrote.
+    async fn through_guard(input: &[u8], chunk: usize) -> (Vec<u8>, io::Result<()>, Vec<u8>) {
+        let wire = Wire {
+            input: input.to_vec(),
+            at: 0,
+            chunk,
+            output: Vec::new(),
+        };
+        let mut guard = HeaderDeadline::new(wire, Duration::from_secs(5));
+        let mut passed = Vec::new();
+        let end = loop {
+            let mut space = [0u8; 24];
+            let mut buf = ReadBuf::new(&mut space);
+            let read =
+                std::future::poll_fn(|cx| Pin::new(&mut guard).poll_read(cx, &mut buf)).await;
+            match read {
+                Ok(()) if buf.filled().is_empty() => break Ok(()),
+                Ok(()) => passed.extend_from_slice(buf.filled()),
+                Err(e) => break Err(e),
+            }
+        };
+        (passed, end, guard.io.output)
+    }
+
+    #[tokio::test]
+    async fn the_http2_preface_is_refused_however_the_reads_split_it() {
+        let settings = [0, 0, 0, 4, 0, 0, 0, 0, 0];
+        let h2 = [H2_PREFACE, &settings].concat();
+        for chunk in 1..=h2.len() {
+            let (passed, end, written) = through_guard(&h2, chunk).await;
+            assert!(passed.len() < H2_PREFACE.len(), "chunk {chunk}: {passed:?}");
+            assert_eq!(end.unwrap_err().kind(), io::ErrorKind::InvalidData);
+            assert_eq!(written, H2_REFUSAL, "chunk {chunk}");
+        }
+        // HTTP/1, even what starts like the preface, goes through untouched.
+        let almost = [&H2_PREFACE[..23], b"X"].concat();
+        for http1 in [
+            &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+            b"PRI / HTTP/1.1\r\nHost: x\r\n\r\n",
+            &almost,
+        ] {
+            for chunk in [1, 7, 24] {
+                let (passed, end, written) = through_guard(http1, chunk).await;
+                assert_eq!(passed, http1);
+                assert!(end.is_ok() && written.is_empty());
             }
         }
     }

@@ -27,13 +27,30 @@ pub enum PasswordError {
 
 type Job = Box<dyn FnOnce() + Send>;
 
-/// The hashing threads. They end when the last hasher clone drops the job sender.
+/// The hashing threads and their queue. The threads end when the last hasher clone drops
+/// the job sender.
 struct Workers {
     jobs: std::sync::mpsc::Sender<Job>,
+    /// Jobs queued or running, and how many may be at most: the queue's only bound (the
+    /// channel itself is unbounded, but nothing enters it without a slot).
+    depth: Arc<AtomicUsize>,
+    max_depth: usize,
+}
+
+/// A place in the queue. It travels inside its job and is given back when the job has run
+/// or been skipped, never when the caller's future is dropped: a job whose caller hung up
+/// still holds its password and may still be hashing, so it still counts against the bound
+/// and in the gauge.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Workers {
-    fn start(threads: usize) -> Self {
+    fn start(threads: usize, max_depth: usize) -> Self {
         let (tx, rx) = std::sync::mpsc::channel::<Job>();
         let rx = Arc::new(std::sync::Mutex::new(rx));
         for i in 0..threads {
@@ -49,16 +66,46 @@ impl Workers {
                 })
                 .expect("spawning a hashing thread");
         }
-        Self { jobs: tx }
+        Self {
+            jobs: tx,
+            depth: Arc::new(AtomicUsize::new(0)),
+            max_depth,
+        }
     }
 
-    async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    /// A slot, if the queue has room.
+    fn enter(&self) -> Option<Slot> {
+        let slot = Slot(self.depth.clone());
+        // On failure the slot's drop takes the increment back.
+        (self.depth.fetch_add(1, Ordering::AcqRel) < self.max_depth).then_some(slot)
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, PasswordError> {
+        let slot = self.enter().ok_or(PasswordError::Busy)?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move || {
-            let _ = tx.send(f());
+            if tx.is_closed() {
+                // The caller is gone (its client hung up while this waited): nobody would
+                // read the answer, so do not spend a hash on it. Its password goes with
+                // `f`, before the slot is given back.
+                drop(f);
+                drop(slot);
+                return;
+            }
+            let answer = f();
+            // Free before answering, so a caller that has its answer sees its slot free.
+            drop(slot);
+            let _ = tx.send(answer);
         });
-        self.jobs.send(job).ok()?;
-        rx.await.ok()
+        // Sent or (if the threads are gone) dropped, the job takes its slot with it.
+        self.jobs
+            .send(job)
+            .map_err(|_| PasswordError::Hashing("the hashing threads are gone".into()))?;
+        rx.await
+            .map_err(|_| PasswordError::Hashing("a hashing thread panicked".into()))
     }
 }
 
@@ -66,21 +113,9 @@ impl Workers {
 pub struct PasswordHasher {
     params: Params,
     workers: Arc<Workers>,
-    /// Hashes running or waiting, and how many may be at most.
-    depth: Arc<AtomicUsize>,
-    max_depth: usize,
     /// Verified against when the account does not exist, so an unknown email costs the same
     /// time as a wrong password and does not reveal which accounts exist.
     dummy_hash: Arc<String>,
-}
-
-/// Leaves the queue however the future ends (done, or dropped with a vanished client).
-struct Leave<'a>(&'a AtomicUsize);
-
-impl Drop for Leave<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
 }
 
 impl PasswordHasher {
@@ -110,9 +145,10 @@ impl PasswordHasher {
         let concurrency = concurrency.max(1);
         Ok(Self {
             params,
-            workers: Arc::new(Workers::start(concurrency)),
-            depth: Arc::new(AtomicUsize::new(0)),
-            max_depth: concurrency + max_queue,
+            workers: Arc::new(Workers::start(
+                concurrency,
+                concurrency.saturating_add(max_queue),
+            )),
             dummy_hash: Arc::new(dummy),
         })
     }
@@ -121,20 +157,13 @@ impl PasswordHasher {
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, PasswordError> {
-        if self.depth.fetch_add(1, Ordering::AcqRel) >= self.max_depth {
-            self.depth.fetch_sub(1, Ordering::AcqRel);
-            return Err(PasswordError::Busy);
-        }
-        let _leave = Leave(&self.depth);
-        self.workers
-            .run(f)
-            .await
-            .ok_or_else(|| PasswordError::Hashing("the hashing threads are gone".into()))
+        self.workers.run(f).await
     }
 
-    /// Hashes running or waiting now.
+    /// Hashes running or waiting now, those whose caller has gone included (until they
+    /// are finished or skipped).
     pub fn queue_depth(&self) -> usize {
-        self.depth.load(Ordering::Acquire)
+        self.workers.depth.load(Ordering::Acquire)
     }
 
     /// A PHC string (`$argon2id$v=19$m=...`) with a fresh random salt.
@@ -321,6 +350,89 @@ mod tests {
             }
         }
         assert!(busy >= 15, "only {busy} of 20 were shed with room for 3");
+        assert_eq!(h.queue_depth(), 0);
+    }
+
+    /// Polls `job` once, so that it is queued, runs `meanwhile`, then drops `job`: a caller
+    /// whose client hung up.
+    async fn abandon<T>(
+        job: impl std::future::Future<Output = Result<T, PasswordError>>,
+        meanwhile: impl FnOnce(),
+    ) {
+        let mut job = std::pin::pin!(job);
+        std::future::poll_fn(|cx| {
+            assert!(job.as_mut().poll(cx).is_pending(), "the job was not queued");
+            std::task::Poll::Ready(())
+        })
+        .await;
+        meanwhile();
+    }
+
+    /// Occupies the one hashing thread of `h` until the returned sender is dropped, with a
+    /// job whose caller hung up once it was running.
+    async fn occupy(h: &PasswordHasher) -> std::sync::mpsc::Sender<()> {
+        let (started, running) = std::sync::mpsc::channel();
+        let (gate, wait) = std::sync::mpsc::channel::<()>();
+        let job = h.blocking(move || {
+            started.send(()).unwrap();
+            let _ = wait.recv();
+        });
+        abandon(job, || running.recv().unwrap()).await;
+        gate
+    }
+
+    async fn drained(h: &PasswordHasher) {
+        let start = std::time::Instant::now();
+        while h.queue_depth() > 0 {
+            assert!(start.elapsed() < std::time::Duration::from_secs(10));
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn jobs_whose_caller_hung_up_hold_their_slots_until_they_end() {
+        // One thread and room for two more: three jobs fill it.
+        let h = PasswordHasher::with_queue(1024, 1, 1, 1, 2).unwrap();
+        let pw = SecretString::from("password1");
+        let gate = occupy(&h).await;
+        abandon(h.hash(&pw), || ()).await;
+        abandon(h.verify(None, &pw), || ()).await;
+        assert_eq!(h.queue_depth(), 3, "the gauge counts abandoned jobs");
+        // Their callers are gone but their jobs (and passwords) are not: no room.
+        let late = tokio::time::timeout(std::time::Duration::from_secs(2), h.hash(&pw)).await;
+        assert!(
+            matches!(late, Ok(Err(PasswordError::Busy))),
+            "a new caller was let in past abandoned jobs"
+        );
+        drop(gate);
+        drained(&h).await;
+        assert!(h.hash(&pw).await.is_ok());
+        assert_eq!(h.queue_depth(), 0);
+    }
+
+    #[tokio::test]
+    async fn queued_jobs_whose_caller_hung_up_are_skipped_not_hashed() {
+        let h = PasswordHasher::with_queue(1024, 1, 1, 1, 8).unwrap();
+        let ran = Arc::new(AtomicUsize::new(0));
+        let gate = occupy(&h).await;
+        for _ in 0..4 {
+            let ran = ran.clone();
+            abandon(
+                h.blocking(move || ran.fetch_add(1, Ordering::SeqCst)),
+                || (),
+            )
+            .await;
+        }
+        drop(gate);
+        // Queued behind the abandoned ones (one thread, first come first served): when it
+        // is answered, they have all been dealt with.
+        let pw = SecretString::from("password1");
+        let hash = tokio::time::timeout(std::time::Duration::from_secs(10), h.hash(&pw))
+            .await
+            .expect("the queue drains")
+            .unwrap();
+        assert!(h.verify(Some(&hash), &pw).await.unwrap());
+        assert_eq!(ran.load(Ordering::SeqCst), 0, "abandoned jobs were run");
         assert_eq!(h.queue_depth(), 0);
     }
 

@@ -154,6 +154,136 @@ fn a_full_hashing_queue_sheds_load_with_503_and_retry_after() {
     );
 }
 
+/// The hashing queue's gauge, from `/metrics`.
+fn argon2_queue_depth(app: &TestApp) -> u64 {
+    let metrics = app.get("/metrics", None);
+    metrics
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix("simple_api_argon2_queue_depth "))
+        .expect("the gauge is rendered")
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn logins_whose_clients_hang_up_are_not_hashed_behind_the_gauges_back() {
+    use std::time::{Duration, Instant};
+    use tokio::io::AsyncWriteExt;
+    let app = spawn_app_with(|c| {
+        c.argon2_m_kib = 16_384;
+        c.argon2_t = 3;
+        c.login_max_failures = 100_000;
+    });
+    let timed_login = || {
+        let started = Instant::now();
+        wrong_login(&app, "someone@example.com", &[]).expect(400);
+        started.elapsed()
+    };
+    timed_login();
+    let one = (0..3).map(|_| timed_login()).max().unwrap();
+    // A flood of logins whose clients send the request and hang up with a reset (a
+    // client's kernel does that when the client dies with unread data; a proxy can too):
+    // the server drops those requests' handlers while their hashes wait in the queue.
+    // (After a plain FIN, hyper goes on with the request and answers into the void.)
+    let body = form(&[
+        ("grant_type", "password"),
+        ("username", "flood@example.com"),
+        ("password", &"p".repeat(16 * 1024)),
+    ]);
+    let request = [
+        format!(
+            "POST {TOKEN} HTTP/1.1\r\nHost: x\r\nContent-Type: {FORM}\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes(),
+        body,
+    ]
+    .concat();
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let clients: Vec<_> = runtime.block_on(async {
+        let mut clients = Vec::new();
+        for _ in 0..100 {
+            let mut client = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            client.write_all(&request).await.unwrap();
+            // Closed with a reset rather than a FIN (only SO_LINGER 0, which never blocks).
+            #[allow(deprecated)]
+            client.set_linger(Some(Duration::ZERO)).unwrap();
+            clients.push(client);
+        }
+        clients
+    });
+    super::helpers::within("the flood reaches the hasher", Duration::from_secs(60), || {
+        argon2_queue_depth(&app) >= 50
+    });
+    drop(clients);
+    // The gauge counts the abandoned hashes until they are done or skipped: once it reads
+    // 0 the hashing threads are free, and a login costs one hash, not the flood's.
+    super::helpers::within("the hashing queue drains", Duration::from_secs(60), || {
+        argon2_queue_depth(&app) == 0
+    });
+    let after = timed_login();
+    assert!(
+        after < one * 5 + Duration::from_millis(300),
+        "a login took {after:?} after the flood's gauge read 0 (one login: {one:?})"
+    );
+    app.get("/api/v1/status", None).expect(200);
+}
+
+#[test]
+fn cleartext_http2_is_refused_and_h2c_upgrades_are_answered_over_http1() {
+    use std::io::{Read, Write};
+    let app = spawn_app();
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    // HTTP/2 with prior knowledge: the preface, an empty SETTINGS frame, then a HEADERS
+    // frame (HPACK, no Huffman) for GET /api/v1/status on stream 1.
+    let mut block = vec![0x82, 0x86, 0x04, 14];
+    block.extend_from_slice(b"/api/v1/status");
+    block.extend_from_slice(&[0x01, 1, b'x']);
+    let mut h2 = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    h2.extend_from_slice(&[0, 0, 0, 0x4, 0, 0, 0, 0, 0]);
+    h2.extend_from_slice(&[0, 0, block.len() as u8, 0x1, 0x5, 0, 0, 0, 1]);
+    h2.extend_from_slice(&block);
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    stream.write_all(&h2).unwrap();
+    let mut answer = Vec::new();
+    let end = stream.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer);
+    assert!(!text.contains(r#""status":"OK""#), "served over HTTP/2: {answer:?}");
+    // Closed, not kept open for more streams: EOF, or a reset for the frames left unread.
+    assert!(
+        end.is_ok() || end.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the connection stayed open: {end:?}, {answer:?}"
+    );
+    // What arrives before the close is SETTINGS, then GOAWAY HTTP_1_1_REQUIRED.
+    let refusal = [
+        0, 0, 0, 0x4, 0, 0, 0, 0, 0, 0, 0, 8, 0x7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xd,
+    ];
+    assert!(refusal.starts_with(&answer), "{answer:?}");
+    // `Upgrade: h2c` is not performed: the request is answered over HTTP/1.1.
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    stream
+        .write_all(
+            b"GET /api/v1/status HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings, close\r\n\
+              Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n",
+        )
+        .unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with(r#"{"status":"OK"}"#), "{answer}");
+}
+
 #[test]
 fn security_events_are_audited_without_secrets() {
     let app = spawn_app();
