@@ -25,9 +25,9 @@ struct Repeat {
     unwritten: u64,
 }
 
-/// The longest subject or string field written: what the service accepts as an
-/// identifier (a longer value was refused before it got here, or is cut).
-pub const MAX_FIELD_BYTES: usize = crate::domain::MAX_IDENTIFIER_BYTES;
+/// The longest subject or string field written, in bytes: room for any identifier the
+/// service accepts (320 characters of up to 4 bytes); anything longer is cut.
+pub const MAX_FIELD_BYTES: usize = 4 * crate::domain::MAX_IDENTIFIER_CHARS;
 /// Repeatable events remembered at most (beyond that the oldest are forgotten, and may
 /// be written again).
 const MAX_REPEATS: usize = 10_000;
@@ -228,7 +228,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.log");
         let audit = Audit::open(&path, false).unwrap();
-        let long = "é".repeat(1000);
+        let long = "é".repeat(2000);
         audit.record(
             "x",
             Some(&long),
@@ -238,7 +238,7 @@ mod tests {
         let line = &lines(&path)[0];
         assert!(line["subject"].as_str().unwrap().len() <= MAX_FIELD_BYTES);
         assert!(line["via"].as_str().unwrap().len() <= MAX_FIELD_BYTES);
-        assert!(std::fs::metadata(&path).unwrap().len() < 1000);
+        assert!(std::fs::metadata(&path).unwrap().len() < 3 * MAX_FIELD_BYTES as u64);
     }
 
     #[test]

@@ -39,7 +39,8 @@ pub enum GrantType {
 #[oai(example)]
 pub struct TokenRequest {
     pub grant_type: GrantType,
-    /// password grant: the account's email.
+    /// password grant: the account's email (at most 320 characters, no control characters).
+    #[oai(validator(max_length = 320, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"))]
     pub username: Option<String>,
     /// password grant: the account's password.
     pub password: Option<Password>,
@@ -48,7 +49,8 @@ pub struct TokenRequest {
     /// Space-separated scopes to narrow the token to (default: everything the account may do).
     pub scope: Option<String>,
     /// client_credentials with form authentication: the client's id. (Public clients such
-    /// as Swagger UI may send one with the other grants; it is accepted and not checked.)
+    /// as Swagger UI may send one with the other grants; it is accepted, not authenticated.)
+    #[oai(validator(max_length = 320, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"))]
     pub client_id: Option<String>,
     /// client_credentials with form authentication (`client_secret_post`): the secret.
     pub client_secret: Option<Password>,
@@ -82,6 +84,7 @@ pub struct TokenForm {
     /// `access_token` or `refresh_token`; only a hint, the token's shape decides.
     pub token_type_hint: Option<String>,
     /// Form client authentication (`client_secret_post`): the client's id.
+    #[oai(validator(max_length = 320, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"))]
     pub client_id: Option<String>,
     /// Form client authentication (`client_secret_post`): the client's secret.
     pub client_secret: Option<Password>,
@@ -402,6 +405,9 @@ async fn client_from_request(
     form: &Form,
     ctx: &RequestCtx,
 ) -> Result<Option<Client>, OAuthError> {
+    if let Some(id) = form.get("client_id") {
+        Identifier::parse(id, "client_id").map_err(ApiError::from)?;
+    }
     let basic = req
         .header(poem::http::header::AUTHORIZATION)
         .and_then(parse_basic)

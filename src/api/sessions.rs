@@ -22,8 +22,12 @@ pub struct SessionsApi;
 /// Cookie login, form-encoded.
 #[derive(Object)]
 pub struct SessionLoginRequest {
-    /// The account's email.
-    #[oai(validator(min_length = 1))]
+    /// The account's email (at most 320 characters, no control characters).
+    #[oai(validator(
+        min_length = 1,
+        max_length = 320,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+    ))]
     pub email: String,
     /// The account's password.
     #[oai(validator(min_length = 1))]

@@ -13,6 +13,6 @@ pub enum DomainError {
     InvalidName(&'static str),
     #[error("role must be \"user\" or \"admin\"")]
     InvalidRole,
-    #[error("{0} must be at most 320 bytes without control characters")]
+    #[error("{0} must be at most 320 characters without control characters")]
     InvalidIdentifier(&'static str),
 }

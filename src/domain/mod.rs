@@ -14,7 +14,7 @@ mod user;
 pub use client::{client_scopes, Client, ClientId, ClientName};
 pub use email::Email;
 pub use error::DomainError;
-pub use identifier::{Identifier, MAX_IDENTIFIER_BYTES};
+pub use identifier::{Identifier, MAX_IDENTIFIER_CHARS};
 pub use names::PersonName;
 pub use password::NewPassword;
 pub use role::Role;
