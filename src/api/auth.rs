@@ -192,9 +192,6 @@ async fn password_grant(
     let username = form
         .get("username")
         .ok_or_else(|| OAuthError::invalid_request("username missing"))?;
-    let username = Identifier::parse(username, "username")
-        .map_err(ApiError::from)?
-        .as_str();
     let password = SecretString::from(
         form.get("password")
             .ok_or_else(|| OAuthError::invalid_request("password missing"))?,
@@ -291,6 +288,13 @@ impl AuthApi {
         body: FormFields<TokenRequest>,
     ) -> Result<TokenResponse, OAuthError> {
         let form = form_of(body)?;
+        // Whatever the grant: an identifier outside the spec's limits is refused before
+        // anything is done with the request.
+        for field in ["username", "client_id"] {
+            if let Some(value) = form.get(field) {
+                Identifier::parse(value, field).map_err(ApiError::from)?;
+            }
+        }
         match form.get("grant_type") {
             None => Err(OAuthError::invalid_request("grant_type missing")),
             Some("password") => password_grant(&state, &form, &ctx).await,
