@@ -4,8 +4,9 @@
 //! buffers over hundreds of threads and malloc arenas). A bounded queue sheds excess load
 //! (503) instead of piling it up.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
@@ -116,6 +117,34 @@ pub struct PasswordHasher {
     /// Verified against when the account does not exist, so an unknown email costs the same
     /// time as a wrong password and does not reveal which accounts exist.
     dummy_hash: Arc<String>,
+    /// What one check with the current parameters takes (see `verify`).
+    current_cost: Arc<CostEstimate>,
+}
+
+/// A moving average of how long a check with the current parameters takes on this
+/// machine: what a failed check of a hash with other parameters is padded to.
+struct CostEstimate {
+    nanos: AtomicU64,
+}
+
+impl CostEstimate {
+    fn new(first: Duration) -> Self {
+        Self {
+            nanos: AtomicU64::new(first.as_nanos() as u64),
+        }
+    }
+
+    fn get(&self) -> Duration {
+        Duration::from_nanos(self.nanos.load(Ordering::Relaxed))
+    }
+
+    /// One more measurement, weighted 1/4 (a lost race between two updates only loses one
+    /// sample's weight).
+    fn observe(&self, took: Duration) {
+        let old = self.nanos.load(Ordering::Relaxed);
+        let new = old - old / 4 + (took.as_nanos() as u64) / 4;
+        self.nanos.store(new, Ordering::Relaxed);
+    }
 }
 
 impl PasswordHasher {
@@ -135,13 +164,25 @@ impl PasswordHasher {
     ) -> Result<Self, PasswordError> {
         let params =
             Params::new(m_kib, t, p, None).map_err(|e| PasswordError::Params(e.to_string()))?;
-        // On a short-lived thread, so its argon2 memory is released with it.
-        let dummy = std::thread::scope(|scope| {
+        // On a short-lived thread, so its argon2 memory is released with it. A check of it
+        // is timed as the first estimate of what a check costs: the second one, when the
+        // thread's memory is warm as a hashing thread's is.
+        let (dummy, first_cost) = std::thread::scope(|scope| {
             scope
-                .spawn(|| hash_phc(&params, b"dummy password for unknown accounts"))
+                .spawn(|| {
+                    let dummy = hash_phc(&params, b"dummy password for unknown accounts")?;
+                    let mut took = Duration::ZERO;
+                    for _ in 0..2 {
+                        let started = Instant::now();
+                        verify_phc(&dummy, b"not the dummy password");
+                        took = started.elapsed();
+                    }
+                    Ok::<_, PasswordError>((dummy, took))
+                })
                 .join()
                 .map_err(|_| PasswordError::Hashing("the hashing thread panicked".into()))?
         })?;
+        let current_cost = Arc::new(CostEstimate::new(first_cost));
         let concurrency = concurrency.max(1);
         Ok(Self {
             params,
@@ -150,6 +191,7 @@ impl PasswordHasher {
                 concurrency.saturating_add(max_queue),
             )),
             dummy_hash: Arc::new(dummy),
+            current_cost,
         })
     }
 
@@ -175,18 +217,35 @@ impl PasswordHasher {
     }
 
     /// Whether `password` matches `hash`; with `None` (unknown account) it verifies against
-    /// the dummy hash and returns false, taking the same time.
+    /// the dummy hash and returns false, taking the same time. A wrong password for a hash
+    /// made with other (older) parameters is padded to what a check with the current ones
+    /// takes, so that after a change of parameters dormant accounts cannot be told from
+    /// unknown ones by timing (a hash dearer than the current parameters is not: it can
+    /// only be slower; it is upgraded at its next successful login).
     pub async fn verify(
         &self,
         hash: Option<&str>,
         password: &SecretString,
     ) -> Result<bool, PasswordError> {
         let known = hash.is_some();
+        let outdated = hash.is_some_and(|h| self.needs_rehash(h));
         let hash = hash.map_or_else(|| self.dummy_hash.as_str().to_owned(), str::to_owned);
         let password = password.clone();
-        let matched = self
-            .blocking(move || verify_phc(&hash, password.expose_secret().as_bytes()))
+        let (matched, took) = self
+            .blocking(move || {
+                let started = Instant::now();
+                let matched = verify_phc(&hash, password.expose_secret().as_bytes());
+                (matched, started.elapsed())
+            })
             .await?;
+        if !outdated {
+            self.current_cost.observe(took);
+        } else if !matched {
+            let pad = self.current_cost.get().saturating_sub(took);
+            if !pad.is_zero() {
+                tokio::time::sleep(pad).await;
+            }
+        }
         Ok(known && matched)
     }
 

@@ -62,12 +62,6 @@ impl Attempt {
         }
     }
 
-    /// Whether the answer must not tell a known account from an unknown one, in content
-    /// or in time.
-    fn hides_existence(self) -> bool {
-        matches!(self, Self::Login { .. } | Self::Client)
-    }
-
     /// Whether a success clears the account's failures. (Re-entering a password does
     /// not: it proves the token holder knows it, not that earlier guesses were theirs.)
     fn success_clears_failures(self) -> bool {
@@ -188,7 +182,7 @@ impl AppState {
                 return Ok(Verdict::Throttled(wait));
             }
         }
-        let judged = self.judge(attempt, secret, lookup).await;
+        let judged = self.judge(secret, lookup).await;
         match judged {
             Ok(Some(holder)) => {
                 if let Some(counted) = &counted {
@@ -216,21 +210,14 @@ impl AppState {
     /// The holder of `secret`, if it is theirs.
     async fn judge<T: Holder>(
         &self,
-        attempt: Attempt,
         secret: &SecretString,
         lookup: impl Future<Output = Result<Option<T>, StoreError>>,
     ) -> Result<Option<T>, ServiceError> {
         let holder = lookup.await?;
         let hash = holder.as_ref().map(Holder::secret_hash);
+        // Unknown holders and hashes made with older parameters cost what a current check
+        // costs (`PasswordHasher::verify`): timing tells nothing about who exists.
         let verified = self.passwords.verify(hash, secret).await?;
-        // A hash made with older (cheaper) parameters would answer faster than the dummy
-        // hash of unknown accounts: pay the current price too, so timing tells nothing.
-        if !verified
-            && attempt.hides_existence()
-            && hash.is_some_and(|h| self.passwords.needs_rehash(h))
-        {
-            self.passwords.verify(None, secret).await?;
-        }
         Ok(holder.filter(|_| verified))
     }
 

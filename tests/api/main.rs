@@ -71,6 +71,7 @@ mod memory;
 mod openapi;
 mod signals;
 mod startup;
+mod timing;
 
 // PostgreSQL below the HTTP suite, and replicas sharing one database.
 #[cfg(not(no_postgres))]
