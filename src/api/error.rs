@@ -146,7 +146,8 @@ impl From<DomainError> for ApiError {
             | DomainError::PasswordLength
             | DomainError::InvalidName(_)
             | DomainError::InvalidRole
-            | DomainError::InvalidIdentifier(_) => Self::bad_request(e.to_string()),
+            | DomainError::InvalidIdentifier(_)
+            | DomainError::InvalidCursor => Self::bad_request(e.to_string()),
         }
     }
 }

@@ -18,7 +18,7 @@ use super::security::{
     MaybeCaller, CHANGE_PASSWORD, CREATE_USER, DELETE_USER, GET_USER, LIST_USERS, UPDATE_USER,
 };
 use super::{ApiError, ApiTags, Caller, Empty, RequestCtx};
-use crate::domain::{Email, NewPassword, PersonName, Role, Scope, User};
+use crate::domain::{Email, NewPassword, PersonName, Role, Scope, User, UserCursor};
 use crate::service::{AppState, NewAccount, Verdict};
 
 pub struct UsersApi;
@@ -172,7 +172,14 @@ pub enum UserResponse {
 pub enum UserListResponse {
     /// A page of users, oldest first.
     #[oai(status = 200)]
-    Ok(JsonView<Vec<UserBody>, Vec<UserView>>),
+    Ok(
+        JsonView<Vec<UserBody>, Vec<UserView>>,
+        /// Present when more users follow this page (RFC 8288):
+        /// `<PUBLIC_URL/api/v1/users?after=CURSOR&limit=N>; rel="next"`, the URL of the next
+        /// page. Absent on the last page.
+        #[oai(header = "Link")]
+        Option<String>,
+    ),
 }
 
 #[derive(ApiResponse)]
@@ -256,7 +263,11 @@ async fn create(
 impl UsersApi {
     /// List users
     ///
-    /// Users ordered by creation time, a page at a time. Admins (`users:read`) only.
+    /// Users ordered by creation time (then id), a page at a time. Admins (`users:read`)
+    /// only. While more users follow, the `Link` header names the next page
+    /// (`rel="next"`, with `after`): follow it to page through any number of users at the
+    /// same cost per page, without repeating or skipping anyone when users are created or
+    /// deleted meanwhile. `offset` paging works too, but costs more the deeper it goes.
     #[oai(path = "/users", method = "get", operation_id = "listUsers")]
     async fn list(
         &self,
@@ -265,17 +276,44 @@ impl UsersApi {
         /// How many users to return (1 to 1000, default 100).
         #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
         limit: Query<Option<u32>>,
-        /// How many users to skip (default 0).
+        /// How many users to skip (default 0). Not together with `after`.
         #[oai(validator(minimum(value = "0"), maximum(value = "4294967295")))]
         offset: Query<Option<u32>>,
+        /// Start after this position: the opaque cursor in the previous page's `Link`
+        /// header. Not together with `offset` (400); a value not issued as a cursor is 400.
+        after: Query<Option<String>>,
     ) -> Result<UserListResponse, ApiError> {
         caller.authorize(LIST_USERS, None)?;
         let limit = limit.0.unwrap_or(100) as usize;
-        let offset = offset.0.unwrap_or(0) as usize;
-        let users = state.store.list_users(offset, limit).await?;
-        Ok(UserListResponse::Ok(JsonView::new(
-            users.into_iter().map(UserView).collect(),
-        )))
+        // One more than the page: whether another page follows (the `Link` header).
+        let mut users = match (after.0, offset.0) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::bad_request(
+                    "after and offset cannot be used together",
+                ))
+            }
+            (Some(after), None) => {
+                let after = UserCursor::parse(&after)?;
+                state.store.list_users_after(Some(after), limit + 1).await?
+            }
+            (None, offset) => {
+                let offset = offset.unwrap_or(0) as usize;
+                state.store.list_users(offset, limit + 1).await?
+            }
+        };
+        let next = (users.len() > limit).then(|| {
+            users.truncate(limit);
+            let last = UserCursor::of(users.last().expect("limit is at least 1"));
+            format!(
+                "<{}/api/v1/users?after={}&limit={limit}>; rel=\"next\"",
+                state.public_url,
+                last.encode()
+            )
+        });
+        Ok(UserListResponse::Ok(
+            JsonView::new(users.into_iter().map(UserView).collect()),
+            next,
+        ))
     }
 
     /// Get a user

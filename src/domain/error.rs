@@ -15,4 +15,6 @@ pub enum DomainError {
     InvalidRole,
     #[error("{0} must be at most 320 characters without control characters")]
     InvalidIdentifier(&'static str),
+    #[error("after must be a cursor from the Link header of a previous page")]
+    InvalidCursor,
 }

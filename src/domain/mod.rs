@@ -1,6 +1,7 @@
 //! Domain types: valid by construction, parsed once at the edge.
 
 mod client;
+mod cursor;
 mod email;
 mod error;
 mod identifier;
@@ -12,6 +13,7 @@ mod session;
 mod user;
 
 pub use client::{client_scopes, Client, ClientId, ClientName};
+pub use cursor::UserCursor;
 pub use email::Email;
 pub use error::DomainError;
 pub use identifier::{Identifier, MAX_IDENTIFIER_CHARS};

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::domain::{
-    Client, ClientId, PresentedRefresh, RefreshToken, Scopes, Session, User, UserId,
+    Client, ClientId, PresentedRefresh, RefreshToken, Scopes, Session, User, UserCursor, UserId,
 };
 
 pub use file::{spool, Export, FileStore, FileStoreOptions};
@@ -178,8 +178,17 @@ pub trait Store: Send + Sync + 'static {
     async fn user(&self, id: UserId) -> Result<Option<Arc<User>>, StoreError>;
     /// Looks up by email, ignoring case and surrounding spaces.
     async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError>;
-    /// Users ordered by `created_at` (then id), a page at a time.
+    /// Users ordered by `created_at` (then id), a page at a time. Costs O(offset) on
+    /// PostgreSQL; `list_users_after` does not.
     async fn list_users(&self, offset: usize, limit: usize) -> Result<Vec<Arc<User>>, StoreError>;
+    /// Up to `limit` users strictly after `after` in that order (from the first if
+    /// `None`), found by a seek: the cost does not grow with the position, and a user
+    /// created or deleted meanwhile neither repeats nor skips anyone.
+    async fn list_users_after(
+        &self,
+        after: Option<UserCursor>,
+        limit: usize,
+    ) -> Result<Vec<Arc<User>>, StoreError>;
     async fn count_users(&self) -> Result<usize, StoreError>;
 
     // Sessions and revocation.

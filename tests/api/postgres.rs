@@ -421,3 +421,108 @@ async fn sessions_from_before_families_refresh_no_more() {
     store.revoke_session(id).await.unwrap();
     assert!(store.session_revoked(id).await.unwrap());
 }
+
+/// The plan of `sql` with `params`, run (`EXPLAIN ANALYZE`): one line per node or detail.
+async fn plan(
+    client: &tokio_postgres::Client,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> String {
+    let explain = format!("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) {sql}");
+    let rows = client.query(&explain, params).await.unwrap();
+    let lines: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    lines.join("\n")
+}
+
+/// `GET /users?after=` on PostgreSQL is a seek: however deep the cursor, the keyset query
+/// descends the `(created_at, id)` index once and reads the page's rows only (an OFFSET
+/// to the same place reads every row before it); and paging with it returns every row
+/// once, in order, ties on `created_at` broken by id.
+#[tokio::test]
+async fn paging_after_a_cursor_is_an_index_seek() {
+    use simple_api::domain::UserCursor;
+    use simple_api::store::postgres::list_users_after_sql;
+    const ROWS: i64 = 20_000;
+    let db = database();
+    let store = open_store(&db.url).await;
+    let client = simple_api::store::postgres::connect(&db.url).await.unwrap();
+    // Two users per millisecond: the id decides between them.
+    client
+        .batch_execute(
+            "INSERT INTO users (id, email, email_key, role, password_hash, created_at,
+                                updated_at, tokens_valid_after)
+             SELECT gen_random_uuid(), 'u' || i || '@example.com', 'u' || i || '@example.com',
+                    'user', 'h', t, t, t
+             FROM generate_series(1, 20000) AS i,
+                  LATERAL (SELECT timestamptz '2025-01-01 00:00:00+00'
+                                  + (i / 2) * interval '1 millisecond' AS t) AS at;
+             ANALYZE users;",
+        )
+        .await
+        .unwrap();
+    let order: Vec<(chrono::DateTime<chrono::Utc>, uuid::Uuid)> = client
+        .query(
+            "SELECT created_at, id FROM users ORDER BY created_at, id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(order.len() as i64, ROWS);
+
+    let limit: i64 = 101;
+    let (created_at, id) = order[19_000];
+    let deep = plan(
+        &client,
+        &list_users_after_sql(true),
+        &[&created_at, &id, &limit],
+    )
+    .await;
+    let first = plan(&client, &list_users_after_sql(false), &[&limit]).await;
+    for plan in [&deep, &first] {
+        assert!(
+            plan.contains("Index Scan using users_created on users (actual rows=101 loops=1)"),
+            "{plan}"
+        );
+        assert!(
+            !plan.contains("Seq Scan") && !plan.contains("Sort"),
+            "{plan}"
+        );
+        assert!(
+            !plan.contains("Filter"),
+            "the index bounds the scan: {plan}"
+        );
+    }
+    assert!(
+        deep.contains("Index Cond: (ROW(created_at, id) > ROW("),
+        "{deep}"
+    );
+    // What it replaces: the same page by OFFSET reads the 19,000 rows before it.
+    let offset = plan(
+        &client,
+        "SELECT id FROM users ORDER BY created_at, id OFFSET 19001 LIMIT 101",
+        &[],
+    )
+    .await;
+    assert!(offset.contains("(actual rows=19102 loops=1)"), "{offset}");
+
+    // The store pages through all of it exactly, 1,000 at a time.
+    let mut after = None;
+    let mut seen = Vec::new();
+    loop {
+        let page = store.list_users_after(after, 1000).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some(UserCursor::of(last));
+        seen.extend(page.iter().map(|u| (u.created_at, u.id)));
+    }
+    assert_eq!(seen, order);
+    let page = store
+        .list_users_after(Some(UserCursor { created_at, id }), 3)
+        .await
+        .unwrap();
+    let ids: Vec<_> = page.iter().map(|u| u.id).collect();
+    let want: Vec<_> = order[19_001..19_004].iter().map(|(_, id)| *id).collect();
+    assert_eq!(ids, want);
+}

@@ -217,6 +217,159 @@ fn admins_list_users_in_creation_order_with_paging() {
     );
 }
 
+/// The ids of a users page.
+fn ids_of(page: &Value) -> Vec<String> {
+    let users = page.as_array().unwrap();
+    users.iter().for_each(assert_user_json);
+    users
+        .iter()
+        .map(|u| u["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The path of the `rel="next"` page a list response names (RFC 8288), absolute on the
+/// server's URL; `None` on the last page.
+fn next_page(resp: &super::helpers::Resp, base: &str) -> Option<String> {
+    let link = resp.header("link")?;
+    let url = link
+        .strip_prefix('<')
+        .and_then(|l| l.strip_suffix(">; rel=\"next\""))
+        .unwrap_or_else(|| panic!("not a next link: {link}"));
+    let path = url
+        .strip_prefix(base)
+        .unwrap_or_else(|| panic!("{url} is not on {base}"));
+    assert!(path.starts_with(&format!("{USERS}?after=")), "{path}");
+    Some(path.to_owned())
+}
+
+/// Every page from `first` on, following `Link` (with `between` run before each next
+/// page); the ids in the order received.
+fn follow(
+    app: &super::helpers::TestApp,
+    admin: &str,
+    first: &str,
+    mut between: impl FnMut(&[String]),
+) -> Vec<Vec<String>> {
+    let mut pages = Vec::new();
+    let mut path = Some(first.to_owned());
+    while let Some(p) = path {
+        let resp = app.get(&p, Some(admin));
+        pages.push(ids_of(&resp.expect(200)));
+        path = next_page(&resp, &app.base);
+        if path.is_some() {
+            between(pages.last().unwrap());
+        }
+        assert!(pages.len() < 100, "paging does not end");
+    }
+    pages
+}
+
+fn all_ids(app: &super::helpers::TestApp, admin: &str) -> Vec<String> {
+    ids_of(&app.get(&format!("{USERS}?limit=1000"), Some(admin)).expect(200))
+}
+
+/// An app with the admin and `n` more users, and an admin token.
+fn app_with_users(n: usize) -> (super::helpers::TestApp, String) {
+    let app = spawn_app();
+    for _ in 0..n {
+        app.new_user();
+    }
+    let admin = app.admin_token();
+    (app, admin)
+}
+
+#[test]
+fn paging_with_after_returns_every_user_once_in_order() {
+    let (app, admin) = app_with_users(7);
+    let all = all_ids(&app, &admin);
+    assert_eq!(all.len(), 8);
+    // 8 users by 3: two full pages with a next link, then the last 2 without.
+    let pages = follow(&app, &admin, &format!("{USERS}?limit=3"), |_| {});
+    let sizes: Vec<usize> = pages.iter().map(Vec::len).collect();
+    assert_eq!(sizes, [3, 3, 2]);
+    assert_eq!(pages.concat(), all);
+    // A last page that is exactly full has no next link either.
+    let pages = follow(&app, &admin, &format!("{USERS}?limit=4"), |_| {});
+    assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [4, 4]);
+    assert_eq!(pages.concat(), all);
+    let one_page = app.get(&format!("{USERS}?limit=8"), Some(&admin));
+    assert_eq!(ids_of(&one_page.expect(200)), all);
+    assert_eq!(one_page.header("link"), None);
+    // The next link keeps the page size, and follows an offset page where it ended.
+    let resp = app.get(&format!("{USERS}?limit=2&offset=3"), Some(&admin));
+    assert_eq!(ids_of(&resp.expect(200)), all[3..5]);
+    let next = next_page(&resp, &app.base).expect("more follow");
+    assert!(next.ends_with("&limit=2"), "{next}");
+    assert_eq!(ids_of(&app.get(&next, Some(&admin)).expect(200)), all[5..7]);
+}
+
+#[test]
+fn paging_with_after_survives_users_deleted_and_created_between_pages() {
+    let (app, admin) = app_with_users(9);
+    // Every user in listing order, the ones created while paging included (they are the
+    // newest); and the deleted ones.
+    let mut order = all_ids(&app, &admin);
+    assert_eq!(order.len(), 10);
+    let (mut deleted, mut deleted_unseen) = (Vec::new(), Vec::new());
+    let pages = follow(&app, &admin, &format!("{USERS}?limit=3"), |page| {
+        // Between pages: delete the user the next page starts after (the cursor's) and
+        // the one that would come first on it; sign a new user up.
+        let last = page.last().unwrap().clone();
+        let at = order.iter().position(|id| *id == last).unwrap();
+        let first_next = order[at + 1..]
+            .iter()
+            .find(|id| !deleted.contains(*id))
+            .cloned();
+        app.delete(&format!("{USERS}/{last}"), Some(&admin))
+            .expect(200);
+        deleted.push(last);
+        if let Some(id) = first_next {
+            app.delete(&format!("{USERS}/{id}"), Some(&admin))
+                .expect(200);
+            deleted.push(id.clone());
+            deleted_unseen.push(id);
+        }
+        order.push(app.new_user().id);
+    });
+    assert_eq!(pages.len(), 4, "{pages:?}");
+    assert_eq!(deleted_unseen.len(), 3);
+    // Every user that was there when its page was read, once, in order: none skipped
+    // for the deleted cursor, none repeated; the new users after the others.
+    let want: Vec<String> = order
+        .into_iter()
+        .filter(|id| !deleted_unseen.contains(id))
+        .collect();
+    assert_eq!(pages.concat(), want);
+}
+
+#[test]
+fn after_refuses_a_malformed_cursor_and_offset_beside_it() {
+    let (app, admin) = app_with_users(2);
+    let resp = app.get(&format!("{USERS}?limit=1"), Some(&admin));
+    resp.expect(200);
+    let next = next_page(&resp, &app.base).unwrap();
+    let cursor = next
+        .strip_prefix(&format!("{USERS}?after="))
+        .and_then(|rest| rest.split('&').next())
+        .unwrap()
+        .to_owned();
+    const BAD: &str = "after must be a cursor from the Link header of a previous page";
+    for bad in ["", "nonsense", "AAAA", &cursor[..cursor.len() - 1], &format!("{cursor}A")] {
+        app.get(&format!("{USERS}?after={bad}"), Some(&admin))
+            .expect_error(400, BAD);
+    }
+    for offset in ["0", "1"] {
+        app.get(&format!("{USERS}?after={cursor}&offset={offset}"), Some(&admin))
+            .expect_error(400, "after and offset cannot be used together");
+    }
+    app.get(&format!("{USERS}?after={cursor}"), Some(&admin))
+        .expect(200);
+    // Still only for admins.
+    let user = app.new_user();
+    app.get(&format!("{USERS}?after={cursor}"), Some(&user.token))
+        .expect_error(403, "Forbidden");
+}
+
 #[test]
 fn plain_users_cannot_list_users() {
     let app = spawn_app();

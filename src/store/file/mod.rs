@@ -34,7 +34,7 @@ use self::writer::{start_writer, Job};
 use super::record::{ClientRecord, RefreshRecord, SessionRecord, UserRecord};
 use super::{rotation, RefreshOutcome, Rotation, Store, StoreError, TokenStanding, UserUpdate};
 use crate::domain::{
-    Client, ClientId, Email, PresentedRefresh, RefreshToken, Session, User, UserId,
+    Client, ClientId, Email, PresentedRefresh, RefreshToken, Session, User, UserCursor, UserId,
 };
 
 #[derive(Debug, Clone)]
@@ -243,6 +243,23 @@ impl Store for FileStore {
             .page(offset, limit)
             .map(|(_, id)| Arc::clone(&state.users[id]))
             .collect())
+    }
+
+    async fn list_users_after(
+        &self,
+        after: Option<UserCursor>,
+        limit: usize,
+    ) -> Result<Vec<Arc<User>>, StoreError> {
+        let state = read(&self.inner.state);
+        let user = |(_, id): &(_, UserId)| Arc::clone(&state.users[id]);
+        Ok(match after {
+            Some(c) => state
+                .by_created
+                .after(&(c.created_at, c.id), limit)
+                .map(user)
+                .collect(),
+            None => state.by_created.page(0, limit).map(user).collect(),
+        })
     }
 
     async fn count_users(&self) -> Result<usize, StoreError> {

@@ -14,6 +14,8 @@ mod users;
 
 pub use copy::{copy_into, CopyReport};
 pub use migrations::{migrate, Migration, MIGRATIONS};
+/// The keyset query of `list_users_after`, for tests of its plan.
+pub use users::list_after_sql as list_users_after_sql;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,7 +31,9 @@ use uuid::Uuid;
 
 use self::cache::Cache;
 use super::{FailureCounts, RefreshOutcome, Store, StoreError, TokenStanding, UserUpdate};
-use crate::domain::{Client, ClientId, PresentedRefresh, RefreshToken, Session, User, UserId};
+use crate::domain::{
+    Client, ClientId, PresentedRefresh, RefreshToken, Session, User, UserCursor, UserId,
+};
 
 /// Connections a replica keeps at most. Requests needing the database are short; beyond
 /// this many at once they queue (up to `WAIT`) rather than overload PostgreSQL.
@@ -316,6 +320,19 @@ impl Store for PgStore {
         let users = self
             .with("list users", async move |c| {
                 users::list(&*c, offset, limit).await
+            })
+            .await?;
+        Ok(users.into_iter().map(Arc::new).collect())
+    }
+
+    async fn list_users_after(
+        &self,
+        after: Option<UserCursor>,
+        limit: usize,
+    ) -> Result<Vec<Arc<User>>, StoreError> {
+        let users = self
+            .with("list users", async move |c| {
+                users::list_after(&*c, after, limit).await
             })
             .await?;
         Ok(users.into_iter().map(Arc::new).collect())
