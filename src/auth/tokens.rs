@@ -37,6 +37,10 @@ pub struct AccessClaims {
     /// The client the token was issued to (client_credentials tokens; RFC 9068).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
+    /// Client tokens: which of the client's secrets minted it (`clients::secret_version`),
+    /// so that rotating the secret ends its tokens whatever the clocks say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_version: Option<String>,
 }
 
 impl AccessClaims {
@@ -70,7 +74,13 @@ impl AccessClaims {
                 role,
                 sid: self.session_id(),
             }),
-            (None, Some(client)) if client == self.sub => Ok(Principal::Client { id }),
+            (None, Some(client)) if client == self.sub => Ok(Principal::Client {
+                id,
+                secret_version: self
+                    .secret_version
+                    .as_deref()
+                    .and_then(super::clients::SecretVersion::parse),
+            }),
             _ => Err(TokenError::Invalid(
                 "token is neither a user's nor a client's",
             )),
@@ -88,8 +98,11 @@ pub enum Principal {
         role: Role,
         sid: Option<Uuid>,
     },
+    /// A client, with the version of the secret it authenticated with (absent in tokens
+    /// minted before versions were written).
     Client {
         id: crate::domain::ClientId,
+        secret_version: Option<super::clients::SecretVersion>,
     },
 }
 
@@ -172,9 +185,15 @@ impl TokenService {
     }
 
     pub fn issue(&self, principal: Principal, scope: &Scopes) -> Result<IssuedToken, TokenError> {
-        let (sub, role, sid, client_id) = match principal {
-            Principal::User { id, role, sid } => (id.to_string(), Some(role), sid, None),
-            Principal::Client { id } => (id.to_string(), None, None, Some(id.to_string())),
+        let (sub, role, sid, client_id, secret_version) = match principal {
+            Principal::User { id, role, sid } => (id.to_string(), Some(role), sid, None, None),
+            Principal::Client { id, secret_version } => (
+                id.to_string(),
+                None,
+                None,
+                Some(id.to_string()),
+                secret_version.map(|v| v.to_string()),
+            ),
         };
         let now = crate::domain::now().timestamp();
         let claims = AccessClaims {
@@ -189,6 +208,7 @@ impl TokenService {
             role,
             sid: sid.map(|s| s.to_string()),
             client_id,
+            secret_version,
         };
         let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
         let key = keys.signer();

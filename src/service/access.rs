@@ -11,6 +11,7 @@ use serde_json::json;
 
 use super::{AppState, ServiceError};
 use crate::audit;
+use crate::auth::clients::SecretVersion;
 use crate::auth::{refresh, AccessClaims, Principal, TokenError};
 use crate::domain::{Client, PresentedRefresh, Scopes, Session, User, UserId};
 use crate::store::TokenStanding;
@@ -68,7 +69,7 @@ impl AppState {
                 let allowed = user.role.scopes();
                 (Account::User(user), allowed)
             }
-            Principal::Client { id } => {
+            Principal::Client { id, secret_version } => {
                 if self.store.is_jti_revoked(&claims.jti).await? {
                     return Err(TokenError::Revoked.into());
                 }
@@ -77,8 +78,15 @@ impl AppState {
                     .client(id)
                     .await?
                     .ok_or(TokenError::Invalid("the client no longer exists"))?;
-                // A rotated secret takes the tokens minted with the old one along.
-                if issued_instant(&claims) < client.secret_rotated_at {
+                // A rotated secret takes the tokens minted with the old one along: by the
+                // secret's version, which no clock can blur (tokens from before versions
+                // were written: by the time of the rotation).
+                let current = SecretVersion::of(&client.secret_hash);
+                let minted_before = match secret_version {
+                    Some(version) => version != current,
+                    None => issued_instant(&claims) < client.secret_rotated_at,
+                };
+                if minted_before {
                     return Err(TokenError::Revoked.into());
                 }
                 let allowed = client.scope;

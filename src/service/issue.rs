@@ -6,6 +6,7 @@ use uuid::Uuid;
 
 use super::{AppState, ServiceError};
 use crate::audit;
+use crate::auth::clients::SecretVersion;
 use crate::auth::{refresh, IssuedToken, Principal};
 use crate::domain::{Client, Scopes, Session, User};
 use crate::store::RefreshOutcome;
@@ -86,7 +87,16 @@ impl AppState {
                 session_id,
                 refresh_token,
             } => (user(u, *session_id), Some(refresh_token.clone())),
-            Grant::ClientCredentials(client) => (Principal::Client { id: client.id }, None),
+            Grant::ClientCredentials(client) => {
+                let secret_version = Some(SecretVersion::of(&client.secret_hash));
+                (
+                    Principal::Client {
+                        id: client.id,
+                        secret_version,
+                    },
+                    None,
+                )
+            }
             Grant::Cookie(u) => (user(u, Uuid::now_v7()), None),
         };
         let access = self.tokens.issue(principal, &scopes)?;
@@ -96,7 +106,7 @@ impl AppState {
                 let session_id = sid.map(|s| s.to_string()).unwrap_or_default();
                 tracing::info!(grant = grant.name(), user_id = %id, %session_id, scope = %scopes, "token issued")
             }
-            Principal::Client { id } => {
+            Principal::Client { id, .. } => {
                 tracing::info!(grant = grant.name(), client_id = %id, scope = %scopes, "token issued")
             }
         }

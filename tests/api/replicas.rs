@@ -242,6 +242,27 @@ fn login_failures_on_every_replica_count_together() {
     }
 }
 
+/// A rotation whose new secret lands after the old one minted a token (the CLI's clock,
+/// a replica's clock, a change applied later) still ends that token: tokens carry the
+/// version of the secret that minted them, not just a time.
+#[test]
+fn a_token_minted_with_the_old_secret_after_the_rotation_was_dated_still_ends() {
+    let (dir, db, a, _b) = two(&[]);
+    let (id, secret) = cli::new_client(dir.path(), Some(&db.url));
+    let dated = query_value(&db.url, "SELECT now()::text");
+    std::thread::sleep(Duration::from_millis(50));
+    let token = a.client_token(&id, &secret);
+    assert_eq!(a.get("/api/v1/stats", Some(&token)).status, 200);
+    query_value(
+        &db.url,
+        &format!(
+            "UPDATE clients SET secret_hash = 'rotated', secret_rotated_at = '{dated}' \
+             WHERE id = '{id}' RETURNING 1"
+        ),
+    );
+    assert_eq!(a.get("/api/v1/stats", Some(&token)).status, 401);
+}
+
 /// A burst of concurrent wrong guesses, half on each replica, gets at most the account's
 /// failures judged: the attempts are counted in the database before they are hashed.
 #[test]
