@@ -103,11 +103,13 @@ impl Audit {
     /// Records `event` about `subject` (a user or client id, an email for failed logins).
     /// `fields` must hold no secret; callers pass ids, scopes and outcomes only.
     /// An event an attacker can repeat at will (`login_throttled`): written once per
-    /// subject per window, the next line carrying `repeated`, how many times it happened
-    /// unwritten in between. The log grows with the distinct subjects, not the requests.
+    /// `repeat_key` (what refused it: an account or an address) per window, the next line
+    /// carrying `repeated`, how many times it happened unwritten in between. The log grows
+    /// with the distinct keys, not the requests.
     pub fn record_repeatable(
         &self,
         event: &'static str,
+        repeat_key: &str,
         subject: &str,
         ctx: &Context,
         mut fields: Value,
@@ -115,7 +117,7 @@ impl Audit {
         let now = Instant::now();
         let repeated = {
             let mut repeats = self.repeats.lock().unwrap_or_else(|e| e.into_inner());
-            let key = (event, bounded(subject).to_owned());
+            let key = (event, bounded(repeat_key).to_owned());
             match repeats.get_mut(&key) {
                 Some(r) if now.duration_since(r.written) < self.repeat_window => {
                     r.unwritten += 1;
@@ -210,11 +212,11 @@ mod tests {
             .repeats_within(Duration::from_millis(200));
         let ctx = Context::default();
         for _ in 0..50 {
-            audit.record_repeatable("login_throttled", "ann@example.com", &ctx, json!({}));
+            audit.record_repeatable("login_throttled", "ann", "ann@example.com", &ctx, json!({}));
         }
-        audit.record_repeatable("login_throttled", "bob@example.com", &ctx, json!({}));
+        audit.record_repeatable("login_throttled", "bob", "bob@example.com", &ctx, json!({}));
         std::thread::sleep(Duration::from_millis(250));
-        audit.record_repeatable("login_throttled", "ann@example.com", &ctx, json!({}));
+        audit.record_repeatable("login_throttled", "ann", "ann@example.com", &ctx, json!({}));
         let lines = lines(&path);
         assert_eq!(lines.len(), 3);
         assert_eq!(lines[0]["subject"], "ann@example.com");

@@ -45,6 +45,14 @@ impl Key {
     }
 }
 
+/// Why an attempt was refused: how long to wait, and the key that refused it (what a
+/// repeated refusal is recognised by: an address spraying new usernames is one key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Blocked {
+    pub retry_after: Duration,
+    pub key: String,
+}
+
 /// The keys one attempt is counted against.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attempt {
@@ -109,22 +117,28 @@ impl Throttle {
         }
     }
 
-    /// Counts the attempt against every key, all or nothing, under one lock: `Err(wait)`
-    /// (and nothing counted) when a key has used up its failures in its current window.
-    pub fn reserve(&self, attempt: &Attempt) -> Result<(), Duration> {
+    /// Counts the attempt against every key, all or nothing, under one lock: `Err` (and
+    /// nothing counted) when a key has used up its failures in its current window.
+    pub fn reserve(&self, attempt: &Attempt) -> Result<(), Blocked> {
         let now = Instant::now();
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let mut wait = Duration::ZERO;
+        let mut blocked: Option<(Duration, Key)> = None;
         for key in &attempt.keys {
             if let Some(w) = entries.get(key) {
                 let ends = w.start + self.window;
                 if ends > now && w.failures >= self.limit(key) {
-                    wait = wait.max(ends - now);
+                    let wait = ends - now;
+                    if blocked.is_none_or(|(longest, _)| wait > longest) {
+                        blocked = Some((wait, *key));
+                    }
                 }
             }
         }
-        if !wait.is_zero() {
-            return Err(wait.max(Duration::from_secs(1)));
+        if let Some((wait, key)) = blocked {
+            return Err(Blocked {
+                retry_after: wait.max(Duration::from_secs(1)),
+                key: key.shared_name(),
+            });
         }
         if entries.len() + attempt.keys.len() > self.max_entries {
             self.evict(&mut entries, now, attempt.keys.len());
@@ -155,12 +169,17 @@ impl Throttle {
                 entries.remove(key);
             } else if let Some(w) = entries.get_mut(key) {
                 w.failures = w.failures.saturating_sub(1);
+                // An entry with nothing counted is forgotten, so refunded attempts (right
+                // ones, or a full hashing queue's) cannot fill the table.
+                if w.failures == 0 {
+                    entries.remove(key);
+                }
             }
         }
     }
 
     fn evict(&self, entries: &mut HashMap<Key, Window>, now: Instant, room: usize) {
-        entries.retain(|_, w| w.start + self.window > now);
+        entries.retain(|_, w| w.start + self.window > now && w.failures > 0);
         while entries.len() + room > self.max_entries {
             let oldest = entries.iter().min_by_key(|(_, w)| w.start).map(|(k, _)| *k);
             match oldest {
@@ -197,9 +216,9 @@ impl LoginThrottle {
         self.shared.as_deref().and_then(|s| s.failure_counts())
     }
 
-    /// Counts `attempt` before it is judged: `Some(retry_after)` (and nothing counted)
-    /// when the account or the address has used up its failures.
-    pub async fn reserve(&self, attempt: &Attempt) -> Result<Option<Duration>, StoreError> {
+    /// Counts `attempt` before it is judged: `Some(blocked)` (and nothing counted) when
+    /// the account or the address has used up its failures.
+    pub async fn reserve(&self, attempt: &Attempt) -> Result<Option<Blocked>, StoreError> {
         let Some(shared) = self.shared() else {
             return Ok(self.local.reserve(attempt).err());
         };
@@ -208,7 +227,8 @@ impl LoginThrottle {
             .iter()
             .map(|key| (key.shared_name(), self.local.limit(key)))
             .collect();
-        shared.reserve(&keys, self.local.window).await
+        let blocked = shared.reserve(&keys, self.local.window).await?;
+        Ok(blocked.map(|(retry_after, key)| Blocked { retry_after, key }))
     }
 
     /// Takes back a reserved attempt that turned out right (see `Throttle::refund`).
@@ -250,7 +270,10 @@ mod tests {
         for _ in 0..3 {
             assert!(t.reserve(&on("Ada@Example.com", None)).is_ok());
         }
-        let wait = t.reserve(&on(" ADA@example.com", None)).unwrap_err();
+        let wait = t
+            .reserve(&on(" ADA@example.com", None))
+            .unwrap_err()
+            .retry_after;
         assert!(wait <= Duration::from_secs(60) && wait >= Duration::from_secs(1));
         assert!(t.reserve(&on("bob@example.com", None)).is_ok());
         t.refund(&on("ada@example.com", None), true);

@@ -42,8 +42,9 @@ pub enum Attempt {
 
 /// How an attempt ended, for the metrics and the audit log.
 #[derive(Clone, Copy)]
-enum Outcome {
-    Throttled,
+enum Outcome<'a> {
+    /// Refused by this throttle key.
+    Throttled(&'a str),
     Ok,
     Failed,
 }
@@ -74,12 +75,12 @@ impl Attempt {
     /// The `simple_api_logins_total` label and the audit event of an outcome, if any.
     fn trail(self, outcome: Outcome) -> (Option<&'static str>, Option<&'static str>) {
         match (self, outcome) {
-            (Self::Login { .. }, Outcome::Throttled) => {
+            (Self::Login { .. }, Outcome::Throttled(_)) => {
                 (Some("throttled"), Some("login_throttled"))
             }
             (Self::Login { .. }, Outcome::Ok) => (Some("ok"), Some("login_ok")),
             (Self::Login { .. }, Outcome::Failed) => (Some("failed"), Some("login_failed")),
-            (Self::Client, Outcome::Throttled) => (Some("throttled"), None),
+            (Self::Client, Outcome::Throttled(_)) => (Some("throttled"), None),
             (Self::Client, Outcome::Ok) => (None, None),
             (Self::Client, Outcome::Failed) => (None, Some("client_auth_failed")),
             (Self::Reauthenticate | Self::Bootstrap, _) => (None, None),
@@ -177,17 +178,17 @@ impl AppState {
     ) -> Result<Verdict<T>, ServiceError> {
         let counted = attempt.throttle_keys(account, ctx.client_ip);
         if let Some(counted) = &counted {
-            if let Some(wait) = self.throttle.reserve(counted).await? {
-                self.leave_trail(attempt, Outcome::Throttled, account, ctx);
-                return Ok(Verdict::Throttled(wait));
+            if let Some(blocked) = self.throttle.reserve(counted).await? {
+                self.leave_trail(attempt, Outcome::Throttled(&blocked.key), account, ctx);
+                return Ok(Verdict::Throttled(blocked.retry_after));
             }
         }
         let judged = self.judge(secret, lookup).await;
         match judged {
             Ok(Some(holder)) => {
                 if let Some(counted) = &counted {
-                    let clear = attempt.success_clears_failures();
-                    self.throttle.refund(counted, clear).await?;
+                    self.refund(counted, attempt.success_clears_failures())
+                        .await;
                 }
                 self.leave_trail(attempt, Outcome::Ok, &holder.id(), ctx);
                 Ok(Verdict::Ok(holder))
@@ -200,7 +201,7 @@ impl AppState {
             // about the secret, so the attempt is not held against anyone.
             Err(e) => {
                 if let Some(counted) = &counted {
-                    self.throttle.refund(counted, false).await?;
+                    self.refund(counted, false).await;
                 }
                 Err(e)
             }
@@ -221,16 +222,25 @@ impl AppState {
         Ok(holder.filter(|_| verified))
     }
 
+    /// Takes an attempt back. A failure to do so is logged, not answered: it only leaves
+    /// one right attempt counted, which must not turn a right secret into an error.
+    async fn refund(&self, counted: &throttle::Attempt, clear_account: bool) {
+        if let Err(error) = self.throttle.refund(counted, clear_account).await {
+            tracing::warn!(%error, "could not take back a login attempt");
+        }
+    }
+
     fn leave_trail(&self, attempt: Attempt, outcome: Outcome, subject: &str, ctx: &audit::Context) {
         let (metric, event) = attempt.trail(outcome);
         if let Some(result) = metric {
             self.metrics.login(result);
         }
         match (event, outcome) {
-            // Refusals cost nothing and can be repeated at will: one line a window.
-            (Some(event), Outcome::Throttled) => {
+            // Refusals cost nothing and can be repeated at will: one line a window for each
+            // key that refuses (an address spraying new usernames is one key).
+            (Some(event), Outcome::Throttled(key)) => {
                 self.audit
-                    .record_repeatable(event, subject, ctx, attempt.audit_fields())
+                    .record_repeatable(event, key, subject, ctx, attempt.audit_fields())
             }
             (Some(event), _) => {
                 self.audit

@@ -131,14 +131,14 @@ pub(crate) fn rotation<'a>(
 #[async_trait]
 pub trait FailureCounts: Send + Sync {
     /// Counts one attempt against each of `keys` (each with its limit), all or nothing
-    /// and atomically across replicas: `Some(wait)`, and nothing counted, when a key's
-    /// failures in its current window have reached its limit (the longest wait); a key
-    /// whose window ended starts a new one of `window`.
+    /// and atomically across replicas: `Some((wait, key))`, and nothing counted, when a
+    /// key's failures in its current window have reached its limit (the key with the
+    /// longest wait); a key whose window ended starts a new one of `window`.
     async fn reserve(
         &self,
         keys: &[(String, u32)],
         window: std::time::Duration,
-    ) -> Result<Option<std::time::Duration>, StoreError>;
+    ) -> Result<Option<(std::time::Duration, String)>, StoreError>;
     /// Takes back one counted attempt from each key (it turned out right).
     async fn refund(&self, keys: &[String]) -> Result<(), StoreError>;
     /// Forgets a key's failures (a successful login).

@@ -193,3 +193,22 @@ fn a_login_whose_client_hangs_up_mid_hash_still_counts() {
     std::thread::sleep(std::time::Duration::from_millis(500));
     app.password_grant(&user.email, &user.password).expect(429);
 }
+
+#[test]
+fn an_address_spraying_new_usernames_once_throttled_is_audited_once_a_window() {
+    let app = spawn_app_with(|c| c.login_max_failures = 1);
+    let wrong = |i: usize| app.password_grant(&format!("victim{i}@example.com"), "wrong");
+    // The address's budget: LOGIN_MAX_FAILURES × 10.
+    for i in 0..10 {
+        wrong(i).expect(400);
+    }
+    for i in 10..110 {
+        wrong(i).expect(429);
+    }
+    let audit = std::fs::read_to_string(app.config_data_dir().join("audit.log")).unwrap();
+    let throttled = audit
+        .lines()
+        .filter(|l| l.contains("\"login_throttled\""))
+        .count();
+    assert_eq!(throttled, 1, "{audit}");
+}

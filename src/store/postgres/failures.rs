@@ -17,7 +17,7 @@ impl FailureCounts for PgStore {
         &self,
         keys: &[(String, u32)],
         window: Duration,
-    ) -> Result<Option<Duration>, StoreError> {
+    ) -> Result<Option<(Duration, String)>, StoreError> {
         let names: Vec<&str> = keys.iter().map(|(k, _)| k.as_str()).collect();
         let seconds = window.as_secs_f64();
         let context = "count a login attempt";
@@ -37,8 +37,8 @@ impl FailureCounts for PgStore {
             .map_err(database(context))?;
             let rows = rows(
                 &tx,
-                "SELECT key, failures, window_end > clock_timestamp() AS live, \
-                 extract(epoch FROM window_end - clock_timestamp())::float8 AS remaining \
+                "SELECT key, failures, window_end > now() AS live, \
+                 extract(epoch FROM window_end - now())::float8 AS remaining \
                  FROM login_failures WHERE key = ANY($1) ORDER BY key FOR UPDATE",
                 &[&names],
             )
@@ -54,17 +54,23 @@ impl FailureCounts for PgStore {
                             .iter()
                             .any(|(k, limit)| k == key && i64::from(failures) >= i64::from(*limit))
                 })
-                .map(|row| Duration::from_secs_f64(row.get::<_, f64>("remaining").max(0.0)))
+                .map(|row| {
+                    let remaining = row.get::<_, f64>("remaining").max(0.0);
+                    (
+                        Duration::from_secs_f64(remaining),
+                        row.get::<_, String>("key"),
+                    )
+                })
                 .max();
             if wait.is_none() {
                 exec(
                     &tx,
                     "UPDATE login_failures SET \
-                     failures = CASE WHEN window_end <= clock_timestamp() THEN 1 ELSE failures + 1 END, \
-                     window_start = CASE WHEN window_end <= clock_timestamp() THEN clock_timestamp() \
+                     failures = CASE WHEN window_end <= now() THEN 1 ELSE failures + 1 END, \
+                     window_start = CASE WHEN window_end <= now() THEN now() \
                                          ELSE window_start END, \
-                     window_end = CASE WHEN window_end <= clock_timestamp() \
-                                       THEN clock_timestamp() + make_interval(secs => $2) \
+                     window_end = CASE WHEN window_end <= now() \
+                                       THEN now() + make_interval(secs => $2) \
                                        ELSE window_end END \
                      WHERE key = ANY($1)",
                     &[&names, &seconds],
@@ -73,7 +79,7 @@ impl FailureCounts for PgStore {
                 .map_err(database(context))?;
             }
             tx.commit().await.map_err(database(context))?;
-            Ok(wait.map(|w| w.max(Duration::from_secs(1))))
+            Ok(wait.map(|(w, key)| (w.max(Duration::from_secs(1)), key)))
         })
         .await
     }
@@ -83,7 +89,7 @@ impl FailureCounts for PgStore {
             exec(
                 &*c,
                 "UPDATE login_failures SET failures = greatest(failures - 1, 0) \
-                 WHERE key = ANY($1) AND window_end > clock_timestamp()",
+                 WHERE key = ANY($1) AND window_end > now()",
                 &[&keys],
             )
             .await
@@ -104,11 +110,13 @@ impl FailureCounts for PgStore {
     }
 }
 
-/// Forgets windows that have ended.
+/// Forgets windows that have ended, skipping rows an attempt holds (taking them in another
+/// order than `reserve` could deadlock with it).
 pub async fn prune(client: &impl GenericClient) -> Result<u64, StoreError> {
     exec(
         client,
-        "DELETE FROM login_failures WHERE window_end <= now()",
+        "DELETE FROM login_failures WHERE key IN (SELECT key FROM login_failures \
+         WHERE window_end <= now() FOR UPDATE SKIP LOCKED)",
         &[],
     )
     .await
