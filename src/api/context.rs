@@ -38,14 +38,18 @@ impl<'a> FromRequest<'a> for RequestCtx {
         let peer = req.remote_addr().as_socket_addr().map(|a| a.ip());
         // Every line, in order: a proxy that appends its own line (HAProxy `option
         // forwardfor`) leaves the client's own line first, and it must not choose.
-        let forwarded = req
+        // Read leniently: a non-ASCII byte in the client's own part of a line that a proxy
+        // appended to must not hide the proxy's part (the walk stops at what it cannot
+        // parse, and the proxy's hop is the right-most).
+        let forwarded: Vec<String> = req
             .headers()
             .get_all("x-forwarded-for")
             .iter()
-            .map(|v| v.to_str().unwrap_or("unreadable"));
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect();
         Ok(Self {
             request_id,
-            client_ip: client_address(peer, forwarded, trusted),
+            client_ip: client_address(peer, forwarded.iter().map(String::as_str), trusted),
         })
     }
 }
@@ -115,5 +119,10 @@ mod tests {
         );
         assert_eq!(at(&["198.51.100.7", "10.0.0.1", ""]), Some(proxy));
         assert_eq!(at(&["6.6.6.6", "garbage"]), Some(proxy));
+        // A byte the client mangled in its own part leaves the proxy's hop readable.
+        assert_eq!(
+            at(&["6.6.6.\u{FFFD}, 198.51.100.7"]),
+            Some(ip("198.51.100.7"))
+        );
     }
 }

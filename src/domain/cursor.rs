@@ -11,6 +11,7 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use chrono::Datelike;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -53,6 +54,11 @@ impl UserCursor {
             return Err(DomainError::InvalidCursor);
         }
         let created_at = DateTime::from_timestamp(secs, nanos).ok_or(DomainError::InvalidCursor)?;
+        // No account was made outside these years, and PostgreSQL's timestamps cannot
+        // hold every instant chrono can: such a cursor is not one this service wrote.
+        if !(1..=9999).contains(&created_at.year()) {
+            return Err(DomainError::InvalidCursor);
+        }
         Ok(Self { created_at, id })
     }
 
@@ -126,6 +132,18 @@ mod tests {
                 UserCursor::parse(&raw),
                 Err(DomainError::InvalidCursor),
                 "{raw:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn cursors_dated_outside_any_account_are_refused() {
+        // Year 0 and year 10000: chrono holds them, PostgreSQL's timestamptz may not.
+        for secs in [-62_198_755_200, 253_402_300_800] {
+            assert_eq!(
+                UserCursor::parse(&at(secs, 0).encode()),
+                Err(DomainError::InvalidCursor),
+                "{secs}"
             );
         }
     }

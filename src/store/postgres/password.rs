@@ -32,11 +32,20 @@ pub fn fill_in(config: &mut tokio_postgres::Config, sources: &Sources) {
         config.password(password.as_str());
         return;
     }
-    let Some(text) = sources
-        .pgpassfile
-        .as_ref()
-        .and_then(|path| std::fs::read_to_string(path).ok())
-    else {
+    let Some(path) = &sources.pgpassfile else {
+        return;
+    };
+    // As libpq: a password file others can read is not used.
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.permissions().mode() & 0o077 != 0 => {
+            tracing::warn!(file = %path.display(), "password file has group or world access; ignored (chmod 0600 it)");
+            return;
+        }
+        Ok(_) => {}
+        Err(_) => return,
+    }
+    let Ok(text) = std::fs::read_to_string(path) else {
         return;
     };
     let host = match config.get_hosts().first() {
@@ -99,6 +108,8 @@ mod tests {
             "# comment\nother:5432:*:app:nope\ndb.internal:5432:auth:app:fr\\:om-file\n",
         )
         .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
         let sources = |pgpassword: Option<&str>| Sources {
             pgpassword: pgpassword.map(str::to_owned),
             pgpassfile: Some(file.clone()),
@@ -113,6 +124,11 @@ mod tests {
         fill_in(&mut c, &sources(None));
         assert_eq!(c.get_password(), Some(&b"fr:om-file"[..]));
         let mut c = config("postgres://app@elsewhere/auth");
+        fill_in(&mut c, &sources(None));
+        assert_eq!(c.get_password(), None);
+        // Readable by others: ignored, as libpq ignores it.
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let mut c = config("postgres://app@db.internal/auth");
         fill_in(&mut c, &sources(None));
         assert_eq!(c.get_password(), None);
     }
