@@ -1,5 +1,5 @@
-//! The one path every presented secret takes: throttle → verify → record → metrics →
-//! audit. Password logins (token endpoint and cookie), client authentication, the
+//! The one path every presented secret takes: count the attempt (or refuse it) → verify →
+//! take it back if right → metrics → audit. Password logins (token endpoint and cookie), client authentication, the
 //! password re-entered to change it and the admin bootstrap all come through `check`, so
 //! an attempt is counted in exactly one place.
 
