@@ -25,6 +25,8 @@ apply there.
   DELETE at a disposable user (made by the hooks for it). Guards: DELETE never reaches the
   admin, `me` or the throwaway user (a disposable user instead); PUT of the admin or `me`
   with "role": "user" keeps "admin" (a demoted admin would get 403s for the rest of the run).
+- GET /users with `after`: a cursor the service wrote (from a `Link` header), without
+  `offset`, on the aimed turns; the others keep the generated (mostly invalid) cursor.
 - /users/{id}/password: the throwaway user's id or `me`; every other of those with the right
   current_password (a 200), the others with the generated one (a 400: wrong password).
 - POST /auth/token: the password grant with the admin's credentials, the refresh grant with
@@ -188,6 +190,28 @@ REFRESH = RefreshToken()
 _turns: dict[tuple[str, str], itertools.count] = defaultdict(itertools.count)
 
 
+_cursor: list[str] = []
+
+
+def real_cursor() -> str:
+    """A cursor the service wrote: the `after` of the `Link` of a one-user page."""
+    with LOCK:
+        if not _cursor:
+            resp = requests.get(
+                f"{BASE}/api/v1/users",
+                params={"limit": 1},
+                headers={"Authorization": f"Bearer {admin_token() if not AS_CLIENT else client_token()}"},
+                timeout=10,
+            )
+            link = resp.links.get("next", {}).get("url", "")
+            after = requests.utils.urlparse(link).query
+            cursor = dict(p.split("=", 1) for p in after.split("&") if "=" in p).get("after")
+            if resp.status_code != 200 or not cursor:
+                raise AssertionError(f"no cursor from GET /users?limit=1: {resp.status_code} {resp.headers}")
+            _cursor.append(cursor)
+        return _cursor[0]
+
+
 def phase(case) -> str:
     return case.meta.phase.name.value if case.meta is not None else "explicit"
 
@@ -247,6 +271,11 @@ def before_call(context, case, kwargs):
             params["id"] = PW.id if (k // 2) % 2 == 0 else "me"
             if body is not None and k % 2 == 0:
                 body["current_password"] = PW.password
+    elif op == "listUsers":
+        query = case.query if case.query is not None else {}
+        if "after" in query and turn(case) is not None:
+            query["after"] = real_cursor()
+            query.pop("offset", None)
     elif body is None or (k := turn(case)) is None:
         return
     elif op == "createToken":
