@@ -10,7 +10,6 @@ mod users;
 
 use clap::{Parser, Subcommand};
 
-use crate::auth::PasswordHasher;
 use crate::config::Config;
 use crate::startup::Application;
 use crate::store::postgres::PgStore;
@@ -97,15 +96,6 @@ pub(super) fn audit(config: &Config, event: &str, subject: &str, fields: serde_j
             path.display()
         ),
     }
-}
-
-pub(super) fn hasher(config: &Config) -> anyhow::Result<PasswordHasher> {
-    Ok(PasswordHasher::new(
-        config.argon2_m_kib,
-        config.argon2_t,
-        config.argon2_p,
-        1,
-    )?)
 }
 
 /// The PostgreSQL store, when DATABASE_URL names one: the CLI then works on the shared

@@ -81,7 +81,7 @@ impl AppState {
                 // A rotated secret takes the tokens minted with the old one along: by the
                 // secret's version, which no clock can blur (tokens from before versions
                 // were written: by the time of the rotation).
-                let current = SecretVersion::of(&client.secret_hash);
+                let current = SecretVersion::of(&client);
                 let minted_before = match secret_version {
                     Some(version) => version != current,
                     None => issued_instant(&claims) < client.secret_rotated_at,

@@ -88,7 +88,7 @@ impl AppState {
                 refresh_token,
             } => (user(u, *session_id), Some(refresh_token.clone())),
             Grant::ClientCredentials(client) => {
-                let secret_version = Some(SecretVersion::of(&client.secret_hash));
+                let secret_version = Some(SecretVersion::of(client));
                 (
                     Principal::Client {
                         id: client.id,

@@ -7,11 +7,12 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 
 use super::{AppState, ServiceError};
 use crate::audit;
+use crate::auth::clients::{self, StoredSecret};
 use crate::auth::throttle;
 use crate::domain::{Client, User};
 use crate::store::StoreError;
@@ -145,7 +146,9 @@ impl AppState {
             .await
     }
 
-    /// A client's id and secret (HTTP Basic or form). Unknown ids cost a (dummy) hash too.
+    /// A client's id and secret (HTTP Basic or form). Unknown ids cost the same digest
+    /// comparison. A secret still stored as an argon2 hash (from before digests) is replaced
+    /// by its digest once it has been presented right.
     pub async fn authenticate_client(
         &self,
         id: &str,
@@ -158,7 +161,30 @@ impl AppState {
                 Err(_) => Ok(None),
             }
         };
-        self.check(Attempt::Client, id, secret, ctx, lookup).await
+        let verdict = self.check(Attempt::Client, id, secret, ctx, lookup).await?;
+        if let Verdict::Ok(client) = &verdict {
+            if matches!(
+                StoredSecret::of(&client.secret_hash),
+                StoredSecret::Argon2(_)
+            ) {
+                self.store_client_secret_as_digest(client, secret).await;
+            }
+        }
+        Ok(verdict)
+    }
+
+    /// Best effort: a failure leaves the argon2 hash, which keeps working.
+    async fn store_client_secret_as_digest(&self, client: &Client, secret: &SecretString) {
+        let mut upgraded = client.clone();
+        upgraded.secret_hash = clients::hash_secret(secret.expose_secret());
+        match self.store.put_client(upgraded).await {
+            Ok(()) => {
+                tracing::info!(client_id = %client.id, "client secret now stored as a digest")
+            }
+            Err(error) => {
+                tracing::warn!(client_id = %client.id, %error, "could not store a client secret as a digest")
+            }
+        }
     }
 
     /// The one sequence: the attempt is counted (reserved) before any hash is computed,
@@ -183,7 +209,7 @@ impl AppState {
                 return Ok(Verdict::Throttled(blocked.retry_after));
             }
         }
-        let judged = self.judge(secret, lookup).await;
+        let judged = self.judge(attempt, secret, lookup).await;
         match judged {
             Ok(Some(holder)) => {
                 if let Some(counted) = &counted {
@@ -211,14 +237,25 @@ impl AppState {
     /// The holder of `secret`, if it is theirs.
     async fn judge<T: Holder>(
         &self,
+        attempt: Attempt,
         secret: &SecretString,
         lookup: impl Future<Output = Result<Option<T>, StoreError>>,
     ) -> Result<Option<T>, ServiceError> {
         let holder = lookup.await?;
         let hash = holder.as_ref().map(Holder::secret_hash);
-        // Unknown holders and hashes made with older parameters cost what a current check
-        // costs (`PasswordHasher::verify`): timing tells nothing about who exists.
-        let verified = self.passwords.verify(hash, secret).await?;
+        // Client secrets are digests, compared in constant time (unknown ids too); people's
+        // passwords and older client hashes are argon2, where unknown holders and hashes
+        // made with older parameters cost what a current check costs
+        // (`PasswordHasher::verify`): timing tells nothing about who exists.
+        let digest = match (attempt, hash.map(StoredSecret::of)) {
+            (Attempt::Client, None) => Some(None),
+            (Attempt::Client, Some(StoredSecret::Digest(digest))) => Some(Some(digest)),
+            _ => None,
+        };
+        let verified = match digest {
+            Some(stored) => clients::digest_matches(stored, secret.expose_secret()),
+            None => self.passwords.verify(hash, secret).await?,
+        };
         Ok(holder.filter(|_| verified))
     }
 

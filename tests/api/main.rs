@@ -72,6 +72,7 @@ mod openapi;
 mod signals;
 mod startup;
 mod timing;
+mod upgrades;
 
 // PostgreSQL below the HTTP suite, and replicas sharing one database.
 #[cfg(not(no_postgres))]
