@@ -60,3 +60,47 @@ wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
 wrk.body = "grant_type=password&username=bench%40example.com&password=bench-password-1"
 LUA
 }
+
+# start_postgres DIR: sets $pg_url to a database the benchmark may fill: DATABASE_URL if
+# set, else a throwaway cluster from /usr/lib/postgresql/*/bin in DIR (apt-get install
+# postgresql), run as the `postgres` user when this runs as root, with its default
+# (durable) settings; `stop_postgres` ends it. DATABASE_URL is unset afterwards, so that a
+# file-store server started next does not see it.
+as_postgres() { if [[ "$(id -u)" == 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+start_postgres() {
+  local dir="$1"
+  pg_url="${DATABASE_URL:-}"
+  pg_bin=""
+  pg_dir="$dir/pg"
+  unset DATABASE_URL
+  [[ -n "$pg_url" ]] && return 0
+  chmod 755 "$dir"
+  pg_bin="$(ls -d /usr/lib/postgresql/*/bin 2> /dev/null | sort -V | tail -1)"
+  [[ -x "$pg_bin/initdb" ]] || { echo "no PostgreSQL: apt-get install postgresql, or set DATABASE_URL" >&2; exit 1; }
+  mkdir -p "$pg_dir"
+  [[ "$(id -u)" == 0 ]] && chown postgres "$pg_dir"
+  local port; port="$(free_port)"
+  as_postgres "$pg_bin/initdb" -A trust -U simple -E UTF8 -D "$pg_dir/data" > /dev/null
+  as_postgres "$pg_bin/pg_ctl" start -w -D "$pg_dir/data" -l "$pg_dir/log" \
+    -o "-p $port -k $pg_dir -c listen_addresses=127.0.0.1" > /dev/null
+  pg_url="postgres://simple@127.0.0.1:$port/postgres"
+}
+stop_postgres() {
+  if [[ -n "${pg_bin:-}" ]]; then as_postgres "$pg_bin/pg_ctl" stop -m immediate -D "$pg_dir/data" > /dev/null 2>&1 || true; fi
+}
+
+# start_both DIR: a server on the file store and a replica on PostgreSQL ($pg_url), side
+# by side; sets base[file] and base[postgres]; `stop_both` ends them.
+start_both() {
+  local dir="$1" file_port pg_port
+  file_port="$(free_port)"; pg_port="$(free_port)"
+  mkdir -p "$dir/file" "$dir/replica"
+  start_server "$dir/file" "$file_port"; file_pid="$server_pid"; server_pid=""
+  start_server "$dir/replica" "$pg_port" DATABASE_URL="$pg_url"; pg_pid="$server_pid"; server_pid=""
+  declare -gA base
+  base[file]="http://127.0.0.1:$file_port"; base[postgres]="http://127.0.0.1:$pg_port"
+}
+stop_both() {
+  [[ -n "${pg_pid:-}" ]] && kill "$pg_pid" 2> /dev/null || true
+  [[ -n "${file_pid:-}" ]] && kill "$file_pid" 2> /dev/null || true
+}

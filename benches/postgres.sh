@@ -13,40 +13,16 @@ source "$(dirname "$0")/common.sh"
 secs="${1:-5}"
 rounds="${2:-3}"
 tmp="$(mktemp -d)"
-chmod 755 "$tmp"
-pg_bin=""
 cleanup() {
   stop_server
-  [[ -n "${pg_pid:-}" ]] && kill "$pg_pid" 2> /dev/null || true
-  [[ -n "${file_pid:-}" ]] && kill "$file_pid" 2> /dev/null || true
-  if [[ -n "$pg_bin" ]]; then as_postgres "$pg_bin/pg_ctl" stop -m immediate -D "$tmp/pg/data" > /dev/null 2>&1 || true; fi
+  stop_both
   rm -rf "$tmp"
 }
 trap cleanup EXIT
-as_postgres() { if [[ "$(id -u)" == 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+start_postgres "$tmp"
 
-# The file-store server must not see DATABASE_URL: keep it for the replica only.
-pg_url="${DATABASE_URL:-}"
-unset DATABASE_URL
-if [[ -z "$pg_url" ]]; then
-  pg_bin="$(ls -d /usr/lib/postgresql/*/bin 2> /dev/null | sort -V | tail -1)"
-  [[ -x "$pg_bin/initdb" ]] || { echo "no PostgreSQL: apt-get install postgresql, or set DATABASE_URL" >&2; exit 1; }
-  mkdir -p "$tmp/pg"
-  [[ "$(id -u)" == 0 ]] && chown postgres "$tmp/pg"
-  pg_port="$(free_port)"
-  as_postgres "$pg_bin/initdb" -A trust -U simple -E UTF8 -D "$tmp/pg/data" > /dev/null
-  as_postgres "$pg_bin/pg_ctl" start -w -D "$tmp/pg/data" -l "$tmp/pg/log" \
-    -o "-p $pg_port -k $tmp/pg -c listen_addresses=127.0.0.1" > /dev/null
-  pg_url="postgres://simple@127.0.0.1:$pg_port/postgres"
-fi
-
-file_port="$(free_port)"; pg_port_api="$(free_port)"
-mkdir -p "$tmp/file" "$tmp/replica"
-start_server "$tmp/file" "$file_port"; file_pid="$server_pid"; server_pid=""
-start_server "$tmp/replica" "$pg_port_api" DATABASE_URL="$pg_url"; pg_pid="$server_pid"; server_pid=""
-
-declare -A base tok
-base[file]="http://127.0.0.1:$file_port"; base[postgres]="http://127.0.0.1:$pg_port_api"
+start_both "$tmp"
+declare -A tok
 for store in file postgres; do
   curl -sf "${base[$store]}/api/v1/users" -H 'Content-Type: application/json' \
     -d '{"email": "bench@example.com", "password": "bench-password-1"}' > /dev/null
