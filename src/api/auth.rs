@@ -287,14 +287,7 @@ impl AuthApi {
         ctx: RequestCtx,
         body: FormFields<TokenRequest>,
     ) -> Result<TokenResponse, OAuthError> {
-        let form = form_of(body)?;
-        // Whatever the grant: an identifier outside the spec's limits is refused before
-        // anything is done with the request.
-        for field in ["username", "client_id"] {
-            if let Some(value) = form.get(field) {
-                Identifier::parse(value, field).map_err(ApiError::from)?;
-            }
-        }
+        let form = form_of(body, &["username", "client_id"])?;
         match form.get("grant_type") {
             None => Err(OAuthError::invalid_request("grant_type missing")),
             Some("password") => password_grant(&state, &form, &ctx).await,
@@ -321,7 +314,7 @@ impl AuthApi {
         ctx: RequestCtx,
         body: FormFields<TokenForm>,
     ) -> Result<RevokeResponse, OAuthError> {
-        let form = form_of(body)?;
+        let form = form_of(body, &["client_id"])?;
         let client = client_from_request(&state, req, &form, &ctx).await?;
         let token = form
             .get("token")
@@ -350,7 +343,7 @@ impl AuthApi {
         ctx: RequestCtx,
         body: FormFields<TokenForm>,
     ) -> Result<IntrospectResponse, OAuthError> {
-        let form = form_of(body)?;
+        let form = form_of(body, &["client_id"])?;
         require_client(&state, req, &form, &ctx).await?;
         let token = form
             .get("token")
@@ -409,9 +402,6 @@ async fn client_from_request(
     form: &Form,
     ctx: &RequestCtx,
 ) -> Result<Option<Client>, OAuthError> {
-    if let Some(id) = form.get("client_id") {
-        Identifier::parse(id, "client_id").map_err(ApiError::from)?;
-    }
     let basic = req
         .header(poem::http::header::AUTHORIZATION)
         .and_then(parse_basic)
@@ -429,6 +419,7 @@ async fn client_from_request(
         (Some((id, secret)), None) => (id, secret),
         (None, Some((id, secret))) => (id.unwrap_or_default().to_owned(), secret.to_owned()),
     };
+    // The form's client_id was checked with the form (`form_of`); a Basic one is here.
     Identifier::parse(&id, "client_id").map_err(ApiError::from)?;
     // Secrets cannot be guessed, but each check costs an argon2 hash: throttled too.
     let secret = SecretString::from(secret);
@@ -462,15 +453,23 @@ async fn require_client(
         })
 }
 
-/// The form of a token-endpoint request, or the RFC 6749 error for it.
-fn form_of<T>(body: FormFields<T>) -> Result<Form, OAuthError> {
+/// The form of a token-endpoint request (token, revocation, introspection), or the RFC 6749
+/// error for it. Whatever the grant, its `identifiers` (the fields the endpoint's schema
+/// bounds) outside the spec's limits are refused here, before anything else is done.
+fn form_of<T>(body: FormFields<T>, identifiers: &[&'static str]) -> Result<Form, OAuthError> {
     let pairs = body.into_object().map_err(|e| match e {
         BodyError::TooLarge => OAuthError::from(ApiError::too_large()),
         BodyError::WrongFormat => {
             OAuthError::invalid_request("the body must be application/x-www-form-urlencoded")
         }
     })?;
-    Form::new(pairs).map_err(OAuthError::invalid_request)
+    let form = Form::new(pairs).map_err(OAuthError::invalid_request)?;
+    for &field in identifiers {
+        if let Some(value) = form.get(field) {
+            Identifier::parse(value, field).map_err(ApiError::from)?;
+        }
+    }
+    Ok(form)
 }
 
 impl poem_openapi::types::Example for TokenRequest {

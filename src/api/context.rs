@@ -1,6 +1,7 @@
 //! Where a request comes from: its id (set by `middleware::observe`) and the client's
 //! address (see TRUSTED_PROXIES), for throttling and the audit log.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -41,15 +42,19 @@ impl<'a> FromRequest<'a> for RequestCtx {
         // Read leniently: a non-ASCII byte in the client's own part of a line that a proxy
         // appended to must not hide the proxy's part (the walk stops at what it cannot
         // parse, and the proxy's hop is the right-most).
-        let forwarded: Vec<String> = req
-            .headers()
-            .get_all("x-forwarded-for")
-            .iter()
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-            .collect();
+        // Only a trusted proxy's header is read at all (no work for anyone else's).
+        let forwarded: Vec<Cow<str>> = match peer {
+            Some(peer) if trusted.contains(&peer) => req
+                .headers()
+                .get_all("x-forwarded-for")
+                .iter()
+                .map(|v| String::from_utf8_lossy(v.as_bytes()))
+                .collect(),
+            _ => Vec::new(),
+        };
         Ok(Self {
             request_id,
-            client_ip: client_address(peer, forwarded.iter().map(String::as_str), trusted),
+            client_ip: client_address(peer, forwarded.iter().map(|l| l.as_ref()), trusted),
         })
     }
 }

@@ -163,10 +163,7 @@ impl AppState {
         };
         let verdict = self.check(Attempt::Client, id, secret, ctx, lookup).await?;
         if let Verdict::Ok(client) = &verdict {
-            if matches!(
-                StoredSecret::of(&client.secret_hash),
-                StoredSecret::Argon2(_)
-            ) {
+            if matches!(StoredSecret::of(&client.secret_hash), StoredSecret::Argon2) {
                 self.store_client_secret_as_digest(client, secret).await;
             }
         }

@@ -23,6 +23,13 @@ fn burst_app(max_failures: u32) -> TestApp {
     })
 }
 
+/// How many `event` lines the app's audit log holds.
+fn audited(app: &TestApp, event: &str) -> usize {
+    let audit = std::fs::read_to_string(app.config_data_dir().join("audit.log")).unwrap();
+    let tag = format!("\"{event}\"");
+    audit.lines().filter(|l| l.contains(&tag)).count()
+}
+
 /// Fires `BURST` requests at once (released together by a barrier); their statuses.
 fn burst(send: impl Fn() -> u16 + Sync) -> BTreeMap<u16, usize> {
     let barrier = Barrier::new(BURST);
@@ -161,12 +168,7 @@ fn a_throttled_account_is_audited_once_a_window_however_often_it_is_tried() {
     for _ in 0..50 {
         app.password_grant(&user.email, "wrong-password").expect(429);
     }
-    let audit = std::fs::read_to_string(app.config_data_dir().join("audit.log")).unwrap();
-    let throttled = audit
-        .lines()
-        .filter(|l| l.contains("\"login_throttled\""))
-        .count();
-    assert_eq!(throttled, 1, "{audit}");
+    assert_eq!(audited(&app, "login_throttled"), 1);
 }
 
 #[test]
@@ -205,10 +207,5 @@ fn an_address_spraying_new_usernames_once_throttled_is_audited_once_a_window() {
     for i in 10..110 {
         wrong(i).expect(429);
     }
-    let audit = std::fs::read_to_string(app.config_data_dir().join("audit.log")).unwrap();
-    let throttled = audit
-        .lines()
-        .filter(|l| l.contains("\"login_throttled\""))
-        .count();
-    assert_eq!(throttled, 1, "{audit}");
+    assert_eq!(audited(&app, "login_throttled"), 1);
 }
