@@ -147,7 +147,8 @@ impl From<DomainError> for ApiError {
             | DomainError::InvalidName(_)
             | DomainError::InvalidRole
             | DomainError::InvalidIdentifier(_)
-            | DomainError::InvalidCursor => Self::bad_request(e.to_string()),
+            | DomainError::InvalidCursor
+            | DomainError::InvalidKeys(_) => Self::bad_request(e.to_string()),
         }
     }
 }

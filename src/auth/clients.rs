@@ -148,13 +148,14 @@ mod tests {
             id: uuid::Uuid::new_v4(),
             name: crate::domain::ClientName::parse("billing").unwrap(),
             scope: crate::domain::Scopes::of([crate::domain::Scope::UsersRead]),
-            secret_hash: "$argon2id$old".into(),
+            credential: crate::domain::Credential::Secret("$argon2id$old".into()),
             created_at: crate::domain::now(),
             secret_rotated_at: crate::domain::now(),
         };
         let v = SecretVersion::of(&client);
         assert_eq!(SecretVersion::parse(&v.to_string()), Some(v));
-        client.secret_hash = hash_secret("the same secret, stored anew");
+        client.credential =
+            crate::domain::Credential::Secret(hash_secret("the same secret, stored anew"));
         assert_eq!(SecretVersion::of(&client), v);
         client.secret_rotated_at += chrono::Duration::microseconds(1);
         assert_ne!(SecretVersion::of(&client), v);

@@ -9,7 +9,7 @@ use serde_json::json;
 use super::{audit, database};
 use crate::auth::clients::{generate_secret, hash_secret};
 use crate::config::Config;
-use crate::domain::{client_scopes, Client, ClientName};
+use crate::domain::{client_scopes, Client, ClientName, Credential};
 use crate::store::spool::{self, AdminChange, Applied};
 use crate::store::Store;
 
@@ -86,7 +86,7 @@ pub async fn clients(config: Config, command: ClientsCommand) -> anyhow::Result<
                 id: uuid::Uuid::new_v4(),
                 name,
                 scope,
-                secret_hash: hash_secret(&secret),
+                credential: Credential::Secret(hash_secret(&secret)),
                 created_at: now,
                 secret_rotated_at: now,
             };
@@ -127,7 +127,7 @@ pub async fn clients(config: Config, command: ClientsCommand) -> anyhow::Result<
         ClientsCommand::RotateSecret { id } => {
             let mut client = find_client(&config, &id).await?;
             let secret = generate_secret();
-            client.secret_hash = hash_secret(&secret);
+            client.credential = Credential::Secret(hash_secret(&secret));
             client.secret_rotated_at = crate::domain::now();
             apply(&config, AdminChange::PutClient(client.clone())).await?;
             audit(

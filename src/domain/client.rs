@@ -1,7 +1,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{DomainError, Scope, Scopes};
+use super::{ClientKeys, DomainError, Scope, Scopes};
 
 pub type ClientId = Uuid;
 
@@ -12,10 +12,39 @@ pub struct Client {
     pub name: ClientName,
     /// The most a token of this client may carry.
     pub scope: Scopes,
-    /// argon2id PHC string of the secret; the secret itself is shown once, at creation.
-    pub secret_hash: String,
+    /// How it proves who it is.
+    pub credential: Credential,
     pub created_at: DateTime<Utc>,
+    /// When its credential (secret or keys) was last set: creation or rotation.
     pub secret_rotated_at: DateTime<Utc>,
+}
+
+/// How a client authenticates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// A secret the service generated, shown once: here its stored form, `sha256$…` (or an
+    /// argon2id PHC string from before digests).
+    Secret(String),
+    /// `private_key_jwt`: assertions signed with one of these keys. No shared secret exists.
+    Keys(ClientKeys),
+}
+
+impl Client {
+    /// The stored form of its secret; `None` for a client that signs assertions instead.
+    pub fn secret_hash(&self) -> Option<&str> {
+        match &self.credential {
+            Credential::Secret(hash) => Some(hash),
+            Credential::Keys(_) => None,
+        }
+    }
+
+    /// Its public keys; `None` for a client with a secret.
+    pub fn keys(&self) -> Option<&ClientKeys> {
+        match &self.credential {
+            Credential::Keys(keys) => Some(keys),
+            Credential::Secret(_) => None,
+        }
+    }
 }
 
 /// A client's display name: 1 to 100 characters, no control characters.

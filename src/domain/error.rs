@@ -17,4 +17,6 @@ pub enum DomainError {
     InvalidIdentifier(&'static str),
     #[error("after must be a cursor from the Link header of a previous page")]
     InvalidCursor,
+    #[error("public keys: {0}")]
+    InvalidKeys(String),
 }

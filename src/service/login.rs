@@ -14,7 +14,7 @@ use super::{AppState, ServiceError};
 use crate::audit;
 use crate::auth::clients::{self, StoredSecret};
 use crate::auth::throttle;
-use crate::domain::{Client, User};
+use crate::domain::{Client, Credential, User};
 use crate::store::StoreError;
 
 /// The answer to a presented secret.
@@ -98,14 +98,15 @@ impl Attempt {
 
 /// Something that holds a secret's hash.
 pub(super) trait Holder {
-    fn secret_hash(&self) -> &str;
+    /// `None` for a holder without a secret (a client with public keys): no secret is its.
+    fn secret_hash(&self) -> Option<&str>;
     /// Its id, as the audit log names it.
     fn id(&self) -> String;
 }
 
 impl Holder for User {
-    fn secret_hash(&self) -> &str {
-        &self.password_hash
+    fn secret_hash(&self) -> Option<&str> {
+        Some(&self.password_hash)
     }
     fn id(&self) -> String {
         self.id.to_string()
@@ -113,8 +114,8 @@ impl Holder for User {
 }
 
 impl Holder for Client {
-    fn secret_hash(&self) -> &str {
-        &self.secret_hash
+    fn secret_hash(&self) -> Option<&str> {
+        Client::secret_hash(self)
     }
     fn id(&self) -> String {
         self.id.to_string()
@@ -122,7 +123,7 @@ impl Holder for Client {
 }
 
 impl<T: Holder> Holder for &T {
-    fn secret_hash(&self) -> &str {
+    fn secret_hash(&self) -> Option<&str> {
         (**self).secret_hash()
     }
     fn id(&self) -> String {
@@ -163,7 +164,10 @@ impl AppState {
         };
         let verdict = self.check(Attempt::Client, id, secret, ctx, lookup).await?;
         if let Verdict::Ok(client) = &verdict {
-            if matches!(StoredSecret::of(&client.secret_hash), StoredSecret::Argon2) {
+            if matches!(
+                client.secret_hash().map(StoredSecret::of),
+                Some(StoredSecret::Argon2)
+            ) {
                 self.store_client_secret_as_digest(client, secret).await;
             }
         }
@@ -173,7 +177,7 @@ impl AppState {
     /// Best effort: a failure leaves the argon2 hash, which keeps working.
     async fn store_client_secret_as_digest(&self, client: &Client, secret: &SecretString) {
         let mut upgraded = client.clone();
-        upgraded.secret_hash = clients::hash_secret(secret.expose_secret());
+        upgraded.credential = Credential::Secret(clients::hash_secret(secret.expose_secret()));
         match self.store.put_client(upgraded).await {
             Ok(()) => {
                 tracing::info!(client_id = %client.id, "client secret now stored as a digest")
@@ -239,7 +243,7 @@ impl AppState {
         lookup: impl Future<Output = Result<Option<T>, StoreError>>,
     ) -> Result<Option<T>, ServiceError> {
         let holder = lookup.await?;
-        let hash = holder.as_ref().map(Holder::secret_hash);
+        let hash = holder.as_ref().and_then(Holder::secret_hash);
         // Client secrets are digests, compared in constant time (unknown ids too); people's
         // passwords and older client hashes are argon2, where unknown holders and hashes
         // made with older parameters cost what a current check costs

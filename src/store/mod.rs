@@ -231,6 +231,16 @@ pub trait Store: Send + Sync + 'static {
     async fn client(&self, id: ClientId) -> Result<Option<Client>, StoreError>;
     /// Every client, oldest first.
     async fn list_clients(&self) -> Result<Vec<Client>, StoreError>;
+    /// Remembers that `client` has used the assertion `jti` (`private_key_jwt`), until
+    /// `expires_at` (its `exp`): `true` the first time, `false` for a replay. Durable and
+    /// decided in one place (one lock, or one row), so two replicas or two concurrent
+    /// requests presenting the same assertion cannot both get `true`.
+    async fn use_assertion(
+        &self,
+        client: ClientId,
+        jti: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
 
     // Upkeep.
 
@@ -239,7 +249,8 @@ pub trait Store: Send + Sync + 'static {
         Ok(0)
     }
 
-    /// Forgets expired and revoked sessions and expired `jti`s; returns how many.
+    /// Forgets expired and revoked sessions, expired `jti`s and expired assertion ids;
+    /// returns how many.
     async fn prune(&self, now: DateTime<Utc>) -> Result<usize, StoreError>;
 
     /// Whether this replica's cache is in use, for a store that keeps one (`/metrics`).

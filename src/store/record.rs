@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::domain::{
-    Client, ClientName, Email, PersonName, RefreshToken, Role, Scopes, Session, User,
+    Client, ClientKeys, ClientName, Credential, Email, PersonName, RefreshToken, Role, Scopes,
+    Session, User,
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -153,7 +154,13 @@ pub struct ClientRecord {
     pub id: Uuid,
     pub name: String,
     pub scope: String,
-    pub secret_hash: String,
+    /// A secret's stored form; absent for a client with public keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_hash: Option<String>,
+    /// A `private_key_jwt` client's keys, as a JWK Set; absent for a client with a secret
+    /// (and in every record written before public keys).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks: Option<String>,
     pub created_at: DateTime<Utc>,
     pub secret_rotated_at: DateTime<Utc>,
 }
@@ -164,7 +171,8 @@ impl From<&Client> for ClientRecord {
             id: c.id,
             name: c.name.as_str().to_owned(),
             scope: c.scope.to_string(),
-            secret_hash: c.secret_hash.clone(),
+            secret_hash: c.secret_hash().map(str::to_owned),
+            jwks: c.keys().map(ClientKeys::to_jwks),
             created_at: c.created_at,
             secret_rotated_at: c.secret_rotated_at,
         }
@@ -180,7 +188,18 @@ impl TryFrom<ClientRecord> for Client {
             name: ClientName::parse(&r.name).map_err(|e| format!("client {}: {e}", r.id))?,
             scope: Scopes::parse(&r.scope)
                 .map_err(|s| format!("client {}: unknown scope {s}", r.id))?,
-            secret_hash: r.secret_hash,
+            credential: match (r.secret_hash, r.jwks) {
+                (Some(hash), None) => Credential::Secret(hash),
+                (None, Some(jwks)) => Credential::Keys(
+                    ClientKeys::parse_jwks(&jwks).map_err(|e| format!("client {}: {e}", r.id))?,
+                ),
+                _ => {
+                    return Err(format!(
+                        "client {}: needs exactly one of a secret and public keys",
+                        r.id
+                    ))
+                }
+            },
             created_at: r.created_at,
             secret_rotated_at: r.secret_rotated_at,
         })

@@ -268,7 +268,9 @@ async fn clients_and_revocations_live_in_postgresql() {
         id: uuid::Uuid::now_v7(),
         name: ClientName::parse("billing").unwrap(),
         scope: Scopes::of([Scope::UsersRead]),
-        secret_hash: "$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaA".into(),
+        credential: simple_api::domain::Credential::Secret(
+            "$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaA".into(),
+        ),
         created_at: now,
         secret_rotated_at: now,
     };

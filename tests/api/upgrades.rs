@@ -23,7 +23,7 @@ fn argon2_client() -> (Client, String) {
         id: uuid::Uuid::new_v4(),
         name: ClientName::parse("legacy").unwrap(),
         scope: Scopes::of([Scope::UsersRead]),
-        secret_hash: hash,
+        credential: simple_api::domain::Credential::Secret(hash),
         created_at: now,
         secret_rotated_at: now,
     };

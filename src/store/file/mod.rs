@@ -186,6 +186,19 @@ impl FileStore {
 
 #[async_trait]
 impl Store for FileStore {
+    // PLACEHOLDER(pkjwt): replaced by the store's real implementation before this lands.
+    async fn use_assertion(
+        &self,
+        _client: ClientId,
+        _jti: &str,
+        _expires_at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        Err(StoreError::Database {
+            context: "use an assertion".into(),
+            reason: "not implemented".into(),
+        })
+    }
+
     async fn create_user(&self, user: User) -> Result<(), StoreError> {
         self.write(move |state| {
             if state

@@ -188,7 +188,9 @@ mod tests {
             id: uuid::Uuid::new_v4(),
             name: ClientName::parse("billing").unwrap(),
             scope: Scopes::of([Scope::UsersRead]),
-            secret_hash: "$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaA".into(),
+            credential: crate::domain::Credential::Secret(
+                "$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaA".into(),
+            ),
             created_at: crate::domain::now(),
             secret_rotated_at: crate::domain::now(),
         }

@@ -16,6 +16,7 @@ fn client_of(row: &Row) -> Result<Client, StoreError> {
         name: row.get("name"),
         scope: row.get("scope"),
         secret_hash: row.get("secret_hash"),
+        jwks: None, // PLACEHOLDER(pkjwt): the jwks column comes with migration 5
         created_at: row.get("created_at"),
         secret_rotated_at: row.get("secret_rotated_at"),
     })

@@ -267,6 +267,19 @@ impl PgStore {
 
 #[async_trait]
 impl Store for PgStore {
+    // PLACEHOLDER(pkjwt): replaced by the store's real implementation before this lands.
+    async fn use_assertion(
+        &self,
+        _client: ClientId,
+        _jti: &str,
+        _expires_at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        Err(StoreError::Database {
+            context: "use an assertion".into(),
+            reason: "not implemented".into(),
+        })
+    }
+
     async fn create_user(&self, user: User) -> Result<(), StoreError> {
         let id = user.id;
         self.with("create a user", async move |c| {
