@@ -16,9 +16,12 @@ use secrecy::SecretString;
 use super::body::{BodyError, Form, FormFields};
 use super::error::{OAuthError, OAuthErrorCode};
 use super::{ApiError, ApiTags, Empty, RequestCtx};
+use crate::auth::assertion::ASSERTION_TYPE;
 use crate::auth::clients::parse_basic;
 use crate::domain::{Client, Identifier, Scopes};
-use crate::service::{AppState, Exchanged, Grant, Tokens, Verdict, Verified};
+use crate::service::{
+    AppState, ClientCredential, ClientVerdict, Exchanged, Grant, Tokens, Verdict, Verified,
+};
 
 pub struct AuthApi;
 
@@ -54,6 +57,13 @@ pub struct TokenRequest {
     pub client_id: Option<String>,
     /// client_credentials with form authentication (`client_secret_post`): the secret.
     pub client_secret: Option<Password>,
+    /// `private_key_jwt` client authentication: always
+    /// `urn:ietf:params:oauth:client-assertion-type:jwt-bearer`.
+    pub client_assertion_type: Option<String>,
+    /// `private_key_jwt` client authentication (RFC 7523 §2.2): a JWT signed with one of the
+    /// client's registered keys; `iss` = `sub` = client id, `aud` = this endpoint's URL, the
+    /// token endpoint's or the issuer, `exp` at most an hour ahead, a `jti` never used before.
+    pub client_assertion: Option<String>,
 }
 
 /// A successful token response (RFC 6749 §5.1).
@@ -88,6 +98,12 @@ pub struct TokenForm {
     pub client_id: Option<String>,
     /// Form client authentication (`client_secret_post`): the client's secret.
     pub client_secret: Option<Password>,
+    /// `private_key_jwt` client authentication: always
+    /// `urn:ietf:params:oauth:client-assertion-type:jwt-bearer`.
+    pub client_assertion_type: Option<String>,
+    /// `private_key_jwt` client authentication (RFC 7523 §2.2): a JWT signed with one of the
+    /// client's registered keys (see the token endpoint).
+    pub client_assertion: Option<String>,
 }
 
 /// RFC 7662 §2.2. Inactive tokens get `{"active": false}` and nothing else.
@@ -393,9 +409,10 @@ async fn introspect_refresh(
     }))
 }
 
-/// The client authenticating this request, if it tried: HTTP Basic or form
-/// `client_id` + `client_secret` (not both). Swagger UI's empty Basic (`Og==`) and a bare
-/// `client_id` (public clients) count as no authentication. Failure is `invalid_client`.
+/// The client authenticating this request, if it tried: HTTP Basic, form `client_id` +
+/// `client_secret`, or a `client_assertion` (`private_key_jwt`) — exactly one of them.
+/// Swagger UI's empty Basic (`Og==`) and a bare `client_id` (public clients) count as no
+/// authentication. Failure is `invalid_client`.
 async fn client_from_request(
     state: &AppState,
     req: &Request,
@@ -409,31 +426,78 @@ async fn client_from_request(
     let posted = form
         .get("client_secret")
         .map(|secret| (form.get("client_id"), secret));
-    let (id, secret) = match (basic, posted) {
-        (None, None) => return Ok(None),
-        (Some(_), Some(_)) => {
-            return Err(OAuthError::invalid_request(
-                "use one client authentication method, not two",
+    let assertion = form.get("client_assertion");
+    let methods = [basic.is_some(), posted.is_some(), assertion.is_some()];
+    if methods.iter().filter(|&&used| used).count() > 1 {
+        return Err(OAuthError::invalid_request(
+            "use one client authentication method, not two",
+        ));
+    }
+    let secret;
+    let endpoint_url;
+    let credential = match (basic, posted, assertion) {
+        (None, None, None) => {
+            if form.get("client_assertion_type").is_some() {
+                return Err(OAuthError::invalid_request(
+                    "client_assertion_type without client_assertion",
+                ));
+            }
+            return Ok(None);
+        }
+        (_, _, Some(assertion)) => {
+            if form.get("client_assertion_type") != Some(ASSERTION_TYPE) {
+                return Err(OAuthError::new(
+                    OAuthErrorCode::InvalidClient,
+                    format!("client_assertion_type must be {ASSERTION_TYPE}"),
+                ));
+            }
+            endpoint_url = format!("{}{}", state.public_url, req.uri().path());
+            ClientCredential::Assertion {
+                assertion,
+                endpoint_url: &endpoint_url,
+            }
+        }
+        (Some((id, presented)), _, None) => {
+            // The form's client_id was checked with the form (`form_of`); a Basic one is here.
+            Identifier::parse(&id, "client_id").map_err(ApiError::from)?;
+            secret = (id, SecretString::from(presented));
+            ClientCredential::Secret {
+                id: &secret.0,
+                secret: &secret.1,
+            }
+        }
+        (None, Some((id, presented)), None) => {
+            secret = (
+                id.unwrap_or_default().to_owned(),
+                SecretString::from(presented),
+            );
+            ClientCredential::Secret {
+                id: &secret.0,
+                secret: &secret.1,
+            }
+        }
+    };
+    let verdict = state.authenticate_client(credential, &ctx.audit()).await?;
+    let client = match verdict {
+        ClientVerdict::Authenticated(client) => client,
+        ClientVerdict::Throttled(wait) => return Err(OAuthError::throttled(wait)),
+        ClientVerdict::Refused { reason } => {
+            return Err(OAuthError::new(
+                OAuthErrorCode::InvalidClient,
+                reason.unwrap_or_else(|| "client authentication failed".into()),
             ))
         }
-        (Some((id, secret)), None) => (id, secret),
-        (None, Some((id, secret))) => (id.unwrap_or_default().to_owned(), secret.to_owned()),
     };
-    // The form's client_id was checked with the form (`form_of`); a Basic one is here.
-    Identifier::parse(&id, "client_id").map_err(ApiError::from)?;
-    // Secrets cannot be guessed, but each check costs an argon2 hash: throttled too.
-    let secret = SecretString::from(secret);
-    let verdict = state
-        .authenticate_client(&id, &secret, &ctx.audit())
-        .await?;
-    match verdict {
-        Verdict::Ok(client) => Ok(Some(client)),
-        Verdict::Throttled(wait) => Err(OAuthError::throttled(wait)),
-        Verdict::Invalid => Err(OAuthError::new(
-            OAuthErrorCode::InvalidClient,
-            "client authentication failed",
-        )),
+    // RFC 7521 §4.2: a client_id sent beside an assertion must name the same client.
+    if let Some(named) = form.get("client_id").filter(|id| !id.is_empty()) {
+        if named != client.id.to_string() {
+            return Err(OAuthError::new(
+                OAuthErrorCode::InvalidClient,
+                "client_id names another client than the one authenticated",
+            ));
+        }
     }
+    Ok(Some(client))
 }
 
 /// The authenticated client of a request that needs one (`invalid_client` without).
@@ -482,6 +546,8 @@ impl poem_openapi::types::Example for TokenRequest {
             scope: None,
             client_id: None,
             client_secret: None,
+            client_assertion_type: None,
+            client_assertion: None,
         }
     }
 }

@@ -68,10 +68,16 @@ pub struct ServerMetadata {
     pub grant_types_supported: Vec<String>,
     /// How clients authenticate at the token endpoint.
     pub token_endpoint_auth_methods_supported: Vec<String>,
+    /// The algorithms a `private_key_jwt` client assertion may be signed with there.
+    pub token_endpoint_auth_signing_alg_values_supported: Vec<String>,
     /// How clients authenticate at the revocation endpoint.
     pub revocation_endpoint_auth_methods_supported: Vec<String>,
+    /// The algorithms a `private_key_jwt` client assertion may be signed with there.
+    pub revocation_endpoint_auth_signing_alg_values_supported: Vec<String>,
     /// How clients authenticate at the introspection endpoint.
     pub introspection_endpoint_auth_methods_supported: Vec<String>,
+    /// The algorithms a `private_key_jwt` client assertion may be signed with there.
+    pub introspection_endpoint_auth_signing_alg_values_supported: Vec<String>,
     /// Empty: there is no authorization endpoint.
     pub response_types_supported: Vec<String>,
     /// Every scope a token can carry.
@@ -89,6 +95,9 @@ pub enum MetadataResponse {
         #[oai(header = "Cache-Control")] String,
     ),
 }
+
+/// What a client assertion may be signed with: the algorithms client keys may have.
+const ASSERTION_ALGS: &[&str] = &["EdDSA", "ES256", "RS256"];
 
 #[OpenApi(tag = "ApiTags::WellKnown")]
 impl WellKnownApi {
@@ -157,17 +166,23 @@ impl WellKnownApi {
                 token_endpoint_auth_methods_supported: strings(&[
                     "client_secret_basic",
                     "client_secret_post",
+                    "private_key_jwt",
                     "none",
                 ]),
+                token_endpoint_auth_signing_alg_values_supported: strings(ASSERTION_ALGS),
                 revocation_endpoint_auth_methods_supported: strings(&[
                     "client_secret_basic",
                     "client_secret_post",
+                    "private_key_jwt",
                     "none",
                 ]),
+                revocation_endpoint_auth_signing_alg_values_supported: strings(ASSERTION_ALGS),
                 introspection_endpoint_auth_methods_supported: strings(&[
                     "client_secret_basic",
                     "client_secret_post",
+                    "private_key_jwt",
                 ]),
+                introspection_endpoint_auth_signing_alg_values_supported: strings(ASSERTION_ALGS),
                 response_types_supported: Vec::new(),
                 scopes_supported: Scope::ALL.iter().map(|s| s.as_str().to_owned()).collect(),
                 service_documentation: format!("{base}/docs"),

@@ -93,6 +93,69 @@ pub fn digest_matches(stored: Option<&str>, presented: &str) -> bool {
     stored.is_some() && equal
 }
 
+/// Client secrets verified right in the last few seconds, by a SHA-256 of the client id and
+/// the presented secret (never the secret itself). A secret presented again within that
+/// time skips the attempt count, which on PostgreSQL costs two commits on one row per
+/// address: a resource server introspecting every request would otherwise be bound by
+/// that row. A hit is still compared with the client's stored digest as the store has it
+/// now, so a rotation or a deletion takes effect at once (on every replica: the store's
+/// client reads follow its change notifications). Only right secrets are ever remembered,
+/// so a guess can never hit.
+pub struct RecentSecrets {
+    remembered: std::sync::Mutex<std::collections::HashMap<[u8; 32], std::time::Instant>>,
+    ttl: std::time::Duration,
+}
+
+/// Entries at most; beyond that the expired go, and then everything (a miss costs only
+/// the attempt count).
+const RECENT_MAX: usize = 4096;
+
+impl RecentSecrets {
+    pub fn new(ttl: std::time::Duration) -> Self {
+        Self {
+            remembered: Default::default(),
+            ttl,
+        }
+    }
+
+    /// The key a presented id and secret are remembered by.
+    pub fn key(id: &str, secret: &str) -> [u8; 32] {
+        let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        ctx.update(id.as_bytes());
+        ctx.update(&[0]);
+        ctx.update(secret.as_bytes());
+        ctx.finish()
+            .as_ref()
+            .try_into()
+            .expect("SHA-256 is 32 bytes")
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<[u8; 32], std::time::Instant>> {
+        self.remembered.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether `key` was verified right within the last `ttl`.
+    pub fn contains(&self, key: &[u8; 32]) -> bool {
+        self.lock()
+            .get(key)
+            .is_some_and(|at| at.elapsed() < self.ttl)
+    }
+
+    pub fn insert(&self, key: [u8; 32]) {
+        let mut remembered = self.lock();
+        if remembered.len() >= RECENT_MAX {
+            let ttl = self.ttl;
+            remembered.retain(|_, at| at.elapsed() < ttl);
+            if remembered.len() >= RECENT_MAX {
+                remembered.clear();
+            }
+        }
+        remembered.insert(key, std::time::Instant::now());
+    }
+}
+
 pub fn generate_secret() -> String {
     let mut bytes = [0u8; 32];
     aws_lc_rs::rand::fill(&mut bytes).expect("the system CSPRNG is available");
@@ -161,6 +224,23 @@ mod tests {
         assert_ne!(SecretVersion::of(&client), v);
         assert_eq!(SecretVersion::parse("zz"), None);
         assert_eq!(SecretVersion::parse("0123456789abcdeg"), None);
+    }
+
+    #[test]
+    fn recent_secrets_are_remembered_for_their_time_and_stay_bounded() {
+        let recent = RecentSecrets::new(std::time::Duration::from_millis(50));
+        let key = RecentSecrets::key("client", "secret");
+        assert_ne!(key, RecentSecrets::key("client", "secreT"));
+        assert_ne!(key, RecentSecrets::key("clients", "ecret"));
+        assert!(!recent.contains(&key));
+        recent.insert(key);
+        assert!(recent.contains(&key));
+        std::thread::sleep(std::time::Duration::from_millis(60));
+        assert!(!recent.contains(&key));
+        for i in 0..(RECENT_MAX + 10) {
+            recent.insert(RecentSecrets::key(&i.to_string(), "s"));
+        }
+        assert!(recent.lock().len() <= RECENT_MAX);
     }
 
     #[test]

@@ -20,6 +20,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
 
+use crate::domain::thumbprint;
+
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     #[error("KEYS_DIR {path}: {source}")]
@@ -92,6 +94,8 @@ pub struct Key {
     pub jwk: PublicJwk,
     pub encoding: EncodingKey,
     pub decoding: DecodingKey,
+    /// The public half as SubjectPublicKeyInfo DER (what `public_pem` armours).
+    pub public_der: Vec<u8>,
     pub path: PathBuf,
     /// When the key was published: it signs from `modified + publish delay` on.
     pub modified: SystemTime,
@@ -117,7 +121,11 @@ impl Key {
         }
         let der = block.contents();
         let jwt_err = |e: jsonwebtoken::errors::Error| invalid(e.to_string());
-        let (algorithm, jwk, encoding, decoding) = if let Ok(pair) =
+        let spki = |der: Result<aws_lc_rs::encoding::PublicKeyX509Der<'static>, _>| {
+            der.map(|d| d.as_ref().to_vec())
+                .map_err(|_| invalid("its public key cannot be encoded".into()))
+        };
+        let (algorithm, jwk, encoding, decoding, public_der) = if let Ok(pair) =
             Ed25519KeyPair::from_pkcs8_maybe_unchecked(der)
         {
             let x = b64(pair.public_key().as_ref());
@@ -138,6 +146,7 @@ impl Key {
                 jwk,
                 EncodingKey::from_ed_der(der),
                 decoding,
+                spki(pair.public_key().as_der())?,
             )
         } else if let Ok(pair) = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der) {
             // Uncompressed SEC1 point: 0x04 || X (32 bytes) || Y (32 bytes).
@@ -160,6 +169,7 @@ impl Key {
                 jwk,
                 EncodingKey::from_ec_der(der),
                 decoding,
+                spki(pair.public_key().as_der())?,
             )
         } else if let Ok(pair) = aws_lc_rs::rsa::KeyPair::from_pkcs8(der) {
             if pair.public_modulus_len() < 256 {
@@ -181,7 +191,8 @@ impl Key {
                 n: Some(n),
                 e: Some(e),
             };
-            (KeyAlgorithm::Rs256, jwk, encoding, decoding)
+            let public_der = spki(public.as_der())?;
+            (KeyAlgorithm::Rs256, jwk, encoding, decoding, public_der)
         } else {
             return Err(invalid(
                 "not an Ed25519, P-256 or RSA PKCS#8 private key".into(),
@@ -193,25 +204,18 @@ impl Key {
             jwk,
             encoding,
             decoding,
+            public_der,
             path: path.to_owned(),
             modified,
         })
     }
 }
 
-/// RFC 7638: SHA-256 over the required members in lexicographic order, no whitespace.
-/// The members here are base64url or fixed names, so they need no JSON escaping.
-pub fn thumbprint(members: &[(&str, &str)]) -> String {
-    let canonical = members
-        .iter()
-        .map(|(k, v)| format!("\"{k}\":\"{v}\""))
-        .collect::<Vec<_>>()
-        .join(",");
-    let digest = aws_lc_rs::digest::digest(
-        &aws_lc_rs::digest::SHA256,
-        format!("{{{canonical}}}").as_bytes(),
-    );
-    b64(digest.as_ref())
+impl Key {
+    /// The public half as a `PUBLIC KEY` PEM, as `openssl pkey -pubout` writes it.
+    pub fn public_pem(&self) -> String {
+        pem::encode(&pem::Pem::new("PUBLIC KEY", self.public_der.clone()))
+    }
 }
 
 /// What a key is doing at a given moment.

@@ -1,5 +1,6 @@
 //! Credentials: signing keys, access tokens and password hashes. No HTTP types here.
 
+pub mod assertion;
 pub mod clients;
 pub mod keys;
 pub mod passwords;

@@ -1,4 +1,5 @@
-//! `simple-api clients ...`: service clients for the client_credentials grant.
+//! `simple-api clients ...`: service clients for the client_credentials grant, with a
+//! secret or (private_key_jwt) public keys.
 
 use std::time::Duration;
 
@@ -7,28 +8,95 @@ use clap::Subcommand;
 use serde_json::json;
 
 use super::{audit, database};
+use crate::auth::assertion::public_key_from_pem;
 use crate::auth::clients::{generate_secret, hash_secret};
 use crate::config::Config;
-use crate::domain::{client_scopes, Client, ClientName, Credential};
+use crate::domain::{client_scopes, Client, ClientKeys, ClientName, Credential};
 use crate::store::spool::{self, AdminChange, Applied};
 use crate::store::Store;
 
 #[derive(Debug, Subcommand)]
 pub enum ClientsCommand {
-    /// Register a client; prints its client_id and client_secret (shown only once).
+    /// Register a client; prints its client_id and client_secret (shown only once), or,
+    /// with --public-key/--jwks, registers a private_key_jwt client, which has no secret.
     Create {
         #[arg(long)]
         name: String,
         /// Space-separated scopes: users:read and/or users:write.
         #[arg(long)]
         scope: String,
+        #[command(flatten)]
+        keys: KeyFiles,
     },
     /// List clients (never their secrets).
     List,
     /// Delete a client; its tokens stop working at once.
     Delete { id: String },
-    /// Give a client a new secret (printed once); the old one stops working.
+    /// Give a client a new secret (printed once); the old one and its tokens stop working.
     RotateSecret { id: String },
+    /// Replace a private_key_jwt client's public keys (list the old and the new one to roll
+    /// over); tokens issued before stop working, as with rotate-secret.
+    SetKeys {
+        id: String,
+        #[command(flatten)]
+        keys: KeyFiles,
+    },
+}
+
+/// Where a private_key_jwt client's public keys come from.
+#[derive(Debug, clap::Args)]
+pub struct KeyFiles {
+    /// A public key PEM (`openssl pkey -in key.pem -pubout`): Ed25519, P-256 or RSA of
+    /// 2048+ bits. Repeat it to register several (a rollover).
+    #[arg(long = "public-key", value_name = "FILE.pem", conflicts_with = "jwks")]
+    public_keys: Vec<std::path::PathBuf>,
+    /// A JWK Set (or a single JWK) with the client's public keys.
+    #[arg(long, value_name = "FILE")]
+    jwks: Option<std::path::PathBuf>,
+}
+
+impl KeyFiles {
+    /// The keys named, `None` if none were.
+    fn read(&self) -> anyhow::Result<Option<ClientKeys>> {
+        if let Some(path) = &self.jwks {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("--jwks {}", path.display()))?;
+            let keys = ClientKeys::parse_jwks(&text)
+                .with_context(|| format!("--jwks {}", path.display()))?;
+            return Ok(Some(keys));
+        }
+        if self.public_keys.is_empty() {
+            return Ok(None);
+        }
+        let mut keys = Vec::new();
+        for path in &self.public_keys {
+            let text =
+                std::fs::read(path).with_context(|| format!("--public-key {}", path.display()))?;
+            let key = public_key_from_pem(&text)
+                .map_err(|e| anyhow::anyhow!("--public-key {}: {e}", path.display()))?;
+            keys.push(key);
+        }
+        Ok(Some(ClientKeys::new(keys).context("--public-key")?))
+    }
+}
+
+/// How a client authenticates, as RFC 8414/7591 name it, and its key ids if it has keys.
+fn described(client: &Client) -> serde_json::Value {
+    match client.keys() {
+        Some(keys) => json!({
+            "token_endpoint_auth_method": "private_key_jwt",
+            "kids": keys.keys().iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(),
+        }),
+        None => json!({ "token_endpoint_auth_method": "client_secret_basic" }),
+    }
+}
+
+/// A JSON object with `extra`'s members added.
+fn with(mut object: serde_json::Value, extra: serde_json::Value) -> serde_json::Value {
+    if let (Some(object), serde_json::Value::Object(extra)) = (object.as_object_mut(), extra) {
+        object.extend(extra);
+    }
+    object
 }
 
 /// How long the CLI waits for a running server to take a spooled change.
@@ -77,41 +145,76 @@ async fn find_client(config: &Config, id: &str) -> anyhow::Result<Client> {
 /// DATA_DIR, or through the running server's spool.
 pub async fn clients(config: Config, command: ClientsCommand) -> anyhow::Result<()> {
     match command {
-        ClientsCommand::Create { name, scope } => {
+        ClientsCommand::Create { name, scope, keys } => {
             let name = ClientName::parse(&name).context("--name")?;
             let scope = client_scopes(&scope).map_err(|e| anyhow::anyhow!("--scope: {e}"))?;
-            let secret = generate_secret();
+            let (credential, secret) = match keys.read()? {
+                Some(keys) => (Credential::Keys(keys), None),
+                None => {
+                    let secret = generate_secret();
+                    (Credential::Secret(hash_secret(&secret)), Some(secret))
+                }
+            };
             let now = crate::domain::now();
             let client = Client {
                 id: uuid::Uuid::new_v4(),
                 name,
                 scope,
-                credential: Credential::Secret(hash_secret(&secret)),
+                credential,
                 created_at: now,
                 secret_rotated_at: now,
             };
             apply(&config, AdminChange::PutClient(client.clone())).await?;
-            let fields = json!({ "via": "cli", "scope": client.scope.to_string() });
-            audit(&config, "client_created", &client.id.to_string(), fields);
-            println!(
-                "{}",
-                json!({
-                    "client_id": client.id,
-                    "client_secret": secret,
-                    "name": client.name.as_str(),
-                    "scope": client.scope.to_string(),
-                })
+            let fields = with(
+                json!({ "via": "cli", "scope": client.scope.to_string() }),
+                described(&client),
             );
-            eprintln!("Store the client_secret now: it is not shown again.");
+            audit(&config, "client_created", &client.id.to_string(), fields);
+            let mut shown = json!({
+                "client_id": client.id,
+                "name": client.name.as_str(),
+                "scope": client.scope.to_string(),
+            });
+            if let Some(secret) = &secret {
+                shown["client_secret"] = json!(secret);
+            }
+            println!("{}", with(shown, described(&client)));
+            if secret.is_some() {
+                eprintln!("Store the client_secret now: it is not shown again.");
+            }
         }
         ClientsCommand::List => {
             for c in read_clients(&config).await? {
-                println!(
-                    "{}",
-                    json!({ "client_id": c.id, "name": c.name.as_str(), "scope": c.scope.to_string(),
-                            "created_at": c.created_at, "secret_rotated_at": c.secret_rotated_at })
+                let listed = json!({ "client_id": c.id, "name": c.name.as_str(), "scope": c.scope.to_string(),
+                            "created_at": c.created_at, "secret_rotated_at": c.secret_rotated_at });
+                println!("{}", with(listed, described(&c)));
+            }
+        }
+        ClientsCommand::SetKeys { id, keys } => {
+            let mut client = find_client(&config, &id).await?;
+            if client.keys().is_none() {
+                anyhow::bail!(
+                    "client {} authenticates with a secret; register a new client for private_key_jwt",
+                    client.id
                 );
             }
+            let keys = keys
+                .read()?
+                .ok_or_else(|| anyhow::anyhow!("give the new keys with --public-key or --jwks"))?;
+            client.credential = Credential::Keys(keys);
+            client.secret_rotated_at = crate::domain::now();
+            apply(&config, AdminChange::PutClient(client.clone())).await?;
+            let fields = with(json!({ "via": "cli" }), described(&client));
+            audit(
+                &config,
+                "client_keys_replaced",
+                &client.id.to_string(),
+                fields,
+            );
+            println!(
+                "{}",
+                with(json!({ "client_id": client.id }), described(&client))
+            );
         }
         ClientsCommand::Delete { id } => {
             let client = find_client(&config, &id).await?;
@@ -126,6 +229,12 @@ pub async fn clients(config: Config, command: ClientsCommand) -> anyhow::Result<
         }
         ClientsCommand::RotateSecret { id } => {
             let mut client = find_client(&config, &id).await?;
+            if client.keys().is_some() {
+                anyhow::bail!(
+                    "client {} has no secret: it signs assertions with its keys (clients set-keys replaces them)",
+                    client.id
+                );
+            }
             let secret = generate_secret();
             client.credential = Credential::Secret(hash_secret(&secret));
             client.secret_rotated_at = crate::domain::now();

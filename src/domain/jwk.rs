@@ -288,7 +288,11 @@ mod tests {
         let refused = |json: &str| ClientKeys::parse_jwks(json).unwrap_err().to_string();
         assert!(refused(&ED.replace('}', r#","d":"x"}"#)).contains("private key"));
         assert!(refused(&ED.replace("Ed25519", "X25519")).contains("Ed25519"));
-        assert!(refused(&ED.replace("11qY", "11q")).contains("32 bytes"));
+        assert!(
+            refused(&ED.replace("11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo", "AQAB"))
+                .contains("32 bytes")
+        );
+        assert!(refused(&ED.replace("11qY", "11q")).contains("base64url"));
         assert!(refused(&ED.replace('}', r#","alg":"RS256"}"#)).contains("does not fit"));
         assert!(refused(&ED.replace('}', r#","use":"enc"}"#)).contains("sig"));
         assert!(refused(r#"{"kty":"RSA","n":"AQAB","e":"AQAB"}"#).contains("2048"));

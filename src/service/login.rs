@@ -14,7 +14,7 @@ use super::{AppState, ServiceError};
 use crate::audit;
 use crate::auth::clients::{self, StoredSecret};
 use crate::auth::throttle;
-use crate::domain::{Client, Credential, User};
+use crate::domain::{Client, User};
 use crate::store::StoreError;
 
 /// The answer to a presented secret.
@@ -145,47 +145,6 @@ impl AppState {
         let lookup = self.store.user_by_email(email);
         self.check(Attempt::Login { via }, email, password, ctx, lookup)
             .await
-    }
-
-    /// A client's id and secret (HTTP Basic or form). Unknown ids cost the same digest
-    /// comparison. A secret still stored as an argon2 hash (from before digests) is replaced
-    /// by its digest once it has been presented right.
-    pub async fn authenticate_client(
-        &self,
-        id: &str,
-        secret: &SecretString,
-        ctx: &audit::Context,
-    ) -> Result<Verdict<Client>, ServiceError> {
-        let lookup = async {
-            match uuid::Uuid::parse_str(id) {
-                Ok(id) => self.store.client(id).await,
-                Err(_) => Ok(None),
-            }
-        };
-        let verdict = self.check(Attempt::Client, id, secret, ctx, lookup).await?;
-        if let Verdict::Ok(client) = &verdict {
-            if matches!(
-                client.secret_hash().map(StoredSecret::of),
-                Some(StoredSecret::Argon2)
-            ) {
-                self.store_client_secret_as_digest(client, secret).await;
-            }
-        }
-        Ok(verdict)
-    }
-
-    /// Best effort: a failure leaves the argon2 hash, which keeps working.
-    async fn store_client_secret_as_digest(&self, client: &Client, secret: &SecretString) {
-        let mut upgraded = client.clone();
-        upgraded.credential = Credential::Secret(clients::hash_secret(secret.expose_secret()));
-        match self.store.put_client(upgraded).await {
-            Ok(()) => {
-                tracing::info!(client_id = %client.id, "client secret now stored as a digest")
-            }
-            Err(error) => {
-                tracing::warn!(client_id = %client.id, %error, "could not store a client secret as a digest")
-            }
-        }
     }
 
     /// The one sequence: the attempt is counted (reserved) before any hash is computed,

@@ -5,12 +5,14 @@
 
 mod access;
 mod accounts;
+mod clients;
 mod issue;
 mod login;
 mod state;
 
 pub use access::{Account, ActiveRefresh, Verified};
 pub use accounts::NewAccount;
+pub use clients::{ClientCredential, ClientVerdict, RECENT_SECRET_TTL};
 pub use issue::{Exchanged, Grant, Tokens};
 pub use login::{Attempt, Verdict};
 pub use state::{open_file_store, AppState};

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::audit::Audit;
+use crate::auth::clients::RecentSecrets;
 use crate::auth::throttle::{LoginThrottle, Throttle};
 use crate::auth::{KeySet, PasswordHasher, TokenService};
 use crate::config::Config;
@@ -23,6 +24,8 @@ pub struct AppState {
     pub tokens: TokenService,
     pub passwords: PasswordHasher,
     pub throttle: LoginThrottle,
+    /// Client secrets verified right in the last few seconds.
+    pub recent_client_secrets: RecentSecrets,
     pub audit: Audit,
     pub metrics: Metrics,
 }
@@ -79,6 +82,7 @@ impl AppState {
             tokens,
             passwords,
             throttle,
+            recent_client_secrets: RecentSecrets::new(super::RECENT_SECRET_TTL),
             audit,
             metrics: Metrics::default(),
         })

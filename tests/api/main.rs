@@ -28,6 +28,8 @@ macro_rules! suite {
             }
         }
 
+        #[path = "assertions.rs"]
+        mod assertions;
         #[path = "auth.rs"]
         mod auth;
         #[path = "clients.rs"]

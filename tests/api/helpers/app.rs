@@ -212,6 +212,11 @@ impl TestApp {
         hash.split('"').next().unwrap().to_owned()
     }
 
+    /// The PostgreSQL store's URL; `None` on the file store.
+    pub fn database_url(&self) -> Option<&str> {
+        self.config.database_url.as_deref()
+    }
+
     pub fn config_data_dir(&self) -> PathBuf {
         self.config.data_dir.clone()
     }

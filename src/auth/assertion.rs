@@ -1,0 +1,424 @@
+//! Client assertions: `private_key_jwt` client authentication (RFC 7523 §2.2 with RFC 7521
+//! §4.2, as OpenID Connect Core §9 defines it). A client registered with public keys
+//! proves who it is with a short-lived JWT signed by one of them, so no shared secret ever
+//! exists. The checks that need no state are here; that each `jti` is used once is the
+//! store's (`Store::use_assertion`), called by the service after these pass.
+
+use chrono::{DateTime, Utc};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::domain::{ClientKeys, KeyAlg, KeyMaterial, PublicKey, LEEWAY_SECS};
+
+/// The only `client_assertion_type` (RFC 7523 §2.2).
+pub const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+/// How far ahead an assertion's `exp` may be. Client libraries default to an hour (Authlib,
+/// Spring, nimbus): a shorter cap would break them, and every `jti` is remembered until
+/// its `exp`, so a longer one would only cost memory.
+pub const MAX_LIFETIME_SECS: i64 = 3600;
+/// A `jti` is stored until `exp`: long ones are refused rather than stored.
+const MAX_JTI_CHARS: usize = 256;
+/// Larger assertions are refused before any parsing (an RSA-8192 signature is ~1.4 kB).
+const MAX_ASSERTION_BYTES: usize = 8 * 1024;
+
+/// Why an assertion was refused. The `Display` is for the audit log; clients are told
+/// more only once the signature proved the assertion theirs (`is_signed_by_client`).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AssertionError {
+    #[error("not a JWT whose iss and sub are the same client id")]
+    Malformed,
+    #[error("no registered key of the client has this kid and alg")]
+    NoSuchKey,
+    #[error("signature does not verify")]
+    BadSignature,
+    #[error("{0}")]
+    Claims(String),
+}
+
+impl AssertionError {
+    /// Whether the signature was verified (so only the key's holder sees the reason).
+    pub fn is_signed_by_client(&self) -> bool {
+        matches!(self, Self::Claims(_))
+    }
+}
+
+/// What a verified assertion tells the store: the `jti` to use up, until `exp`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Checked {
+    pub jti: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Deserialize)]
+struct Unverified {
+    iss: Option<String>,
+    sub: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    exp: i64,
+    iat: Option<i64>,
+    jti: Option<String>,
+}
+
+/// The client an assertion claims to come from (`iss` = `sub`, a client id), read without
+/// checking anything, to find the keys that will check it.
+pub fn claimed_client(assertion: &str) -> Result<Uuid, AssertionError> {
+    if assertion.len() > MAX_ASSERTION_BYTES {
+        return Err(AssertionError::Malformed);
+    }
+    let claims: Unverified = jsonwebtoken::dangerous::insecure_decode_claims(assertion)
+        .map_err(|_| AssertionError::Malformed)?;
+    match (claims.iss, claims.sub) {
+        (Some(iss), Some(sub)) if iss == sub => {
+            Uuid::parse_str(&iss).map_err(|_| AssertionError::Malformed)
+        }
+        _ => Err(AssertionError::Malformed),
+    }
+}
+
+fn algorithm(alg: KeyAlg) -> Algorithm {
+    match alg {
+        KeyAlg::EdDSA => Algorithm::EdDSA,
+        KeyAlg::ES256 => Algorithm::ES256,
+        KeyAlg::RS256 => Algorithm::RS256,
+    }
+}
+
+fn decoding_key(key: &PublicKey) -> Option<DecodingKey> {
+    match &key.material {
+        KeyMaterial::Okp { x, .. } => DecodingKey::from_ed_components(x).ok(),
+        KeyMaterial::Ec { x, y, .. } => DecodingKey::from_ec_components(x, y).ok(),
+        KeyMaterial::Rsa { n, e } => DecodingKey::from_rsa_components(n, e).ok(),
+    }
+}
+
+/// Every check of an assertion that needs no state: signed by one of `keys` with that
+/// key's own algorithm (the header's `alg` selects nothing else), `iss` = `sub` =
+/// `client`, `aud` naming one of `audiences`, `exp` in the future but at most
+/// `MAX_LIFETIME_SECS` (plus leeway) ahead, `nbf` and `iat` not in the future, and a `jti`.
+pub fn verify(
+    assertion: &str,
+    client: Uuid,
+    keys: &ClientKeys,
+    audiences: &[&str],
+    now: DateTime<Utc>,
+) -> Result<Checked, AssertionError> {
+    if assertion.len() > MAX_ASSERTION_BYTES {
+        return Err(AssertionError::Malformed);
+    }
+    let header = jsonwebtoken::decode_header(assertion).map_err(|_| AssertionError::Malformed)?;
+    // The key named by `kid` (or, without one, each key) — and only if the header's alg is
+    // that key's: an RSA key never checks an HS256 "signature" made with its public half.
+    let candidates = keys.keys().iter().filter(|k| {
+        header.kid.as_deref().is_none_or(|kid| kid == k.kid) && algorithm(k.alg) == header.alg
+    });
+    let id = client.to_string();
+    let mut validation = Validation::new(header.alg);
+    validation.leeway = LEEWAY_SECS;
+    validation.validate_nbf = true;
+    validation.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
+    validation.set_issuer(&[&id]);
+    validation.sub = Some(id.clone());
+    validation.set_audience(audiences);
+    let mut outcome = Err(AssertionError::NoSuchKey);
+    for key in candidates {
+        let Some(decoding) = decoding_key(key) else {
+            continue;
+        };
+        outcome = match jsonwebtoken::decode::<Claims>(assertion, &decoding, &validation) {
+            Ok(data) => Ok(data.claims),
+            Err(e) => Err(refusal(e.kind())),
+        };
+        if !matches!(outcome, Err(AssertionError::BadSignature)) {
+            break;
+        }
+    }
+    let claims = outcome?;
+    let now = now.timestamp();
+    let leeway = LEEWAY_SECS as i64;
+    if claims.exp > now + MAX_LIFETIME_SECS + leeway {
+        return Err(AssertionError::Claims(format!(
+            "the client assertion's exp is more than {MAX_LIFETIME_SECS} seconds ahead"
+        )));
+    }
+    if claims.iat.is_some_and(|iat| iat > now + leeway) {
+        return Err(AssertionError::Claims(
+            "the client assertion's iat is in the future".into(),
+        ));
+    }
+    let jti = claims
+        .jti
+        .filter(|jti| !jti.is_empty())
+        .ok_or_else(|| AssertionError::Claims("the client assertion has no jti".into()))?;
+    if jti.chars().count() > MAX_JTI_CHARS {
+        return Err(AssertionError::Claims(format!(
+            "the client assertion's jti is longer than {MAX_JTI_CHARS} characters"
+        )));
+    }
+    let expires_at = DateTime::from_timestamp(claims.exp, 0).ok_or_else(|| {
+        AssertionError::Claims("the client assertion's exp is out of range".into())
+    })?;
+    Ok(Checked { jti, expires_at })
+}
+
+/// A public key in PEM (`-----BEGIN PUBLIC KEY-----`, SubjectPublicKeyInfo, as `openssl
+/// pkey -pubout` writes it): Ed25519, P-256 or RSA, as the JWK a client is registered with.
+pub fn public_key_from_pem(pem_text: &[u8]) -> Result<PublicKey, String> {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use simple_asn1::ASN1Block::{BitString, Integer, ObjectIdentifier, Sequence};
+
+    let block = pem::parse(pem_text).map_err(|e| format!("not PEM: {e}"))?;
+    match block.tag() {
+        "PUBLIC KEY" => {}
+        "PRIVATE KEY" | "RSA PRIVATE KEY" | "EC PRIVATE KEY" => {
+            return Err(
+                "this is a private key: register its public half (openssl pkey -in KEY -pubout)"
+                    .into(),
+            )
+        }
+        other => {
+            return Err(format!(
+                "expected a \"PUBLIC KEY\" PEM block, found \"{other}\""
+            ))
+        }
+    }
+    let unsupported = || "not an Ed25519, P-256 or RSA public key".to_string();
+    let der = simple_asn1::from_der(block.contents()).map_err(|_| unsupported())?;
+    // SubjectPublicKeyInfo ::= SEQUENCE { SEQUENCE { algorithm OID, parameters }, BIT STRING }
+    let [Sequence(_, spki)] = der.as_slice() else {
+        return Err(unsupported());
+    };
+    let [Sequence(_, algorithm), BitString(_, _, public)] = spki.as_slice() else {
+        return Err(unsupported());
+    };
+    let oid = |block: Option<&simple_asn1::ASN1Block>| match block {
+        Some(ObjectIdentifier(_, oid)) => oid.as_vec::<u64>().ok(),
+        _ => None,
+    };
+    let b64 = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(bytes);
+    let material = match oid(algorithm.first()).as_deref() {
+        Some([1, 3, 101, 112]) if public.len() == 32 => KeyMaterial::Okp {
+            crv: "Ed25519".into(),
+            x: b64(public),
+        },
+        Some([1, 2, 840, 10045, 2, 1])
+            if oid(algorithm.get(1)).as_deref() == Some(&[1, 2, 840, 10045, 3, 1, 7][..])
+                && public.len() == 65
+                && public[0] == 4 =>
+        {
+            KeyMaterial::Ec {
+                crv: "P-256".into(),
+                x: b64(&public[1..33]),
+                y: b64(&public[33..65]),
+            }
+        }
+        Some([1, 2, 840, 10045, 2, 1]) => return Err("EC keys must be on P-256 (ES256)".into()),
+        Some([1, 2, 840, 113549, 1, 1, 1]) => {
+            let rsa = simple_asn1::from_der(public).map_err(|_| unsupported())?;
+            let [Sequence(_, members)] = rsa.as_slice() else {
+                return Err(unsupported());
+            };
+            let [Integer(_, n), Integer(_, e)] = members.as_slice() else {
+                return Err(unsupported());
+            };
+            KeyMaterial::Rsa {
+                n: b64(&n.to_bytes_be().1),
+                e: b64(&e.to_bytes_be().1),
+            }
+        }
+        _ => return Err(unsupported()),
+    };
+    // The JWK's own checks (RSA size, lengths) apply to a PEM key too.
+    let jwk = serde_json::to_string(&PublicKey::new(material, None).map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
+    ClientKeys::parse_jwks(&jwk)
+        .map(|keys| keys.keys()[0].clone())
+        .map_err(|e| e.to_string())
+}
+
+/// What a failed `decode` means: a signature that does not verify, or (the signature
+/// verified) which claim is wrong.
+fn refusal(kind: &jsonwebtoken::errors::ErrorKind) -> AssertionError {
+    use jsonwebtoken::errors::ErrorKind;
+    let claim = |reason: &str| AssertionError::Claims(format!("the client assertion's {reason}"));
+    match kind {
+        ErrorKind::InvalidSignature => AssertionError::BadSignature,
+        ErrorKind::ExpiredSignature => claim("exp has passed"),
+        ErrorKind::ImmatureSignature => claim("nbf is in the future"),
+        ErrorKind::InvalidAudience => {
+            claim("aud names neither this endpoint, the token endpoint nor the issuer")
+        }
+        ErrorKind::InvalidIssuer | ErrorKind::InvalidSubject => {
+            claim("iss and sub must both be the client id")
+        }
+        ErrorKind::MissingRequiredClaim(name) => claim(&format!("{name} is missing")),
+        ErrorKind::Json(_) => claim("claims are not valid (exp must be a number)"),
+        _ => AssertionError::Malformed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::keys::{self, KeyAlgorithm};
+    use jsonwebtoken::{EncodingKey, Header};
+    use serde_json::json;
+
+    const AUD: &str = "http://auth.test/api/v1/auth/token";
+
+    /// A client key pair made the way `keys generate` makes ours: the private half signs
+    /// test assertions, the public half is registered.
+    fn pair(alg: KeyAlgorithm) -> (EncodingKey, PublicKey, Algorithm) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = keys::generate(dir.path(), alg).unwrap();
+        let key = keys::Key::from_pem(
+            &std::fs::read(&path).unwrap(),
+            &path,
+            std::time::SystemTime::now(),
+        )
+        .unwrap();
+        let jwk = serde_json::to_string(&json!({
+            "kty": key.jwk.kty, "crv": key.jwk.crv, "x": key.jwk.x, "y": key.jwk.y,
+            "n": key.jwk.n, "e": key.jwk.e,
+        }))
+        .unwrap();
+        let public = ClientKeys::parse_jwks(&jwk).unwrap().keys()[0].clone();
+        (key.encoding, public, key.algorithm)
+    }
+
+    fn sign(
+        key: &EncodingKey,
+        alg: Algorithm,
+        kid: Option<&str>,
+        claims: serde_json::Value,
+    ) -> String {
+        let mut header = Header::new(alg);
+        header.kid = kid.map(str::to_owned);
+        jsonwebtoken::encode(&header, &claims, key).unwrap()
+    }
+
+    fn claims(client: Uuid, now: i64) -> serde_json::Value {
+        json!({ "iss": client.to_string(), "sub": client.to_string(), "aud": AUD,
+                "exp": now + 60, "iat": now, "jti": Uuid::new_v4().to_string() })
+    }
+
+    #[test]
+    fn an_assertion_signed_with_a_registered_key_passes_for_each_algorithm() {
+        for alg in [
+            KeyAlgorithm::EdDsa,
+            KeyAlgorithm::Es256,
+            KeyAlgorithm::Rs256,
+        ] {
+            let (signing, public, jwt_alg) = pair(alg);
+            let keys = ClientKeys::new(vec![public.clone()]).unwrap();
+            let client = Uuid::new_v4();
+            let now = Utc::now();
+            let body = claims(client, now.timestamp());
+            let assertion = sign(&signing, jwt_alg, Some(&public.kid), body.clone());
+            assert_eq!(claimed_client(&assertion), Ok(client));
+            let checked = verify(&assertion, client, &keys, &["x", AUD], now).unwrap();
+            assert_eq!(checked.jti, body["jti"].as_str().unwrap());
+            // Without a kid, every key of the right algorithm is tried.
+            let unnamed = sign(&signing, jwt_alg, None, claims(client, now.timestamp()));
+            assert!(
+                verify(&unnamed, client, &keys, &[AUD], now).is_ok(),
+                "{alg:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn public_key_pems_become_the_same_jwks_as_their_private_halves() {
+        for alg in [
+            KeyAlgorithm::EdDsa,
+            KeyAlgorithm::Es256,
+            KeyAlgorithm::Rs256,
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = keys::generate(dir.path(), alg).unwrap();
+            let private = std::fs::read(&path).unwrap();
+            let key = keys::Key::from_pem(&private, &path, std::time::SystemTime::now()).unwrap();
+            let public = key.public_pem();
+            let jwk = public_key_from_pem(public.as_bytes()).unwrap();
+            // The kid is the RFC 7638 thumbprint, the same one our own JWKS publishes.
+            assert_eq!(jwk.kid, key.kid, "{alg:?}");
+            assert!(public_key_from_pem(&private)
+                .unwrap_err()
+                .contains("private key"));
+        }
+        assert!(public_key_from_pem(b"nonsense")
+            .unwrap_err()
+            .contains("PEM"));
+    }
+
+    #[test]
+    fn wrong_keys_audiences_clients_and_times_are_refused() {
+        let (signing, public, alg) = pair(KeyAlgorithm::EdDsa);
+        let (other, other_public, _) = pair(KeyAlgorithm::EdDsa);
+        let keys = ClientKeys::new(vec![public.clone()]).unwrap();
+        let client = Uuid::new_v4();
+        let now = Utc::now();
+        let t = now.timestamp();
+        let check = |assertion: &str| verify(assertion, client, &keys, &[AUD], now);
+        let with = |change: &dyn Fn(&mut serde_json::Value)| {
+            let mut body = claims(client, t);
+            change(&mut body);
+            sign(&signing, alg, Some(&public.kid), body)
+        };
+        // Another key, under our kid or its own.
+        let forged = sign(&other, alg, Some(&public.kid), claims(client, t));
+        assert_eq!(check(&forged), Err(AssertionError::BadSignature));
+        let foreign = sign(&other, alg, Some(&other_public.kid), claims(client, t));
+        assert_eq!(check(&foreign), Err(AssertionError::NoSuchKey));
+        // An HMAC "signature" keyed with public material is never tried.
+        let hs = sign(
+            &EncodingKey::from_secret(public.kid.as_bytes()),
+            Algorithm::HS256,
+            Some(&public.kid),
+            claims(client, t),
+        );
+        assert_eq!(check(&hs), Err(AssertionError::NoSuchKey));
+        let refused = |a: &str| check(a).unwrap_err().is_signed_by_client();
+        assert!(refused(&with(
+            &|c| c["aud"] = json!("http://elsewhere/token")
+        )));
+        assert!(check(&with(&|c| c["aud"] = json!(["x", AUD]))).is_ok());
+        assert!(refused(&with(&|c| c["exp"] = json!(t - 60))));
+        assert!(refused(&with(&|c| c["exp"] = json!(t + 3700))));
+        assert!(check(&with(&|c| c["exp"] = json!(t + 3600))).is_ok());
+        assert!(refused(&with(&|c| c["nbf"] = json!(t + 60))));
+        assert!(refused(&with(&|c| c["iat"] = json!(t + 60))));
+        assert!(refused(&with(&|c| c
+            .as_object_mut()
+            .unwrap()
+            .remove("jti")
+            .map(drop)
+            .unwrap_or(()))));
+        assert!(refused(&with(&|c| c
+            .as_object_mut()
+            .unwrap()
+            .remove("exp")
+            .map(drop)
+            .unwrap_or(()))));
+        assert!(refused(&with(&|c| c["jti"] = json!("j".repeat(257)))));
+        // Signed, but for another client.
+        let elsewhere = Uuid::new_v4().to_string();
+        assert!(refused(&with(&|c| {
+            c["iss"] = json!(elsewhere);
+            c["sub"] = json!(elsewhere);
+        })));
+        assert_eq!(
+            claimed_client(&with(&|c| c["sub"] = json!("someone"))),
+            Err(AssertionError::Malformed)
+        );
+        assert_eq!(claimed_client("not.a.jwt"), Err(AssertionError::Malformed));
+        assert_eq!(
+            claimed_client(&"a".repeat(9000)),
+            Err(AssertionError::Malformed)
+        );
+    }
+}

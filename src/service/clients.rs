@@ -1,0 +1,206 @@
+//! Client authentication, both ways a registered client may prove who it is: its secret
+//! (`client_secret_basic`/`client_secret_post`, through the one login path, `check`) or an
+//! assertion signed with its key (`private_key_jwt`, RFC 7523).
+
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::json;
+
+use super::login::Attempt;
+use super::{AppState, ServiceError, Verdict};
+use crate::audit;
+use crate::auth::assertion::{self, AssertionError};
+use crate::auth::clients::{self, RecentSecrets, StoredSecret};
+use crate::domain::{Client, Credential};
+
+/// How long a right client secret is remembered (`RecentSecrets`).
+pub const RECENT_SECRET_TTL: Duration = Duration::from_secs(5);
+
+/// How a client tried to authenticate.
+pub enum ClientCredential<'a> {
+    /// `client_id` and `client_secret` (HTTP Basic or form).
+    Secret {
+        id: &'a str,
+        secret: &'a SecretString,
+    },
+    /// A `client_assertion` (`private_key_jwt`), sent to the endpoint at `endpoint_url`.
+    Assertion {
+        assertion: &'a str,
+        endpoint_url: &'a str,
+    },
+}
+
+/// The answer to a client's credential.
+pub enum ClientVerdict {
+    Authenticated(Client),
+    /// Refused. `reason` is set only when the client itself can be told why: an assertion
+    /// whose signature verified with its key (so only the key's holder reads it).
+    Refused {
+        reason: Option<String>,
+    },
+    /// Too many recent failures from this address (secrets only).
+    Throttled(Duration),
+}
+
+impl From<Verdict<Client>> for ClientVerdict {
+    fn from(verdict: Verdict<Client>) -> Self {
+        match verdict {
+            Verdict::Ok(client) => Self::Authenticated(client),
+            Verdict::Invalid => Self::Refused { reason: None },
+            Verdict::Throttled(wait) => Self::Throttled(wait),
+        }
+    }
+}
+
+impl AppState {
+    /// Authenticates a client by whichever credential it presented.
+    pub async fn authenticate_client(
+        &self,
+        credential: ClientCredential<'_>,
+        ctx: &audit::Context,
+    ) -> Result<ClientVerdict, ServiceError> {
+        match credential {
+            ClientCredential::Secret { id, secret } => Ok(self
+                .authenticate_client_secret(id, secret, ctx)
+                .await?
+                .into()),
+            ClientCredential::Assertion {
+                assertion,
+                endpoint_url,
+            } => {
+                self.authenticate_client_assertion(assertion, endpoint_url, ctx)
+                    .await
+            }
+        }
+    }
+
+    /// A client's id and secret. Unknown ids (and clients without a secret) cost the same
+    /// digest comparison. A secret still stored as an argon2 hash (from before digests) is
+    /// replaced by its digest once it has been presented right. A secret verified right in
+    /// the last `RECENT_SECRET_TTL` is checked against the stored digest without being
+    /// counted as an attempt (see `RecentSecrets`).
+    async fn authenticate_client_secret(
+        &self,
+        id: &str,
+        secret: &SecretString,
+        ctx: &audit::Context,
+    ) -> Result<Verdict<Client>, ServiceError> {
+        let remembered = RecentSecrets::key(id, secret.expose_secret());
+        if self.recent_client_secrets.contains(&remembered) {
+            if let Some(client) = self.client_with_digest_of(id, secret).await? {
+                return Ok(Verdict::Ok(client));
+            }
+        }
+        let lookup = async {
+            match uuid::Uuid::parse_str(id) {
+                Ok(id) => self.store.client(id).await,
+                Err(_) => Ok(None),
+            }
+        };
+        let verdict = self.check(Attempt::Client, id, secret, ctx, lookup).await?;
+        if let Verdict::Ok(client) = &verdict {
+            if matches!(
+                client.secret_hash().map(StoredSecret::of),
+                Some(StoredSecret::Argon2)
+            ) {
+                self.store_client_secret_as_digest(client, secret).await;
+            }
+            self.recent_client_secrets.insert(remembered);
+        }
+        Ok(verdict)
+    }
+
+    /// The client `id` if its stored secret is, right now, the digest of `secret`.
+    async fn client_with_digest_of(
+        &self,
+        id: &str,
+        secret: &SecretString,
+    ) -> Result<Option<Client>, ServiceError> {
+        let Ok(id) = uuid::Uuid::parse_str(id) else {
+            return Ok(None);
+        };
+        let client = self.store.client(id).await?;
+        Ok(
+            client.filter(|c| match c.secret_hash().map(StoredSecret::of) {
+                Some(StoredSecret::Digest(digest)) => {
+                    clients::digest_matches(Some(digest), secret.expose_secret())
+                }
+                _ => false,
+            }),
+        )
+    }
+
+    /// Best effort: a failure leaves the argon2 hash, which keeps working.
+    async fn store_client_secret_as_digest(&self, client: &Client, secret: &SecretString) {
+        let mut upgraded = client.clone();
+        upgraded.credential = Credential::Secret(clients::hash_secret(secret.expose_secret()));
+        match self.store.put_client(upgraded).await {
+            Ok(()) => {
+                tracing::info!(client_id = %client.id, "client secret now stored as a digest")
+            }
+            Err(error) => {
+                tracing::warn!(client_id = %client.id, %error, "could not store a client secret as a digest")
+            }
+        }
+    }
+
+    /// A `private_key_jwt` assertion: signed with a key of the client it names, for this
+    /// service, unexpired, and never seen before (its `jti` is used up in the store until
+    /// its `exp`). Not counted against the address like a secret: an assertion cannot be
+    /// guessed, and checking one costs a signature verification, as a bearer token does.
+    /// Refusals are audited once per address and window (`record_repeatable`), so a flood
+    /// of forgeries cannot grow the audit log.
+    async fn authenticate_client_assertion(
+        &self,
+        assertion: &str,
+        endpoint_url: &str,
+        ctx: &audit::Context,
+    ) -> Result<ClientVerdict, ServiceError> {
+        let refuse = |error: AssertionError, subject: &str| {
+            let address = ctx.client_ip.map(|ip| ip.to_string());
+            self.audit.record_repeatable(
+                "client_auth_failed",
+                address.as_deref().unwrap_or(subject),
+                subject,
+                ctx,
+                json!({ "method": "private_key_jwt", "reason": error.to_string() }),
+            );
+            let reason = error.is_signed_by_client().then(|| error.to_string());
+            ClientVerdict::Refused { reason }
+        };
+        let id = match assertion::claimed_client(assertion) {
+            Ok(id) => id,
+            Err(error) => return Ok(refuse(error, "unknown")),
+        };
+        let subject = id.to_string();
+        let client = self.store.client(id).await?;
+        let Some((client, keys)) = client.as_ref().and_then(|c| c.keys().map(|keys| (c, keys)))
+        else {
+            return Ok(refuse(AssertionError::NoSuchKey, &subject));
+        };
+        let token_endpoint = format!("{}/api/v1/auth/token", self.public_url);
+        let audiences = [
+            token_endpoint.as_str(),
+            self.config.jwt_issuer.as_str(),
+            endpoint_url,
+        ];
+        let now = crate::domain::now();
+        let checked = match assertion::verify(assertion, id, keys, &audiences, now) {
+            Ok(checked) => checked,
+            Err(error) => return Ok(refuse(error, &subject)),
+        };
+        if !self
+            .store
+            .use_assertion(id, &checked.jti, checked.expires_at)
+            .await?
+        {
+            let replayed = AssertionError::Claims(
+                "this client assertion (its jti) was used before: sign a new one for each request"
+                    .into(),
+            );
+            return Ok(refuse(replayed, &subject));
+        }
+        Ok(ClientVerdict::Authenticated(client.clone()))
+    }
+}
