@@ -74,7 +74,7 @@ struct RawJwk {
 #[serde(untagged)]
 enum RawKeys {
     Set { keys: Vec<RawJwk> },
-    One(RawJwk),
+    One(Box<RawJwk>),
 }
 
 fn invalid(reason: impl Into<String>) -> DomainError {
@@ -227,7 +227,7 @@ impl ClientKeys {
             .map_err(|e| invalid(format!("not a JWK or JWK Set: {e}")))?;
         let raw = match raw {
             RawKeys::Set { keys } => keys,
-            RawKeys::One(key) => vec![key],
+            RawKeys::One(key) => vec![*key],
         };
         Self::new(
             raw.into_iter()
