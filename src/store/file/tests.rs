@@ -831,3 +831,98 @@ async fn every_acknowledged_write_is_claimed_by_the_marker_that_starts_the_next_
         "{err}"
     );
 }
+
+/// `secs` seconds from now.
+fn in_secs(secs: i64) -> DateTime<Utc> {
+    crate::domain::now() + chrono::Duration::seconds(secs)
+}
+
+#[tokio::test]
+async fn an_assertion_is_used_once_per_client_and_a_replay_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let (a, b, exp) = (Uuid::now_v7(), Uuid::now_v7(), in_secs(60));
+    assert!(store.use_assertion(a, "jti-1", exp).await.unwrap());
+    let lines = store.log_entries();
+    assert!(!store.use_assertion(a, "jti-1", exp).await.unwrap());
+    assert_eq!(store.log_entries(), lines, "a replay appends nothing");
+    // A jti is the client's own: another client's equal one is another assertion.
+    assert!(store.use_assertion(b, "jti-1", exp).await.unwrap());
+    assert!(store.use_assertion(a, "jti-2", exp).await.unwrap());
+}
+
+#[tokio::test]
+async fn a_used_assertion_is_forgotten_once_past_its_exp_and_the_leeway() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let client = Uuid::now_v7();
+    assert!(store
+        .use_assertion(client, "soon", in_secs(1))
+        .await
+        .unwrap());
+    assert!(store
+        .use_assertion(client, "later", in_secs(3600))
+        .await
+        .unwrap());
+    // Past `exp` but within the leeway a verifier still accepts it: still refused.
+    assert_eq!(store.prune(in_secs(3)).await.unwrap(), 0);
+    assert!(!store
+        .use_assertion(client, "soon", in_secs(1))
+        .await
+        .unwrap());
+    assert_eq!(store.prune(in_secs(8)).await.unwrap(), 1);
+    assert!(!store
+        .use_assertion(client, "later", in_secs(3600))
+        .await
+        .unwrap());
+    // Expired and not yet pruned counts as unknown as well.
+    let past = in_secs(-10);
+    assert!(store.use_assertion(client, "stale", past).await.unwrap());
+    assert!(store.use_assertion(client, "stale", past).await.unwrap());
+    assert_eq!(store.prune(crate::domain::now()).await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn used_assertions_survive_reopening_and_compaction_as_digests() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = Uuid::now_v7();
+    let jti = "a-jti-the-log-never-holds";
+    let store = open(dir.path());
+    assert!(store.use_assertion(client, jti, in_secs(60)).await.unwrap());
+    drop(store);
+    let store = open(dir.path());
+    assert!(!store.use_assertion(client, jti, in_secs(60)).await.unwrap());
+    store.compact().unwrap();
+    assert_eq!(store.log_entries(), 2, "the format line and the assertion");
+    drop(store);
+    let store = open(dir.path());
+    assert!(!store.use_assertion(client, jti, in_secs(60)).await.unwrap());
+    assert!(store
+        .use_assertion(client, "another", in_secs(60))
+        .await
+        .unwrap());
+    let log = fs::read_to_string(FileStore::path(dir.path())).unwrap();
+    assert!(
+        !log.contains(jti) && !log.contains(&client.to_string()),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_presentations_of_one_assertion_are_accepted_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let (client, exp) = (Uuid::now_v7(), in_secs(60));
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.use_assertion(client, "raced", exp).await })
+        })
+        .collect();
+    let mut accepted = 0;
+    for t in tasks {
+        accepted += usize::from(t.await.unwrap().unwrap());
+    }
+    assert_eq!(accepted, 1);
+    assert_eq!(store.log_entries(), 2, "one line written");
+}
