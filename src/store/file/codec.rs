@@ -430,6 +430,26 @@ mod tests {
         assert!(decode(framed.as_bytes()).is_none());
     }
 
+    /// Builds before public keys wrote `secret_hash` as a plain string and no `jwks`.
+    #[test]
+    fn a_client_line_from_before_public_keys_decodes_as_a_client_with_a_secret() {
+        let json = r#"{"op":"client_put","client":{"id":"0190f5a0-0000-7000-8000-000000000001","name":"old","scope":"users:read","secret_hash":"sha256$x","created_at":"2025-01-01T00:00:00Z","secret_rotated_at":"2025-01-01T00:00:00Z"}}"#;
+        let line = format!("{:08x} {json}", crc32fast::hash(json.as_bytes()));
+        let Some(Entry::ClientPut { client }) = decode(line.as_bytes()) else {
+            panic!("does not decode: {line}")
+        };
+        let client = crate::domain::Client::try_from(client).unwrap();
+        assert_eq!(client.secret_hash(), Some("sha256$x"));
+        // Neither a secret nor keys is no client at all.
+        let bare: Entry = serde_json::from_str(&json.replace(r#""secret_hash":"sha256$x","#, ""))
+            .expect("the line itself still parses");
+        let Entry::ClientPut { client } = bare else {
+            unreachable!()
+        };
+        let refused = crate::domain::Client::try_from(client).unwrap_err();
+        assert!(refused.contains("exactly one"), "{refused}");
+    }
+
     #[test]
     fn a_line_with_a_wrong_checksum_does_not_decode() {
         let mut line = encode(&Entry::Format { version: 1 });
