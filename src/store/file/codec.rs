@@ -11,10 +11,13 @@
 use std::io;
 use std::path::Path;
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::domain::ClientId;
 use crate::store::record::{ClientRecord, RefreshRecord, SessionRecord, UserRecord};
 use crate::store::StoreError;
 
@@ -63,6 +66,57 @@ pub enum Entry {
         jti: String,
         expires_at: DateTime<Utc>,
     },
+    /// A client's `private_key_jwt` assertion was used (`Store::use_assertion`): a replay
+    /// is refused until `exp` (its claim, Unix seconds) and the verifiers' leeway have
+    /// passed. Only builds with `private_key_jwt` write it; older logs have none.
+    AssertionUse {
+        key: AssertionKey,
+        exp: i64,
+    },
+}
+
+/// Which assertion was used: the first 16 bytes of SHA-256(client id, 16 bytes ‖ `jti`),
+/// base64url in the log.
+///
+/// The log carries this digest rather than the client id and `jti`: the `jti` is any
+/// string a client chose, so a line of fixed, short length keeps client-chosen text out
+/// of the disk and the log's size predictable, and the memory holds the same 16 bytes
+/// (see `State::used_assertions`). Nothing needs the `jti` back: the digest is only ever
+/// compared. 128 bits make an accidental collision negligible, and one would only refuse
+/// an assertion, never accept a replay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct AssertionKey([u8; 16]);
+
+impl AssertionKey {
+    /// The key of `client`'s assertion `jti`.
+    pub fn of(client: ClientId, jti: &str) -> Self {
+        // The client id has a fixed length, so id ‖ jti is unambiguous.
+        let mut digest = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        digest.update(client.as_bytes());
+        digest.update(jti.as_bytes());
+        let mut key = [0; 16];
+        key.copy_from_slice(&digest.finish().as_ref()[..16]);
+        Self(key)
+    }
+}
+
+impl From<AssertionKey> for String {
+    fn from(key: AssertionKey) -> Self {
+        URL_SAFE_NO_PAD.encode(key.0)
+    }
+}
+
+impl TryFrom<String> for AssertionKey {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        let bytes = URL_SAFE_NO_PAD.decode(&text).map_err(|e| e.to_string())?;
+        let key = bytes
+            .try_into()
+            .map_err(|_| format!("an assertion key is 16 bytes: {text}"))?;
+        Ok(Self(key))
+    }
 }
 
 /// The format this build writes: 2, with commit markers.
@@ -350,6 +404,50 @@ mod tests {
             serde_json::to_value(&generic).unwrap()
         );
         assert!(matches!(fast, Entry::UserPut { .. }));
+    }
+
+    #[test]
+    fn an_assertion_line_is_short_whatever_the_jti_and_reads_back_to_its_key() {
+        let client = Uuid::now_v7();
+        let line = |jti: &str| {
+            let key = AssertionKey::of(client, jti);
+            let mut line = encode(&Entry::AssertionUse { key, exp: 1 << 31 });
+            line.pop();
+            (key, line)
+        };
+        let (key, short) = line("j");
+        let (_, long) = line(&"j".repeat(500));
+        assert_eq!(short.len(), long.len());
+        assert!(short.len() < 80, "{}", String::from_utf8_lossy(&short));
+        let Some(Entry::AssertionUse { key: read, exp }) = decode(&short) else {
+            panic!("{}", String::from_utf8_lossy(&short))
+        };
+        assert_eq!((read, exp), (key, 1 << 31));
+        assert_ne!(AssertionKey::of(Uuid::now_v7(), "j"), key);
+        // A key of any other length is a damaged line.
+        let json = r#"{"op":"assertion_use","key":"AAAA","exp":1}"#;
+        let framed = format!("{:08x} {json}", crc32fast::hash(json.as_bytes()));
+        assert!(decode(framed.as_bytes()).is_none());
+    }
+
+    /// Builds before public keys wrote `secret_hash` as a plain string and no `jwks`.
+    #[test]
+    fn a_client_line_from_before_public_keys_decodes_as_a_client_with_a_secret() {
+        let json = r#"{"op":"client_put","client":{"id":"0190f5a0-0000-7000-8000-000000000001","name":"old","scope":"users:read","secret_hash":"sha256$x","created_at":"2025-01-01T00:00:00Z","secret_rotated_at":"2025-01-01T00:00:00Z"}}"#;
+        let line = format!("{:08x} {json}", crc32fast::hash(json.as_bytes()));
+        let Some(Entry::ClientPut { client }) = decode(line.as_bytes()) else {
+            panic!("does not decode: {line}")
+        };
+        let client = crate::domain::Client::try_from(client).unwrap();
+        assert_eq!(client.secret_hash(), Some("sha256$x"));
+        // Neither a secret nor keys is no client at all.
+        let bare: Entry = serde_json::from_str(&json.replace(r#""secret_hash":"sha256$x","#, ""))
+            .expect("the line itself still parses");
+        let Entry::ClientPut { client } = bare else {
+            unreachable!()
+        };
+        let refused = crate::domain::Client::try_from(client).unwrap_err();
+        assert!(refused.contains("exactly one"), "{refused}");
     }
 
     #[test]

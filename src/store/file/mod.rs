@@ -26,7 +26,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use self::codec::Entry;
+use self::codec::{AssertionKey, Entry};
 use self::log::Log;
 use self::state::State;
 use self::syncer::Syncer;
@@ -186,19 +186,6 @@ impl FileStore {
 
 #[async_trait]
 impl Store for FileStore {
-    // PLACEHOLDER(pkjwt): replaced by the store's real implementation before this lands.
-    async fn use_assertion(
-        &self,
-        _client: ClientId,
-        _jti: &str,
-        _expires_at: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
-        Err(StoreError::Database {
-            context: "use an assertion".into(),
-            reason: "not implemented".into(),
-        })
-    }
-
     async fn create_user(&self, user: User) -> Result<(), StoreError> {
         self.write(move |state| {
             if state
@@ -437,6 +424,24 @@ impl Store for FileStore {
         let mut clients: Vec<Client> = read(&self.inner.state).clients.values().cloned().collect();
         clients.sort_by_key(|c| (c.created_at, c.id));
         Ok(clients)
+    }
+
+    async fn use_assertion(
+        &self,
+        client: ClientId,
+        jti: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let (key, exp) = (AssertionKey::of(client, jti), expires_at.timestamp());
+        // Decided on the writer thread against the state every earlier write has already
+        // changed: of two presentations of one assertion, the second sees the first.
+        self.write(move |state| {
+            if state.assertion_used(&key, crate::domain::now()) {
+                return Ok((vec![], false));
+            }
+            Ok((vec![Entry::AssertionUse { key, exp }], true))
+        })
+        .await
     }
 
     async fn apply_spool(&self) -> Result<usize, StoreError> {

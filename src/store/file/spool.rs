@@ -212,6 +212,26 @@ mod tests {
         assert_eq!(store.client(c.id).await.unwrap(), Some(c));
     }
 
+    /// The spool carries a client with public keys as it carries one with a secret.
+    #[tokio::test]
+    async fn a_spooled_client_with_public_keys_is_applied_as_it_was_given() {
+        const ED: &str =
+            r#"{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}"#;
+        let keys = crate::domain::ClientKeys::parse_jwks(ED).unwrap();
+        let c = Client {
+            credential: crate::domain::Credential::Keys(keys),
+            ..client()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let server = FileStore::open(dir.path(), FileStoreOptions::default()).unwrap();
+        let change = AdminChange::PutClient(c.clone());
+        let applied = apply(dir.path(), change, Duration::ZERO).await.unwrap();
+        assert!(matches!(applied, Applied::Queued(_)), "{applied:?}");
+        assert_eq!(server.apply_spool().await.unwrap(), 1);
+        assert_eq!(server.client(c.id).await.unwrap(), Some(c.clone()));
+        assert_eq!(read_clients(dir.path()).unwrap(), [c]);
+    }
+
     #[tokio::test]
     async fn with_a_server_changes_are_spooled_then_applied_by_it() {
         let dir = tempfile::tempdir().unwrap();

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::codec::Entry;
+use super::codec::{AssertionKey, Entry};
 use super::email_index::EmailIndex;
 use super::ordered::Ordered;
 use crate::domain::{Client, ClientId, RefreshToken, Session, User, UserId};
@@ -24,6 +24,11 @@ pub(super) struct State {
     /// Revoked access-token ids → when they expire anyway.
     pub(super) revoked_jtis: HashMap<String, DateTime<Utc>>,
     pub(super) clients: HashMap<ClientId, Client>,
+    /// Used `private_key_jwt` assertions → their `exp` (Unix seconds). A busy client may
+    /// use thousands a second, each kept up to an hour, so each costs a 16-byte digest
+    /// and 8 bytes (about 40 with the table's slack), not copies of its client id and
+    /// `jti`.
+    pub(super) used_assertions: HashMap<AssertionKey, i64>,
 }
 
 impl State {
@@ -74,12 +79,23 @@ impl State {
             Entry::ClientDelete { id } => {
                 self.clients.remove(&id);
             }
+            Entry::AssertionUse { key, exp } => {
+                // Over an expired use of the same assertion, if not yet pruned.
+                self.used_assertions.insert(key, exp);
+            }
         }
         Ok(())
     }
 
-    /// Drops what can no longer matter: dead sessions (revoked, expired, user gone) and
-    /// `jti`s past their expiry. A pure function of time, so replaying the log and pruning
+    /// Whether the assertion `key` was used and still counts at `now`.
+    pub(super) fn assertion_used(&self, key: &AssertionKey, now: DateTime<Utc>) -> bool {
+        self.used_assertions
+            .get(key)
+            .is_some_and(|&exp| still_accepted(exp, now))
+    }
+
+    /// Drops what can no longer matter: dead sessions (revoked, expired, user gone), and
+    /// `jti`s and used assertions past their expiry. A pure function of time, so replaying the log and pruning
     /// again gives the same state.
     pub(super) fn prune(
         &mut self,
@@ -104,7 +120,11 @@ impl State {
         let accepted_until = chrono::Duration::seconds(crate::domain::LEEWAY_SECS as i64);
         self.revoked_jtis
             .retain(|_, exp| *exp + accepted_until > now);
-        dead.len() + before - self.revoked_jtis.len()
+        let before_assertions = self.used_assertions.len();
+        self.used_assertions
+            .retain(|_, &mut exp| still_accepted(exp, now));
+        dead.len() + before - self.revoked_jtis.len() + before_assertions
+            - self.used_assertions.len()
     }
 
     fn remove_user(&mut self, id: UserId) -> Option<Arc<User>> {
@@ -121,8 +141,11 @@ impl State {
     }
 
     pub(super) fn live_records(&self) -> u64 {
-        (self.users.len() + self.sessions.len() + self.revoked_jtis.len() + self.clients.len())
-            as u64
+        (self.users.len()
+            + self.sessions.len()
+            + self.revoked_jtis.len()
+            + self.clients.len()
+            + self.used_assertions.len()) as u64
     }
 
     /// The live records as log entries, made one at a time (a million users are never
@@ -141,6 +164,21 @@ impl State {
         let clients = self.clients.values().map(|c| Entry::ClientPut {
             client: ClientRecord::from(c),
         });
-        users.chain(clients).chain(sessions).chain(jtis)
+        let assertions = self
+            .used_assertions
+            .iter()
+            .map(|(&key, &exp)| Entry::AssertionUse { key, exp });
+        users
+            .chain(clients)
+            .chain(sessions)
+            .chain(jtis)
+            .chain(assertions)
     }
+}
+
+/// Whether a token or assertion expiring at `exp` (Unix seconds) may still be accepted at
+/// `now`: verifiers allow `LEEWAY_SECS` of clock skew past `exp`, judged in whole seconds,
+/// so a used assertion must be remembered that long too or its replay would get through.
+fn still_accepted(exp: i64, now: DateTime<Utc>) -> bool {
+    now.timestamp() <= exp.saturating_add(crate::domain::LEEWAY_SECS as i64)
 }

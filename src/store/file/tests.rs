@@ -456,6 +456,16 @@ async fn a_reloaded_family_keeps_one_current_token_and_what_the_window_needs() {
     assert!(matches!(old, RefreshOutcome::Reused { .. }), "{old:?}");
 }
 
+/// Writes `lines` as the store's log, each framed as the store frames it.
+fn write_log(dir: &Path, lines: impl IntoIterator<Item = serde_json::Value>) {
+    let mut log = Vec::new();
+    for line in lines {
+        let json = line.to_string();
+        log.extend(format!("{:08x} {json}\n", crc32fast::hash(json.as_bytes())).into_bytes());
+    }
+    fs::write(FileStore::path(dir), log).unwrap();
+}
+
 /// A log written before refresh-token families (no `family`, no `grace_ms`) loads: its
 /// sessions keep their revocations and expiry, but take no refresh token.
 #[tokio::test]
@@ -485,12 +495,7 @@ async fn a_store_written_before_families_loads_and_its_sessions_refresh_no_more(
         session(revoked, vec![token("r1", false)]),
         json!({"op": "session_revoke", "id": revoked, "at": now}),
     ];
-    let mut log = Vec::new();
-    for line in lines {
-        let json = line.to_string();
-        log.extend(format!("{:08x} {json}\n", crc32fast::hash(json.as_bytes())).into_bytes());
-    }
-    fs::write(FileStore::path(dir.path()), log).unwrap();
+    write_log(dir.path(), lines);
 
     let store = open(dir.path());
     let old = store.session(live).await.unwrap().unwrap();
@@ -829,5 +834,167 @@ async fn every_acknowledged_write_is_claimed_by_the_marker_that_starts_the_next_
             "damaged record at byte {at_b} followed by a commit marker"
         )),
         "{err}"
+    );
+}
+
+/// `secs` seconds from now.
+fn in_secs(secs: i64) -> DateTime<Utc> {
+    crate::domain::now() + chrono::Duration::seconds(secs)
+}
+
+#[tokio::test]
+async fn an_assertion_is_used_once_per_client_and_a_replay_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let (a, b, exp) = (Uuid::now_v7(), Uuid::now_v7(), in_secs(60));
+    assert!(store.use_assertion(a, "jti-1", exp).await.unwrap());
+    let lines = store.log_entries();
+    assert!(!store.use_assertion(a, "jti-1", exp).await.unwrap());
+    assert_eq!(store.log_entries(), lines, "a replay appends nothing");
+    // A jti is the client's own: another client's equal one is another assertion.
+    assert!(store.use_assertion(b, "jti-1", exp).await.unwrap());
+    assert!(store.use_assertion(a, "jti-2", exp).await.unwrap());
+}
+
+#[tokio::test]
+async fn a_used_assertion_is_forgotten_once_past_its_exp_and_the_leeway() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let client = Uuid::now_v7();
+    assert!(store
+        .use_assertion(client, "soon", in_secs(1))
+        .await
+        .unwrap());
+    assert!(store
+        .use_assertion(client, "later", in_secs(3600))
+        .await
+        .unwrap());
+    // Past `exp` but within the leeway a verifier still accepts it: still refused.
+    assert_eq!(store.prune(in_secs(3)).await.unwrap(), 0);
+    assert!(!store
+        .use_assertion(client, "soon", in_secs(1))
+        .await
+        .unwrap());
+    assert_eq!(store.prune(in_secs(8)).await.unwrap(), 1);
+    assert!(!store
+        .use_assertion(client, "later", in_secs(3600))
+        .await
+        .unwrap());
+    // Expired and not yet pruned counts as unknown as well.
+    let past = in_secs(-10);
+    assert!(store.use_assertion(client, "stale", past).await.unwrap());
+    assert!(store.use_assertion(client, "stale", past).await.unwrap());
+    assert_eq!(store.prune(crate::domain::now()).await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn used_assertions_survive_reopening_and_compaction_as_digests() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = Uuid::now_v7();
+    let jti = "a-jti-the-log-never-holds";
+    let store = open(dir.path());
+    assert!(store.use_assertion(client, jti, in_secs(60)).await.unwrap());
+    drop(store);
+    let store = open(dir.path());
+    assert!(!store.use_assertion(client, jti, in_secs(60)).await.unwrap());
+    store.compact().unwrap();
+    assert_eq!(store.log_entries(), 2, "the format line and the assertion");
+    drop(store);
+    let store = open(dir.path());
+    assert!(!store.use_assertion(client, jti, in_secs(60)).await.unwrap());
+    assert!(store
+        .use_assertion(client, "another", in_secs(60))
+        .await
+        .unwrap());
+    let log = fs::read_to_string(FileStore::path(dir.path())).unwrap();
+    assert!(
+        !log.contains(jti) && !log.contains(&client.to_string()),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_presentations_of_one_assertion_are_accepted_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let (client, exp) = (Uuid::now_v7(), in_secs(60));
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.use_assertion(client, "raced", exp).await })
+        })
+        .collect();
+    let mut accepted = 0;
+    for t in tasks {
+        accepted += usize::from(t.await.unwrap().unwrap());
+    }
+    assert_eq!(accepted, 1);
+    assert_eq!(store.log_entries(), 2, "one line written");
+}
+
+/// A client registered with public keys (`private_key_jwt`) instead of a secret.
+fn client_with_keys() -> Client {
+    const ED: &str =
+        r#"{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}"#;
+    let now = crate::domain::now();
+    Client {
+        id: Uuid::now_v7(),
+        name: crate::domain::ClientName::parse("signer").unwrap(),
+        scope: crate::domain::Scopes::of([crate::domain::Scope::UsersRead]),
+        credential: crate::domain::Credential::Keys(
+            crate::domain::ClientKeys::parse_jwks(ED).unwrap(),
+        ),
+        created_at: now,
+        secret_rotated_at: now,
+    }
+}
+
+#[tokio::test]
+async fn a_client_with_public_keys_round_trips_through_the_log_and_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = client_with_keys();
+    let store = open(dir.path());
+    store.put_client(client.clone()).await.unwrap();
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(
+        store.client(client.id).await.unwrap().as_ref(),
+        Some(&client)
+    );
+    store.compact().unwrap();
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(
+        store.list_clients().await.unwrap(),
+        std::slice::from_ref(&client)
+    );
+    let log = fs::read_to_string(FileStore::path(dir.path())).unwrap();
+    assert!(!log.contains("secret_hash"), "{log}");
+}
+
+/// A client line as builds before public keys wrote it (`secret_hash` a string, no
+/// `jwks`) loads as a client with a secret, and is written back in the same shape.
+#[tokio::test]
+async fn a_client_record_from_before_public_keys_loads_and_is_kept_in_its_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let (id, now) = (Uuid::now_v7(), crate::domain::now());
+    let hash = "sha256$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    write_log(
+        dir.path(),
+        [
+            json!({"op": "format", "version": 2}),
+            json!({"op": "client_put", "client": {"id": id, "name": "legacy",
+                   "scope": "users:read", "secret_hash": hash, "created_at": now,
+                   "secret_rotated_at": now}}),
+        ],
+    );
+    let store = open(dir.path());
+    let client = store.client(id).await.unwrap().expect("loaded");
+    assert_eq!(client.secret_hash(), Some(hash));
+    store.compact().unwrap();
+    let log = fs::read_to_string(FileStore::path(dir.path())).unwrap();
+    assert!(
+        log.contains(&format!(r#""secret_hash":"{hash}""#)) && !log.contains("jwks"),
+        "{log}"
     );
 }
