@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Service-to-service paths (issue #16), side by side in one run: a server on the file store
-# and a replica on PostgreSQL, each with a registered client; 16 concurrent connections
-# (wrk) on GET /api/v1/status, the client_credentials grant (HTTP Basic) and the
-# introspection of a client token, in alternating rounds. Prints req/s and p99 per store
-# and the ratios the goals are stated in (introspection >= 0.5 x status, client_credentials
-# >= 0.25 x status). PostgreSQL as in benches/postgres.sh.
+# and a replica on PostgreSQL, each with two registered clients, one with a secret (HTTP
+# Basic) and one with a public key (private_key_jwt, EdDSA); 16 concurrent connections
+# (wrk) on GET /api/v1/status, the client_credentials grant and the introspection of a
+# client token by each client, in alternating rounds. Each private_key_jwt request carries
+# an assertion never used before (pre-signed by benches/assertions.py: wrk cannot sign), so
+# the service verifies its signature and stores its jti, as it would in production. Prints
+# req/s and p99 per store and the ratios the goals are stated in (introspection >= 0.5 x
+# status, client_credentials >= 0.25 x status, private_key_jwt within 2x of the secret).
+# Any answer but 200 fails the run. PostgreSQL as in benches/postgres.sh.
 # Usage: benches/service.sh [seconds per round, default 5] [rounds, default 3]
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
@@ -20,27 +24,62 @@ trap cleanup EXIT
 start_postgres "$tmp"
 start_both "$tmp"
 
-# A client on each store (the CLI, as an operator would), and a wrk script per scenario.
-client() {
-  local store="$1"
+# The assertions' signer needs `cryptography` (a venv under target/ if the system lacks it).
+python=python3
+if ! python3 -c 'import cryptography' 2> /dev/null; then
+  python="$root/target/bench-venv/bin/python"
+  [[ -x "$python" ]] || { python3 -m venv "$root/target/bench-venv" && "$python" -m pip install -q cryptography; }
+fi
+assertion_type="urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer"
+# Assertions one wrk run may use: more than the fastest run could send.
+per_run=$((secs * 15000))
+
+# Clients on each store (the CLI, as an operator would), and a wrk script per scenario.
+cli() {
+  local store="$1"; shift
   if [[ "$store" == file ]]; then
-    DATA_DIR="$tmp/file/data" KEYS_DIR="$tmp/file/keys" "$bin" clients create --name bench --scope users:read 2> /dev/null
+    DATA_DIR="$tmp/file/data" KEYS_DIR="$tmp/file/keys" "$bin" "$@" 2> /dev/null
   else
-    DATABASE_URL="$pg_url" DATA_DIR="$tmp/replica/data" KEYS_DIR="$tmp/replica/keys" "$bin" clients create --name bench --scope users:read 2> /dev/null
+    DATABASE_URL="$pg_url" DATA_DIR="$tmp/replica/data" KEYS_DIR="$tmp/replica/keys" "$bin" "$@" 2> /dev/null
   fi
 }
+field() { python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
+openssl genpkey -algorithm ed25519 -out "$tmp/client.pem"
+openssl pkey -in "$tmp/client.pem" -pubout -out "$tmp/client.pub.pem"
+declare -A key_client
 for store in file postgres; do
-  read -r id secret < <(client "$store" | python3 -c 'import json,sys; c=json.load(sys.stdin); print(c["client_id"], c["client_secret"])')
+  read -r id secret < <(cli "$store" clients create --name bench --scope users:read \
+    | python3 -c 'import json,sys; c=json.load(sys.stdin); print(c["client_id"], c["client_secret"])')
+  key_client[$store]="$(cli "$store" clients create --name bench-key --scope users:read --public-key "$tmp/client.pub.pem" | field client_id)"
   basic="$(printf '%s:%s' "$id" "$secret" | base64 -w0)"
-  token="$(curl -sf "${base[$store]}/api/v1/auth/token" -H "Authorization: Basic $basic" -d grant_type=client_credentials \
-    | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')"
+  token="$(curl -sf "${base[$store]}/api/v1/auth/token" -H "Authorization: Basic $basic" -d grant_type=client_credentials | field access_token)"
+  echo "$token" > "$tmp/token-$store"
   for endpoint in token introspect; do
     body="grant_type=client_credentials"; [[ "$endpoint" == introspect ]] && body="token=$token"
-    cat > "$tmp/$endpoint-$store.lua" <<LUA
+    cat > "$tmp/$endpoint-secret-$store.lua" <<LUA
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
 wrk.headers["Authorization"] = "Basic $basic"
 wrk.body = "$body"
+LUA
+    # Each thread takes every other line of the run's file: no assertion is sent twice.
+    cat > "$tmp/$endpoint-key-$store.lua" <<LUA
+local threads = 0
+function setup(thread) thread:set("part", threads); threads = threads + 1 end
+function init(args)
+  assertions = {}
+  local n = 0
+  for line in io.lines("$tmp/assertions") do
+    if n % 2 == part then assertions[#assertions + 1] = line end
+    n = n + 1
+  end
+  i = 0
+end
+function request()
+  i = i % #assertions + 1
+  return wrk.format("POST", nil, {["Content-Type"] = "application/x-www-form-urlencoded"},
+    "$body&client_assertion_type=$assertion_type&client_assertion=" .. assertions[i])
+end
 LUA
   done
 done
@@ -49,27 +88,42 @@ declare -A rps p99
 run() {
   local name="$1"; shift
   local out; out="$(wrk -t2 -c16 -d"${secs}s" --latency "$@")"
+  if grep -q "Non-2xx" <<< "$out"; then echo "$name: answers other than 200:" >&2; echo "$out" >&2; exit 1; fi
   rps[$name]+="$(wrk_rps "$out") "; p99[$name]+="$(to_ms "$(wrk_pct "$out" 99%)") "
 }
+run_key() {
+  local name="$1" store="$2"; shift 2
+  "$python" "$root/benches/assertions.py" "$tmp/client.pem" "${key_client[$store]}" simple-api "$per_run" "$tmp/assertions"
+  run "$name" "$@"
+}
+scenarios=(status client_credentials introspect client_credentials_pkjwt introspect_pkjwt)
 for round in $(seq "$rounds"); do
   for store in file postgres; do
-    run "status $store" "${base[$store]}/api/v1/status"
-    run "client_credentials $store" -s "$tmp/token-$store.lua" "${base[$store]}/api/v1/auth/token"
-    run "introspect $store" -s "$tmp/introspect-$store.lua" "${base[$store]}/api/v1/auth/introspect"
+    url="${base[$store]}"
+    run "status $store" "$url/api/v1/status"
+    run "client_credentials $store" -s "$tmp/token-secret-$store.lua" "$url/api/v1/auth/token"
+    run "introspect $store" -s "$tmp/introspect-secret-$store.lua" "$url/api/v1/auth/introspect"
+    run_key "client_credentials_pkjwt $store" "$store" -s "$tmp/token-key-$store.lua" "$url/api/v1/auth/token"
+    run_key "introspect_pkjwt $store" "$store" -s "$tmp/introspect-key-$store.lua" "$url/api/v1/auth/introspect"
   done
 done
 
-printf '\n%-28s %12s %10s   (medians of %s rounds of %ss, 16 connections)\n' scenario req/s p99 "$rounds" "$secs"
+printf '\n%-36s %12s %10s   (medians of %s rounds of %ss, 16 connections)\n' scenario req/s p99 "$rounds" "$secs"
 for store in file postgres; do
-  for scenario in status client_credentials introspect; do
+  for scenario in "${scenarios[@]}"; do
     name="$scenario $store"
-    printf '%-28s %12.0f %8sms\n' "$name" "$(median ${rps[$name]})" "$(median ${p99[$name]})"
+    printf '%-36s %12.0f %8sms\n' "$name" "$(median ${rps[$name]})" "$(median ${p99[$name]})"
   done
 done
 echo
+m() { median ${rps[$1 $2]}; }
 for store in file postgres; do
-  status="$(median ${rps[status $store]})"
-  echo "$store: introspect / status $(ratio "$(median ${rps[introspect $store]})" "$status") (goal >= 0.5),"\
-    "client_credentials / status $(ratio "$(median ${rps[client_credentials $store]})" "$status") (goal >= 0.25)"
+  status="$(m status $store)"
+  echo "$store, secret: introspect / status $(ratio "$(m introspect $store)" "$status") (goal >= 0.5),"\
+    "client_credentials / status $(ratio "$(m client_credentials $store)" "$status") (goal >= 0.25)"
+  echo "$store, private_key_jwt: introspect / status $(ratio "$(m introspect_pkjwt $store)" "$status"),"\
+    "client_credentials / status $(ratio "$(m client_credentials_pkjwt $store)" "$status");"\
+    "secret / private_key_jwt: client_credentials $(ratio "$(m client_credentials $store)" "$(m client_credentials_pkjwt $store)"),"\
+    "introspect $(ratio "$(m introspect $store)" "$(m introspect_pkjwt $store)") (goal <= 2)"
 done
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r)"
