@@ -209,3 +209,20 @@ fn an_address_spraying_new_usernames_once_throttled_is_audited_once_a_window() {
     }
     assert_eq!(audited(&app, "login_throttled"), 1);
 }
+
+#[test]
+fn a_client_secret_verified_moments_ago_is_not_held_up_by_its_addresss_failures() {
+    let app = spawn_app_with(|c| c.login_max_failures = 1);
+    let (id, secret) = app.new_client("users:read");
+    let (other, other_secret) = app.new_client("users:read");
+    // Right: remembered (by a digest of id and secret) for a few seconds.
+    app.client_grant(&id, &secret, None).expect(200);
+    for _ in 0..10 {
+        app.client_grant(&id, "wrong-secret", None).expect(401);
+    }
+    // The address is spent: guesses, and secrets not verified lately, wait.
+    app.client_grant(&id, "wrong-secret", None).expect(429);
+    app.client_grant(&other, &other_secret, None).expect(429);
+    // The secret verified moments ago is compared with the stored digest, not counted.
+    app.client_grant(&id, &secret, None).expect(200);
+}
