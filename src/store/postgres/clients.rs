@@ -8,7 +8,9 @@ use crate::domain::{Client, ClientId};
 use crate::store::record::ClientRecord;
 use crate::store::StoreError;
 
-const COLUMNS: &str = "id, name, scope, secret_hash, created_at, secret_rotated_at";
+/// A client's columns; exactly one of `secret_hash` and `jwks` is set (migration 5's
+/// CHECK), as in `ClientRecord`.
+const COLUMNS: &str = "id, name, scope, secret_hash, jwks, created_at, secret_rotated_at";
 
 fn client_of(row: &Row) -> Result<Client, StoreError> {
     Client::try_from(ClientRecord {
@@ -16,7 +18,7 @@ fn client_of(row: &Row) -> Result<Client, StoreError> {
         name: row.get("name"),
         scope: row.get("scope"),
         secret_hash: row.get("secret_hash"),
-        jwks: None, // PLACEHOLDER(pkjwt): the jwks column comes with migration 5
+        jwks: row.get("jwks"),
         created_at: row.get("created_at"),
         secret_rotated_at: row.get("secret_rotated_at"),
     })
@@ -32,15 +34,16 @@ pub async fn put(client: &impl GenericClient, c: &Client) -> Result<(), StoreErr
     exec(
         client,
         &format!(
-            "INSERT INTO clients ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6) \
+            "INSERT INTO clients ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7) \
                  ON CONFLICT (id) DO UPDATE SET name = $2, scope = $3, secret_hash = $4, \
-                 created_at = $5, secret_rotated_at = $6"
+                 jwks = $5, created_at = $6, secret_rotated_at = $7"
         ),
         &[
             &record.id,
             &record.name,
             &record.scope,
             &record.secret_hash,
+            &record.jwks,
             &record.created_at,
             &record.secret_rotated_at,
         ],
