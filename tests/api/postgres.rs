@@ -529,3 +529,97 @@ async fn paging_after_a_cursor_is_an_index_seek() {
     let want: Vec<_> = order[19_001..19_004].iter().map(|(_, id)| *id).collect();
     assert_eq!(ids, want);
 }
+
+/// Used assertion ids (`private_key_jwt`): the first use is `true`, a replay `false`
+/// (whatever `exp` it claims), per client, at any length; an id whose assertion expired
+/// (beyond the verifier's leeway) counts as unknown again, one within the leeway does not;
+/// prune forgets the expired ones and counts them.
+#[tokio::test]
+async fn an_assertion_id_is_used_once_until_it_expires() {
+    use chrono::Duration;
+    let db = database();
+    let store = open_store(&db.url).await;
+    let (client, other) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    let now = simple_api::domain::now();
+    let exp = now + Duration::minutes(1);
+    let used = |client, jti: &str, exp| {
+        let (store, jti) = (&store, jti.to_owned());
+        async move { store.use_assertion(client, &jti, exp).await.unwrap() }
+    };
+    assert!(used(client, "a1", exp).await);
+    assert!(!used(client, "a1", exp).await, "a replay");
+    assert!(!used(client, "a1", exp + Duration::hours(1)).await);
+    assert!(
+        used(other, "a1", exp).await,
+        "another client's ids are its own"
+    );
+    let long = "x".repeat(10_000);
+    assert!(used(client, &long, exp).await);
+    assert!(!used(client, &long, exp).await);
+    // Kept as a fixed-size digest, never as the id itself.
+    let sizes = "SELECT string_agg(DISTINCT octet_length(jti_sha256)::text, ',') \
+                 FROM client_assertions";
+    assert_eq!(query_value(&db.url, sizes), "32");
+
+    let expired = now - Duration::minutes(1);
+    assert!(used(client, "old", expired).await);
+    assert!(
+        used(client, "old", exp).await,
+        "its assertion expired: unknown"
+    );
+    assert!(!used(client, "old", exp).await, "and now in use again");
+    let within_leeway = now - Duration::seconds(1);
+    assert!(used(client, "recent", within_leeway).await);
+    assert!(
+        !used(client, "recent", exp).await,
+        "a verifier may still accept it: still a replay"
+    );
+
+    assert!(used(client, "gone", expired).await);
+    assert!(used(other, "gone too", expired).await);
+    assert_eq!(store.prune(now).await.unwrap(), 2, "the expired ones only");
+    let left = query_value(&db.url, "SELECT count(*) FROM client_assertions");
+    assert_eq!(left, "5", "a1 twice, the long one, old, recent");
+    assert!(!used(client, "recent", exp).await, "kept through the prune");
+}
+
+/// Concurrent uses of one assertion id, over two store handles (two replicas' pools),
+/// get exactly one `true`: a new id, and an expired one being taken up again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn of_concurrent_uses_of_an_assertion_id_exactly_one_wins() {
+    use std::sync::Arc;
+    let db = database();
+    let stores = [
+        Arc::new(open_store(&db.url).await),
+        Arc::new(open_store(&db.url).await),
+    ];
+    let client = uuid::Uuid::now_v7();
+    let now = simple_api::domain::now();
+    let exp = now + chrono::Duration::minutes(5);
+    let race = |jti: String| {
+        let handles: Vec<_> = (0..16)
+            .map(|i| {
+                let (store, jti) = (Arc::clone(&stores[i % 2]), jti.clone());
+                tokio::spawn(async move { store.use_assertion(client, &jti, exp).await })
+            })
+            .collect();
+        async move {
+            let mut wins = 0;
+            for handle in handles {
+                wins += usize::from(handle.await.unwrap().unwrap());
+            }
+            wins
+        }
+    };
+    for round in 0..10 {
+        let jti = format!("new-{round}");
+        assert_eq!(race(jti).await, 1, "round {round}: a new id");
+        let jti = format!("expired-{round}");
+        let expired = now - chrono::Duration::minutes(5);
+        assert!(stores[0]
+            .use_assertion(client, &jti, expired)
+            .await
+            .unwrap());
+        assert_eq!(race(jti).await, 1, "round {round}: an expired id");
+    }
+}

@@ -1,7 +1,7 @@
 //! The PostgreSQL store (issue #9): the state of replicas sharing one database. The
 //! database decides everything that must be decided once (email uniqueness, refresh-token
-//! rotation, failure counts); each replica keeps a cache for the per-request checks that
-//! LISTEN/NOTIFY keeps coherent (see `cache`).
+//! rotation, failure counts, replayed client assertions); each replica keeps a cache for
+//! the per-request checks that LISTEN/NOTIFY keeps coherent (see `cache`).
 
 mod cache;
 mod clients;
@@ -267,19 +267,6 @@ impl PgStore {
 
 #[async_trait]
 impl Store for PgStore {
-    // PLACEHOLDER(pkjwt): replaced by the store's real implementation before this lands.
-    async fn use_assertion(
-        &self,
-        _client: ClientId,
-        _jti: &str,
-        _expires_at: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
-        Err(StoreError::Database {
-            context: "use an assertion".into(),
-            reason: "not implemented".into(),
-        })
-    }
-
     async fn create_user(&self, user: User) -> Result<(), StoreError> {
         let id = user.id;
         self.with("create a user", async move |c| {
@@ -464,6 +451,20 @@ impl Store for PgStore {
     async fn list_clients(&self) -> Result<Vec<Client>, StoreError> {
         self.with("list clients", async move |c| clients::list(&*c).await)
             .await
+    }
+
+    /// Never cached: the database's primary key is the one place that decides.
+    async fn use_assertion(
+        &self,
+        client: ClientId,
+        jti: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let jti = jti.to_owned();
+        self.with("use an assertion", async move |c| {
+            clients::use_assertion(&*c, client, &jti, expires_at).await
+        })
+        .await
     }
 
     /// On the database's clock, not `now` (see `sessions::prune`), in batches that each
