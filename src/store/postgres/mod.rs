@@ -429,23 +429,46 @@ impl Store for PgStore {
         Ok(self.cache.fill_token(generation, jti, user, session, found))
     }
 
+    /// This replica forgets the client as soon as the write is over, without waiting for
+    /// the notification (which tells the others): its next read sees the change. Even
+    /// after an error, since the write may have committed unheard.
     async fn put_client(&self, client: Client) -> Result<(), StoreError> {
-        self.with("store a client", async move |c| {
-            clients::put(&*c, &client).await
-        })
-        .await
+        let id = client.id;
+        let stored = self
+            .with("store a client", async move |c| {
+                clients::put(&*c, &client).await
+            })
+            .await;
+        self.cache.forget_client(id);
+        stored
     }
 
+    /// As `put_client`, forgotten here at once.
     async fn delete_client(&self, id: ClientId) -> Result<Client, StoreError> {
-        self.with("delete a client", async move |c| {
-            clients::delete(&*c, id).await
-        })
-        .await
+        let deleted = self
+            .with("delete a client", async move |c| {
+                clients::delete(&*c, id).await
+            })
+            .await;
+        self.cache.forget_client(id);
+        deleted
     }
 
+    /// From this replica's cache while its listener is connected (it runs for every
+    /// client token and client authentication); otherwise, and for unknown ids, from the
+    /// database.
     async fn client(&self, id: ClientId) -> Result<Option<Client>, StoreError> {
-        self.with("read a client", async move |c| clients::get(&*c, id).await)
-            .await
+        if let Some(found) = self.cache.client(id) {
+            return Ok(Some(found));
+        }
+        let generation = self.cache.generation();
+        let client = self
+            .with("read a client", async move |c| clients::get(&*c, id).await)
+            .await?;
+        if let Some(found) = &client {
+            self.cache.fill_client(generation, found);
+        }
+        Ok(client)
     }
 
     async fn list_clients(&self) -> Result<Vec<Client>, StoreError> {
