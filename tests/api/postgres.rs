@@ -623,3 +623,103 @@ async fn of_concurrent_uses_of_an_assertion_id_exactly_one_wins() {
         assert_eq!(race(jti).await, 1, "round {round}: an expired id");
     }
 }
+
+/// A `private_key_jwt` client, as the tests register one: an Ed25519 key (RFC 8037).
+fn keys_client(name: &str) -> simple_api::domain::Client {
+    use simple_api::domain::{Client, ClientKeys, ClientName, Credential, Scope, Scopes};
+    let now = simple_api::domain::now();
+    let jwk = r#"{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}"#;
+    Client {
+        id: uuid::Uuid::now_v7(),
+        name: ClientName::parse(name).unwrap(),
+        scope: Scopes::of([Scope::UsersRead]),
+        credential: Credential::Keys(ClientKeys::parse_jwks(jwk).unwrap()),
+        created_at: now,
+        secret_rotated_at: now,
+    }
+}
+
+/// A client with public keys reads back exactly (get, list), can change to a secret and
+/// back; the database itself refuses a row with both credentials or neither.
+#[tokio::test]
+async fn clients_with_public_keys_live_in_postgresql() {
+    use simple_api::domain::Credential;
+    let db = database();
+    let store = open_store(&db.url).await;
+    let mut keys = keys_client("signer");
+    let mut secret = keys_client("shared");
+    secret.credential = Credential::Secret("sha256$abc".into());
+    store.put_client(secret.clone()).await.unwrap();
+    store.put_client(keys.clone()).await.unwrap();
+    assert_eq!(store.client(keys.id).await.unwrap().as_ref(), Some(&keys));
+    assert_eq!(
+        store.list_clients().await.unwrap(),
+        vec![keys.clone(), secret.clone()],
+        "oldest first"
+    );
+    let columns = format!(
+        "SELECT (secret_hash IS NULL)::text || ',' || (jwks IS NULL)::text \
+         FROM clients WHERE id = '{}'",
+        keys.id
+    );
+    assert_eq!(query_value(&db.url, &columns), "true,false");
+
+    // From keys to a secret and back: the other column is cleared each time.
+    let to_keys = keys.credential.clone();
+    keys.credential = Credential::Secret("sha256$def".into());
+    store.put_client(keys.clone()).await.unwrap();
+    assert_eq!(query_value(&db.url, &columns), "false,true");
+    keys.credential = to_keys;
+    store.put_client(keys.clone()).await.unwrap();
+    assert_eq!(store.client(keys.id).await.unwrap().as_ref(), Some(&keys));
+    assert_eq!(store.delete_client(keys.id).await.unwrap(), keys);
+
+    let sql = simple_api::store::postgres::connect(&db.url).await.unwrap();
+    for (secret_hash, jwks) in [(None, None), (Some("sha256$x"), Some("{\"keys\":[]}"))] {
+        let err = sql
+            .execute(
+                "INSERT INTO clients (id, name, scope, secret_hash, jwks, created_at, \
+                 secret_rotated_at) VALUES (gen_random_uuid(), 'x', 'users:read', $1, $2, \
+                 now(), now())",
+                &[&secret_hash, &jwks],
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.code(),
+            Some(&tokio_postgres::error::SqlState::CHECK_VIOLATION),
+            "{err}"
+        );
+    }
+}
+
+/// `store copy` carries clients of both kinds from a file store into PostgreSQL as they
+/// were.
+#[test]
+fn store_copy_carries_clients_with_a_secret_or_public_keys() {
+    use simple_api::domain::Credential;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keys_client("signer");
+    let mut secret = keys_client("shared");
+    secret.credential = Credential::Secret("sha256$abc".into());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let store = simple_api::store::FileStore::open(
+            &dir.path().join("data"),
+            simple_api::store::FileStoreOptions::default(),
+        )
+        .unwrap();
+        store.put_client(secret.clone()).await.unwrap();
+        store.put_client(keys.clone()).await.unwrap();
+    });
+    let db = database();
+    let out = command(dir.path())
+        .args(["store", "copy", "--to", &db.url])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["clients"], 2, "{report}");
+    let copied = runtime.block_on(async { open_store(&db.url).await.list_clients().await });
+    assert_eq!(copied.unwrap(), vec![keys, secret], "oldest first");
+}
