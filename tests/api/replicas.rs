@@ -377,6 +377,17 @@ fn clients_and_keys_made_once_are_seen_by_every_replica() {
         assert_eq!(stats.status, 200, "{}", stats.body);
     }
 
+    // Each token refused by both replicas within `limit`.
+    let refused_on_both = |what: &str, tokens: &[String], limit: Duration| {
+        for r in [&a, &b] {
+            for token in tokens {
+                within(what, limit, || {
+                    r.get("/api/v1/stats", Some(token)).status == 401
+                });
+            }
+        }
+    };
+
     // `clients rotate-secret` once: the tokens minted with the old secret end on both.
     let minted = [grant(&a), grant(&b)];
     let rotated = cli::json_on(
@@ -385,15 +396,8 @@ fn clients_and_keys_made_once_are_seen_by_every_replica() {
         &["clients", "rotate-secret", &client.0],
     );
     assert!(rotated["client_secret"].is_string());
-    for r in [&a, &b] {
-        for token in &minted {
-            within(
-                "the old secret's tokens refused",
-                Duration::from_secs(2),
-                || r.get("/api/v1/stats", Some(token)).status == 401,
-            );
-        }
-    }
+    let limit = Duration::from_secs(2);
+    refused_on_both("the old secret's tokens refused", &minted, limit);
 
     // `clients delete` once: both replicas, which hold the client in their caches (each
     // just accepted a token of it), refuse its tokens within a second.
@@ -406,15 +410,8 @@ fn clients_and_keys_made_once_are_seen_by_every_replica() {
         assert_eq!(r.get("/api/v1/stats", Some(token)).status, 200);
     }
     cli::json_on(dir.path(), Some(&db.url), &["clients", "delete", &client.0]);
-    for r in [&a, &b] {
-        for token in &minted {
-            within(
-                "the deleted client's tokens refused",
-                Duration::from_secs(1),
-                || r.get("/api/v1/stats", Some(token)).status == 401,
-            );
-        }
-    }
+    let limit = Duration::from_secs(1);
+    refused_on_both("the deleted client's tokens refused", &minted, limit);
 }
 
 /// Polls `check` (async) every 10 ms until it holds, for at most `limit`; returns how
