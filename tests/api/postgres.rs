@@ -25,8 +25,8 @@ fn migrate(url: &str) -> Value {
 fn migrate_applies_the_schema_once() {
     let db = empty_database();
     let first = migrate(&db.url);
-    assert_eq!(first["applied"], serde_json::json!([1, 2, 3, 4]));
-    assert_eq!(first["schema_version"], 4);
+    assert_eq!(first["applied"], serde_json::json!([1, 2, 3, 4, 5]));
+    assert_eq!(first["schema_version"], 5);
     let again = migrate(&db.url);
     assert_eq!(again["applied"], serde_json::json!([]));
 }
@@ -59,7 +59,8 @@ fn replicas_migrating_at_once_do_not_race() {
             serde_json::json!(1),
             serde_json::json!(2),
             serde_json::json!(3),
-            serde_json::json!(4)
+            serde_json::json!(4),
+            serde_json::json!(5)
         ],
         "exactly one applied it"
     );
@@ -527,4 +528,198 @@ async fn paging_after_a_cursor_is_an_index_seek() {
     let ids: Vec<_> = page.iter().map(|u| u.id).collect();
     let want: Vec<_> = order[19_001..19_004].iter().map(|(_, id)| *id).collect();
     assert_eq!(ids, want);
+}
+
+/// Used assertion ids (`private_key_jwt`): the first use is `true`, a replay `false`
+/// (whatever `exp` it claims), per client, at any length; an id whose assertion expired
+/// (beyond the verifier's leeway) counts as unknown again, one within the leeway does not;
+/// prune forgets the expired ones and counts them.
+#[tokio::test]
+async fn an_assertion_id_is_used_once_until_it_expires() {
+    use chrono::Duration;
+    let db = database();
+    let store = open_store(&db.url).await;
+    let (client, other) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    let now = simple_api::domain::now();
+    let exp = now + Duration::minutes(1);
+    let used = |client, jti: &str, exp| {
+        let (store, jti) = (&store, jti.to_owned());
+        async move { store.use_assertion(client, &jti, exp).await.unwrap() }
+    };
+    assert!(used(client, "a1", exp).await);
+    assert!(!used(client, "a1", exp).await, "a replay");
+    assert!(!used(client, "a1", exp + Duration::hours(1)).await);
+    assert!(
+        used(other, "a1", exp).await,
+        "another client's ids are its own"
+    );
+    let long = "x".repeat(10_000);
+    assert!(used(client, &long, exp).await);
+    assert!(!used(client, &long, exp).await);
+    // Kept as a fixed-size digest, never as the id itself.
+    let sizes = "SELECT string_agg(DISTINCT octet_length(jti_sha256)::text, ',') \
+                 FROM client_assertions";
+    assert_eq!(query_value(&db.url, sizes), "32");
+
+    let expired = now - Duration::minutes(1);
+    assert!(used(client, "old", expired).await);
+    assert!(
+        used(client, "old", exp).await,
+        "its assertion expired: unknown"
+    );
+    assert!(!used(client, "old", exp).await, "and now in use again");
+    let within_leeway = now - Duration::seconds(1);
+    assert!(used(client, "recent", within_leeway).await);
+    assert!(
+        !used(client, "recent", exp).await,
+        "a verifier may still accept it: still a replay"
+    );
+
+    assert!(used(client, "gone", expired).await);
+    assert!(used(other, "gone too", expired).await);
+    assert_eq!(store.prune(now).await.unwrap(), 2, "the expired ones only");
+    let left = query_value(&db.url, "SELECT count(*) FROM client_assertions");
+    assert_eq!(left, "5", "a1 twice, the long one, old, recent");
+    assert!(!used(client, "recent", exp).await, "kept through the prune");
+}
+
+/// Concurrent uses of one assertion id, over two store handles (two replicas' pools),
+/// get exactly one `true`: a new id, and an expired one being taken up again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn of_concurrent_uses_of_an_assertion_id_exactly_one_wins() {
+    use std::sync::Arc;
+    let db = database();
+    let stores = [
+        Arc::new(open_store(&db.url).await),
+        Arc::new(open_store(&db.url).await),
+    ];
+    let client = uuid::Uuid::now_v7();
+    let now = simple_api::domain::now();
+    let exp = now + chrono::Duration::minutes(5);
+    let race = |jti: String| {
+        let handles: Vec<_> = (0..16)
+            .map(|i| {
+                let (store, jti) = (Arc::clone(&stores[i % 2]), jti.clone());
+                tokio::spawn(async move { store.use_assertion(client, &jti, exp).await })
+            })
+            .collect();
+        async move {
+            let mut wins = 0;
+            for handle in handles {
+                wins += usize::from(handle.await.unwrap().unwrap());
+            }
+            wins
+        }
+    };
+    for round in 0..10 {
+        let jti = format!("new-{round}");
+        assert_eq!(race(jti).await, 1, "round {round}: a new id");
+        let jti = format!("expired-{round}");
+        let expired = now - chrono::Duration::minutes(5);
+        assert!(stores[0]
+            .use_assertion(client, &jti, expired)
+            .await
+            .unwrap());
+        assert_eq!(race(jti).await, 1, "round {round}: an expired id");
+    }
+}
+
+/// A `private_key_jwt` client, as the tests register one: an Ed25519 key (RFC 8037).
+fn keys_client(name: &str) -> simple_api::domain::Client {
+    use simple_api::domain::{Client, ClientKeys, ClientName, Credential, Scope, Scopes};
+    let now = simple_api::domain::now();
+    let jwk = r#"{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}"#;
+    Client {
+        id: uuid::Uuid::now_v7(),
+        name: ClientName::parse(name).unwrap(),
+        scope: Scopes::of([Scope::UsersRead]),
+        credential: Credential::Keys(ClientKeys::parse_jwks(jwk).unwrap()),
+        created_at: now,
+        secret_rotated_at: now,
+    }
+}
+
+/// A client with public keys reads back exactly (get, list), can change to a secret and
+/// back; the database itself refuses a row with both credentials or neither.
+#[tokio::test]
+async fn clients_with_public_keys_live_in_postgresql() {
+    use simple_api::domain::Credential;
+    let db = database();
+    let store = open_store(&db.url).await;
+    let mut keys = keys_client("signer");
+    let mut secret = keys_client("shared");
+    secret.credential = Credential::Secret("sha256$abc".into());
+    store.put_client(secret.clone()).await.unwrap();
+    store.put_client(keys.clone()).await.unwrap();
+    assert_eq!(store.client(keys.id).await.unwrap().as_ref(), Some(&keys));
+    assert_eq!(
+        store.list_clients().await.unwrap(),
+        vec![keys.clone(), secret.clone()],
+        "oldest first"
+    );
+    let columns = format!(
+        "SELECT (secret_hash IS NULL)::text || ',' || (jwks IS NULL)::text \
+         FROM clients WHERE id = '{}'",
+        keys.id
+    );
+    assert_eq!(query_value(&db.url, &columns), "true,false");
+
+    // From keys to a secret and back: the other column is cleared each time.
+    let to_keys = keys.credential.clone();
+    keys.credential = Credential::Secret("sha256$def".into());
+    store.put_client(keys.clone()).await.unwrap();
+    assert_eq!(query_value(&db.url, &columns), "false,true");
+    keys.credential = to_keys;
+    store.put_client(keys.clone()).await.unwrap();
+    assert_eq!(store.client(keys.id).await.unwrap().as_ref(), Some(&keys));
+    assert_eq!(store.delete_client(keys.id).await.unwrap(), keys);
+
+    let sql = simple_api::store::postgres::connect(&db.url).await.unwrap();
+    for (secret_hash, jwks) in [(None, None), (Some("sha256$x"), Some("{\"keys\":[]}"))] {
+        let err = sql
+            .execute(
+                "INSERT INTO clients (id, name, scope, secret_hash, jwks, created_at, \
+                 secret_rotated_at) VALUES (gen_random_uuid(), 'x', 'users:read', $1, $2, \
+                 now(), now())",
+                &[&secret_hash, &jwks],
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.code(),
+            Some(&tokio_postgres::error::SqlState::CHECK_VIOLATION),
+            "{err}"
+        );
+    }
+}
+
+/// `store copy` carries clients of both kinds from a file store into PostgreSQL as they
+/// were.
+#[test]
+fn store_copy_carries_clients_with_a_secret_or_public_keys() {
+    use simple_api::domain::Credential;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keys_client("signer");
+    let mut secret = keys_client("shared");
+    secret.credential = Credential::Secret("sha256$abc".into());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let store = simple_api::store::FileStore::open(
+            &dir.path().join("data"),
+            simple_api::store::FileStoreOptions::default(),
+        )
+        .unwrap();
+        store.put_client(secret.clone()).await.unwrap();
+        store.put_client(keys.clone()).await.unwrap();
+    });
+    let db = database();
+    let out = command(dir.path())
+        .args(["store", "copy", "--to", &db.url])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["clients"], 2, "{report}");
+    let copied = runtime.block_on(async { open_store(&db.url).await.list_clients().await });
+    assert_eq!(copied.unwrap(), vec![keys, secret], "oldest first");
 }

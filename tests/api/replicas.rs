@@ -244,7 +244,8 @@ fn login_failures_on_every_replica_count_together() {
 
 /// A rotation whose new secret lands after the old one minted a token (the CLI's clock,
 /// a replica's clock, a change applied later) still ends that token: tokens carry the
-/// version of the secret that minted them, not just a time.
+/// version of the secret that minted them, not just a time. (Made in SQL, the rotation
+/// reaches A's cache of the client by notification: within a second, not at once.)
 #[test]
 fn a_token_minted_with_the_old_secret_after_the_rotation_was_dated_still_ends() {
     let (dir, db, a, _b) = two(&[]);
@@ -260,7 +261,9 @@ fn a_token_minted_with_the_old_secret_after_the_rotation_was_dated_still_ends() 
              WHERE id = '{id}' RETURNING 1"
         ),
     );
-    assert_eq!(a.get("/api/v1/stats", Some(&token)).status, 401);
+    within("A refusing it", Duration::from_secs(1), || {
+        a.get("/api/v1/stats", Some(&token)).status == 401
+    });
 }
 
 /// A burst of concurrent wrong guesses, half on each replica, gets at most the account's
@@ -374,6 +377,17 @@ fn clients_and_keys_made_once_are_seen_by_every_replica() {
         assert_eq!(stats.status, 200, "{}", stats.body);
     }
 
+    // Each token refused by both replicas within `limit`.
+    let refused_on_both = |what: &str, tokens: &[String], limit: Duration| {
+        for r in [&a, &b] {
+            for token in tokens {
+                within(what, limit, || {
+                    r.get("/api/v1/stats", Some(token)).status == 401
+                });
+            }
+        }
+    };
+
     // `clients rotate-secret` once: the tokens minted with the old secret end on both.
     let minted = [grant(&a), grant(&b)];
     let rotated = cli::json_on(
@@ -382,13 +396,127 @@ fn clients_and_keys_made_once_are_seen_by_every_replica() {
         &["clients", "rotate-secret", &client.0],
     );
     assert!(rotated["client_secret"].is_string());
-    for r in [&a, &b] {
-        for token in &minted {
-            within(
-                "the old secret's tokens refused",
-                Duration::from_secs(2),
-                || r.get("/api/v1/stats", Some(token)).status == 401,
-            );
-        }
+    let limit = Duration::from_secs(2);
+    refused_on_both("the old secret's tokens refused", &minted, limit);
+
+    // `clients delete` once: both replicas, which hold the client in their caches (each
+    // just accepted a token of it), refuse its tokens within a second.
+    let secret = rotated["client_secret"].as_str().unwrap();
+    let minted = [
+        a.client_token(&client.0, secret),
+        b.client_token(&client.0, secret),
+    ];
+    for (r, token) in [&a, &b].into_iter().zip(&minted) {
+        assert_eq!(r.get("/api/v1/stats", Some(token)).status, 200);
     }
+    cli::json_on(dir.path(), Some(&db.url), &["clients", "delete", &client.0]);
+    let limit = Duration::from_secs(1);
+    refused_on_both("the deleted client's tokens refused", &minted, limit);
+}
+
+/// Polls `check` (async) every 10 ms until it holds, for at most `limit`; returns how
+/// long it took.
+async fn within_async<F: std::future::Future<Output = bool>>(
+    what: &str,
+    limit: Duration,
+    mut check: impl FnMut() -> F,
+) -> Duration {
+    let started = std::time::Instant::now();
+    loop {
+        if check().await {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The client cache of the PostgreSQL store, through two store handles on one database
+/// (replicas A and B, each with its listener): B answers from its cache (a change that
+/// notifies nobody goes unseen there), A sees its own change at once (no notification
+/// needed), and B sees A's credential rotation and deletion of a client it had cached
+/// within a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_changed_on_one_replica_is_seen_by_another_within_a_second() {
+    use simple_api::domain::{Client, ClientKeys, ClientName, Credential, Scope, Scopes};
+    use simple_api::store::postgres::PgStore;
+    use simple_api::store::Store;
+    let db = database();
+    let (a, b) = (
+        PgStore::open(&db.url).await.unwrap(),
+        PgStore::open(&db.url).await.unwrap(),
+    );
+    for store in [&a, &b] {
+        within_async("the cache in use", Duration::from_secs(3), || async {
+            store.cache_live() == Some(true)
+        })
+        .await;
+    }
+    let sql = simple_api::store::postgres::connect(&db.url).await.unwrap();
+    let notify = |on: bool| {
+        let sql = &sql;
+        async move {
+            let verb = if on { "ENABLE" } else { "DISABLE" };
+            let ddl = format!("ALTER TABLE clients {verb} TRIGGER clients_notify");
+            sql.batch_execute(&ddl).await.unwrap();
+        }
+    };
+    let now = simple_api::domain::now();
+    let mut client = Client {
+        id: uuid::Uuid::new_v4(),
+        name: ClientName::parse("billing").unwrap(),
+        scope: Scopes::of([Scope::UsersRead]),
+        credential: Credential::Secret("sha256$before".into()),
+        created_at: now,
+        secret_rotated_at: now,
+    };
+    let id = client.id;
+    a.put_client(client.clone()).await.unwrap();
+    for store in [&a, &b] {
+        assert_eq!(store.client(id).await.unwrap().as_ref(), Some(&client));
+    }
+
+    // Unannounced changes: one in SQL, one through A.
+    notify(false).await;
+    let renamed = format!("UPDATE clients SET name = 'unheard' WHERE id = '{id}'");
+    sql.batch_execute(&renamed).await.unwrap();
+    let mut unheard = client.clone();
+    unheard.scope = Scopes::of([Scope::UsersRead, Scope::UsersWrite]);
+    a.put_client(unheard.clone()).await.unwrap();
+    assert_eq!(
+        a.client(id).await.unwrap().as_ref(),
+        Some(&unheard),
+        "A's own write, at once"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        b.client(id).await.unwrap().as_ref(),
+        Some(&client),
+        "B answers from its cache"
+    );
+    notify(true).await;
+
+    // A rotates the credential, from a secret to public keys: B follows.
+    client.credential = Credential::Keys(
+        ClientKeys::parse_jwks(
+            r#"{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}"#,
+        )
+        .unwrap(),
+    );
+    client.secret_rotated_at = simple_api::domain::now();
+    a.put_client(client.clone()).await.unwrap();
+    assert_eq!(a.client(id).await.unwrap().as_ref(), Some(&client));
+    let took = within_async("B seeing the rotation", Duration::from_secs(1), || async {
+        b.client(id).await.unwrap().as_ref() == Some(&client)
+    })
+    .await;
+    eprintln!("B saw the rotation after {took:?}");
+
+    // A deletes it: B follows.
+    a.delete_client(id).await.unwrap();
+    assert!(a.client(id).await.unwrap().is_none());
+    within_async("B seeing the deletion", Duration::from_secs(1), || async {
+        b.client(id).await.unwrap().is_none()
+    })
+    .await;
 }

@@ -1,5 +1,6 @@
 //! Data written by an older version keeps working and is brought up to date: client
-//! secrets hashed with argon2 (before they were stored as digests), on both stores.
+//! secrets hashed with argon2 (before they were stored as digests), on both stores; a
+//! PostgreSQL database from before public-key clients (schema version 4).
 
 use secrecy::SecretString;
 use simple_api::auth::clients::generate_secret;
@@ -95,4 +96,47 @@ fn an_argon2_client_secret_in_postgresql_authenticates_and_becomes_a_digest() {
     let stored = || query_value(&db.url, &sql);
     let server = super::helpers::process::replica(dir.path(), "a", &db.url, &[]);
     authenticates_and_is_upgraded(&server, &client, &secret, stored);
+}
+
+/// A client stored at schema version 4 (before public keys: `secret_hash` NOT NULL, no
+/// `jwks`, no client notifications) authenticates once a replica has migrated the
+/// database to version 5, is read back as it was, and a change to it made afterwards
+/// reaches that replica's cache of it (migration 5's trigger is in place).
+#[cfg(not(no_postgres))]
+#[test]
+fn a_client_stored_before_migration_5_keeps_working_after_it() {
+    use super::helpers::database::{database_at, query_value};
+    use super::helpers::within;
+    let dir = tempfile::tempdir().unwrap();
+    let db = database_at(4);
+    let (id, secret) = (uuid::Uuid::new_v4(), generate_secret());
+    let hash = simple_api::auth::clients::hash_secret(&secret);
+    query_value(
+        &db.url,
+        &format!(
+            "INSERT INTO clients (id, name, scope, secret_hash, created_at, \
+             secret_rotated_at) VALUES ('{id}', 'legacy', 'users:read', '{hash}', now(), \
+             now()) RETURNING 1"
+        ),
+    );
+    let server = super::helpers::process::replica(dir.path(), "a", &db.url, &[]);
+    let version = "SELECT max(version) FROM schema_migrations";
+    assert_eq!(query_value(&db.url, version), "5");
+    let token = server.client_token(&id.to_string(), &secret);
+    assert_eq!(server.get("/api/v1/stats", Some(&token)).status, 200);
+    let row = format!(
+        "SELECT secret_hash || ',' || coalesce(jwks, 'no keys') FROM clients WHERE id = '{id}'"
+    );
+    assert_eq!(query_value(&db.url, &row), format!("{hash},no keys"));
+
+    let rotate = format!(
+        "UPDATE clients SET secret_hash = 'rotated', secret_rotated_at = now() \
+         WHERE id = '{id}' RETURNING 1"
+    );
+    query_value(&db.url, &rotate);
+    within(
+        "the rotation heard",
+        std::time::Duration::from_secs(1),
+        || server.get("/api/v1/stats", Some(&token)).status == 401,
+    );
 }

@@ -1,7 +1,8 @@
 //! This replica's cache of what every authenticated request checks (the user, whether the
-//! token's `jti` or session is revoked), kept coherent with the database by LISTEN/NOTIFY:
-//! the database's triggers (migration 2) notify each change, and the listener drops what
-//! it was told about.
+//! token's `jti` or session is revoked, the client behind a client token or a client
+//! authentication), kept coherent with the database by LISTEN/NOTIFY: the database's
+//! triggers (migrations 2, 3 and 5) notify each change, and the listener drops what it
+//! was told about.
 //!
 //! Two rules keep it from ever serving stale state:
 //! - it is only used while the listener is connected; when that connection drops, every
@@ -18,13 +19,13 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
-use crate::domain::{User, UserId};
+use crate::domain::{Client, ClientId, User, UserId};
 use crate::store::TokenStanding;
 
 /// The channel migration 2's triggers notify.
 pub const CHANNEL: &str = "simple_api";
-/// Entries kept at most (users, sessions and token ids together); beyond that the cache
-/// starts over, which costs only misses.
+/// Entries kept at most (users, sessions, token ids and clients together); beyond that
+/// the cache starts over, which costs only misses.
 const MAX_ENTRIES: usize = 200_000;
 /// How often the listener proves that notifications reach it...
 const HEARTBEAT: Duration = Duration::from_millis(200);
@@ -42,11 +43,15 @@ struct Entries {
     sessions: HashMap<Uuid, bool>,
     /// Access-token id → revoked.
     jtis: HashMap<String, bool>,
+    /// Clients that exist. Absence is not cached: client authentication looks up ids
+    /// that anyone may make up, and caching each would let them churn the cache; an
+    /// unknown id costs the one read it costs without a cache.
+    clients: HashMap<ClientId, Client>,
 }
 
 impl Entries {
     fn len(&self) -> usize {
-        self.users.len() + self.sessions.len() + self.jtis.len()
+        self.users.len() + self.sessions.len() + self.jtis.len() + self.clients.len()
     }
 }
 
@@ -108,6 +113,14 @@ impl Cache {
         self.read().users.get(&id).cloned()
     }
 
+    /// The client, if it is cached (only clients that exist are).
+    pub fn client(&self, id: ClientId) -> Option<Client> {
+        if !self.is_live() {
+            return None;
+        }
+        self.read().clients.get(&id).cloned()
+    }
+
     /// The cached answer for an access token, if every part of it is cached.
     pub fn user_token(
         &self,
@@ -146,6 +159,14 @@ impl Cache {
     pub fn fill_user(&self, generation: u64, id: UserId, user: Option<Arc<User>>) {
         self.fill(generation, |e| {
             e.users.insert(id, user);
+        });
+    }
+
+    /// Caches a client read from the database, unless anything was forgotten since
+    /// `generation` was read.
+    pub fn fill_client(&self, generation: u64, client: &Client) {
+        self.fill(generation, |e| {
+            e.clients.insert(client.id, client.clone());
         });
     }
 
@@ -193,19 +214,22 @@ impl Cache {
         });
     }
 
-    /// Applies one notification payload (`u:<id>`, `s:<id>`, `j:<jti>`). Anything else
-    /// empties the cache: when in doubt, forget.
-    fn notified(&self, payload: &str) {
-        let parsed = payload.split_once(':').and_then(|(kind, key)| match kind {
-            "u" => Uuid::parse_str(key).ok().map(|id| (kind, Some(id), key)),
-            "s" => Uuid::parse_str(key).ok().map(|id| (kind, Some(id), key)),
-            "j" => Some((kind, None, key)),
-            _ => None,
+    /// Drops a client: its notification, or this replica's own write of it.
+    pub fn forget_client(&self, id: ClientId) {
+        self.forget(|e| {
+            e.clients.remove(&id);
         });
-        match parsed {
-            Some(("u", Some(id), _)) => self.forget_user(id),
-            Some(("s", Some(id), _)) => self.forget_session(id),
-            Some((_, _, jti)) => self.forget_jti(jti),
+    }
+
+    /// Applies one notification payload (`u:<id>`, `s:<id>`, `c:<id>`, `j:<jti>`).
+    /// Anything else (`flush`, or what this build does not know) empties the cache: when
+    /// in doubt, forget.
+    fn notified(&self, payload: &str) {
+        match Notified::parse(payload) {
+            Some(Notified::User(id)) => self.forget_user(id),
+            Some(Notified::Session(id)) => self.forget_session(id),
+            Some(Notified::Client(id)) => self.forget_client(id),
+            Some(Notified::Jti(jti)) => self.forget_jti(jti),
             None => self.forget(|e| *e = Entries::default()),
         }
     }
@@ -219,6 +243,29 @@ impl Cache {
     fn resynchronised(&self) {
         self.forget(|e| *e = Entries::default());
         self.live.store(true, Ordering::Release);
+    }
+}
+
+/// What one notification names.
+enum Notified<'a> {
+    User(UserId),
+    Session(Uuid),
+    Client(ClientId),
+    Jti(&'a str),
+}
+
+impl<'a> Notified<'a> {
+    /// `None` for anything but a key this build knows, well formed.
+    fn parse(payload: &'a str) -> Option<Self> {
+        let (kind, key) = payload.split_once(':')?;
+        let id = || Uuid::parse_str(key).ok();
+        Some(match kind {
+            "u" => Self::User(id()?),
+            "s" => Self::Session(id()?),
+            "c" => Self::Client(id()?),
+            "j" => Self::Jti(key),
+            _ => return None,
+        })
     }
 }
 
@@ -349,7 +396,7 @@ impl Drop for AbortOnDrop {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Email, Role};
+    use crate::domain::{ClientName, Credential, Email, Role, Scope, Scopes};
 
     fn user() -> User {
         User::new(
@@ -359,6 +406,18 @@ mod tests {
             None,
             None,
         )
+    }
+
+    fn client() -> Client {
+        let now = crate::domain::now();
+        Client {
+            id: Uuid::now_v7(),
+            name: ClientName::parse("billing").unwrap(),
+            scope: Scopes::of([Scope::UsersRead]),
+            credential: Credential::Secret("sha256$x".into()),
+            created_at: now,
+            secret_rotated_at: now,
+        }
     }
 
     fn live() -> Cache {
@@ -422,5 +481,56 @@ mod tests {
         cache.fill_token(cache.generation(), "j", u.id, Some(sid), state(&u));
         cache.notified("garbage");
         assert!(cache.user(u.id).is_none());
+    }
+
+    #[test]
+    fn clients_are_answered_while_live_and_dropped_when_named() {
+        let cache = live();
+        let (c, other) = (client(), client());
+        assert!(cache.client(c.id).is_none());
+        for each in [&c, &other] {
+            cache.fill_client(cache.generation(), each);
+        }
+        assert_eq!(cache.read().len(), 2, "clients count towards MAX_ENTRIES");
+        assert_eq!(cache.client(c.id), Some(c.clone()));
+        cache.notified(&format!("c:{}", c.id));
+        assert!(cache.client(c.id).is_none());
+        assert_eq!(
+            cache.client(other.id),
+            Some(other.clone()),
+            "only what it names"
+        );
+        // A user's notification leaves clients alone; a flush does not.
+        cache.notified(&format!("u:{}", other.id));
+        assert!(cache.client(other.id).is_some());
+        cache.notified("flush");
+        assert!(cache.client(other.id).is_none());
+        cache.fill_client(cache.generation(), &c);
+        cache.notified("c:not-a-uuid");
+        assert!(cache.client(c.id).is_none(), "a malformed key empties all");
+        cache.fill_client(cache.generation(), &c);
+        cache.lost();
+        assert!(
+            cache.client(c.id).is_none(),
+            "not used while the listener is down"
+        );
+        cache.fill_client(cache.generation(), &c);
+        cache.resynchronised();
+        assert!(cache.client(c.id).is_none(), "nothing filled while down");
+        assert!(Cache::disabled().client(c.id).is_none());
+    }
+
+    #[test]
+    fn a_client_notification_that_overtakes_a_read_wins() {
+        let cache = live();
+        let c = client();
+        let before = cache.generation();
+        cache.notified(&format!("c:{}", c.id)); // the rotation lands during the read
+        cache.fill_client(before, &c);
+        assert!(cache.client(c.id).is_none());
+        // This replica's own write: forgotten without waiting for the notification.
+        cache.fill_client(cache.generation(), &c);
+        cache.forget_client(c.id);
+        assert!(cache.client(c.id).is_none());
     }
 }

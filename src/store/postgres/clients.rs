@@ -1,5 +1,7 @@
-//! Service clients in PostgreSQL: a row each.
+//! Service clients in PostgreSQL: a row each; and the assertion ids `private_key_jwt`
+//! clients have used.
 
+use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 
@@ -8,7 +10,9 @@ use crate::domain::{Client, ClientId};
 use crate::store::record::ClientRecord;
 use crate::store::StoreError;
 
-const COLUMNS: &str = "id, name, scope, secret_hash, created_at, secret_rotated_at";
+/// A client's columns; exactly one of `secret_hash` and `jwks` is set (migration 5's
+/// CHECK), as in `ClientRecord`.
+const COLUMNS: &str = "id, name, scope, secret_hash, jwks, created_at, secret_rotated_at";
 
 fn client_of(row: &Row) -> Result<Client, StoreError> {
     Client::try_from(ClientRecord {
@@ -16,7 +20,7 @@ fn client_of(row: &Row) -> Result<Client, StoreError> {
         name: row.get("name"),
         scope: row.get("scope"),
         secret_hash: row.get("secret_hash"),
-        jwks: None, // PLACEHOLDER(pkjwt): the jwks column comes with migration 5
+        jwks: row.get("jwks"),
         created_at: row.get("created_at"),
         secret_rotated_at: row.get("secret_rotated_at"),
     })
@@ -32,15 +36,16 @@ pub async fn put(client: &impl GenericClient, c: &Client) -> Result<(), StoreErr
     exec(
         client,
         &format!(
-            "INSERT INTO clients ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6) \
+            "INSERT INTO clients ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7) \
                  ON CONFLICT (id) DO UPDATE SET name = $2, scope = $3, secret_hash = $4, \
-                 created_at = $5, secret_rotated_at = $6"
+                 jwks = $5, created_at = $6, secret_rotated_at = $7"
         ),
         &[
             &record.id,
             &record.name,
             &record.scope,
             &record.secret_hash,
+            &record.jwks,
             &record.created_at,
             &record.secret_rotated_at,
         ],
@@ -76,4 +81,55 @@ pub async fn list(client: &impl GenericClient) -> Result<Vec<Client>, StoreError
         .iter()
         .map(client_of)
         .collect()
+}
+
+/// How long after its `exp` a used assertion id is still remembered: as long as the
+/// verifier's leeway may still accept the assertion (as for revoked token ids), so a
+/// replay a moment after `exp` is refused rather than taken for a new assertion.
+fn assertion_leeway() -> f64 {
+    crate::domain::LEEWAY_SECS as f64
+}
+
+/// The stored form of an assertion id: its SHA-256 (migration 5 says why).
+fn jti_digest(jti: &str) -> Vec<u8> {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, jti.as_bytes())
+        .as_ref()
+        .to_vec()
+}
+
+/// Records that `client` used the assertion `jti`: `true` if it was unknown (or known
+/// only from an assertion that has expired since, leeway included), `false` for a
+/// replay. One statement, decided by the primary key: of concurrent uses on any replica,
+/// one inserts (or revives an expired row) and the others wait for it, then find a live
+/// row and change nothing.
+pub async fn use_assertion(
+    client: &impl GenericClient,
+    id: ClientId,
+    jti: &str,
+    expires_at: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let used = exec(
+        client,
+        "INSERT INTO client_assertions (client_id, jti_sha256, expires_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (client_id, jti_sha256) DO UPDATE SET expires_at = EXCLUDED.expires_at \
+         WHERE client_assertions.expires_at <= now() - make_interval(secs => $4)",
+        &[&id, &jti_digest(jti), &expires_at, &assertion_leeway()],
+    )
+    .await
+    .map_err(database("use an assertion"))?;
+    Ok(used == 1)
+}
+
+/// Forgets up to `batch` used assertion ids that no verifier accepts any more (on the
+/// database's clock); returns how many.
+pub async fn prune_assertions(client: &impl GenericClient, batch: i64) -> Result<u64, StoreError> {
+    exec(
+        client,
+        "DELETE FROM client_assertions WHERE (client_id, jti_sha256) IN \
+         (SELECT client_id, jti_sha256 FROM client_assertions \
+          WHERE expires_at <= now() - make_interval(secs => $1) LIMIT $2)",
+        &[&assertion_leeway(), &batch],
+    )
+    .await
+    .map_err(database("prune"))
 }

@@ -33,6 +33,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "refresh-token families",
         sql: include_str!("0004_refresh_families.sql"),
     },
+    Migration {
+        version: 5,
+        name: "client public keys, client notifications, used assertion ids",
+        sql: include_str!("0005_client_keys.sql"),
+    },
 ];
 
 /// The advisory lock all simple-api migrations take ("simple-a" in ASCII).

@@ -1,7 +1,7 @@
 //! The PostgreSQL store (issue #9): the state of replicas sharing one database. The
 //! database decides everything that must be decided once (email uniqueness, refresh-token
-//! rotation, failure counts); each replica keeps a cache for the per-request checks that
-//! LISTEN/NOTIFY keeps coherent (see `cache`).
+//! rotation, failure counts, replayed client assertions); each replica keeps a cache for
+//! the per-request checks that LISTEN/NOTIFY keeps coherent (see `cache`).
 
 mod cache;
 mod clients;
@@ -267,19 +267,6 @@ impl PgStore {
 
 #[async_trait]
 impl Store for PgStore {
-    // PLACEHOLDER(pkjwt): replaced by the store's real implementation before this lands.
-    async fn use_assertion(
-        &self,
-        _client: ClientId,
-        _jti: &str,
-        _expires_at: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
-        Err(StoreError::Database {
-            context: "use an assertion".into(),
-            reason: "not implemented".into(),
-        })
-    }
-
     async fn create_user(&self, user: User) -> Result<(), StoreError> {
         let id = user.id;
         self.with("create a user", async move |c| {
@@ -442,28 +429,65 @@ impl Store for PgStore {
         Ok(self.cache.fill_token(generation, jti, user, session, found))
     }
 
+    /// This replica forgets the client as soon as the write is over, without waiting for
+    /// the notification (which tells the others): its next read sees the change. Even
+    /// after an error, since the write may have committed unheard.
     async fn put_client(&self, client: Client) -> Result<(), StoreError> {
-        self.with("store a client", async move |c| {
-            clients::put(&*c, &client).await
-        })
-        .await
+        let id = client.id;
+        let stored = self
+            .with("store a client", async move |c| {
+                clients::put(&*c, &client).await
+            })
+            .await;
+        self.cache.forget_client(id);
+        stored
     }
 
+    /// As `put_client`, forgotten here at once.
     async fn delete_client(&self, id: ClientId) -> Result<Client, StoreError> {
-        self.with("delete a client", async move |c| {
-            clients::delete(&*c, id).await
-        })
-        .await
+        let deleted = self
+            .with("delete a client", async move |c| {
+                clients::delete(&*c, id).await
+            })
+            .await;
+        self.cache.forget_client(id);
+        deleted
     }
 
+    /// From this replica's cache while its listener is connected (it runs for every
+    /// client token and client authentication); otherwise, and for unknown ids, from the
+    /// database.
     async fn client(&self, id: ClientId) -> Result<Option<Client>, StoreError> {
-        self.with("read a client", async move |c| clients::get(&*c, id).await)
-            .await
+        if let Some(found) = self.cache.client(id) {
+            return Ok(Some(found));
+        }
+        let generation = self.cache.generation();
+        let client = self
+            .with("read a client", async move |c| clients::get(&*c, id).await)
+            .await?;
+        if let Some(found) = &client {
+            self.cache.fill_client(generation, found);
+        }
+        Ok(client)
     }
 
     async fn list_clients(&self) -> Result<Vec<Client>, StoreError> {
         self.with("list clients", async move |c| clients::list(&*c).await)
             .await
+    }
+
+    /// Never cached: the database's primary key is the one place that decides.
+    async fn use_assertion(
+        &self,
+        client: ClientId,
+        jti: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let jti = jti.to_owned();
+        self.with("use an assertion", async move |c| {
+            clients::use_assertion(&*c, client, &jti, expires_at).await
+        })
+        .await
     }
 
     /// On the database's clock, not `now` (see `sessions::prune`), in batches that each

@@ -310,8 +310,8 @@ const PRUNE_BATCH: i64 = 1000;
 
 /// Forgets what can no longer matter, as the file store's prune: sessions whose newest
 /// token expired, sessions revoked longer than `retention` ago (sessions of deleted users
-/// went with them), token ids past their expiry (and the verifier's leeway), and failure
-/// windows long over; at most `PRUNE_BATCH` of each. On the database's clock (replicas'
+/// went with them), token ids and used assertion ids past their expiry (and the
+/// verifier's leeway), and failure windows long over; at most `PRUNE_BATCH` of each. On the database's clock (replicas'
 /// clocks may differ), by one replica at a time, and never on a session a refresh holds
 /// locked (it is judged again at the next prune).
 pub async fn prune(
@@ -351,11 +351,14 @@ pub async fn prune(
     )
     .await
     .map_err(database(context))?;
+    let assertions = super::clients::prune_assertions(&tx, PRUNE_BATCH).await?;
     super::failures::prune(&tx).await?;
     tx.commit().await.map_err(database(context))?;
     Ok(Pruned {
-        removed: (sessions + jtis) as usize,
-        more: sessions as i64 == PRUNE_BATCH || jtis as i64 == PRUNE_BATCH,
+        removed: (sessions + jtis + assertions) as usize,
+        more: [sessions, jtis, assertions]
+            .iter()
+            .any(|n| *n as i64 == PRUNE_BATCH),
     })
 }
 

@@ -335,3 +335,27 @@ pub fn own_cluster() -> TestDatabase {
         cluster: Some(cluster),
     }
 }
+
+/// A fresh database at schema `version`, as a build of that version left it: migrations
+/// 1 to `version` applied and recorded the way `migrate` does (for the upgrade tests).
+pub fn database_at(version: i32) -> TestDatabase {
+    let db = empty_database();
+    let mut sql = String::from(
+        "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL, \
+         applied_at timestamptz NOT NULL DEFAULT now());",
+    );
+    for m in simple_api::store::postgres::MIGRATIONS
+        .iter()
+        .filter(|m| m.version <= version)
+    {
+        sql.push_str(m.sql);
+        sql.push_str(&format!(
+            ";\nINSERT INTO schema_migrations (version, name) VALUES ({}, '{}');",
+            m.version,
+            m.name.replace('\'', "''")
+        ));
+    }
+    let out = psql(&db.url, &sql);
+    assert!(out.status.success(), "migrations 1 to {version}: {out:?}");
+    db
+}
