@@ -4,7 +4,9 @@
 use base64::Engine;
 use serde_json::json;
 
-use super::helpers::{form, spawn_app, FORM};
+use std::time::Duration;
+
+use super::helpers::{form, spawn_app, within, FORM};
 
 const TOKEN: &str = "/api/v1/auth/token";
 
@@ -150,6 +152,11 @@ fn rotating_a_secret_and_deleting_a_client_take_effect_at_once() {
         .to_owned();
     let rotated = app.cli(&["clients", "rotate-secret", &id]).json();
     let new_secret = rotated["client_secret"].as_str().unwrap();
+    // At once on the file store (the CLI waits for the server to apply it); on PostgreSQL
+    // as soon as the replica hears the database's change notification (milliseconds).
+    within("the old secret to be refused", Duration::from_secs(1), || {
+        app.client_grant(&id, &old_secret, None).status == 401
+    });
     assert_eq!(
         app.client_grant(&id, &old_secret, None).expect(401)["error"],
         "invalid_client"
@@ -162,6 +169,9 @@ fn rotating_a_secret_and_deleting_a_client_take_effect_at_once() {
     app.get("/api/v1/users", Some(&token)).expect(401);
     app.get("/api/v1/users", Some(&fresh)).expect(200);
     assert!(app.cli(&["clients", "delete", &id]).success);
+    within("the deleted client to be refused", Duration::from_secs(1), || {
+        app.client_grant(&id, new_secret, None).status == 401
+    });
     app.get("/api/v1/users", Some(&token)).expect(401);
     assert_eq!(
         app.client_grant(&id, new_secret, None).expect(401)["error"],
