@@ -63,7 +63,7 @@ pub struct TokenRequest {
     /// `private_key_jwt` client authentication (RFC 7523 §2.2): a JWT signed with one of the
     /// client's registered keys; `iss` = `sub` = client id, `aud` = this endpoint's URL, the
     /// token endpoint's or the issuer, `exp` at most an hour ahead, a `jti` never used before.
-    pub client_assertion: Option<String>,
+    pub client_assertion: Option<Password>,
 }
 
 /// A successful token response (RFC 6749 §5.1).
@@ -93,7 +93,8 @@ pub struct TokenForm {
     pub token: String,
     /// `access_token` or `refresh_token`; only a hint, the token's shape decides.
     pub token_type_hint: Option<String>,
-    /// Form client authentication (`client_secret_post`): the client's id.
+    /// Form client authentication (`client_secret_post`): the client's id. Optional beside
+    /// HTTP Basic or a `client_assertion`, where it must name the same client.
     #[oai(validator(max_length = 320, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"))]
     pub client_id: Option<String>,
     /// Form client authentication (`client_secret_post`): the client's secret.
@@ -103,7 +104,7 @@ pub struct TokenForm {
     pub client_assertion_type: Option<String>,
     /// `private_key_jwt` client authentication (RFC 7523 §2.2): a JWT signed with one of the
     /// client's registered keys (see the token endpoint).
-    pub client_assertion: Option<String>,
+    pub client_assertion: Option<Password>,
 }
 
 /// RFC 7662 §2.2. Inactive tokens get `{"active": false}` and nothing else.
@@ -292,9 +293,10 @@ impl AuthApi {
     ///   access token and a refresh token. Wrong email and wrong password get the same
     ///   `invalid_grant` answer.
     /// - `grant_type=refresh_token` exchanges a refresh token for a new pair (rotation).
-    /// - `grant_type=client_credentials`: a registered client (HTTP Basic, or form
-    ///   `client_id`/`client_secret`) gets an access token with its scopes (or the narrower
-    ///   `scope` asked for); no refresh token.
+    /// - `grant_type=client_credentials`: a registered client (HTTP Basic, form
+    ///   `client_id`/`client_secret`, or a signed `client_assertion` for a client registered
+    ///   with public keys: `private_key_jwt`) gets an access token with its scopes (or the
+    ///   narrower `scope` asked for); no refresh token.
     #[oai(path = "/auth/token", method = "post", operation_id = "createToken")]
     async fn token(
         &self,
@@ -343,7 +345,8 @@ impl AuthApi {
 
     /// Introspect a token
     ///
-    /// RFC 7662, for registered clients (HTTP Basic or form `client_id`/`client_secret`):
+    /// RFC 7662, for registered clients (HTTP Basic, form `client_id`/`client_secret`, or
+    /// `private_key_jwt`):
     /// whether a token is active right now, checked against revocations and the store, for
     /// services that cannot accept the latency of offline verification. Anything invalid,
     /// expired or revoked is `{"active": false}`.
@@ -427,6 +430,11 @@ async fn client_from_request(
         .get("client_secret")
         .map(|secret| (form.get("client_id"), secret));
     let assertion = form.get("client_assertion");
+    if assertion.is_none() && form.get("client_assertion_type").is_some() {
+        return Err(OAuthError::invalid_request(
+            "client_assertion_type without client_assertion",
+        ));
+    }
     let methods = [basic.is_some(), posted.is_some(), assertion.is_some()];
     if methods.iter().filter(|&&used| used).count() > 1 {
         return Err(OAuthError::invalid_request(
@@ -436,14 +444,7 @@ async fn client_from_request(
     let secret;
     let endpoint_url;
     let credential = match (basic, posted, assertion) {
-        (None, None, None) => {
-            if form.get("client_assertion_type").is_some() {
-                return Err(OAuthError::invalid_request(
-                    "client_assertion_type without client_assertion",
-                ));
-            }
-            return Ok(None);
-        }
+        (None, None, None) => return Ok(None),
         (_, _, Some(assertion)) => {
             if form.get("client_assertion_type") != Some(ASSERTION_TYPE) {
                 return Err(OAuthError::new(
@@ -488,9 +489,10 @@ async fn client_from_request(
             ))
         }
     };
-    // RFC 7521 §4.2: a client_id sent beside an assertion must name the same client.
+    // A client_id sent beside Basic or an assertion must name the same client (RFC 7521
+    // §4.2 says so for assertions); compared as UUIDs, in whatever form it was written.
     if let Some(named) = form.get("client_id").filter(|id| !id.is_empty()) {
-        if named != client.id.to_string() {
+        if uuid::Uuid::parse_str(named).ok() != Some(client.id) {
             return Err(OAuthError::new(
                 OAuthErrorCode::InvalidClient,
                 "client_id names another client than the one authenticated",

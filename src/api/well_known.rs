@@ -7,7 +7,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
 use super::{ApiError, ApiTags};
-use crate::domain::Scope;
+use crate::domain::{KeyAlg, Scope};
 use crate::service::AppState;
 
 pub struct WellKnownApi;
@@ -97,7 +97,12 @@ pub enum MetadataResponse {
 }
 
 /// What a client assertion may be signed with: the algorithms client keys may have.
-const ASSERTION_ALGS: &[&str] = &["EdDSA", "ES256", "RS256"];
+fn assertion_algs() -> Vec<String> {
+    KeyAlg::ALL
+        .iter()
+        .map(|alg| alg.jose().to_owned())
+        .collect()
+}
 
 #[OpenApi(tag = "ApiTags::WellKnown")]
 impl WellKnownApi {
@@ -154,7 +159,7 @@ impl WellKnownApi {
         Ok(MetadataResponse::Ok(
             Json(ServerMetadata {
                 issuer: state.config.jwt_issuer.clone(),
-                token_endpoint: format!("{base}/api/v1/auth/token"),
+                token_endpoint: state.token_endpoint(),
                 jwks_uri: format!("{base}/.well-known/jwks.json"),
                 revocation_endpoint: format!("{base}/api/v1/auth/revoke"),
                 introspection_endpoint: format!("{base}/api/v1/auth/introspect"),
@@ -169,20 +174,20 @@ impl WellKnownApi {
                     "private_key_jwt",
                     "none",
                 ]),
-                token_endpoint_auth_signing_alg_values_supported: strings(ASSERTION_ALGS),
+                token_endpoint_auth_signing_alg_values_supported: assertion_algs(),
                 revocation_endpoint_auth_methods_supported: strings(&[
                     "client_secret_basic",
                     "client_secret_post",
                     "private_key_jwt",
                     "none",
                 ]),
-                revocation_endpoint_auth_signing_alg_values_supported: strings(ASSERTION_ALGS),
+                revocation_endpoint_auth_signing_alg_values_supported: assertion_algs(),
                 introspection_endpoint_auth_methods_supported: strings(&[
                     "client_secret_basic",
                     "client_secret_post",
                     "private_key_jwt",
                 ]),
-                introspection_endpoint_auth_signing_alg_values_supported: strings(ASSERTION_ALGS),
+                introspection_endpoint_auth_signing_alg_values_supported: assertion_algs(),
                 response_types_supported: Vec::new(),
                 scopes_supported: Scope::ALL.iter().map(|s| s.as_str().to_owned()).collect(),
                 service_documentation: format!("{base}/docs"),

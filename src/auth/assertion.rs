@@ -200,38 +200,42 @@ pub fn public_key_from_pem(pem_text: &[u8]) -> Result<PublicKey, String> {
         _ => None,
     };
     let b64 = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(bytes);
-    let material = match oid(algorithm.first()).as_deref() {
-        Some([1, 3, 101, 112]) if public.len() == 32 => KeyMaterial::Okp {
-            crv: "Ed25519".into(),
-            x: b64(public),
-        },
-        Some([1, 2, 840, 10045, 2, 1])
-            if oid(algorithm.get(1)).as_deref() == Some(&[1, 2, 840, 10045, 3, 1, 7][..])
-                && public.len() == 65
-                && public[0] == 4 =>
-        {
-            KeyMaterial::Ec {
-                crv: "P-256".into(),
-                x: b64(&public[1..33]),
-                y: b64(&public[33..65]),
+    let material =
+        match oid(algorithm.first()).as_deref() {
+            Some([1, 3, 101, 112]) if public.len() == 32 => KeyMaterial::Okp {
+                crv: "Ed25519".into(),
+                x: b64(public),
+            },
+            Some([1, 2, 840, 10045, 2, 1])
+                if oid(algorithm.get(1)).as_deref() == Some(&[1, 2, 840, 10045, 3, 1, 7][..])
+                    && public.len() == 65
+                    && public[0] == 4 =>
+            {
+                KeyMaterial::Ec {
+                    crv: "P-256".into(),
+                    x: b64(&public[1..33]),
+                    y: b64(&public[33..65]),
+                }
             }
-        }
-        Some([1, 2, 840, 10045, 2, 1]) => return Err("EC keys must be on P-256 (ES256)".into()),
-        Some([1, 2, 840, 113549, 1, 1, 1]) => {
-            let rsa = simple_asn1::from_der(public).map_err(|_| unsupported())?;
-            let [Sequence(_, members)] = rsa.as_slice() else {
-                return Err(unsupported());
-            };
-            let [Integer(_, n), Integer(_, e)] = members.as_slice() else {
-                return Err(unsupported());
-            };
-            KeyMaterial::Rsa {
-                n: b64(&n.to_bytes_be().1),
-                e: b64(&e.to_bytes_be().1),
+            Some([1, 2, 840, 10045, 2, 1]) => return Err(
+                "EC keys must be on P-256 (ES256), their point uncompressed (as openssl writes it)"
+                    .into(),
+            ),
+            Some([1, 2, 840, 113549, 1, 1, 1]) => {
+                let rsa = simple_asn1::from_der(public).map_err(|_| unsupported())?;
+                let [Sequence(_, members)] = rsa.as_slice() else {
+                    return Err(unsupported());
+                };
+                let [Integer(_, n), Integer(_, e)] = members.as_slice() else {
+                    return Err(unsupported());
+                };
+                KeyMaterial::Rsa {
+                    n: b64(&n.to_bytes_be().1),
+                    e: b64(&e.to_bytes_be().1),
+                }
             }
-        }
-        _ => return Err(unsupported()),
-    };
+            _ => return Err(unsupported()),
+        };
     // The JWK's own checks (RSA size, lengths) apply to a PEM key too.
     let jwk = serde_json::to_string(&PublicKey::new(material, None).map_err(|e| e.to_string())?)
         .map_err(|e| e.to_string())?;

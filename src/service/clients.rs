@@ -12,10 +12,15 @@ use super::{AppState, ServiceError, Verdict};
 use crate::audit;
 use crate::auth::assertion::{self, AssertionError};
 use crate::auth::clients::{self, RecentSecrets, StoredSecret};
+use crate::auth::throttle;
 use crate::domain::{Client, Credential};
 
 /// How long a right client secret is remembered (`RecentSecrets`).
 pub const RECENT_SECRET_TTL: Duration = Duration::from_secs(5);
+/// How much longer than its `exp` a used assertion id is kept (see `judge_assertion`):
+/// the verifier's leeway and a minute for clocks that disagree.
+const ASSERTION_MEMORY_MARGIN: chrono::Duration =
+    chrono::Duration::seconds(crate::domain::LEEWAY_SECS as i64 + 60);
 
 /// How a client tried to authenticate.
 pub enum ClientCredential<'a> {
@@ -146,12 +151,34 @@ impl AppState {
     }
 
     /// A `private_key_jwt` assertion: signed with a key of the client it names, for this
-    /// service, unexpired, and never seen before (its `jti` is used up in the store until
-    /// its `exp`). Not counted against the address like a secret: an assertion cannot be
-    /// guessed, and checking one costs a signature verification, as a bearer token does.
-    /// Refusals are audited once per address and window (`record_repeatable`), so a flood
-    /// of forgeries cannot grow the audit log.
+    /// service, unexpired, and never seen before (its `jti` is used up in the store). An
+    /// assertion cannot be guessed, so it is not counted against the shared (PostgreSQL)
+    /// attempt count like a secret; but each refusal still costs signature checks (up to one
+    /// per key of the client) and, for a made-up client id, a store read, so refusals are
+    /// counted per address in this process (`assertion_failures`, before the check, taken
+    /// back when it passes), and an address that has spent them waits like one guessing
+    /// secrets. Refusals are audited once per address and window (`record_repeatable`), so
+    /// a flood of forgeries cannot grow the audit log.
     async fn authenticate_client_assertion(
+        &self,
+        assertion: &str,
+        endpoint_url: &str,
+        ctx: &audit::Context,
+    ) -> Result<ClientVerdict, ServiceError> {
+        let counted = throttle::Attempt::new(None, ctx.client_ip);
+        if let Err(blocked) = self.assertion_failures.reserve(&counted) {
+            self.metrics.login("throttled");
+            return Ok(ClientVerdict::Throttled(blocked.retry_after));
+        }
+        let verdict = self.judge_assertion(assertion, endpoint_url, ctx).await;
+        if !matches!(verdict, Ok(ClientVerdict::Refused { .. })) {
+            // Right, or not judged (the store failed): not held against the address.
+            self.assertion_failures.refund(&counted, false);
+        }
+        verdict
+    }
+
+    async fn judge_assertion(
         &self,
         assertion: &str,
         endpoint_url: &str,
@@ -179,7 +206,7 @@ impl AppState {
         else {
             return Ok(refuse(AssertionError::NoSuchKey, &subject));
         };
-        let token_endpoint = format!("{}/api/v1/auth/token", self.public_url);
+        let token_endpoint = self.token_endpoint();
         let audiences = [
             token_endpoint.as_str(),
             self.config.jwt_issuer.as_str(),
@@ -190,9 +217,13 @@ impl AppState {
             Ok(checked) => checked,
             Err(error) => return Ok(refuse(error, &subject)),
         };
+        // Remembered well past the last instant any replica accepts it (`exp` plus the
+        // leeway, judged in whole seconds on that replica's clock, which may run behind
+        // the store's): forgetting it at the edge would let a replay through there.
+        let remember_until = checked.expires_at + ASSERTION_MEMORY_MARGIN;
         if !self
             .store
-            .use_assertion(id, &checked.jti, checked.expires_at)
+            .use_assertion(id, &checked.jti, remember_until)
             .await?
         {
             let replayed = AssertionError::Claims(
@@ -202,5 +233,10 @@ impl AppState {
             return Ok(refuse(replayed, &subject));
         }
         Ok(ClientVerdict::Authenticated(client.clone()))
+    }
+
+    /// The token endpoint's URL, as the metadata publishes it and assertions may name it.
+    pub fn token_endpoint(&self) -> String {
+        format!("{}/api/v1/auth/token", self.public_url)
     }
 }

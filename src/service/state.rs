@@ -26,6 +26,9 @@ pub struct AppState {
     pub throttle: LoginThrottle,
     /// Client secrets verified right in the last few seconds.
     pub recent_client_secrets: RecentSecrets,
+    /// Refused client assertions per address, in this process (see
+    /// `authenticate_client_assertion`).
+    pub assertion_failures: Throttle,
     pub audit: Audit,
     pub metrics: Metrics,
 }
@@ -66,6 +69,10 @@ impl AppState {
             ),
             &store,
         );
+        let assertion_failures = Throttle::new(
+            config.login_max_failures,
+            Duration::from_secs(config.login_window),
+        );
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let passwords = PasswordHasher::with_queue(
             config.argon2_m_kib,
@@ -83,6 +90,7 @@ impl AppState {
             passwords,
             throttle,
             recent_client_secrets: RecentSecrets::new(super::RECENT_SECRET_TTL),
+            assertion_failures,
             audit,
             metrics: Metrics::default(),
         })
