@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # private_key_jwt client authentication (RFC 7523 §2.2) with real third-party client
-# libraries against the live server: Authlib (Python, its requests OAuth2Session), plus
-# the README's curl client_credentials call with a secret. Installs the pinned libraries
-# itself (requirements.txt into target/clients-venv). Exits non-zero on the first failed
-# check.
+# libraries against the live server: Authlib (Python, its requests OAuth2Session) and
+# openid-client v6 (Node), plus the README's curl client_credentials call with a secret.
+# Installs the pinned libraries itself (requirements.txt into target/clients-venv, npm ci).
+# Two servers: one with the default JWT_ISSUER ("simple-api"), one whose JWT_ISSUER is its
+# PUBLIC_URL (what OpenID discovery requires). Exits non-zero on the first failed check.
 # Usage: tests/clients/run.sh [path/to/simple-api]   (default target/debug/simple-api)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -18,7 +19,8 @@ if ! cmp -s "$here/requirements.txt" "$venv/requirements.txt"; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/requirements.txt"
   cp "$here/requirements.txt" "$venv/requirements.txt"
 fi
-echo "-- libraries: $("$venv/bin/python" -c 'import authlib, joserfc, requests, cryptography as c; print(f"Authlib {authlib.__version__}, joserfc {joserfc.__version__}, requests {requests.__version__}, cryptography {c.__version__}")')"
+(cd "$here" && npm ci --no-audit --no-fund --silent)
+echo "-- libraries: $("$venv/bin/python" -c 'import authlib, joserfc, requests, cryptography as c; print(f"Authlib {authlib.__version__}, joserfc {joserfc.__version__}, requests {requests.__version__}, cryptography {c.__version__}")'), $(cd "$here" && node -p '["openid-client", "oauth4webapi", "jose"].map(n => `${n} ${require(`./node_modules/${n}/package.json`).version}`).join(", ")'), Node $(node --version)"
 
 tmp="$(mktemp -d)"
 pids=()
@@ -59,8 +61,9 @@ on() {
 }
 json() { python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
 
-echo "-- starting simple-api"
+echo "-- starting simple-api twice: JWT_ISSUER default (simple-api), and JWT_ISSUER = PUBLIC_URL"
 start plain
+start oidc url-issuer
 base="$(cat "$tmp/plain/base")"
 
 echo "-- curl: client_credentials with a secret (client_secret_basic), as the README shows it"
@@ -86,4 +89,10 @@ echo "-- Authlib (requests OAuth2Session + PrivateKeyJWT), issuer simple-api"
 # Authlib's deprecation warnings are errors: the scenario must use its current API (joserfc keys).
 on plain CLIENT_KEYS="$keys" "$venv/bin/python" -W error::DeprecationWarning "$here/authlib_private_key_jwt.py"
 
-echo "-- private_key_jwt with Authlib: all checks passed in $((SECONDS - started)) s"
+echo "-- openid-client: new Configuration(metadata) + PrivateKeyJwt, issuer simple-api"
+(cd "$here" && on plain CLIENT_KEYS="$keys" node openid_client.mjs)
+
+echo "-- openid-client: discovery() + PrivateKeyJwt, JWT_ISSUER = PUBLIC_URL"
+(cd "$here" && on oidc CLIENT_KEYS="$keys" DISCOVERY=1 node openid_client.mjs)
+
+echo "-- private_key_jwt with Authlib and openid-client: all checks passed in $((SECONDS - started)) s"
