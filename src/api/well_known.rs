@@ -7,7 +7,8 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
 use super::{ApiError, ApiTags};
-use crate::domain::{KeyAlg, Scope};
+use crate::auth::assertion::SIGNING_ALGS;
+use crate::domain::Scope;
 use crate::service::AppState;
 
 pub struct WellKnownApi;
@@ -96,14 +97,6 @@ pub enum MetadataResponse {
     ),
 }
 
-/// What a client assertion may be signed with: the algorithms client keys may have.
-fn assertion_algs() -> Vec<String> {
-    KeyAlg::ALL
-        .iter()
-        .map(|alg| alg.jose().to_owned())
-        .collect()
-}
-
 #[OpenApi(tag = "ApiTags::WellKnown")]
 impl WellKnownApi {
     /// Token verification keys (JWKS)
@@ -174,20 +167,20 @@ impl WellKnownApi {
                     "private_key_jwt",
                     "none",
                 ]),
-                token_endpoint_auth_signing_alg_values_supported: assertion_algs(),
+                token_endpoint_auth_signing_alg_values_supported: strings(&SIGNING_ALGS),
                 revocation_endpoint_auth_methods_supported: strings(&[
                     "client_secret_basic",
                     "client_secret_post",
                     "private_key_jwt",
                     "none",
                 ]),
-                revocation_endpoint_auth_signing_alg_values_supported: assertion_algs(),
+                revocation_endpoint_auth_signing_alg_values_supported: strings(&SIGNING_ALGS),
                 introspection_endpoint_auth_methods_supported: strings(&[
                     "client_secret_basic",
                     "client_secret_post",
                     "private_key_jwt",
                 ]),
-                introspection_endpoint_auth_signing_alg_values_supported: assertion_algs(),
+                introspection_endpoint_auth_signing_alg_values_supported: strings(&SIGNING_ALGS),
                 response_types_supported: Vec::new(),
                 scopes_supported: Scope::ALL.iter().map(|s| s.as_str().to_owned()).collect(),
                 service_documentation: format!("{base}/docs"),

@@ -3,9 +3,17 @@
 //! proves who it is with a short-lived JWT signed by one of them, so no shared secret ever
 //! exists. The checks that need no state are here; that each `jti` is used once is the
 //! store's (`Store::use_assertion`), called by the service after these pass.
+//!
+//! The JWS is taken apart here rather than by `jsonwebtoken::decode`: client libraries now
+//! name Ed25519 signatures `Ed25519` (RFC 9864; openid-client and jose do by default),
+//! which that crate cannot parse, and the claim checks give the client precise reasons.
+//! The signature itself is checked by `jsonwebtoken::crypto::verify` (aws-lc).
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use chrono::{DateTime, Utc};
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey};
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -17,7 +25,7 @@ pub const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jw
 /// Spring, nimbus): a shorter cap would break them, and every `jti` is remembered until
 /// its `exp`, so a longer one would only cost memory.
 pub const MAX_LIFETIME_SECS: i64 = 3600;
-/// A `jti` is stored until `exp`: long ones are refused rather than stored.
+/// A `jti` is stored (as a digest) until `exp`: long ones are refused rather than hashed.
 const MAX_JTI_CHARS: usize = 256;
 /// Larger assertions are refused before any parsing (an RSA-8192 signature is ~1.4 kB).
 const MAX_ASSERTION_BYTES: usize = 8 * 1024;
@@ -26,8 +34,10 @@ const MAX_ASSERTION_BYTES: usize = 8 * 1024;
 /// more only once the signature proved the assertion theirs (`is_signed_by_client`).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AssertionError {
-    #[error("not a JWT whose iss and sub are the same client id")]
+    #[error("not a JWS whose iss and sub are the same client id")]
     Malformed,
+    #[error("alg {0} is not one client keys have (EdDSA or Ed25519, ES256, RS256)")]
+    UnsupportedAlg(String),
     #[error("no registered key of the client has this kid and alg")]
     NoSuchKey,
     #[error("signature does not verify")]
@@ -43,7 +53,7 @@ impl AssertionError {
     }
 }
 
-/// What a verified assertion tells the store: the `jti` to use up, until `exp`.
+/// What a verified assertion tells the store: the `jti` to use up, and its `exp`.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Checked {
     pub jti: String,
@@ -51,26 +61,55 @@ pub struct Checked {
 }
 
 #[derive(Deserialize)]
-struct Unverified {
-    iss: Option<String>,
-    sub: Option<String>,
+struct Header {
+    alg: String,
+    kid: Option<String>,
+    /// Extensions the signer says must be understood: none are, so any is refused.
+    crit: Option<serde_json::Value>,
 }
 
+/// `aud`: one audience or several (RFC 7519 §4.1.3).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// The claims looked at; NumericDates may have fractions (RFC 7519 §2).
 #[derive(Deserialize)]
 struct Claims {
-    exp: i64,
-    iat: Option<i64>,
+    iss: Option<String>,
+    sub: Option<String>,
+    aud: Option<Audience>,
+    exp: Option<f64>,
+    nbf: Option<f64>,
+    iat: Option<f64>,
     jti: Option<String>,
+}
+
+/// The three parts of a JWS in compact form.
+fn parts(assertion: &str) -> Result<[&str; 3], AssertionError> {
+    if assertion.len() > MAX_ASSERTION_BYTES {
+        return Err(AssertionError::Malformed);
+    }
+    let mut parts = assertion.split('.');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(header), Some(claims), Some(signature), None) => Ok([header, claims, signature]),
+        _ => Err(AssertionError::Malformed),
+    }
+}
+
+/// A base64url JSON part.
+fn json_of<T: DeserializeOwned>(part: &str) -> Option<T> {
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).ok()?).ok()
 }
 
 /// The client an assertion claims to come from (`iss` = `sub`, a client id), read without
 /// checking anything, to find the keys that will check it.
 pub fn claimed_client(assertion: &str) -> Result<Uuid, AssertionError> {
-    if assertion.len() > MAX_ASSERTION_BYTES {
-        return Err(AssertionError::Malformed);
-    }
-    let claims: Unverified = jsonwebtoken::dangerous::insecure_decode_claims(assertion)
-        .map_err(|_| AssertionError::Malformed)?;
+    let [_, claims, _] = parts(assertion)?;
+    let claims: Claims = json_of(claims).ok_or(AssertionError::Malformed)?;
     match (claims.iss, claims.sub) {
         (Some(iss), Some(sub)) if iss == sub => {
             Uuid::parse_str(&iss).map_err(|_| AssertionError::Malformed)
@@ -87,6 +126,22 @@ fn algorithm(alg: KeyAlg) -> Algorithm {
     }
 }
 
+/// The `alg`s an assertion may be signed with, as the metadata lists them: each key
+/// algorithm by its JOSE name, and Ed25519 also by its RFC 9864 name.
+pub const SIGNING_ALGS: [&str; 4] = ["EdDSA", "Ed25519", "ES256", "RS256"];
+
+/// The key algorithm a header's `alg` names (one of `SIGNING_ALGS`).
+fn key_alg(alg: &str) -> Result<KeyAlg, AssertionError> {
+    match alg {
+        "EdDSA" | "Ed25519" => Ok(KeyAlg::EdDSA),
+        "ES256" => Ok(KeyAlg::ES256),
+        "RS256" => Ok(KeyAlg::RS256),
+        other => Err(AssertionError::UnsupportedAlg(
+            other.chars().take(32).collect(),
+        )),
+    }
+}
+
 fn decoding_key(key: &PublicKey) -> Option<DecodingKey> {
     match &key.material {
         KeyMaterial::Okp { x, .. } => DecodingKey::from_ed_components(x).ok(),
@@ -96,9 +151,9 @@ fn decoding_key(key: &PublicKey) -> Option<DecodingKey> {
 }
 
 /// Every check of an assertion that needs no state: signed by one of `keys` with that
-/// key's own algorithm (the header's `alg` selects nothing else), `iss` = `sub` =
-/// `client`, `aud` naming one of `audiences`, `exp` in the future but at most
-/// `MAX_LIFETIME_SECS` (plus leeway) ahead, `nbf` and `iat` not in the future, and a `jti`.
+/// key's own algorithm (the header's `alg` only selects among them), `iss` = `sub` =
+/// `client`, `aud` naming one of `audiences`, `exp` not past (with the leeway) and at most
+/// `MAX_LIFETIME_SECS` (plus leeway) ahead, `nbf` and `iat` not in the future, a `jti`.
 pub fn verify(
     assertion: &str,
     client: Uuid,
@@ -106,69 +161,93 @@ pub fn verify(
     audiences: &[&str],
     now: DateTime<Utc>,
 ) -> Result<Checked, AssertionError> {
-    if assertion.len() > MAX_ASSERTION_BYTES {
+    let [header_part, claims_part, signature] = parts(assertion)?;
+    let header: Header = json_of(header_part).ok_or(AssertionError::Malformed)?;
+    if header.crit.is_some() {
         return Err(AssertionError::Malformed);
     }
-    let header = jsonwebtoken::decode_header(assertion).map_err(|_| AssertionError::Malformed)?;
-    // The key named by `kid` (or, without one, each key) — and only if the header's alg is
-    // that key's: an RSA key never checks an HS256 "signature" made with its public half.
-    let candidates = keys.keys().iter().filter(|k| {
-        header.kid.as_deref().is_none_or(|kid| kid == k.kid) && algorithm(k.alg) == header.alg
+    let alg = key_alg(&header.alg)?;
+    // The key named by `kid` (or, without one, each key) — and only if it is of the
+    // header's algorithm: an RSA key never checks an HS256 "signature" made with its
+    // public half, and `none` names no key at all.
+    let mut candidates = keys
+        .keys()
+        .iter()
+        .filter(|k| k.alg == alg && header.kid.as_deref().is_none_or(|kid| kid == k.kid))
+        .peekable();
+    if candidates.peek().is_none() {
+        return Err(AssertionError::NoSuchKey);
+    }
+    let signed = &assertion[..header_part.len() + 1 + claims_part.len()];
+    let verified = candidates.any(|key| {
+        decoding_key(key).is_some_and(|decoding| {
+            jsonwebtoken::crypto::verify(
+                signature,
+                signed.as_bytes(),
+                &decoding,
+                algorithm(key.alg),
+            )
+            .unwrap_or(false)
+        })
     });
+    if !verified {
+        return Err(AssertionError::BadSignature);
+    }
+    // From here on the client's own key vouches for the assertion: say what is wrong.
+    let refuse = |reason: &str| {
+        Err(AssertionError::Claims(format!(
+            "the client assertion's {reason}"
+        )))
+    };
+    let Some(claims) = json_of::<Claims>(claims_part) else {
+        return refuse("claims are not a JSON object of the registered claims' types");
+    };
     let id = client.to_string();
-    let mut validation = Validation::new(header.alg);
-    validation.leeway = LEEWAY_SECS;
-    validation.validate_nbf = true;
-    validation.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
-    validation.set_issuer(&[&id]);
-    validation.sub = Some(id.clone());
-    validation.set_audience(audiences);
-    let mut outcome = Err(AssertionError::NoSuchKey);
-    for key in candidates {
-        let Some(decoding) = decoding_key(key) else {
-            continue;
-        };
-        outcome = match jsonwebtoken::decode::<Claims>(assertion, &decoding, &validation) {
-            Ok(data) => Ok(data.claims),
-            Err(e) => Err(refusal(e.kind())),
-        };
-        if !matches!(outcome, Err(AssertionError::BadSignature)) {
-            break;
-        }
+    if claims.iss.as_deref() != Some(id.as_str()) || claims.sub.as_deref() != Some(id.as_str()) {
+        return refuse("iss and sub must both be the client id");
     }
-    let claims = outcome?;
-    let now = now.timestamp();
-    let leeway = LEEWAY_SECS as i64;
-    if claims.exp > now + MAX_LIFETIME_SECS + leeway {
-        return Err(AssertionError::Claims(format!(
-            "the client assertion's exp is more than {MAX_LIFETIME_SECS} seconds ahead"
-        )));
+    let named = match &claims.aud {
+        Some(Audience::One(aud)) => audiences.contains(&aud.as_str()),
+        Some(Audience::Many(auds)) => auds.iter().any(|aud| audiences.contains(&aud.as_str())),
+        None => return refuse("aud is missing"),
+    };
+    if !named {
+        return refuse("aud names neither this endpoint, the token endpoint nor the issuer");
     }
-    if claims.iat.is_some_and(|iat| iat > now + leeway) {
-        return Err(AssertionError::Claims(
-            "the client assertion's iat is in the future".into(),
+    let now = now.timestamp() as f64;
+    let leeway = LEEWAY_SECS as f64;
+    let Some(exp) = claims.exp else {
+        return refuse("exp is missing");
+    };
+    if exp < now - leeway {
+        return refuse("exp has passed");
+    }
+    if exp > now + (MAX_LIFETIME_SECS as f64) + leeway {
+        return refuse(&format!(
+            "exp is more than {MAX_LIFETIME_SECS} seconds ahead"
         ));
     }
-    let jti = claims
-        .jti
-        .filter(|jti| !jti.is_empty())
-        .ok_or_else(|| AssertionError::Claims("the client assertion has no jti".into()))?;
-    if jti.chars().count() > MAX_JTI_CHARS {
-        return Err(AssertionError::Claims(format!(
-            "the client assertion's jti is longer than {MAX_JTI_CHARS} characters"
-        )));
+    if claims.nbf.is_some_and(|nbf| nbf > now + leeway) {
+        return refuse("nbf is in the future");
     }
-    let expires_at = DateTime::from_timestamp(claims.exp, 0).ok_or_else(|| {
-        AssertionError::Claims("the client assertion's exp is out of range".into())
-    })?;
+    if claims.iat.is_some_and(|iat| iat > now + leeway) {
+        return refuse("iat is in the future");
+    }
+    let Some(jti) = claims.jti.filter(|jti| !jti.is_empty()) else {
+        return refuse("jti is missing");
+    };
+    if jti.chars().count() > MAX_JTI_CHARS {
+        return refuse(&format!("jti is longer than {MAX_JTI_CHARS} characters"));
+    }
+    let Some(expires_at) = DateTime::from_timestamp(exp.ceil() as i64, 0) else {
+        return refuse("exp is out of range");
+    };
     Ok(Checked { jti, expires_at })
 }
 
 /// A public key in PEM (`-----BEGIN PUBLIC KEY-----`, SubjectPublicKeyInfo, as `openssl
 /// pkey -pubout` writes it): Ed25519, P-256 or RSA, as the JWK a client is registered with.
 pub fn public_key_from_pem(pem_text: &[u8]) -> Result<PublicKey, String> {
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    use base64::Engine;
     use simple_asn1::ASN1Block::{BitString, Integer, ObjectIdentifier, Sequence};
 
     let block = pem::parse(pem_text).map_err(|e| format!("not PEM: {e}"))?;
@@ -242,27 +321,6 @@ pub fn public_key_from_pem(pem_text: &[u8]) -> Result<PublicKey, String> {
     ClientKeys::parse_jwks(&jwk)
         .map(|keys| keys.keys()[0].clone())
         .map_err(|e| e.to_string())
-}
-
-/// What a failed `decode` means: a signature that does not verify, or (the signature
-/// verified) which claim is wrong.
-fn refusal(kind: &jsonwebtoken::errors::ErrorKind) -> AssertionError {
-    use jsonwebtoken::errors::ErrorKind;
-    let claim = |reason: &str| AssertionError::Claims(format!("the client assertion's {reason}"));
-    match kind {
-        ErrorKind::InvalidSignature => AssertionError::BadSignature,
-        ErrorKind::ExpiredSignature => claim("exp has passed"),
-        ErrorKind::ImmatureSignature => claim("nbf is in the future"),
-        ErrorKind::InvalidAudience => {
-            claim("aud names neither this endpoint, the token endpoint nor the issuer")
-        }
-        ErrorKind::InvalidIssuer | ErrorKind::InvalidSubject => {
-            claim("iss and sub must both be the client id")
-        }
-        ErrorKind::MissingRequiredClaim(name) => claim(&format!("{name} is missing")),
-        ErrorKind::Json(_) => claim("claims are not valid (exp must be a number)"),
-        _ => AssertionError::Malformed,
-    }
 }
 
 #[cfg(test)]
@@ -385,7 +443,32 @@ mod tests {
             Some(&public.kid),
             claims(client, t),
         );
-        assert_eq!(check(&hs), Err(AssertionError::NoSuchKey));
+        assert_eq!(
+            check(&hs),
+            Err(AssertionError::UnsupportedAlg("HS256".into()))
+        );
+        // Nor an unsigned one, nor one whose header demands extensions.
+        let part = |v: serde_json::Value| URL_SAFE_NO_PAD.encode(v.to_string());
+        let body = part(claims(client, t));
+        let none = format!("{}.{body}.", part(json!({"alg": "none"})));
+        assert_eq!(
+            check(&none),
+            Err(AssertionError::UnsupportedAlg("none".into()))
+        );
+        let signed = sign(&signing, alg, Some(&public.kid), claims(client, t));
+        let sig = signed.rsplit('.').next().unwrap();
+        let crit = format!(
+            "{}.{body}.{sig}",
+            part(json!({"alg": "EdDSA", "crit": ["b64"]}))
+        );
+        assert_eq!(check(&crit), Err(AssertionError::Malformed));
+        // RFC 9864's name for the same algorithm, as openid-client and jose now send it.
+        let header = part(json!({"alg": "Ed25519", "kid": public.kid}));
+        let message = format!("{header}.{body}");
+        let signature = jsonwebtoken::crypto::sign(message.as_bytes(), &signing, alg).unwrap();
+        assert!(check(&format!("{message}.{signature}")).is_ok());
+        let tampered = format!("{header}.{}.{signature}", part(claims(client, t)));
+        assert_eq!(check(&tampered), Err(AssertionError::BadSignature));
         let refused = |a: &str| check(a).unwrap_err().is_signed_by_client();
         assert!(refused(&with(
             &|c| c["aud"] = json!("http://elsewhere/token")
@@ -394,6 +477,11 @@ mod tests {
         assert!(refused(&with(&|c| c["exp"] = json!(t - 60))));
         assert!(refused(&with(&|c| c["exp"] = json!(t + 3700))));
         assert!(check(&with(&|c| c["exp"] = json!(t + 3600))).is_ok());
+        assert!(check(&with(&|c| c["exp"] = json!(t as f64 + 30.5))).is_ok());
+        assert!(refused(&with(&|c| c["exp"] = json!("soon"))));
+        assert!(refused(&with(&|c| {
+            c.as_object_mut().unwrap().remove("aud");
+        })));
         assert!(refused(&with(&|c| c["nbf"] = json!(t + 60))));
         assert!(refused(&with(&|c| c["iat"] = json!(t + 60))));
         assert!(refused(&with(&|c| c

@@ -24,8 +24,6 @@ pub enum KeyAlg {
 }
 
 impl KeyAlg {
-    pub const ALL: [KeyAlg; 3] = [KeyAlg::EdDSA, KeyAlg::ES256, KeyAlg::RS256];
-
     /// The JOSE name (`alg`).
     pub fn jose(self) -> &'static str {
         match self {

@@ -255,7 +255,7 @@ fn the_metadata_advertises_private_key_jwt_and_its_algorithms() {
     for endpoint in ["token_endpoint", "introspection_endpoint", "revocation_endpoint"] {
         let methods = &meta[format!("{endpoint}_auth_methods_supported")];
         assert!(methods.as_array().unwrap().contains(&json!("private_key_jwt")), "{endpoint}: {methods}");
-        assert_eq!(meta[format!("{endpoint}_auth_signing_alg_values_supported")], json!(["EdDSA", "ES256", "RS256"]));
+        assert_eq!(meta[format!("{endpoint}_auth_signing_alg_values_supported")], json!(["EdDSA", "Ed25519", "ES256", "RS256"]));
     }
 }
 
