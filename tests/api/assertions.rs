@@ -275,3 +275,50 @@ fn a_client_credentials_grant_writes_nothing_to_the_store() {
     }
     assert_eq!(std::fs::metadata(&log).unwrap().len(), before);
 }
+
+#[test]
+fn a_used_assertion_stays_refused_to_the_last_instant_it_would_be_accepted() {
+    let app = spawn_app();
+    let dir = tempfile::tempdir().unwrap();
+    let client = KeyClient::with_pem(&app, dir.path(), KeyAlgorithm::EdDsa, "users:read");
+    let token_url = format!("{}{TOKEN}", app.base);
+    let seconds = || chrono::Utc::now().timestamp_micros() as f64 / 1e6;
+    let sleep_until = |t: f64| {
+        let wait = t - seconds();
+        if wait > 0.0 {
+            std::thread::sleep(std::time::Duration::from_secs_f64(wait));
+        }
+    };
+    // Just after a second begins: `exp` 4 s ago is inside the 5 s leeway.
+    let second = seconds().floor() + 1.0;
+    sleep_until(second + 0.05);
+    let exp = second as i64 - 4;
+    let late = client.assertion(&token_url, |c| {
+        c["exp"] = json!(exp);
+        c["iat"] = json!(exp - 60);
+    });
+    grant(&app, &late).expect(200);
+    // exp + 5.3 s: the verifier still accepts it (whole seconds), so the store must
+    // still remember it.
+    sleep_until(second + 1.3);
+    assert!(refused(&grant(&app, &late)).contains("used before"));
+}
+
+#[test]
+fn an_address_sending_forged_assertions_is_held_up_after_its_failures() {
+    let app = super::helpers::spawn_app_with(|c| c.login_max_failures = 1);
+    let dir = tempfile::tempdir().unwrap();
+    let client = KeyClient::with_pem(&app, dir.path(), KeyAlgorithm::EdDsa, "users:read");
+    let token_url = format!("{}{TOKEN}", app.base);
+    // A right assertion is not counted.
+    grant(&app, &client.assertion(&token_url, |_| {})).expect(200);
+    let stranger = client_key(dir.path(), KeyAlgorithm::EdDsa);
+    let forge = || client.signed_by(&stranger.encoding, stranger.algorithm, &token_url, |_| {});
+    // Each forgery costs signature checks: LOGIN_MAX_FAILURES × 10 per address and window.
+    for _ in 0..10 {
+        refused(&grant(&app, &forge()));
+    }
+    let held = grant(&app, &forge());
+    held.expect(429);
+    assert!(held.header("retry-after").is_some());
+}
