@@ -13,7 +13,7 @@ use crate::audit;
 use crate::auth::assertion::{self, AssertionError};
 use crate::auth::clients::{self, RecentSecrets, StoredSecret};
 use crate::auth::throttle;
-use crate::domain::{Client, Credential};
+use crate::domain::Client;
 
 /// How long a right client secret is remembered (`RecentSecrets`).
 pub const RECENT_SECRET_TTL: Duration = Duration::from_secs(5);
@@ -136,13 +136,16 @@ impl AppState {
         )
     }
 
-    /// Best effort: a failure leaves the argon2 hash, which keeps working.
+    /// Best effort: a failure leaves the argon2 hash, which keeps working. Conditional on
+    /// the client being as it was read, so a deletion or rotation meanwhile wins.
     async fn store_client_secret_as_digest(&self, client: &Client, secret: &SecretString) {
-        let mut upgraded = client.clone();
-        upgraded.credential = Credential::Secret(clients::hash_secret(secret.expose_secret()));
-        match self.store.put_client(upgraded).await {
-            Ok(()) => {
+        let digest = clients::hash_secret(secret.expose_secret());
+        match self.store.restore_client_secret(client, digest).await {
+            Ok(true) => {
                 tracing::info!(client_id = %client.id, "client secret now stored as a digest")
+            }
+            Ok(false) => {
+                tracing::info!(client_id = %client.id, "client changed meanwhile; its secret was not restored")
             }
             Err(error) => {
                 tracing::warn!(client_id = %client.id, %error, "could not store a client secret as a digest")

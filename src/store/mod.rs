@@ -229,6 +229,15 @@ pub trait Store: Send + Sync + 'static {
     /// Removes a client; `NotFound` if there is none.
     async fn delete_client(&self, id: ClientId) -> Result<Client, StoreError>;
     async fn client(&self, id: ClientId) -> Result<Option<Client>, StoreError>;
+    /// Stores `secret_hash` (the same secret, stored another way) for `expected.id`, only
+    /// if its stored secret is still `expected`'s: `false`, and nothing written, when the
+    /// client was deleted or its secret rotated meanwhile (a plain `put_client` of the copy
+    /// read before would bring a deleted client back or undo a rotation).
+    async fn restore_client_secret(
+        &self,
+        expected: &Client,
+        secret_hash: String,
+    ) -> Result<bool, StoreError>;
     /// Every client, oldest first.
     async fn list_clients(&self) -> Result<Vec<Client>, StoreError>;
     /// Remembers that `client` has used the assertion `jti` (`private_key_jwt`), until

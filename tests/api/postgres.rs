@@ -723,3 +723,35 @@ fn store_copy_carries_clients_with_a_secret_or_public_keys() {
     let copied = runtime.block_on(async { open_store(&db.url).await.list_clients().await });
     assert_eq!(copied.unwrap(), vec![keys, secret], "oldest first");
 }
+
+/// As the file store's test: the argon2 → digest upgrade is one conditional UPDATE.
+#[tokio::test]
+async fn a_restored_client_secret_never_undoes_a_deletion_or_a_rotation() {
+    use simple_api::domain::Credential;
+    let db = database();
+    let store = open_store(&db.url).await;
+    let mut read = keys_client("legacy");
+    read.credential = Credential::Secret("$argon2id$old".into());
+    store.put_client(read.clone()).await.unwrap();
+    assert!(store
+        .restore_client_secret(&read, "sha256$new".into())
+        .await
+        .unwrap());
+    let now = store.client(read.id).await.unwrap().unwrap();
+    assert_eq!(now.secret_hash(), Some("sha256$new"));
+    let mut rotated = now.clone();
+    rotated.credential = Credential::Secret("sha256$rotated".into());
+    rotated.secret_rotated_at += chrono::Duration::seconds(1);
+    store.put_client(rotated.clone()).await.unwrap();
+    assert!(!store
+        .restore_client_secret(&now, "sha256$stale".into())
+        .await
+        .unwrap());
+    assert_eq!(store.client(read.id).await.unwrap(), Some(rotated.clone()));
+    store.delete_client(read.id).await.unwrap();
+    assert!(!store
+        .restore_client_secret(&rotated, "sha256$again".into())
+        .await
+        .unwrap());
+    assert_eq!(store.client(read.id).await.unwrap(), None);
+}

@@ -404,6 +404,32 @@ impl Store for FileStore {
         .await
     }
 
+    async fn restore_client_secret(
+        &self,
+        expected: &Client,
+        secret_hash: String,
+    ) -> Result<bool, StoreError> {
+        let expected = expected.clone();
+        // Decided on the writer thread against the state every earlier write has changed.
+        self.write(move |state| {
+            let current = state.clients.get(&expected.id);
+            let unchanged = current.is_some_and(|c| {
+                c.secret_hash() == expected.secret_hash()
+                    && c.secret_rotated_at == expected.secret_rotated_at
+            });
+            if !unchanged {
+                return Ok((vec![], false));
+            }
+            let mut client = current.cloned().unwrap_or(expected);
+            client.credential = crate::domain::Credential::Secret(secret_hash);
+            let entry = Entry::ClientPut {
+                client: ClientRecord::from(&client),
+            };
+            Ok((vec![entry], true))
+        })
+        .await
+    }
+
     async fn delete_client(&self, id: ClientId) -> Result<Client, StoreError> {
         self.write(move |state| {
             let client = state

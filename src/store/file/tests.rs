@@ -998,3 +998,37 @@ async fn a_client_record_from_before_public_keys_loads_and_is_kept_in_its_shape(
         "{log}"
     );
 }
+
+/// The argon2 → digest upgrade of a client secret happens only on the client as it was
+/// read: never bringing back a deleted client, never undoing a rotation.
+#[tokio::test]
+async fn a_restored_client_secret_never_undoes_a_deletion_or_a_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let mut read = client_with_keys();
+    read.credential = crate::domain::Credential::Secret("$argon2id$old".into());
+    store.put_client(read.clone()).await.unwrap();
+    assert!(store
+        .restore_client_secret(&read, "sha256$new".into())
+        .await
+        .unwrap());
+    let now = store.client(read.id).await.unwrap().unwrap();
+    assert_eq!(now.secret_hash(), Some("sha256$new"));
+    // Read before a rotation, restored after it: refused.
+    let mut rotated = now.clone();
+    rotated.credential = crate::domain::Credential::Secret("sha256$rotated".into());
+    rotated.secret_rotated_at += chrono::Duration::seconds(1);
+    store.put_client(rotated.clone()).await.unwrap();
+    assert!(!store
+        .restore_client_secret(&now, "sha256$stale".into())
+        .await
+        .unwrap());
+    assert_eq!(store.client(read.id).await.unwrap(), Some(rotated.clone()));
+    // Read before a deletion: refused, the client stays deleted.
+    store.delete_client(read.id).await.unwrap();
+    assert!(!store
+        .restore_client_secret(&rotated, "sha256$again".into())
+        .await
+        .unwrap());
+    assert_eq!(store.client(read.id).await.unwrap(), None);
+}

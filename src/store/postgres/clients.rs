@@ -55,6 +55,28 @@ pub async fn put(client: &impl GenericClient, c: &Client) -> Result<(), StoreErr
     Ok(())
 }
 
+/// See `Store::restore_client_secret`: one conditional UPDATE, never an insert.
+pub async fn restore_secret(
+    client: &impl GenericClient,
+    expected: &Client,
+    secret_hash: &str,
+) -> Result<bool, StoreError> {
+    let updated = exec(
+        client,
+        "UPDATE clients SET secret_hash = $3 \
+         WHERE id = $1 AND secret_hash = $2 AND secret_rotated_at = $4",
+        &[
+            &expected.id,
+            &expected.secret_hash(),
+            &secret_hash,
+            &expected.secret_rotated_at,
+        ],
+    )
+    .await
+    .map_err(database("store a client's secret"))?;
+    Ok(updated == 1)
+}
+
 pub async fn get(client: &impl GenericClient, id: ClientId) -> Result<Option<Client>, StoreError> {
     let sql = format!("SELECT {COLUMNS} FROM clients WHERE id = $1");
     let row = row_opt(client, &sql, &[&id])

@@ -444,6 +444,22 @@ impl Store for PgStore {
     }
 
     /// As `put_client`, forgotten here at once.
+    async fn restore_client_secret(
+        &self,
+        expected: &Client,
+        secret_hash: String,
+    ) -> Result<bool, StoreError> {
+        let (id, expected) = (expected.id, expected.clone());
+        let restored = self
+            .with("store a client's secret", async move |c| {
+                clients::restore_secret(&*c, &expected, &secret_hash).await
+            })
+            .await;
+        self.cache.forget_client(id);
+        restored
+    }
+
+    /// As `put_client`, forgotten here at once.
     async fn delete_client(&self, id: ClientId) -> Result<Client, StoreError> {
         let deleted = self
             .with("delete a client", async move |c| {
