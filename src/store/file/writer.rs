@@ -44,6 +44,28 @@ impl FileStore {
         &self,
         plan: impl FnOnce(&State) -> Result<(Vec<Entry>, T), StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
+        let (appended, out) = self.append(plan).await?;
+        self.inner.syncer.wait_durable(appended).await?;
+        Ok(out)
+    }
+
+    /// As `write`, but answered once the entries are appended and applied, without waiting
+    /// for the fsync that will cover them (within milliseconds: the syncer runs whenever
+    /// something was appended). Only for records whose loss in a crash is acceptable: see
+    /// `use_assertion`. Everything after them is still acknowledged in order.
+    pub(super) async fn write_unacknowledged<T: Send + 'static>(
+        &self,
+        plan: impl FnOnce(&State) -> Result<(Vec<Entry>, T), StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        Ok(self.append(plan).await?.1)
+    }
+
+    /// Appends and applies `plan`'s entries on the writer thread: the sequence number to
+    /// wait for, and `plan`'s answer.
+    async fn append<T: Send + 'static>(
+        &self,
+        plan: impl FnOnce(&State) -> Result<(Vec<Entry>, T), StoreError> + Send + 'static,
+    ) -> Result<(u64, T), StoreError> {
         let inner = self.inner.clone();
         let store = self.clone();
         // The append runs on the writer thread (the lock may be held by a compaction);
@@ -79,9 +101,7 @@ impl FileStore {
             }
             Ok((seq, out))
         };
-        let appended = self.on_writer(job).await??;
-        self.inner.syncer.wait_durable(appended.0).await?;
-        Ok(appended.1)
+        self.on_writer(job).await?
     }
 
     /// Runs `job` on the writer thread, after the writes queued before it.

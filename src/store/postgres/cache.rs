@@ -121,6 +121,14 @@ impl Cache {
         self.read().clients.get(&id).cloned()
     }
 
+    /// Whether a token id is revoked, if that is cached (client tokens ask only this).
+    pub fn jti_revoked(&self, jti: &str) -> Option<bool> {
+        if !self.is_live() {
+            return None;
+        }
+        self.read().jtis.get(jti).copied()
+    }
+
     /// The cached answer for an access token, if every part of it is cached.
     pub fn user_token(
         &self,
@@ -159,6 +167,14 @@ impl Cache {
     pub fn fill_user(&self, generation: u64, id: UserId, user: Option<Arc<User>>) {
         self.fill(generation, |e| {
             e.users.insert(id, user);
+        });
+    }
+
+    /// Caches whether a token id is revoked, unless anything was forgotten since
+    /// `generation` was read (a revocation's notification then wins).
+    pub fn fill_jti(&self, generation: u64, jti: &str, revoked: bool) {
+        self.fill(generation, |e| {
+            e.jtis.insert(jti.to_owned(), revoked);
         });
     }
 
@@ -481,6 +497,31 @@ mod tests {
         cache.fill_token(cache.generation(), "j", u.id, Some(sid), state(&u));
         cache.notified("garbage");
         assert!(cache.user(u.id).is_none());
+    }
+
+    #[test]
+    fn a_client_tokens_jti_is_answered_while_live_and_dropped_when_revoked() {
+        let cache = live();
+        assert_eq!(cache.jti_revoked("j"), None);
+        cache.fill_jti(cache.generation(), "j", false);
+        assert_eq!(cache.jti_revoked("j"), Some(false));
+        cache.notified("j:j");
+        assert_eq!(
+            cache.jti_revoked("j"),
+            None,
+            "the revocation's notification wins"
+        );
+        let before = cache.generation();
+        cache.notified("j:k"); // arrives while the read of k is in flight
+        cache.fill_jti(before, "k", false);
+        assert_eq!(cache.jti_revoked("k"), None);
+        cache.lost();
+        cache.fill_jti(cache.generation(), "k", false);
+        assert_eq!(
+            cache.jti_revoked("k"),
+            None,
+            "not used while the listener is gone"
+        );
     }
 
     #[test]

@@ -130,9 +130,16 @@ pub async fn use_assertion(
     jti: &str,
     expires_at: DateTime<Utc>,
 ) -> Result<bool, StoreError> {
+    // `synchronous_commit` off for this statement's own transaction only (set_config's
+    // `true`): the row is decided and visible to every replica at once, but the commit does
+    // not wait for the WAL flush, which would bind every `private_key_jwt` request to the
+    // disk's latency. A crash of the database can lose the last few hundred milliseconds
+    // of used ids (the WAL writer flushes within 3 × wal_writer_delay); see the file
+    // store's `use_assertion` for why that is acceptable.
     let used = exec(
         client,
-        "INSERT INTO client_assertions (client_id, jti_sha256, expires_at) VALUES ($1, $2, $3) \
+        "INSERT INTO client_assertions (client_id, jti_sha256, expires_at) \
+         SELECT $1, $2, $3 FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async \
          ON CONFLICT (client_id, jti_sha256) DO UPDATE SET expires_at = EXCLUDED.expires_at \
          WHERE client_assertions.expires_at <= now() - make_interval(secs => $4)",
         &[&id, &jti_digest(jti), &expires_at, &assertion_leeway()],

@@ -400,12 +400,21 @@ impl Store for PgStore {
         Ok(())
     }
 
+    /// From this replica's cache while its listener is connected (every request with a
+    /// client token asks), otherwise from the database.
     async fn is_jti_revoked(&self, jti: &str) -> Result<bool, StoreError> {
-        let jti = jti.to_owned();
-        self.with("check a revocation", async move |c| {
-            sessions::is_jti_revoked(&*c, &jti).await
-        })
-        .await
+        if let Some(revoked) = self.cache.jti_revoked(jti) {
+            return Ok(revoked);
+        }
+        let generation = self.cache.generation();
+        let owned = jti.to_owned();
+        let revoked = self
+            .with("check a revocation", async move |c| {
+                sessions::is_jti_revoked(&*c, &owned).await
+            })
+            .await?;
+        self.cache.fill_jti(generation, jti, revoked);
+        Ok(revoked)
     }
 
     /// From this replica's cache while its listener is connected; otherwise (and on a
