@@ -179,6 +179,6 @@ impl State {
 /// Whether a token or assertion expiring at `exp` (Unix seconds) may still be accepted at
 /// `now`: verifiers allow `LEEWAY_SECS` of clock skew past `exp`, judged in whole seconds,
 /// so a used assertion must be remembered that long too or its replay would get through.
-fn still_accepted(exp: i64, now: DateTime<Utc>) -> bool {
+pub(super) fn still_accepted(exp: i64, now: DateTime<Utc>) -> bool {
     now.timestamp() <= exp.saturating_add(crate::domain::LEEWAY_SECS as i64)
 }

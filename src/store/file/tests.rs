@@ -929,6 +929,7 @@ async fn concurrent_presentations_of_one_assertion_are_accepted_exactly_once() {
         accepted += usize::from(t.await.unwrap().unwrap());
     }
     assert_eq!(accepted, 1);
+    store.flush_assertions().await;
     assert_eq!(store.log_entries(), 2, "one line written");
 }
 

@@ -49,15 +49,42 @@ impl FileStore {
         Ok(out)
     }
 
-    /// As `write`, but answered once the entries are appended and applied, without waiting
-    /// for the fsync that will cover them (within milliseconds: the syncer runs whenever
-    /// something was appended). Only for records whose loss in a crash is acceptable: see
-    /// `use_assertion`. Everything after them is still acknowledged in order.
-    pub(super) async fn write_unacknowledged<T: Send + 'static>(
-        &self,
-        plan: impl FnOnce(&State) -> Result<(Vec<Entry>, T), StoreError> + Send + 'static,
-    ) -> Result<T, StoreError> {
-        Ok(self.append(plan).await?.1)
+    /// On the writer thread: appends every used assertion pending (see `use_assertion`) in
+    /// one write and applies them, taking them out of the pending set under its lock, so
+    /// that each use is always in one of the two. Not acknowledged to anyone: the syncer
+    /// makes it durable with whatever comes next. If the append fails they stay pending,
+    /// still refused in memory, and are tried again with the next use.
+    pub(super) fn append_pending_assertions(&self) {
+        let inner = &self.inner;
+        let mut log = inner.log.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pending = inner
+            .pending_assertions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if pending.is_empty() || inner.syncer.failed() {
+            return;
+        }
+        let entries: Vec<Entry> = pending
+            .iter()
+            .map(|(&key, &exp)| Entry::AssertionUse { key, exp })
+            .collect();
+        if let Err(error) = log.write(&entries, inner.syncer.synced_len()) {
+            tracing::error!(%error, "could not append used client assertions; they stay in memory");
+            return;
+        }
+        inner.syncer.wrote(log.len());
+        let mut state = inner.state.write().unwrap_or_else(|e| e.into_inner());
+        for entry in entries {
+            state
+                .apply(entry)
+                .expect("entries were built from valid domain values");
+        }
+        pending.clear();
+        let due = log.entries() > 2 * state.live_records() + inner.options.compact_slack;
+        drop((state, pending, log));
+        if due {
+            self.compact_in_background();
+        }
     }
 
     /// Appends and applies `plan`'s entries on the writer thread: the sequence number to
