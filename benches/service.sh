@@ -32,7 +32,7 @@ if ! python3 -c 'import cryptography' 2> /dev/null; then
 fi
 assertion_type="urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer"
 # Assertions one wrk run may use: more than the fastest run could send.
-per_run=$((secs * 25000))
+per_run=$((secs * 45000))
 
 # Clients on each store (the CLI, as an operator would), and a wrk script per scenario.
 cli() {

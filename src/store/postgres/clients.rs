@@ -1,7 +1,6 @@
 //! Service clients in PostgreSQL: a row each; and the assertion ids `private_key_jwt`
 //! clients have used.
 
-use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 
@@ -108,45 +107,15 @@ pub async fn list(client: &impl GenericClient) -> Result<Vec<Client>, StoreError
 /// How long after its `exp` a used assertion id is still remembered: as long as the
 /// verifier's leeway may still accept the assertion (as for revoked token ids), so a
 /// replay a moment after `exp` is refused rather than taken for a new assertion.
-fn assertion_leeway() -> f64 {
+pub(super) fn assertion_leeway() -> f64 {
     crate::domain::LEEWAY_SECS as f64
 }
 
 /// The stored form of an assertion id: its SHA-256 (migration 5 says why).
-fn jti_digest(jti: &str) -> Vec<u8> {
+pub(super) fn jti_digest(jti: &str) -> Vec<u8> {
     aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, jti.as_bytes())
         .as_ref()
         .to_vec()
-}
-
-/// Records that `client` used the assertion `jti`: `true` if it was unknown (or known
-/// only from an assertion that has expired since, leeway included), `false` for a
-/// replay. One statement, decided by the primary key: of concurrent uses on any replica,
-/// one inserts (or revives an expired row) and the others wait for it, then find a live
-/// row and change nothing.
-pub async fn use_assertion(
-    client: &impl GenericClient,
-    id: ClientId,
-    jti: &str,
-    expires_at: DateTime<Utc>,
-) -> Result<bool, StoreError> {
-    // `synchronous_commit` off for this statement's own transaction only (set_config's
-    // `true`): the row is decided and visible to every replica at once, but the commit does
-    // not wait for the WAL flush, which would bind every `private_key_jwt` request to the
-    // disk's latency. A crash of the database can lose the last few hundred milliseconds
-    // of used ids (the WAL writer flushes within 3 × wal_writer_delay); see the file
-    // store's `use_assertion` for why that is acceptable.
-    let used = exec(
-        client,
-        "INSERT INTO client_assertions (client_id, jti_sha256, expires_at) \
-         SELECT $1, $2, $3 FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async \
-         ON CONFLICT (client_id, jti_sha256) DO UPDATE SET expires_at = EXCLUDED.expires_at \
-         WHERE client_assertions.expires_at <= now() - make_interval(secs => $4)",
-        &[&id, &jti_digest(jti), &expires_at, &assertion_leeway()],
-    )
-    .await
-    .map_err(database("use an assertion"))?;
-    Ok(used == 1)
 }
 
 /// Forgets up to `batch` used assertion ids that no verifier accepts any more (on the

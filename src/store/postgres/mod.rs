@@ -3,6 +3,7 @@
 //! rotation, failure counts, replayed client assertions); each replica keeps a cache for
 //! the per-request checks that LISTEN/NOTIFY keeps coherent (see `cache`).
 
+mod assertions;
 mod cache;
 mod clients;
 mod copy;
@@ -57,6 +58,8 @@ const REVOKED_RETENTION: chrono::Duration = chrono::Duration::days(1);
 pub struct PgStore {
     pool: Pool,
     cache: Arc<Cache>,
+    /// Used client assertions on their way to the database, in batches.
+    assertions: assertions::Batcher,
     listener: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -64,6 +67,47 @@ impl Drop for PgStore {
     fn drop(&mut self) {
         if let Some(listener) = self.listener.take() {
             listener.abort();
+        }
+    }
+}
+
+/// Runs one store operation on a pooled connection, bounded in time. A connection
+/// whose operation timed out is closed, not returned to the pool: it may be stuck on
+/// a database that stopped answering, and the next request must not inherit it.
+async fn with_pool<T>(
+    pool: &Pool,
+    context: &'static str,
+    f: impl AsyncFnOnce(&mut Object) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let timed_out = || StoreError::Database {
+        context: context.into(),
+        reason: "the database did not answer in time".into(),
+    };
+    let mut conn = match tokio::time::timeout(OPERATION, pool.get()).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(deadpool_postgres::PoolError::Backend(e))) => return Err(database(context)(e)),
+        Ok(Err(other)) => {
+            return Err(StoreError::Database {
+                context: context.into(),
+                reason: other.to_string(),
+            })
+        }
+        Err(_) => return Err(timed_out()),
+    };
+    let cancel = conn.cancel_token();
+    match tokio::time::timeout(OPERATION, f(&mut conn)).await {
+        Ok(result) => result,
+        Err(_) => {
+            // Closing our end does not stop the server's work (a query waiting on a
+            // lock would go on): ask the server to cancel it too, in the background
+            // and bounded, since a database that stopped answering may not take that
+            // either.
+            drop(Object::take(conn));
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(OPERATION, cancel.cancel_query(tokio_postgres::NoTls))
+                    .await;
+            });
+            Err(timed_out())
         }
     }
 }
@@ -180,6 +224,7 @@ impl PgStore {
             pool,
             listener: Some(tokio::spawn(cache::listen(listener, Arc::clone(&cache)))),
             cache,
+            assertions: Default::default(),
         })
     }
 
@@ -190,6 +235,7 @@ impl PgStore {
             pool: Self::migrated_pool(url).await?,
             cache: Arc::new(Cache::disabled()),
             listener: None,
+            assertions: Default::default(),
         })
     }
 
@@ -218,46 +264,13 @@ impl PgStore {
             })
     }
 
-    /// Runs one store operation on a pooled connection, bounded in time. A connection
-    /// whose operation timed out is closed, not returned to the pool: it may be stuck on
-    /// a database that stopped answering, and the next request must not inherit it.
+    /// Runs one store operation on a pooled connection, bounded in time (`with_pool`).
     async fn with<T>(
         &self,
         context: &'static str,
         f: impl AsyncFnOnce(&mut Object) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let timed_out = || StoreError::Database {
-            context: context.into(),
-            reason: "the database did not answer in time".into(),
-        };
-        let mut conn = match tokio::time::timeout(OPERATION, self.pool.get()).await {
-            Ok(Ok(conn)) => conn,
-            Ok(Err(deadpool_postgres::PoolError::Backend(e))) => return Err(database(context)(e)),
-            Ok(Err(other)) => {
-                return Err(StoreError::Database {
-                    context: context.into(),
-                    reason: other.to_string(),
-                })
-            }
-            Err(_) => return Err(timed_out()),
-        };
-        let cancel = conn.cancel_token();
-        match tokio::time::timeout(OPERATION, f(&mut conn)).await {
-            Ok(result) => result,
-            Err(_) => {
-                // Closing our end does not stop the server's work (a query waiting on a
-                // lock would go on): ask the server to cancel it too, in the background
-                // and bounded, since a database that stopped answering may not take that
-                // either.
-                drop(Object::take(conn));
-                tokio::spawn(async move {
-                    let _ =
-                        tokio::time::timeout(OPERATION, cancel.cancel_query(tokio_postgres::NoTls))
-                            .await;
-                });
-                Err(timed_out())
-            }
-        }
+        with_pool(&self.pool, context, f).await
     }
 
     pub(crate) fn pool(&self) -> &Pool {
@@ -501,18 +514,17 @@ impl Store for PgStore {
             .await
     }
 
-    /// Never cached: the database's primary key is the one place that decides.
+    /// Never cached: the database's primary key is the one place that decides (in
+    /// batches, see `assertions`).
     async fn use_assertion(
         &self,
         client: ClientId,
         jti: &str,
         expires_at: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let jti = jti.to_owned();
-        self.with("use an assertion", async move |c| {
-            clients::use_assertion(&*c, client, &jti, expires_at).await
-        })
-        .await
+        self.assertions
+            .use_assertion(&self.pool, client, jti, expires_at)
+            .await
     }
 
     /// On the database's clock, not `now` (see `sessions::prune`), in batches that each
