@@ -241,7 +241,10 @@ if not AS_CLIENT:
 
 
 def client_auth(case, body: dict) -> None:
-    """Authenticate as the client: its Basic credentials alone, or (as the admin) its form ones."""
+    """Authenticate as the client: its Basic credentials alone, or (as the admin) its form ones.
+    A generated client assertion goes (one authentication method at a time)."""
+    body.pop("client_assertion", None)
+    body.pop("client_assertion_type", None)
     if AS_CLIENT:
         body.pop("client_id", None)
         body.pop("client_secret", None)
