@@ -78,6 +78,9 @@ impl Application {
             .run_with_graceful_shutdown(app, shutdown, Some(Duration::from_secs(10)))
             .await;
         maintenance.abort();
+        if let Err(error) = self.state.store.flush().await {
+            tracing::error!(%error, "could not write the store's last changes at shutdown");
+        }
         result
     }
 }

@@ -262,6 +262,12 @@ pub trait Store: Send + Sync + 'static {
     /// returns how many.
     async fn prune(&self, now: DateTime<Utc>) -> Result<usize, StoreError>;
 
+    /// Writes what the store holds back for a moment (the file store's used client
+    /// assertions): called at shutdown, after the last request.
+    async fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Whether this replica's cache is in use, for a store that keeps one (`/metrics`).
     fn cache_live(&self) -> Option<bool> {
         None

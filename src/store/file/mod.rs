@@ -76,19 +76,22 @@ struct Inner {
     compacting: AtomicBool,
     /// Assertions used but not yet appended (see `use_assertion`): one writer job appends
     /// all of them at a time.
-    pending_assertions: Mutex<std::collections::HashMap<AssertionKey, i64>>,
+    pending_assertions: Mutex<PendingAssertions>,
     options: FileStoreOptions,
     _lock: File,
 }
 
-#[cfg(test)]
 impl FileStore {
-    /// Appends the used assertions pending now (what the delayed flush would do).
+    /// Appends the used assertions pending now, on the writer thread.
     pub(super) async fn flush_assertions(&self) {
         let store = self.clone();
-        self.on_writer(move || store.append_pending_assertions())
+        if self
+            .on_writer(move || store.append_pending_assertions())
             .await
-            .unwrap();
+            .is_err()
+        {
+            tracing::error!("the store's writer stopped; used client assertions stay in memory");
+        }
     }
 }
 
@@ -97,9 +100,11 @@ impl Drop for Inner {
     /// durable as the store closes, so a clean shutdown forgets none.
     fn drop(&mut self) {
         let pending = std::mem::take(
-            self.pending_assertions
+            &mut self
+                .pending_assertions
                 .get_mut()
-                .unwrap_or_else(|e| e.into_inner()),
+                .unwrap_or_else(|e| e.into_inner())
+                .uses,
         );
         if pending.is_empty() || self.syncer.failed() {
             return;
@@ -122,6 +127,18 @@ impl Drop for Inner {
 /// How long a used client assertion may wait to be appended (see `use_assertion`): what a
 /// crash can forget.
 const ASSERTION_FLUSH_DELAY: std::time::Duration = std::time::Duration::from_millis(50);
+/// Used assertions held in memory at most while they cannot be appended (a full disk):
+/// beyond that, assertions are refused (503) rather than remembered in memory only.
+const MAX_PENDING_ASSERTIONS: usize = 100_000;
+
+/// Used assertions waiting to be appended, and whether a flush is on its way.
+#[derive(Default)]
+pub(super) struct PendingAssertions {
+    pub(super) uses: std::collections::HashMap<AssertionKey, i64>,
+    /// A flush is scheduled; cleared by the flush (appended or not), so the next use
+    /// schedules another after a failure.
+    pub(super) scheduled: bool,
+}
 
 /// The file-backed store in DATA_DIR. Cheap to clone.
 #[derive(Clone)]
@@ -176,7 +193,7 @@ impl FileStore {
                 syncer,
                 log: Mutex::new(log),
                 compacting: AtomicBool::new(false),
-                pending_assertions: Mutex::new(std::collections::HashMap::new()),
+                pending_assertions: Mutex::new(PendingAssertions::default()),
                 options,
                 _lock: lock,
             }),
@@ -520,7 +537,7 @@ impl Store for FileStore {
         // what a crash can lose is only the record of assertions used in the last
         // `ASSERTION_FLUSH_DELAY` before it, which could then be presented once more
         // before their `exp`, by someone who captured them in transit in that instant.
-        let first_pending = {
+        let schedule = {
             let mut pending = self
                 .inner
                 .pending_assertions
@@ -528,35 +545,32 @@ impl Store for FileStore {
                 .unwrap_or_else(|e| e.into_inner());
             let now = crate::domain::now();
             let used = pending
+                .uses
                 .get(&key)
                 .is_some_and(|&exp| state::still_accepted(exp, now))
                 || read(&self.inner.state).assertion_used(&key, now);
             if used {
                 return Ok(false);
             }
-            pending.insert(key, exp);
-            pending.len() == 1
+            if pending.uses.len() >= MAX_PENDING_ASSERTIONS {
+                return Err(StoreError::Unavailable(std::io::Error::other(
+                    "used client assertions cannot be written to the store",
+                )));
+            }
+            pending.uses.insert(key, exp);
+            !std::mem::replace(&mut pending.scheduled, true)
         };
-        if first_pending {
+        if schedule {
             // Appended a moment later with every use that arrives meanwhile: one append and
             // one fsync for all of them (an fsync per use cost a quarter of a core under
             // load). Weak: a flush waiting to run must not keep a dropped store (and its
-            // lock file) alive; what is still pending then is written by `Inner`'s drop.
+            // lock file) alive; what is still pending then is written by `flush` at
+            // shutdown, or by `Inner`'s drop.
             let inner = Arc::downgrade(&self.inner);
             tokio::spawn(async move {
                 tokio::time::sleep(ASSERTION_FLUSH_DELAY).await;
                 if let Some(inner) = inner.upgrade() {
-                    let store = FileStore { inner };
-                    let flush = store.clone();
-                    if store
-                        .on_writer(move || flush.append_pending_assertions())
-                        .await
-                        .is_err()
-                    {
-                        tracing::error!(
-                            "the store's writer stopped; used client assertions stay in memory"
-                        );
-                    }
+                    FileStore { inner }.flush_assertions().await;
                 }
             });
         }
@@ -565,6 +579,12 @@ impl Store for FileStore {
 
     async fn apply_spool(&self) -> Result<usize, StoreError> {
         FileStore::apply_spool(self).await
+    }
+
+    /// The used client assertions still pending, appended and made durable.
+    async fn flush(&self) -> Result<(), StoreError> {
+        self.flush_assertions().await;
+        self.write(|_| Ok((Vec::new(), ()))).await
     }
 
     async fn prune(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {

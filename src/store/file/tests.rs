@@ -1033,3 +1033,18 @@ async fn a_restored_client_secret_never_undoes_a_deletion_or_a_rotation() {
         .unwrap());
     assert_eq!(store.client(read.id).await.unwrap(), None);
 }
+
+/// What `use_assertion` holds back for a moment is written by `flush` (at shutdown).
+#[tokio::test]
+async fn flush_writes_the_used_assertions_held_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let entries = store.log_entries();
+    assert!(store
+        .use_assertion(Uuid::now_v7(), "held", in_secs(60))
+        .await
+        .unwrap());
+    assert_eq!(store.log_entries(), entries, "not appended yet");
+    store.flush().await.unwrap();
+    assert_eq!(store.log_entries(), entries + 1);
+}

@@ -52,8 +52,9 @@ impl FileStore {
     /// On the writer thread: appends every used assertion pending (see `use_assertion`) in
     /// one write and applies them, taking them out of the pending set under its lock, so
     /// that each use is always in one of the two. Not acknowledged to anyone: the syncer
-    /// makes it durable with whatever comes next. If the append fails they stay pending,
-    /// still refused in memory, and are tried again with the next use.
+    /// makes it durable with whatever comes next. If the append fails they stay pending
+    /// (still refused in memory; expired ones dropped) and the next use schedules another
+    /// try.
     pub(super) fn append_pending_assertions(&self) {
         let inner = &self.inner;
         let mut log = inner.log.lock().unwrap_or_else(|e| e.into_inner());
@@ -61,15 +62,21 @@ impl FileStore {
             .pending_assertions
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        if pending.is_empty() || inner.syncer.failed() {
+        pending.scheduled = false;
+        if pending.uses.is_empty() || inner.syncer.failed() {
             return;
         }
         let entries: Vec<Entry> = pending
+            .uses
             .iter()
             .map(|(&key, &exp)| Entry::AssertionUse { key, exp })
             .collect();
         if let Err(error) = log.write(&entries, inner.syncer.synced_len()) {
             tracing::error!(%error, "could not append used client assertions; they stay in memory");
+            let now = crate::domain::now();
+            pending
+                .uses
+                .retain(|_, &mut exp| super::state::still_accepted(exp, now));
             return;
         }
         inner.syncer.wrote(log.len());
@@ -79,7 +86,7 @@ impl FileStore {
                 .apply(entry)
                 .expect("entries were built from valid domain values");
         }
-        pending.clear();
+        pending.uses.clear();
         let due = log.entries() > 2 * state.live_records() + inner.options.compact_slack;
         drop((state, pending, log));
         if due {

@@ -17,6 +17,11 @@ use crate::store::StoreError;
 
 /// Uses sent in one statement at most; more wait for the next.
 const MAX_BATCH: usize = 1000;
+/// Uses waiting at most (a database that stopped answering): beyond that, refused at once.
+const MAX_WAITING: usize = 10 * MAX_BATCH;
+/// How long a use waits for its answer at most: a batch's own connection and statement
+/// are bounded by `OPERATION` each.
+const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// One use waiting for its answer.
 struct Use {
@@ -49,9 +54,18 @@ impl Batcher {
         jti: &str,
         expires_at: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
+        let failed = |reason: String| StoreError::Database {
+            context: "use an assertion".into(),
+            reason,
+        };
         let (answer, answered) = oneshot::channel();
         let start = {
             let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            if queue.waiting.len() >= MAX_WAITING {
+                return Err(failed(
+                    "too many client assertions are waiting for the database".into(),
+                ));
+            }
             queue.waiting.push(Use {
                 client,
                 digest: super::clients::jti_digest(jti),
@@ -64,24 +78,49 @@ impl Batcher {
             // A task of its own: a caller that hangs up must not leave the queue stopped.
             tokio::spawn(flush(self.queue.clone(), pool.clone()));
         }
-        let failed = |reason: String| StoreError::Database {
-            context: "use an assertion".into(),
-            reason,
-        };
-        match answered.await {
-            Ok(result) => result.map_err(failed),
-            Err(_) => Err(failed("the batch was dropped".into())),
+        match tokio::time::timeout(MAX_WAIT, answered).await {
+            Ok(Ok(result)) => result.map_err(failed),
+            Ok(Err(_)) => Err(failed("the batch was dropped".into())),
+            Err(_) => Err(failed("the database did not answer in time".into())),
+        }
+    }
+}
+
+/// Clears `flushing` however `flush` ends (a panic, or its runtime shutting down), failing
+/// what is still waiting, so the queue never stays stopped with callers in it.
+struct Flushing {
+    queue: Arc<Mutex<Queue>>,
+    /// `flush` ended normally (and cleared `flushing` itself, under the lock).
+    done: bool,
+}
+
+impl Drop for Flushing {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        queue.flushing = false;
+        for u in queue.waiting.drain(..) {
+            let _ = u.answer.send(Err("the batch was dropped".into()));
         }
     }
 }
 
 /// Sends the waiting uses in batches until none are left.
 async fn flush(queue: Arc<Mutex<Queue>>, pool: Pool) {
+    let mut guard = Flushing {
+        queue: queue.clone(),
+        done: false,
+    };
     loop {
         let batch: Vec<Use> = {
             let mut queue = queue.lock().unwrap_or_else(|e| e.into_inner());
+            // A caller that gave up (hung up, timed out) has nothing to be told.
+            queue.waiting.retain(|u| !u.answer.is_closed());
             if queue.waiting.is_empty() {
                 queue.flushing = false;
+                guard.done = true;
                 return;
             }
             let take = queue.waiting.len().min(MAX_BATCH);
@@ -96,6 +135,10 @@ async fn flush(queue: Arc<Mutex<Queue>>, pool: Pool) {
         for replay in again {
             let _ = replay.answer.send(Ok(false));
         }
+        // One order for every replica's batches: rows are locked as they are inserted, so
+        // two batches taking the same keys in opposite orders could deadlock.
+        let mut first = first;
+        first.sort_by(|a, b| (a.client, &a.digest).cmp(&(b.client, &b.digest)));
         match insert(&pool, &first).await {
             Ok(accepted) => {
                 for u in first {
@@ -130,9 +173,10 @@ async fn insert(pool: &Pool, batch: &[Use]) -> Result<HashSet<(ClientId, Vec<u8>
             .prepare_cached(
                 "INSERT INTO client_assertions (client_id, jti_sha256, expires_at) \
                  SELECT u.client_id, u.jti_sha256, u.expires_at \
-                 FROM unnest($1::uuid[], $2::bytea[], $3::timestamptz[]) \
-                      AS u (client_id, jti_sha256, expires_at), \
+                 FROM unnest($1::uuid[], $2::bytea[], $3::timestamptz[]) WITH ORDINALITY \
+                      AS u (client_id, jti_sha256, expires_at, position), \
                       (SELECT set_config('synchronous_commit', 'off', true)) AS async \
+                 ORDER BY u.position \
                  ON CONFLICT (client_id, jti_sha256) DO UPDATE SET expires_at = EXCLUDED.expires_at \
                  WHERE client_assertions.expires_at <= now() - make_interval(secs => $4) \
                  RETURNING client_id, jti_sha256",
