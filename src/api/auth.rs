@@ -482,6 +482,13 @@ async fn client_from_request(
     let client = match verdict {
         ClientVerdict::Authenticated(client) => client,
         ClientVerdict::Throttled(wait) => return Err(OAuthError::throttled(wait)),
+        ClientVerdict::TooManyAssertions(wait) => {
+            return Err(OAuthError::too_many_requests(
+                wait,
+                "this client has as many unexpired assertions remembered as it may \
+                 (MAX_CLIENT_ASSERTIONS): give its assertions a shorter exp, such as 60 seconds",
+            ))
+        }
         ClientVerdict::Refused { reason } => {
             return Err(OAuthError::new(
                 OAuthErrorCode::InvalidClient,

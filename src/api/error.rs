@@ -260,7 +260,8 @@ pub enum OAuthError {
     /// The request body is larger than MAX_BODY_BYTES.
     #[oai(status = 413)]
     PayloadTooLarge(Json<OAuthErrorBody>),
-    /// `too_many_requests`: too many failed logins for the account or from the address.
+    /// `too_many_requests`: too many failed logins for the account or from the address, or
+    /// (`private_key_jwt`) too many unexpired assertions of the client remembered.
     #[oai(status = 429)]
     TooManyRequests(
         Json<OAuthErrorBody>,
@@ -302,9 +303,14 @@ impl OAuthError {
     }
 
     pub fn throttled(retry_after: std::time::Duration) -> Self {
+        Self::too_many_requests(retry_after, "too many failed logins; retry later")
+    }
+
+    /// 429 `too_many_requests` with `Retry-After`.
+    pub fn too_many_requests(retry_after: std::time::Duration, description: &str) -> Self {
         let body = Json(OAuthErrorBody {
             error: OAuthErrorCode::TooManyRequests,
-            error_description: Some("too many failed logins; retry later".into()),
+            error_description: Some(description.into()),
         });
         Self::TooManyRequests(
             body,

@@ -245,6 +245,105 @@ pub fn verify(
     Ok(Checked { jti, expires_at })
 }
 
+/// How many used assertions each client has in the replay history, as this process
+/// recorded them, so that no client can grow the history without bound. Every used `jti`
+/// is remembered until its `exp` (up to an hour): a client, or a thief of its key, signing
+/// hour-long assertions as fast as it can would otherwise hold memory (the file store keeps
+/// the history in memory) or rows (PostgreSQL) in proportion to its rate, for an hour. Only
+/// an assertion whose signature verified is counted, so nobody else can spend a client's
+/// allowance. Counted before the store records the use, under one lock, so concurrent uses
+/// cannot overshoot; taken back when the store does not record it (a replay, a failure).
+/// The count restarts with the process, and each PostgreSQL replica counts its own uses.
+pub struct AssertionHistory {
+    cap: usize,
+    clients: std::sync::Mutex<std::collections::HashMap<Uuid, Remembered>>,
+}
+
+/// One client's remembered uses, by the second they are forgotten.
+#[derive(Default)]
+struct Remembered {
+    total: usize,
+    until: std::collections::BTreeMap<i64, usize>,
+}
+
+impl Remembered {
+    fn forget_through(&mut self, now: i64) {
+        while let Some(first) = self.until.first_entry() {
+            if *first.key() > now {
+                break;
+            }
+            self.total -= first.remove();
+        }
+    }
+}
+
+impl AssertionHistory {
+    /// At most `cap` remembered uses per client (MAX_CLIENT_ASSERTIONS).
+    pub fn new(cap: usize) -> Self {
+        Self {
+            cap,
+            clients: Default::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<Uuid, Remembered>> {
+        self.clients.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts one more use of `client`'s, remembered until `until`, unless it already has
+    /// `cap` remembered at `now`: then how long until the first of them is forgotten.
+    pub fn reserve(
+        &self,
+        client: Uuid,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), std::time::Duration> {
+        let mut clients = self.lock();
+        let remembered = clients.entry(client).or_default();
+        remembered.forget_through(now.timestamp());
+        if remembered.total >= self.cap {
+            let first = remembered.until.keys().next().copied().unwrap_or(0);
+            let wait = (first - now.timestamp()).max(1) as u64;
+            return Err(std::time::Duration::from_secs(wait));
+        }
+        remembered.total += 1;
+        *remembered.until.entry(until.timestamp()).or_default() += 1;
+        Ok(())
+    }
+
+    /// Takes back a use `reserve` counted that the store did not remember.
+    pub fn release(&self, client: Uuid, until: DateTime<Utc>) {
+        let mut clients = self.lock();
+        let Some(remembered) = clients.get_mut(&client) else {
+            return;
+        };
+        let second = until.timestamp();
+        if let Some(count) = remembered.until.get_mut(&second) {
+            *count -= 1;
+            remembered.total -= 1;
+            if *count == 0 {
+                remembered.until.remove(&second);
+            }
+        }
+        if remembered.total == 0 {
+            clients.remove(&client);
+        }
+    }
+
+    /// Drops what is forgotten by `now`, and the clients left with nothing remembered.
+    pub fn sweep(&self, now: DateTime<Utc>) {
+        self.lock().retain(|_, remembered| {
+            remembered.forget_through(now.timestamp());
+            remembered.total > 0
+        });
+    }
+
+    /// Uses remembered for `client` (for tests and metrics).
+    pub fn remembered(&self, client: Uuid) -> usize {
+        self.lock().get(&client).map_or(0, |r| r.total)
+    }
+}
+
 /// A public key in PEM (`-----BEGIN PUBLIC KEY-----`, SubjectPublicKeyInfo, as `openssl
 /// pkey -pubout` writes it): Ed25519, P-256 or RSA, as the JWK a client is registered with.
 pub fn public_key_from_pem(pem_text: &[u8]) -> Result<PublicKey, String> {
@@ -512,5 +611,55 @@ mod tests {
             claimed_client(&"a".repeat(9000)),
             Err(AssertionError::Malformed)
         );
+    }
+
+    #[test]
+    fn the_history_holds_at_most_cap_uses_per_client_until_they_are_forgotten() {
+        let history = AssertionHistory::new(2);
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let now = DateTime::from_timestamp(1_000_000, 0).unwrap();
+        let at = |secs: i64| now + chrono::Duration::seconds(secs);
+        history.reserve(a, at(10), now).unwrap();
+        history.reserve(a, at(20), now).unwrap();
+        // Full: the wait is until the first use is forgotten.
+        assert_eq!(
+            history.reserve(a, at(30), now),
+            Err(std::time::Duration::from_secs(10))
+        );
+        // Another client has its own allowance.
+        history.reserve(b, at(30), now).unwrap();
+        // A use the store did not remember (a replay) frees its place at once.
+        history.release(a, at(20));
+        history.reserve(a, at(30), now).unwrap();
+        assert_eq!(history.remembered(a), 2);
+        // Forgotten at its second: room again.
+        history.reserve(a, at(40), at(10)).unwrap();
+        assert_eq!(history.remembered(a), 2);
+        history.sweep(at(40));
+        assert_eq!((history.remembered(a), history.remembered(b)), (0, 0));
+        assert!(history.lock().is_empty());
+    }
+
+    #[test]
+    fn concurrent_uses_never_overshoot_the_cap() {
+        let history = std::sync::Arc::new(AssertionHistory::new(100));
+        let client = Uuid::new_v4();
+        let now = Utc::now();
+        let until = now + chrono::Duration::seconds(60);
+        let accepted: usize = (0..8)
+            .map(|_| {
+                let history = history.clone();
+                std::thread::spawn(move || {
+                    (0..50)
+                        .filter(|_| history.reserve(client, until, now).is_ok())
+                        .count()
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .sum();
+        assert_eq!(accepted, 100);
+        assert_eq!(history.remembered(client), 100);
     }
 }

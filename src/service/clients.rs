@@ -44,8 +44,11 @@ pub enum ClientVerdict {
     Refused {
         reason: Option<String>,
     },
-    /// Too many recent failures from this address (secrets only).
+    /// Too many recent failures from this address.
     Throttled(Duration),
+    /// A right assertion, but its client already has MAX_CLIENT_ASSERTIONS unexpired ones
+    /// remembered (`AssertionHistory`): the wait until the first is forgotten.
+    TooManyAssertions(Duration),
 }
 
 impl From<Verdict<Client>> for ClientVerdict {
@@ -154,7 +157,8 @@ impl AppState {
     }
 
     /// A `private_key_jwt` assertion: signed with a key of the client it names, for this
-    /// service, unexpired, and never seen before (its `jti` is used up in the store). An
+    /// service, unexpired, and never seen before (its `jti` is used up in the store), from a
+    /// client within its allowance of remembered uses (`AssertionHistory`). An
     /// assertion cannot be guessed, so it is not counted against the shared (PostgreSQL)
     /// attempt count like a secret; but each refusal still costs signature checks (up to one
     /// per key of the client) and, for a made-up client id, a store read, so refusals are
@@ -224,11 +228,26 @@ impl AppState {
         // leeway, judged in whole seconds on that replica's clock, which may run behind
         // the store's): forgetting it at the edge would let a replay through there.
         let remember_until = checked.expires_at + ASSERTION_MEMORY_MARGIN;
-        if !self
+        if let Err(wait) = self.assertion_history.reserve(id, remember_until, now) {
+            self.audit.record_repeatable(
+                "client_assertions_capped",
+                &subject,
+                &subject,
+                ctx,
+                json!({ "max_client_assertions": self.config.max_client_assertions }),
+            );
+            self.metrics.login("throttled");
+            return Ok(ClientVerdict::TooManyAssertions(wait));
+        }
+        let used = self
             .store
             .use_assertion(id, &checked.jti, remember_until)
-            .await?
-        {
+            .await;
+        if !matches!(used, Ok(true)) {
+            // Not remembered (a replay, or the store failed): not the client's to carry.
+            self.assertion_history.release(id, remember_until);
+        }
+        if !used? {
             let replayed = AssertionError::Claims(
                 "this client assertion (its jti) was used before: sign a new one for each request"
                     .into(),

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::audit::Audit;
+use crate::auth::assertion::AssertionHistory;
 use crate::auth::clients::RecentSecrets;
 use crate::auth::throttle::{LoginThrottle, Throttle};
 use crate::auth::{KeySet, PasswordHasher, TokenService};
@@ -29,6 +30,8 @@ pub struct AppState {
     /// Refused client assertions per address, in this process (see
     /// `authenticate_client_assertion`).
     pub assertion_failures: Throttle,
+    /// Used assertions each client has remembered, from this process (MAX_CLIENT_ASSERTIONS).
+    pub assertion_history: AssertionHistory,
     pub audit: Audit,
     pub metrics: Metrics,
 }
@@ -73,6 +76,7 @@ impl AppState {
             config.login_max_failures,
             Duration::from_secs(config.login_window),
         );
+        let assertion_history = AssertionHistory::new(config.max_client_assertions);
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let passwords = PasswordHasher::with_queue(
             config.argon2_m_kib,
@@ -91,6 +95,7 @@ impl AppState {
             throttle,
             recent_client_secrets: RecentSecrets::new(super::RECENT_SECRET_TTL),
             assertion_failures,
+            assertion_history,
             audit,
             metrics: Metrics::default(),
         })
@@ -118,6 +123,7 @@ impl AppState {
                 }
             }
         }
+        self.assertion_history.sweep(crate::domain::now());
         match self.store.apply_spool().await {
             Ok(0) => {}
             Ok(n) => tracing::info!(changes = n, "applied admin changes from the CLI"),

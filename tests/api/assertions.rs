@@ -75,6 +75,18 @@ fn grant(app: &TestApp, assertion: &str) -> Resp {
     app.post_form(TOKEN, &with_assertion(assertion, &[("grant_type", "client_credentials")]))
 }
 
+/// The statuses of `client_credentials` grants with these assertions, all sent at once.
+fn grants_at_once(app: &Arc<TestApp>, assertions: Vec<String>) -> Vec<u16> {
+    let threads: Vec<_> = assertions
+        .into_iter()
+        .map(|assertion| {
+            let app = Arc::clone(app);
+            std::thread::spawn(move || grant(&app, &assertion).status)
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().unwrap()).collect()
+}
+
 fn refused(resp: &Resp) -> String {
     let body = resp.expect(401);
     assert_eq!(body["error"], "invalid_client", "{body}");
@@ -189,16 +201,8 @@ fn concurrent_presentations_of_one_assertion_let_exactly_one_in() {
     let app = Arc::new(spawn_app());
     let dir = tempfile::tempdir().unwrap();
     let client = KeyClient::with_pem(&app, dir.path(), KeyAlgorithm::Es256, "users:read");
-    let assertion = Arc::new(client.assertion(&format!("{}{TOKEN}", app.base), |_| {}));
-    let statuses: Vec<u16> = (0..8)
-        .map(|_| {
-            let (app, assertion) = (Arc::clone(&app), Arc::clone(&assertion));
-            std::thread::spawn(move || grant(&app, &assertion).status)
-        })
-        .collect::<Vec<_>>()
-        .into_iter()
-        .map(|t| t.join().unwrap())
-        .collect();
+    let assertion = client.assertion(&format!("{}{TOKEN}", app.base), |_| {});
+    let statuses = grants_at_once(&app, vec![assertion; 8]);
     assert_eq!(statuses.iter().filter(|&&s| s == 200).count(), 1, "{statuses:?}");
     assert!(statuses.iter().all(|&s| s == 200 || s == 401), "{statuses:?}");
 }
@@ -321,4 +325,43 @@ fn an_address_sending_forged_assertions_is_held_up_after_its_failures() {
     let held = grant(&app, &forge());
     held.expect(429);
     assert!(held.header("retry-after").is_some());
+}
+
+#[test]
+fn a_client_holds_at_most_max_client_assertions_unexpired_uses_even_when_concurrent() {
+    let app = Arc::new(super::helpers::spawn_app_with(|c| c.max_client_assertions = 3));
+    let dir = tempfile::tempdir().unwrap();
+    let client = KeyClient::with_pem(&app, dir.path(), KeyAlgorithm::EdDsa, "users:read");
+    let other = KeyClient::with_pem(&app, dir.path(), KeyAlgorithm::EdDsa, "users:read");
+    let token_url = format!("{}{TOKEN}", app.base);
+    // A replay is not remembered twice: it takes no place in the allowance.
+    let first = client.assertion(&token_url, |_| {});
+    grant(&app, &first).expect(200);
+    refused(&grant(&app, &first));
+    // Eight fresh assertions at once for the two places left: exactly two get in.
+    let fresh = (0..8).map(|_| client.assertion(&token_url, |_| {})).collect();
+    let statuses = grants_at_once(&app, fresh);
+    assert_eq!(statuses.iter().filter(|&&s| s == 200).count(), 2, "{statuses:?}");
+    assert!(statuses.iter().all(|&s| s == 200 || s == 429), "{statuses:?}");
+    let full = grant(&app, &client.assertion(&token_url, |_| {}));
+    let body = full.expect(429);
+    assert_eq!(body["error"], "too_many_requests", "{body}");
+    assert!(body["error_description"].as_str().unwrap().contains("shorter exp"), "{body}");
+    // Until the first use (exp 300 s, plus the margin) is forgotten.
+    let wait: u64 = full.header("retry-after").unwrap().parse().unwrap();
+    assert!((300..=400).contains(&wait), "{wait}");
+    // Another client has an allowance of its own.
+    grant(&app, &other.assertion(&token_url, |_| {})).expect(200);
+    // Assertions that expire sooner free their places sooner: that is the advice.
+    let app2 = super::helpers::spawn_app_with(|c| c.max_client_assertions = 1);
+    let short = KeyClient::with_pem(&app2, dir.path(), KeyAlgorithm::EdDsa, "users:read");
+    let url2 = format!("{}{TOKEN}", app2.base);
+    let now = chrono::Utc::now().timestamp();
+    grant(&app2, &short.assertion(&url2, |c| c["exp"] = json!(now + 1))).expect(200);
+    let wait: u64 = grant(&app2, &short.assertion(&url2, |_| {}))
+        .header("retry-after")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(wait <= 70, "{wait}");
 }
