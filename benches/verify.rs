@@ -1,8 +1,8 @@
 //! What one `private_key_jwt` assertion costs the service before anything else: the
 //! checks of `auth::assertion::verify` (taking the JWS apart, the signature with the
 //! client's key, the claims), per key algorithm, on one core. `benches/service.sh` runs it
-//! beside its HTTP scenarios to print the lowest ratio the secret path could have over
-//! `private_key_jwt` on the same machine (README "Performance").
+//! first, then beside its HTTP scenarios prints the lowest ratio the secret path could
+//! have over `private_key_jwt` on the same machine (README "Performance").
 //!
 //! Usage: `cargo bench --bench verify` (prints `ALG microseconds` lines, best of 5 rounds).
 
@@ -33,11 +33,11 @@ fn main() {
             std::time::SystemTime::now(),
         )
         .expect("a key pair");
-        let public = json!({ "keys": [{
-            "kty": key.jwk.kty, "crv": key.jwk.crv, "x": key.jwk.x, "y": key.jwk.y,
-            "n": key.jwk.n, "e": key.jwk.e,
-        }]});
-        let registered = ClientKeys::parse_jwks(&public.to_string()).expect("a JWK Set");
+        // Registered as `clients create --public-key` registers it (its kid: the thumbprint).
+        let public =
+            assertion::public_key_from_pem(key.public_pem().as_bytes()).expect("a public key");
+        let kid = public.kid.clone();
+        let registered = ClientKeys::new(vec![public]).expect("a key set");
         let now = chrono::Utc::now();
         // Each assertion as a client library signs it: fresh jti, an hour ahead.
         let assertions: Vec<String> = (0..ASSERTIONS)
@@ -47,8 +47,9 @@ fn main() {
                     "iat": now.timestamp(), "exp": now.timestamp() + 3600,
                     "jti": uuid::Uuid::new_v4().to_string(),
                 });
-                jsonwebtoken::encode(&Header::new(key.algorithm), &claims, &key.encoding)
-                    .expect("a signed assertion")
+                let mut header = Header::new(key.algorithm);
+                header.kid = Some(kid.clone());
+                jsonwebtoken::encode(&header, &claims, &key.encoding).expect("a signed assertion")
             })
             .collect();
         let best = (0..ROUNDS)

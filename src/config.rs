@@ -91,9 +91,9 @@ pub struct Config {
     /// Window of LOGIN_MAX_FAILURES, seconds.
     #[arg(long, env = "LOGIN_WINDOW", default_value_t = 900, global = true)]
     pub login_window: u64,
-    /// Unexpired `private_key_jwt` assertions remembered per client (each `jti` until its
-    /// `exp`); beyond that, 429 until the first is forgotten.
-    #[arg(long, env = "MAX_CLIENT_ASSERTIONS", default_value_t = 1_000_000, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..), global = true)]
+    /// Used `private_key_jwt` assertions remembered per client (each `jti` until its `exp`
+    /// + 65 s); beyond that, 429 until the first is forgotten.
+    #[arg(long, env = "MAX_CLIENT_ASSERTIONS", default_value_t = 4_000_000, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..), global = true)]
     pub max_client_assertions: usize,
     /// argon2id memory cost, KiB.
     #[arg(long, env = "ARGON2_M_KIB", default_value_t = 19_456, global = true)]

@@ -85,7 +85,8 @@ impl Application {
     }
 }
 
-/// How often expired sessions and revocations are forgotten.
+/// How often expired sessions, revocations and used assertions are forgotten (in the
+/// store, and in the per-client count of used assertions).
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// Background upkeep: picks up key changes and CLI changes without a restart, and keeps
@@ -107,11 +108,14 @@ async fn maintain(state: Arc<AppState>) {
                 tracing::info!("SIGHUP: reloading keys and admin changes");
                 state.reload().await;
             }
-            _ = prune.tick() => match state.store.prune(crate::domain::now()).await {
-                Ok(0) => {}
-                Ok(n) => tracing::debug!(pruned = n, "expired sessions and revocations pruned"),
-                Err(e) => tracing::warn!(error = %e, "pruning failed"),
-            },
+            _ = prune.tick() => {
+                state.assertion_history.sweep(crate::domain::now());
+                match state.store.prune(crate::domain::now()).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(pruned = n, "expired sessions and revocations pruned"),
+                    Err(e) => tracing::warn!(error = %e, "pruning failed"),
+                }
+            }
         }
     }
 }

@@ -9,6 +9,9 @@
 //! which that crate cannot parse, and the claim checks give the client precise reasons.
 //! The signature itself is checked by `jsonwebtoken::crypto::verify` (aws-lc).
 
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, MutexGuard};
+
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::{DateTime, Utc};
@@ -247,23 +250,26 @@ pub fn verify(
 
 /// How many used assertions each client has in the replay history, as this process
 /// recorded them, so that no client can grow the history without bound. Every used `jti`
-/// is remembered until its `exp` (up to an hour): a client, or a thief of its key, signing
-/// hour-long assertions as fast as it can would otherwise hold memory (the file store keeps
-/// the history in memory) or rows (PostgreSQL) in proportion to its rate, for an hour. Only
-/// an assertion whose signature verified is counted, so nobody else can spend a client's
-/// allowance. Counted before the store records the use, under one lock, so concurrent uses
-/// cannot overshoot; taken back when the store does not record it (a replay, a failure).
-/// The count restarts with the process, and each PostgreSQL replica counts its own uses.
+/// is remembered until its `exp` plus a margin (up to an hour and 65 s): a client, or a
+/// thief of its key, signing hour-long assertions as fast as it can would otherwise hold
+/// memory (the file store keeps the history in memory) or rows (PostgreSQL) in proportion
+/// to its rate, for an hour. Only an assertion whose signature verified is counted, so
+/// only a holder of the client's key (or of one assertion it signed, for the moment its
+/// replay takes) can fill a client's allowance. Counted before the store records the use,
+/// under one lock, so concurrent uses cannot overshoot; taken back when the store answers
+/// that it already had the use (a replay). The bound is the store's to within its pruning:
+/// the store forgets a use up to a minute after this count does. The count restarts with
+/// the process, and each PostgreSQL replica counts its own uses.
 pub struct AssertionHistory {
     cap: usize,
-    clients: std::sync::Mutex<std::collections::HashMap<Uuid, Remembered>>,
+    clients: Mutex<HashMap<Uuid, Remembered>>,
 }
 
 /// One client's remembered uses, by the second they are forgotten.
 #[derive(Default)]
 struct Remembered {
     total: usize,
-    until: std::collections::BTreeMap<i64, usize>,
+    until: BTreeMap<i64, usize>,
 }
 
 impl Remembered {
@@ -286,7 +292,7 @@ impl AssertionHistory {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<Uuid, Remembered>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<Uuid, Remembered>> {
         self.clients.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -311,7 +317,7 @@ impl AssertionHistory {
         Ok(())
     }
 
-    /// Takes back a use `reserve` counted that the store did not remember.
+    /// Takes back a use `reserve` counted that the store already had (a replay).
     pub fn release(&self, client: Uuid, until: DateTime<Utc>) {
         let mut clients = self.lock();
         let Some(remembered) = clients.get_mut(&client) else {
@@ -338,7 +344,7 @@ impl AssertionHistory {
         });
     }
 
-    /// Uses remembered for `client` (for tests and metrics).
+    /// Uses counted for `client`.
     pub fn remembered(&self, client: Uuid) -> usize {
         self.lock().get(&client).map_or(0, |r| r.total)
     }
@@ -638,6 +644,28 @@ mod tests {
         history.sweep(at(40));
         assert_eq!((history.remembered(a), history.remembered(b)), (0, 0));
         assert!(history.lock().is_empty());
+    }
+
+    #[test]
+    fn releasing_what_time_or_a_sweep_already_forgot_changes_nothing() {
+        let history = AssertionHistory::new(1);
+        let client = Uuid::new_v4();
+        let now = DateTime::from_timestamp(1_000_000, 0).unwrap();
+        let at = |secs: i64| now + chrono::Duration::seconds(secs);
+        // A client never seen.
+        history.release(client, at(10));
+        assert_eq!(history.remembered(client), 0);
+        history.reserve(client, at(10), now).unwrap();
+        // Forgotten by time when the next use comes; then the late release of the first.
+        history.reserve(client, at(20), at(10)).unwrap();
+        history.release(client, at(10));
+        assert_eq!(history.remembered(client), 1);
+        assert!(history.reserve(client, at(30), at(11)).is_err());
+        // Swept away, then released.
+        history.sweep(at(20));
+        history.release(client, at(20));
+        assert_eq!(history.remembered(client), 0);
+        history.reserve(client, at(30), at(20)).unwrap();
     }
 
     #[test]

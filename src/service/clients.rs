@@ -178,8 +178,14 @@ impl AppState {
             return Ok(ClientVerdict::Throttled(blocked.retry_after));
         }
         let verdict = self.judge_assertion(assertion, endpoint_url, ctx).await;
-        if !matches!(verdict, Ok(ClientVerdict::Refused { .. })) {
-            // Right, or not judged (the store failed): not held against the address.
+        if !matches!(
+            verdict,
+            Ok(ClientVerdict::Refused { .. } | ClientVerdict::TooManyAssertions(_))
+        ) {
+            // Right, or not judged (the store failed): not held against the address. Over
+            // its client's allowance is held against it: such an answer comes before the
+            // replay check, so replays of one captured assertion would otherwise cost
+            // signature checks for free.
             self.assertion_failures.refund(&counted, false);
         }
         verdict
@@ -236,15 +242,16 @@ impl AppState {
                 ctx,
                 json!({ "max_client_assertions": self.config.max_client_assertions }),
             );
-            self.metrics.login("throttled");
             return Ok(ClientVerdict::TooManyAssertions(wait));
         }
         let used = self
             .store
             .use_assertion(id, &checked.jti, remember_until)
             .await;
-        if !matches!(used, Ok(true)) {
-            // Not remembered (a replay, or the store failed): not the client's to carry.
+        if matches!(used, Ok(false)) {
+            // A replay: the store remembers only the first use. A failure keeps its count:
+            // the use may have been recorded all the same (a PostgreSQL batch that answered
+            // after its caller stopped waiting), and counting too much is the safe side.
             self.assertion_history.release(id, remember_until);
         }
         if !used? {

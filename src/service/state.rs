@@ -123,7 +123,6 @@ impl AppState {
                 }
             }
         }
-        self.assertion_history.sweep(crate::domain::now());
         match self.store.apply_spool().await {
             Ok(0) => {}
             Ok(n) => tracing::info!(changes = n, "applied admin changes from the CLI"),

@@ -353,15 +353,25 @@ fn a_client_holds_at_most_max_client_assertions_unexpired_uses_even_when_concurr
     // Another client has an allowance of its own.
     grant(&app, &other.assertion(&token_url, |_| {})).expect(200);
     // Assertions that expire sooner free their places sooner: that is the advice.
-    let app2 = super::helpers::spawn_app_with(|c| c.max_client_assertions = 1);
+    let app2 = super::helpers::spawn_app_with(|c| {
+        c.max_client_assertions = 1;
+        c.login_max_failures = 1;
+    });
     let short = KeyClient::with_pem(&app2, dir.path(), KeyAlgorithm::EdDsa, "users:read");
     let url2 = format!("{}{TOKEN}", app2.base);
     let now = chrono::Utc::now().timestamp();
     grant(&app2, &short.assertion(&url2, |c| c["exp"] = json!(now + 1))).expect(200);
-    let wait: u64 = grant(&app2, &short.assertion(&url2, |_| {}))
-        .header("retry-after")
-        .unwrap()
-        .parse()
-        .unwrap();
+    let full = grant(&app2, &short.assertion(&url2, |_| {}));
+    assert_eq!(full.expect(429)["error"], "too_many_requests");
+    let wait: u64 = full.header("retry-after").unwrap().parse().unwrap();
     assert!(wait <= 70, "{wait}");
+    // Each such answer counts against the address like a refusal (the cap is checked before
+    // the replay check, so replays of a captured assertion must not be free): after
+    // LOGIN_MAX_FAILURES x 10 of them the address waits.
+    let description = |resp: &Resp| resp.expect(429)["error_description"].as_str().unwrap().to_owned();
+    for _ in 1..10 {
+        assert!(description(&grant(&app2, &short.assertion(&url2, |_| {}))).contains("shorter exp"));
+    }
+    let held = description(&grant(&app2, &short.assertion(&url2, |_| {})));
+    assert!(held.contains("failed"), "{held}");
 }
