@@ -444,7 +444,6 @@ async fn client_from_request(
     let secret;
     let endpoint_url;
     let credential = match (basic, posted, assertion) {
-        (None, None, None) => return Ok(None),
         (_, _, Some(assertion)) => {
             if form.get("client_assertion_type") != Some(ASSERTION_TYPE) {
                 return Err(OAuthError::new(
@@ -458,20 +457,20 @@ async fn client_from_request(
                 endpoint_url: &endpoint_url,
             }
         }
-        (Some((id, presented)), _, None) => {
-            // The form's client_id was checked with the form (`form_of`); a Basic one is here.
-            Identifier::parse(&id, "client_id").map_err(ApiError::from)?;
+        (basic, posted, None) => {
+            let (id, presented) = match (basic, posted) {
+                (Some((id, presented)), _) => {
+                    // The form's client_id was checked with the form (`form_of`); a Basic
+                    // one is here.
+                    Identifier::parse(&id, "client_id").map_err(ApiError::from)?;
+                    (id, presented)
+                }
+                (None, Some((id, presented))) => {
+                    (id.unwrap_or_default().to_owned(), presented.to_owned())
+                }
+                (None, None) => return Ok(None),
+            };
             secret = (id, SecretString::from(presented));
-            ClientCredential::Secret {
-                id: &secret.0,
-                secret: &secret.1,
-            }
-        }
-        (None, Some((id, presented)), None) => {
-            secret = (
-                id.unwrap_or_default().to_owned(),
-                SecretString::from(presented),
-            );
             ClientCredential::Secret {
                 id: &secret.0,
                 secret: &secret.1,

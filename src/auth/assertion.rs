@@ -250,7 +250,8 @@ pub fn verify(
 
 /// How many used assertions each client has in the replay history, as this process
 /// recorded them, so that no client can grow the history without bound. Every used `jti`
-/// is remembered until its `exp` plus a margin (up to an hour and 65 s): a client, or a
+/// is remembered until its `exp` plus a margin (up to an hour and 65 s; the caller passes
+/// the instant the store forgets it): a client, or a
 /// thief of its key, signing hour-long assertions as fast as it can would otherwise hold
 /// memory (the file store keeps the history in memory) or rows (PostgreSQL) in proportion
 /// to its rate, for an hour. Only an assertion whose signature verified is counted, so
@@ -345,7 +346,8 @@ impl AssertionHistory {
     }
 
     /// Uses counted for `client`.
-    pub fn remembered(&self, client: Uuid) -> usize {
+    #[cfg(test)]
+    fn remembered(&self, client: Uuid) -> usize {
         self.lock().get(&client).map_or(0, |r| r.total)
     }
 }

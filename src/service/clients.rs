@@ -17,10 +17,10 @@ use crate::domain::Client;
 
 /// How long a right client secret is remembered (`RecentSecrets`).
 pub const RECENT_SECRET_TTL: Duration = Duration::from_secs(5);
-/// How much longer than its `exp` a used assertion id is kept (see `judge_assertion`):
-/// the verifier's leeway and a minute for clocks that disagree.
-const ASSERTION_MEMORY_MARGIN: chrono::Duration =
-    chrono::Duration::seconds(crate::domain::LEEWAY_SECS as i64 + 60);
+/// How much later than its `exp` a used assertion id is handed to the store (see
+/// `judge_assertion`): a minute for clocks that disagree. The store itself keeps it the
+/// verifier's leeway past that (`Store::use_assertion`), as it keeps revoked token ids.
+const ASSERTION_MEMORY_MARGIN: chrono::Duration = chrono::Duration::seconds(60);
 
 /// How a client tried to authenticate.
 pub enum ClientCredential<'a> {
@@ -234,7 +234,10 @@ impl AppState {
         // leeway, judged in whole seconds on that replica's clock, which may run behind
         // the store's): forgetting it at the edge would let a replay through there.
         let remember_until = checked.expires_at + ASSERTION_MEMORY_MARGIN;
-        if let Err(wait) = self.assertion_history.reserve(id, remember_until, now) {
+        // Counted for as long as the store keeps it.
+        let forgotten_at =
+            remember_until + chrono::Duration::seconds(crate::domain::LEEWAY_SECS as i64);
+        if let Err(wait) = self.assertion_history.reserve(id, forgotten_at, now) {
             self.audit.record_repeatable(
                 "client_assertions_capped",
                 &subject,
@@ -252,7 +255,7 @@ impl AppState {
             // A replay: the store remembers only the first use. A failure keeps its count:
             // the use may have been recorded all the same (a PostgreSQL batch that answered
             // after its caller stopped waiting), and counting too much is the safe side.
-            self.assertion_history.release(id, remember_until);
+            self.assertion_history.release(id, forgotten_at);
         }
         if !used? {
             let replayed = AssertionError::Claims(

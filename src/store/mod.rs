@@ -241,7 +241,8 @@ pub trait Store: Send + Sync + 'static {
     /// Every client, oldest first.
     async fn list_clients(&self) -> Result<Vec<Client>, StoreError>;
     /// Remembers that `client` has used the assertion `jti` (`private_key_jwt`), until
-    /// `expires_at` (its `exp`): `true` the first time, `false` for a replay. Durable and
+    /// `expires_at` plus the verifier's leeway (as revoked token ids are kept): `true` the
+    /// first time, `false` for a replay. Durable and
     /// decided in one place (one lock, or one row), so two replicas or two concurrent
     /// requests presenting the same assertion cannot both get `true`.
     async fn use_assertion(

@@ -60,7 +60,7 @@ pub fn test_config(data_dir: PathBuf, keys_dir: PathBuf) -> Config {
         max_body_bytes: 65_536,
         login_max_failures: 5,
         login_window: 900,
-        max_client_assertions: 1_000_000,
+        max_client_assertions: 4_000_000,
         argon2_m_kib: 1024,
         argon2_t: 1,
         argon2_p: 1,
