@@ -15,12 +15,13 @@ use std::sync::{Mutex, MutexGuard};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::{DateTime, Utc};
-use jsonwebtoken::{Algorithm, DecodingKey};
+use jsonwebtoken::DecodingKey;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::domain::{ClientKeys, KeyAlg, KeyMaterial, PublicKey, LEEWAY_SECS};
+use crate::auth::keys::jwt_algorithm;
+use crate::domain::{ClientKeys, KeyAlgorithm, KeyMaterial, PublicKey, LEEWAY_SECS};
 
 /// The only `client_assertion_type` (RFC 7523 §2.2).
 pub const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
@@ -121,24 +122,17 @@ pub fn claimed_client(assertion: &str) -> Result<Uuid, AssertionError> {
     }
 }
 
-fn algorithm(alg: KeyAlg) -> Algorithm {
-    match alg {
-        KeyAlg::EdDSA => Algorithm::EdDSA,
-        KeyAlg::ES256 => Algorithm::ES256,
-        KeyAlg::RS256 => Algorithm::RS256,
-    }
-}
-
 /// The `alg`s an assertion may be signed with, as the metadata lists them: each key
 /// algorithm by its JOSE name, and Ed25519 also by its RFC 9864 name.
 pub const SIGNING_ALGS: [&str; 4] = ["EdDSA", "Ed25519", "ES256", "RS256"];
 
-/// The key algorithm a header's `alg` names (one of `SIGNING_ALGS`).
-fn key_alg(alg: &str) -> Result<KeyAlg, AssertionError> {
+/// The key algorithm a header's `alg` names (one of `SIGNING_ALGS`; case-sensitive, unlike
+/// an operator's `KeyAlgorithm::parse`).
+fn key_alg(alg: &str) -> Result<KeyAlgorithm, AssertionError> {
     match alg {
-        "EdDSA" | "Ed25519" => Ok(KeyAlg::EdDSA),
-        "ES256" => Ok(KeyAlg::ES256),
-        "RS256" => Ok(KeyAlg::RS256),
+        "EdDSA" | "Ed25519" => Ok(KeyAlgorithm::EdDsa),
+        "ES256" => Ok(KeyAlgorithm::Es256),
+        "RS256" => Ok(KeyAlgorithm::Rs256),
         other => Err(AssertionError::UnsupportedAlg(
             other.chars().take(32).collect(),
         )),
@@ -188,7 +182,7 @@ pub fn verify(
                 signature,
                 signed.as_bytes(),
                 &decoding,
-                algorithm(key.alg),
+                jwt_algorithm(key.alg),
             )
             .unwrap_or(false)
         })
@@ -433,8 +427,8 @@ pub fn public_key_from_pem(pem_text: &[u8]) -> Result<PublicKey, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::keys::{self, KeyAlgorithm};
-    use jsonwebtoken::{EncodingKey, Header};
+    use crate::auth::keys;
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
     use serde_json::json;
 
     const AUD: &str = "http://auth.test/api/v1/auth/token";

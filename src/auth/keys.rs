@@ -52,38 +52,14 @@ pub struct PublicJwk {
     pub e: Option<String>,
 }
 
-/// The signature algorithms keys may have, by their JOSE names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyAlgorithm {
-    EdDsa,
-    Es256,
-    Rs256,
-}
+pub use crate::domain::KeyAlgorithm;
 
-impl KeyAlgorithm {
-    pub fn parse(raw: &str) -> Option<Self> {
-        match raw {
-            "EdDSA" | "Ed25519" | "ed25519" => Some(Self::EdDsa),
-            "ES256" | "es256" => Some(Self::Es256),
-            "RS256" | "rs256" => Some(Self::Rs256),
-            _ => None,
-        }
-    }
-
-    pub fn jose(self) -> &'static str {
-        match self {
-            Self::EdDsa => "EdDSA",
-            Self::Es256 => "ES256",
-            Self::Rs256 => "RS256",
-        }
-    }
-
-    fn jwt(self) -> Algorithm {
-        match self {
-            Self::EdDsa => Algorithm::EdDSA,
-            Self::Es256 => Algorithm::ES256,
-            Self::Rs256 => Algorithm::RS256,
-        }
+/// The `jsonwebtoken` algorithm a key of `algorithm` signs and verifies with.
+pub fn jwt_algorithm(algorithm: KeyAlgorithm) -> Algorithm {
+    match algorithm {
+        KeyAlgorithm::EdDsa => Algorithm::EdDSA,
+        KeyAlgorithm::Es256 => Algorithm::ES256,
+        KeyAlgorithm::Rs256 => Algorithm::RS256,
     }
 }
 
@@ -200,7 +176,7 @@ impl Key {
         };
         Ok(Self {
             kid: jwk.kid.clone(),
-            algorithm: algorithm.jwt(),
+            algorithm: jwt_algorithm(algorithm),
             jwk,
             encoding,
             decoding,
@@ -507,7 +483,7 @@ mod tests {
             let keys = KeySet::load(dir.path(), Duration::ZERO).unwrap();
             let key = keys.signer();
             assert_eq!(key.jwk.alg, alg.jose());
-            assert_eq!(key.algorithm, alg.jwt());
+            assert_eq!(key.algorithm, jwt_algorithm(alg));
         }
     }
 

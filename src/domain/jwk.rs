@@ -14,22 +14,36 @@ pub const MAX_CLIENT_KEYS: usize = 10;
 /// A `kid` longer than this is refused (it is stored and compared, never trusted).
 const MAX_KID_CHARS: usize = 200;
 
-/// The signature algorithms a client key may have, by their JOSE names; each key is pinned
-/// to exactly one.
+/// The signature algorithms keys may have (this service's signing keys and clients'
+/// registered keys), serialized by their JOSE names; each key is pinned to exactly one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum KeyAlg {
-    EdDSA,
-    ES256,
-    RS256,
+pub enum KeyAlgorithm {
+    #[serde(rename = "EdDSA")]
+    EdDsa,
+    #[serde(rename = "ES256")]
+    Es256,
+    #[serde(rename = "RS256")]
+    Rs256,
 }
 
-impl KeyAlg {
+impl KeyAlgorithm {
+    /// A name as an operator types it (`keys generate --alg`): the JOSE name, RFC 9864's
+    /// `Ed25519`, or either in lower case.
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "EdDSA" | "Ed25519" | "ed25519" => Some(Self::EdDsa),
+            "ES256" | "es256" => Some(Self::Es256),
+            "RS256" | "rs256" => Some(Self::Rs256),
+            _ => None,
+        }
+    }
+
     /// The JOSE name (`alg`).
     pub fn jose(self) -> &'static str {
         match self {
-            Self::EdDSA => "EdDSA",
-            Self::ES256 => "ES256",
-            Self::RS256 => "RS256",
+            Self::EdDsa => "EdDSA",
+            Self::Es256 => "ES256",
+            Self::Rs256 => "RS256",
         }
     }
 }
@@ -55,7 +69,7 @@ pub enum KeyMaterial {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PublicKey {
     pub kid: String,
-    pub alg: KeyAlg,
+    pub alg: KeyAlgorithm,
     #[serde(rename = "use")]
     pub use_: String,
     #[serde(flatten)]
@@ -116,9 +130,9 @@ impl PublicKey {
     /// Builds a key from its members; `kid` defaults to the RFC 7638 thumbprint.
     pub fn new(material: KeyMaterial, kid: Option<String>) -> Result<Self, DomainError> {
         let alg = match &material {
-            KeyMaterial::Okp { .. } => KeyAlg::EdDSA,
-            KeyMaterial::Ec { .. } => KeyAlg::ES256,
-            KeyMaterial::Rsa { .. } => KeyAlg::RS256,
+            KeyMaterial::Okp { .. } => KeyAlgorithm::EdDsa,
+            KeyMaterial::Ec { .. } => KeyAlgorithm::Es256,
+            KeyMaterial::Rsa { .. } => KeyAlgorithm::Rs256,
         };
         let kid = match kid {
             Some(kid) => kid,
@@ -290,7 +304,7 @@ mod tests {
             keys.keys()[0].kid,
             "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"
         );
-        assert_eq!(keys.keys()[0].alg, KeyAlg::EdDSA);
+        assert_eq!(keys.keys()[0].alg, KeyAlgorithm::EdDsa);
         assert_eq!(ClientKeys::parse_jwks(&keys.to_jwks()).unwrap(), keys);
         let set = format!(r#"{{"keys":[{}]}}"#, ED.replace('{', r#"{"kid":"a","#));
         assert_eq!(ClientKeys::parse_jwks(&set).unwrap().keys()[0].kid, "a");

@@ -18,7 +18,7 @@ pub use cursor::UserCursor;
 pub use email::Email;
 pub use error::DomainError;
 pub use identifier::{Identifier, MAX_IDENTIFIER_CHARS};
-pub use jwk::{thumbprint, ClientKeys, KeyAlg, KeyMaterial, PublicKey};
+pub use jwk::{thumbprint, ClientKeys, KeyAlgorithm, KeyMaterial, PublicKey};
 pub use names::PersonName;
 pub use password::NewPassword;
 pub use role::Role;
