@@ -39,6 +39,10 @@ pub struct Config {
     /// Access-token lifetime, seconds.
     #[arg(long, env = "SESSION_DURATION", default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=86_400 * 365), global = true)]
     pub session_duration: u64,
+    /// How long a browser stays signed in to the hosted sign-in pages (single sign-on),
+    /// seconds: within it, further clients are authorized without the password.
+    #[arg(long, env = "SSO_SESSION_DURATION", default_value_t = 43_200, value_parser = clap::value_parser!(u64).range(60..=86_400 * 30), global = true)]
+    pub sso_session_duration: u64,
     /// Refresh-token lifetime, seconds.
     #[arg(long, env = "REFRESH_TOKEN_TTL", default_value_t = 2_592_000, value_parser = clap::value_parser!(u64).range(1..), global = true)]
     pub refresh_token_ttl: u64,

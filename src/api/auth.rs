@@ -15,17 +15,19 @@ use secrecy::SecretString;
 
 use super::body::{BodyError, Form, FormFields};
 use super::error::{OAuthError, OAuthErrorCode};
-use super::{ApiError, ApiTags, Empty, RequestCtx};
+use super::security::{Access, USERINFO, USERINFO_POST};
+use super::{ApiError, ApiTags, Caller, Empty, RequestCtx};
 use crate::auth::assertion::ASSERTION_TYPE;
 use crate::auth::clients::parse_basic;
 use crate::domain::{Client, Identifier, Scopes};
 use crate::service::{
-    AppState, ClientCredential, ClientVerdict, Exchanged, Grant, Tokens, Verdict, Verified,
+    released_claims, AppState, ClientCredential, ClientVerdict, Exchanged, Grant, Tokens, Verdict,
+    Verified,
 };
 
 pub struct AuthApi;
 
-/// Which grant: `password`, `refresh_token` or `client_credentials`.
+/// Which grant: `password`, `refresh_token`, `client_credentials` or `authorization_code`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
 #[oai(rename_all = "snake_case")]
 pub enum GrantType {
@@ -35,6 +37,9 @@ pub enum GrantType {
     RefreshToken,
     /// A registered client's own token (§4.4).
     ClientCredentials,
+    /// Browser sign-in (§4.1 with PKCE, RFC 7636): exchange the code the authorization
+    /// endpoint sent to the redirect URI.
+    AuthorizationCode,
 }
 
 /// An OAuth2 token request (RFC 6749), form-encoded.
@@ -64,6 +69,13 @@ pub struct TokenRequest {
     /// client's registered keys; `iss` = `sub` = client id, `aud` = this endpoint's URL, the
     /// token endpoint's or the issuer, `exp` at most an hour ahead, a `jti` never used before.
     pub client_assertion: Option<Password>,
+    /// authorization_code grant: the code from the redirect (single use, a minute).
+    pub code: Option<Password>,
+    /// authorization_code grant: the redirect URI the authorization request sent.
+    #[oai(validator(max_length = 2000))]
+    pub redirect_uri: Option<String>,
+    /// authorization_code grant: the PKCE code verifier (RFC 7636), 43 to 128 characters.
+    pub code_verifier: Option<Password>,
 }
 
 /// A successful token response (RFC 6749 §5.1).
@@ -82,6 +94,10 @@ pub struct TokenBody {
     /// grace window) revokes the whole session.
     #[oai(skip_serializing_if_is_none)]
     pub refresh_token: Option<String>,
+    /// authorization_code grant with the `openid` scope: the OpenID Connect ID token
+    /// (RS256), for the client to read who signed in. Not for calling the API.
+    #[oai(skip_serializing_if_is_none)]
+    pub id_token: Option<String>,
 }
 
 /// A token to revoke (RFC 7009) or introspect (RFC 7662), form-encoded, with optional
@@ -164,7 +180,11 @@ pub enum TokenResponse {
 }
 
 fn granted(tokens: Tokens) -> TokenResponse {
-    let Tokens { access, refresh } = tokens;
+    let Tokens {
+        access,
+        refresh,
+        id_token,
+    } = tokens;
     TokenResponse::Ok(
         Json(TokenBody {
             access_token: access.token,
@@ -172,6 +192,7 @@ fn granted(tokens: Tokens) -> TokenResponse {
             expires_in: access.expires_in,
             scope: access.claims.scope,
             refresh_token: refresh,
+            id_token,
         }),
         "no-store".into(),
         "no-cache".into(),
@@ -234,12 +255,29 @@ async fn password_grant(
 
 async fn refresh_grant(
     state: &AppState,
+    req: &Request,
     form: &Form,
     ctx: &RequestCtx,
 ) -> Result<TokenResponse, OAuthError> {
     let presented = form
         .get("refresh_token")
         .ok_or_else(|| OAuthError::invalid_request("refresh_token missing"))?;
+    // A login granted to a client through the code flow is refreshed by that client, and
+    // a confidential one must authenticate (RFC 6749 §6); the service's own logins take
+    // no client authentication.
+    let caller = client_from_request(state, req, form, ctx).await?;
+    if let Some(granted_to) = state.refresh_token_client(presented).await? {
+        let same = caller.as_ref().map(|c| c.id) == Some(granted_to.id)
+            || (granted_to.is_public()
+                && caller.is_none()
+                && form.get("client_id") == Some(granted_to.id.to_string().as_str()));
+        if !same {
+            return Err(OAuthError::new(
+                OAuthErrorCode::InvalidGrant,
+                "this refresh token was issued to another client, or the client did not authenticate",
+            ));
+        }
+    }
     let exchanged = state
         .exchange_refresh_token(presented, &ctx.audit())
         .await?;
@@ -249,12 +287,14 @@ async fn refresh_grant(
             session_id,
             allowed,
             refresh_token,
+            client,
         } => {
             let scopes = narrow(form.get("scope"), allowed)?;
             let grant = Grant::RefreshToken {
                 user: &user,
                 session_id,
                 refresh_token,
+                client,
             };
             let tokens = state.issue(grant, scopes).await?;
             Ok(granted(tokens))
@@ -268,6 +308,78 @@ async fn refresh_grant(
             "invalid, expired or revoked refresh token",
         )),
     }
+}
+
+async fn authorization_code_grant(
+    state: &AppState,
+    req: &Request,
+    form: &Form,
+    ctx: &RequestCtx,
+) -> Result<TokenResponse, OAuthError> {
+    let code = form
+        .get("code")
+        .ok_or_else(|| OAuthError::invalid_request("code missing"))?;
+    // A confidential client authenticates as for client_credentials; a public one names
+    // itself (client_id) and PKCE stands in for a secret.
+    let client = match client_from_request(state, req, form, ctx).await? {
+        Some(client) => client,
+        None => {
+            let named = form
+                .get("client_id")
+                .and_then(|id| uuid::Uuid::parse_str(id).ok());
+            let client = match named {
+                Some(id) => state.store.client(id).await.map_err(ApiError::from)?,
+                None => None,
+            };
+            match client {
+                Some(client) if client.is_public() => client,
+                Some(_) => {
+                    return Err(OAuthError::new(
+                        OAuthErrorCode::InvalidClient,
+                        "this client must authenticate (client_secret_basic, client_secret_post or private_key_jwt)",
+                    ))
+                }
+                None => {
+                    return Err(OAuthError::new(
+                        OAuthErrorCode::InvalidClient,
+                        "client_id missing or unknown",
+                    ))
+                }
+            }
+        }
+    };
+    let audit = ctx.audit();
+    let redeemed = state
+        .redeem_code(
+            &client,
+            code,
+            form.get("redirect_uri"),
+            form.get("code_verifier"),
+            &audit,
+        )
+        .await?;
+    let (code, user) =
+        redeemed.map_err(|reason| OAuthError::new(OAuthErrorCode::InvalidGrant, reason))?;
+    let family = crate::auth::refresh::Family::generate();
+    let grant = Grant::AuthorizationCode {
+        user: &user,
+        client: &client,
+        code: &code,
+        session: &family,
+    };
+    let tokens = state.issue(grant, code.scope).await?;
+    // Marked used only now, after the session exists: whichever exchange is second finds
+    // the first's session to revoke (and its own is revoked with it).
+    if !state
+        .mark_code_used(&code, family.session_id(), &audit)
+        .await?
+    {
+        return Err(OAuthError::new(
+            OAuthErrorCode::InvalidGrant,
+            "authorization code already used: the tokens issued with it are revoked",
+        ));
+    }
+    Ok(granted(tokens))
 }
 
 async fn client_credentials_grant(
@@ -284,8 +396,72 @@ async fn client_credentials_grant(
     Ok(granted(tokens))
 }
 
+/// What OpenID Connect releases about the signed-in person (OIDC Core §5.3.2), by the
+/// token's scopes: `email` and `email_verified` with `email`, the names with `profile`.
+#[derive(Object)]
+#[oai(skip_serializing_if_is_none)]
+pub struct UserInfo {
+    /// The person's user id: the same for every client.
+    pub sub: String,
+    pub email: Option<String>,
+    /// Whether the address is known to be the person's (addresses are not verified yet).
+    pub email_verified: Option<bool>,
+    pub name: Option<String>,
+    pub given_name: Option<String>,
+    pub family_name: Option<String>,
+    /// When the account last changed (Unix seconds).
+    pub updated_at: Option<i64>,
+}
+
+#[derive(ApiResponse)]
+pub enum UserInfoResponse {
+    /// The claims the token's scopes release.
+    #[oai(status = 200)]
+    Ok(Json<UserInfo>, #[oai(header = "Cache-Control")] String),
+}
+
+fn userinfo(caller: &Caller, op: (&'static str, Access)) -> Result<UserInfoResponse, ApiError> {
+    caller.authorize(op, caller.user_id())?;
+    let user = caller.require_user()?;
+    let claims = released_claims(user, caller.scopes);
+    let text = |name: &str| claims.get(name).and_then(|v| v.as_str()).map(str::to_owned);
+    Ok(UserInfoResponse::Ok(
+        Json(UserInfo {
+            sub: user.id.to_string(),
+            email: text("email"),
+            email_verified: claims.get("email_verified").and_then(|v| v.as_bool()),
+            name: text("name"),
+            given_name: text("given_name"),
+            family_name: text("family_name"),
+            updated_at: claims.get("updated_at").and_then(|v| v.as_i64()),
+        }),
+        "no-store".into(),
+    ))
+}
+
 #[OpenApi(prefix_path = "/api/v1", tag = "ApiTags::Auth")]
 impl AuthApi {
+    /// Who is signed in (OpenID Connect)
+    ///
+    /// OIDC Core §5.3: the claims about the person an access token with the `openid` scope
+    /// speaks for, by its scopes (`email`, `profile`). From the authorization code flow.
+    #[oai(path = "/auth/userinfo", method = "get", operation_id = "getUserInfo")]
+    async fn userinfo_get(&self, caller: Caller) -> Result<UserInfoResponse, ApiError> {
+        userinfo(&caller, USERINFO)
+    }
+
+    /// Who is signed in (OpenID Connect, POST)
+    ///
+    /// The same as `GET /api/v1/auth/userinfo` (OIDC Core §5.3.1 allows both).
+    #[oai(
+        path = "/auth/userinfo",
+        method = "post",
+        operation_id = "postUserInfo"
+    )]
+    async fn userinfo_post(&self, caller: Caller) -> Result<UserInfoResponse, ApiError> {
+        userinfo(&caller, USERINFO_POST)
+    }
+
     /// Get an access token
     ///
     /// The OAuth2 token endpoint (RFC 6749), form-encoded.
@@ -309,7 +485,8 @@ impl AuthApi {
         match form.get("grant_type") {
             None => Err(OAuthError::invalid_request("grant_type missing")),
             Some("password") => password_grant(&state, &form, &ctx).await,
-            Some("refresh_token") => refresh_grant(&state, &form, &ctx).await,
+            Some("refresh_token") => refresh_grant(&state, req, &form, &ctx).await,
+            Some("authorization_code") => authorization_code_grant(&state, req, &form, &ctx).await,
             Some("client_credentials") => client_credentials_grant(&state, req, &form, &ctx).await,
             Some(other) => Err(OAuthError::new(
                 OAuthErrorCode::UnsupportedGrantType,
@@ -556,6 +733,9 @@ impl poem_openapi::types::Example for TokenRequest {
             client_secret: None,
             client_assertion_type: None,
             client_assertion: None,
+            code: None,
+            redirect_uri: None,
+            code_verifier: None,
         }
     }
 }

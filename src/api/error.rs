@@ -148,7 +148,8 @@ impl From<DomainError> for ApiError {
             | DomainError::InvalidRole
             | DomainError::InvalidIdentifier(_)
             | DomainError::InvalidCursor
-            | DomainError::InvalidKeys(_) => Self::bad_request(e.to_string()),
+            | DomainError::InvalidKeys(_)
+            | DomainError::InvalidRedirectUri(_) => Self::bad_request(e.to_string()),
         }
     }
 }

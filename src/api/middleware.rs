@@ -100,6 +100,9 @@ impl AllowTable {
             .collect();
         table.push((segments("/openapi.json"), "GET, HEAD".into()));
         table.push((segments("/docs"), "GET, HEAD".into()));
+        for (path, methods) in super::signin::PATHS {
+            table.push((segments(path), (*methods).into()));
+        }
         Self(table)
     }
 

@@ -9,6 +9,7 @@ mod json;
 mod middleware;
 mod security;
 mod sessions;
+mod signin;
 mod status;
 mod users;
 mod well_known;
@@ -159,7 +160,7 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
     let allow = Arc::new(middleware::AllowTable::from_spec(&spec));
     let docs_page = docs_html(&service, &spec);
     let docs = poem::endpoint::make_sync(move |_| poem::web::Html(docs_page.clone()));
-    Route::new()
+    signin::add_routes(Route::new())
         .nest("/", service)
         .nest("/docs", poem::get(docs))
         .at(

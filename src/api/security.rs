@@ -39,6 +39,8 @@ pub enum Access {
     SelfOnly,
     /// Any valid user token (its own session).
     AnyUser,
+    /// A person's token carrying `openid` (OpenID Connect userinfo).
+    OpenId,
 }
 
 pub const GET_STATS: (&str, Access) = ("getStats", Access::Admin(Scope::UsersRead));
@@ -48,6 +50,10 @@ pub const UPDATE_USER: (&str, Access) = ("updateUser", Access::SelfOr(Scope::Use
 pub const DELETE_USER: (&str, Access) = ("deleteUser", Access::SelfOr(Scope::UsersWrite));
 pub const CHANGE_PASSWORD: (&str, Access) = ("changePassword", Access::SelfOnly);
 pub const LOGOUT: (&str, Access) = ("deleteSession", Access::AnyUser);
+pub const USERINFO: (&str, Access) = ("getUserInfo", Access::OpenId);
+pub const USERINFO_POST: (&str, Access) = ("postUserInfo", Access::OpenId);
+pub const LIST_CONSENTS: (&str, Access) = ("listConsents", Access::SelfOnly);
+pub const DELETE_CONSENT: (&str, Access) = ("deleteConsent", Access::SelfOnly);
 /// Creating users when sign-up is closed (open sign-up needs no token at all).
 pub const CREATE_USER: (&str, Access) = ("createUser", Access::Admin(Scope::UsersWrite));
 
@@ -61,6 +67,10 @@ pub const ACCESS: &[(&str, Access)] = &[
     CHANGE_PASSWORD,
     LOGOUT,
     CREATE_USER,
+    USERINFO,
+    USERINFO_POST,
+    LIST_CONSENTS,
+    DELETE_CONSENT,
 ];
 
 /// The OpenAPI security requirements of an operation with this access: any of the bearer
@@ -77,6 +87,7 @@ pub fn requirements(access: Access, open: bool) -> serde_json::Value {
         }
         Access::SelfOnly => alternatives.push(json!({ OAUTH2_SCHEME: [Scope::Profile.as_str()] })),
         Access::AnyUser => alternatives.push(json!({ OAUTH2_SCHEME: [] })),
+        Access::OpenId => alternatives.push(json!({ OAUTH2_SCHEME: [Scope::OpenId.as_str()] })),
     }
     alternatives.push(json!({ COOKIE_SCHEME: [] }));
     if open {
@@ -249,6 +260,7 @@ impl Caller {
             Access::SelfOr(scope) => own() || self.has_authority(scope),
             Access::SelfOnly => own(),
             Access::AnyUser => self.user().is_some(),
+            Access::OpenId => self.user().is_some() && self.scopes.contains(Scope::OpenId),
         };
         if allowed {
             Ok(())

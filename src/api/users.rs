@@ -15,7 +15,8 @@ use uuid::Uuid;
 use super::body::{optional_str, JsonObject, JsonOrForm};
 use super::json::{JsonView, Rfc3339};
 use super::security::{
-    MaybeCaller, CHANGE_PASSWORD, CREATE_USER, DELETE_USER, GET_USER, LIST_USERS, UPDATE_USER,
+    MaybeCaller, CHANGE_PASSWORD, CREATE_USER, DELETE_CONSENT, DELETE_USER, GET_USER,
+    LIST_CONSENTS, LIST_USERS, UPDATE_USER,
 };
 use super::{ApiError, ApiTags, Caller, Empty, RequestCtx};
 use crate::domain::{Email, NewPassword, PersonName, Role, Scope, User, UserCursor};
@@ -485,6 +486,103 @@ impl UsersApi {
             .record("user_deleted", Some(&subject), &ctx.audit(), fields);
         Ok(DeletedResponse::Ok(Json(Empty {})))
     }
+
+    /// List the applications you allowed
+    ///
+    /// The third-party clients you allowed on the consent page (browser sign-in), with the
+    /// scopes you allowed them. Your own account only (`me`).
+    #[oai(
+        path = "/users/:id/consents",
+        method = "get",
+        operation_id = "listConsents"
+    )]
+    async fn list_consents(
+        &self,
+        state: Data<&Arc<AppState>>,
+        caller: Caller,
+        /// `me`, or your own user id.
+        id: Path<String>,
+    ) -> Result<ConsentsResponse, ApiError> {
+        let target = caller.target(&id.0)?;
+        caller.authorize(LIST_CONSENTS, target)?;
+        let user = caller.require_user()?;
+        let mut listed = Vec::new();
+        for consent in state.store.consents(user.id).await? {
+            let client = state.store.client(consent.client_id).await?;
+            listed.push(ConsentBody {
+                client_id: consent.client_id,
+                client_name: client.map(|c| c.name.as_str().to_owned()),
+                scope: consent.scope.to_string(),
+                granted_at: consent.granted_at,
+            });
+        }
+        Ok(ConsentsResponse::Ok(Json(listed)))
+    }
+
+    /// Withdraw an application's consent
+    ///
+    /// The client will have to ask you again on its next sign-in. Tokens it already holds
+    /// are not revoked by this: revoke them (`POST /api/v1/auth/revoke`) or end your
+    /// sessions (`DELETE /api/v1/auth_session/logout?scope=global`).
+    #[oai(
+        path = "/users/:id/consents/:client_id",
+        method = "delete",
+        operation_id = "deleteConsent"
+    )]
+    async fn delete_consent(
+        &self,
+        state: Data<&Arc<AppState>>,
+        caller: Caller,
+        /// `me`, or your own user id.
+        id: Path<String>,
+        /// The client's id.
+        client_id: Path<String>,
+        ctx: RequestCtx,
+    ) -> Result<ConsentDeletedResponse, ApiError> {
+        let target = caller.target(&id.0)?;
+        caller.authorize(DELETE_CONSENT, target)?;
+        let user = caller.require_user()?;
+        let client = Uuid::parse_str(&client_id.0).map_err(|_| ApiError::not_found())?;
+        if !state.store.delete_consent(user.id, client).await? {
+            return Err(ApiError::not_found());
+        }
+        let fields = serde_json::json!({ "client_id": client });
+        state.audit.record(
+            "consent_withdrawn",
+            Some(&user.id.to_string()),
+            &ctx.audit(),
+            fields,
+        );
+        Ok(ConsentDeletedResponse::Ok(Json(Empty {})))
+    }
+}
+
+#[derive(ApiResponse)]
+pub enum ConsentDeletedResponse {
+    /// Withdrawn: the client asks again next time.
+    #[oai(status = 200)]
+    Ok(Json<Empty>),
+}
+
+/// An application you allowed on the consent page.
+#[derive(Object)]
+pub struct ConsentBody {
+    /// The client's id.
+    pub client_id: Uuid,
+    /// Its name, or null if it was deleted since.
+    #[oai(nullable)]
+    pub client_name: Option<String>,
+    /// What you allowed it, space-separated.
+    pub scope: String,
+    /// When you last allowed it.
+    pub granted_at: DateTime<Utc>,
+}
+
+#[derive(ApiResponse)]
+pub enum ConsentsResponse {
+    /// Your consents, oldest first.
+    #[oai(status = 200)]
+    Ok(Json<Vec<ConsentBody>>),
 }
 
 impl poem_openapi::types::Example for NewUserRequest {

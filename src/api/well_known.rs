@@ -52,11 +52,15 @@ pub enum JwksResponse {
     Ok(Json<JwkSet>, #[oai(header = "Cache-Control")] String),
 }
 
-/// Authorization server metadata (RFC 8414).
+/// Authorization server metadata (RFC 8414); the OpenID Connect Discovery 1.0 document
+/// adds the OpenID fields.
 #[derive(Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct ServerMetadata {
     /// The `iss` of every token (JWT_ISSUER).
     pub issuer: String,
+    /// Where browsers are sent to sign in (authorization code flow with PKCE).
+    pub authorization_endpoint: String,
     /// Where to get tokens.
     pub token_endpoint: String,
     /// Where the verification keys are.
@@ -79,12 +83,30 @@ pub struct ServerMetadata {
     pub introspection_endpoint_auth_methods_supported: Vec<String>,
     /// The algorithms a `private_key_jwt` client assertion may be signed with there.
     pub introspection_endpoint_auth_signing_alg_values_supported: Vec<String>,
-    /// Empty: there is no authorization endpoint.
+    /// `code`: the authorization code flow.
     pub response_types_supported: Vec<String>,
+    /// `query`: the authorization response's parameters are in the redirect's query.
+    pub response_modes_supported: Vec<String>,
+    /// `S256` only: PKCE is required, and `plain` is refused.
+    pub code_challenge_methods_supported: Vec<String>,
+    /// The authorization response carries `iss` (RFC 9207).
+    pub authorization_response_iss_parameter_supported: bool,
     /// Every scope a token can carry.
     pub scopes_supported: Vec<String>,
     /// Where the human-readable API documentation is.
     pub service_documentation: String,
+    /// OpenID Connect: the signed-in person's claims, with an access token carrying `openid`.
+    pub userinfo_endpoint: Option<String>,
+    /// OpenID Connect RP-Initiated Logout 1.0.
+    pub end_session_endpoint: Option<String>,
+    /// OpenID Connect: how ID tokens are signed (RS256).
+    pub id_token_signing_alg_values_supported: Option<Vec<String>>,
+    /// OpenID Connect: `public` (a person's `sub` is their user id, for every client).
+    pub subject_types_supported: Option<Vec<String>>,
+    /// OpenID Connect: the claims ID tokens and userinfo may carry.
+    pub claims_supported: Option<Vec<String>>,
+    /// OpenID Connect: the `prompt` values the authorization endpoint understands.
+    pub prompt_values_supported: Option<Vec<String>>,
 }
 
 #[derive(ApiResponse)]
@@ -147,45 +169,109 @@ impl WellKnownApi {
         operation_id = "getServerMetadata"
     )]
     async fn metadata(&self, state: Data<&Arc<AppState>>) -> Result<MetadataResponse, ApiError> {
-        let base = &state.public_url;
-        let strings = |items: &[&str]| items.iter().map(|s| s.to_string()).collect();
         Ok(MetadataResponse::Ok(
-            Json(ServerMetadata {
-                issuer: state.config.jwt_issuer.clone(),
-                token_endpoint: state.token_endpoint(),
-                jwks_uri: format!("{base}/.well-known/jwks.json"),
-                revocation_endpoint: format!("{base}/api/v1/auth/revoke"),
-                introspection_endpoint: format!("{base}/api/v1/auth/introspect"),
-                grant_types_supported: strings(&[
-                    "password",
-                    "refresh_token",
-                    "client_credentials",
-                ]),
-                token_endpoint_auth_methods_supported: strings(&[
-                    "client_secret_basic",
-                    "client_secret_post",
-                    "private_key_jwt",
-                    "none",
-                ]),
-                token_endpoint_auth_signing_alg_values_supported: strings(&SIGNING_ALGS),
-                revocation_endpoint_auth_methods_supported: strings(&[
-                    "client_secret_basic",
-                    "client_secret_post",
-                    "private_key_jwt",
-                    "none",
-                ]),
-                revocation_endpoint_auth_signing_alg_values_supported: strings(&SIGNING_ALGS),
-                introspection_endpoint_auth_methods_supported: strings(&[
-                    "client_secret_basic",
-                    "client_secret_post",
-                    "private_key_jwt",
-                ]),
-                introspection_endpoint_auth_signing_alg_values_supported: strings(&SIGNING_ALGS),
-                response_types_supported: Vec::new(),
-                scopes_supported: Scope::ALL.iter().map(|s| s.as_str().to_owned()).collect(),
-                service_documentation: format!("{base}/docs"),
-            }),
+            Json(metadata(&state)),
             "public, max-age=3600".into(),
         ))
+    }
+
+    /// OpenID Connect discovery
+    ///
+    /// OpenID Connect Discovery 1.0: everything the RFC 8414 document has, plus the
+    /// userinfo and logout endpoints, the ID-token signing algorithm and the claims.
+    /// OpenID relying parties require `issuer` to be the URL they discovered from: set
+    /// JWT_ISSUER to PUBLIC_URL to use them.
+    #[oai(
+        path = "/.well-known/openid-configuration",
+        method = "get",
+        operation_id = "getOpenIdConfiguration"
+    )]
+    async fn openid_configuration(
+        &self,
+        state: Data<&Arc<AppState>>,
+    ) -> Result<MetadataResponse, ApiError> {
+        let base = &state.public_url;
+        let strings = |items: &[&str]| Some(items.iter().map(|s| s.to_string()).collect());
+        let mut doc = metadata(&state);
+        doc.userinfo_endpoint = Some(format!("{base}/api/v1/auth/userinfo"));
+        doc.end_session_endpoint = Some(format!("{base}/api/v1/auth/logout"));
+        doc.id_token_signing_alg_values_supported = strings(&[state.tokens.id_token_algorithm()]);
+        doc.subject_types_supported = strings(&["public"]);
+        doc.claims_supported = strings(&[
+            "iss",
+            "sub",
+            "aud",
+            "exp",
+            "iat",
+            "auth_time",
+            "nonce",
+            "sid",
+            "amr",
+            "at_hash",
+            "azp",
+            "email",
+            "email_verified",
+            "name",
+            "given_name",
+            "family_name",
+            "updated_at",
+        ]);
+        doc.prompt_values_supported = strings(&["none", "login", "consent", "select_account"]);
+        Ok(MetadataResponse::Ok(
+            Json(doc),
+            "public, max-age=3600".into(),
+        ))
+    }
+}
+
+/// The RFC 8414 document, every URL absolute on PUBLIC_URL.
+fn metadata(state: &AppState) -> ServerMetadata {
+    let base = &state.public_url;
+    let strings = |items: &[&str]| items.iter().map(|s| s.to_string()).collect();
+    ServerMetadata {
+        issuer: state.config.jwt_issuer.clone(),
+        authorization_endpoint: format!("{base}/api/v1/auth/authorize"),
+        token_endpoint: state.token_endpoint(),
+        jwks_uri: format!("{base}/.well-known/jwks.json"),
+        revocation_endpoint: format!("{base}/api/v1/auth/revoke"),
+        introspection_endpoint: format!("{base}/api/v1/auth/introspect"),
+        grant_types_supported: strings(&[
+            "authorization_code",
+            "password",
+            "refresh_token",
+            "client_credentials",
+        ]),
+        token_endpoint_auth_methods_supported: strings(&[
+            "client_secret_basic",
+            "client_secret_post",
+            "private_key_jwt",
+            "none",
+        ]),
+        token_endpoint_auth_signing_alg_values_supported: strings(&SIGNING_ALGS),
+        revocation_endpoint_auth_methods_supported: strings(&[
+            "client_secret_basic",
+            "client_secret_post",
+            "private_key_jwt",
+            "none",
+        ]),
+        revocation_endpoint_auth_signing_alg_values_supported: strings(&SIGNING_ALGS),
+        introspection_endpoint_auth_methods_supported: strings(&[
+            "client_secret_basic",
+            "client_secret_post",
+            "private_key_jwt",
+        ]),
+        introspection_endpoint_auth_signing_alg_values_supported: strings(&SIGNING_ALGS),
+        response_types_supported: strings(&["code"]),
+        response_modes_supported: strings(&["query"]),
+        code_challenge_methods_supported: strings(&["S256"]),
+        authorization_response_iss_parameter_supported: true,
+        scopes_supported: Scope::ALL.iter().map(|s| s.as_str().to_owned()).collect(),
+        service_documentation: format!("{base}/docs"),
+        userinfo_endpoint: None,
+        end_session_endpoint: None,
+        id_token_signing_alg_values_supported: None,
+        subject_types_supported: None,
+        claims_supported: None,
+        prompt_values_supported: None,
     }
 }

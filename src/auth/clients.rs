@@ -214,6 +214,7 @@ mod tests {
             credential: crate::domain::Credential::Secret("$argon2id$old".into()),
             created_at: crate::domain::now(),
             secret_rotated_at: crate::domain::now(),
+            sign_in: Default::default(),
         };
         let v = SecretVersion::of(&client);
         assert_eq!(SecretVersion::parse(&v.to_string()), Some(v));

@@ -4,6 +4,10 @@
 //! Rotation without downtime: a new key file is published in the JWKS as soon as it
 //! appears, but signs only once it is KEY_PUBLISH_DELAY old (its file's mtime), so every
 //! verifier that caches the JWKS for at most that long already knows it.
+//!
+//! Two lines of keys, each rotated this way: access tokens are signed by the keys of
+//! KEYS_DIR (Ed25519 by default), OpenID Connect ID tokens by the RSA keys whose file name
+//! starts with `id-token-` (RS256: OIDC Core §15.1 says every relying party supports it).
 
 use std::fs;
 use std::io::Write;
@@ -75,6 +79,41 @@ pub struct Key {
     pub path: PathBuf,
     /// When the key was published: it signs from `modified + publish delay` on.
     pub modified: SystemTime,
+    /// Which tokens it signs.
+    pub purpose: KeyPurpose,
+}
+
+/// Which tokens a key signs (every key verifies what it signed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyPurpose {
+    /// Access tokens and the service's own signed values.
+    Access,
+    /// OpenID Connect ID tokens: an RSA key in a file named `id-token-*.pem`.
+    IdToken,
+}
+
+impl KeyPurpose {
+    /// File names of ID-token keys start with this.
+    pub const ID_TOKEN_PREFIX: &'static str = "id-token-";
+
+    fn of(path: &Path) -> Self {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if name.starts_with(Self::ID_TOKEN_PREFIX) {
+            Self::IdToken
+        } else {
+            Self::Access
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Access => "access",
+            Self::IdToken => "id_token",
+        }
+    }
 }
 
 fn b64(bytes: &[u8]) -> String {
@@ -174,7 +213,14 @@ impl Key {
                 "not an Ed25519, P-256 or RSA PKCS#8 private key".into(),
             ));
         };
+        let purpose = KeyPurpose::of(path);
+        if purpose == KeyPurpose::IdToken && algorithm != KeyAlgorithm::Rs256 {
+            return Err(invalid(
+                "an id-token-*.pem key signs ID tokens with RS256: it must be an RSA key".into(),
+            ));
+        }
         Ok(Self {
+            purpose,
             kid: jwk.kid.clone(),
             algorithm: jwt_algorithm(algorithm),
             jwk,
@@ -214,7 +260,9 @@ pub struct KeySet {
 }
 
 impl KeySet {
-    /// Loads every `*.pem` in `dir`; generates an Ed25519 key (mode 0600) when there is none.
+    /// Loads every `*.pem` in `dir`; generates an Ed25519 key (mode 0600) when there is none,
+    /// and an RSA key for ID tokens when there is none of those (a key directory that
+    /// cannot be written keeps working: ID tokens are then signed by the access-token key).
     pub fn load_or_generate(dir: &Path, publish_delay: Duration) -> Result<Self, KeyError> {
         let io = |source| KeyError::Io {
             path: dir.display().to_string(),
@@ -225,22 +273,32 @@ impl KeySet {
             .mode(0o700)
             .create(dir)
             .map_err(io)?;
-        if fingerprint(dir)?.is_empty() {
-            // Replicas sharing a KEYS_DIR may start at the same instant: one generates
-            // the key, the others wait on the lock and then find it. (A read-only mount
-            // has no lock file to make, and no key can be generated there anyway.)
-            let lock = fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .mode(0o600)
-                .open(dir.join(".generate.lock"));
-            if let Ok(lock) = &lock {
-                lock.lock().map_err(io)?;
-            }
-            if fingerprint(dir)?.is_empty() {
+        // Replicas sharing a KEYS_DIR may start at the same instant: one generates each
+        // missing key, the others wait on the lock and then find it.
+        let lacks_signing_key = |files: &[(PathBuf, SystemTime)]| files.is_empty();
+        if lacks_signing_key(&fingerprint(dir)?) {
+            let _lock = generation_lock(dir)?;
+            if lacks_signing_key(&fingerprint(dir)?) {
                 let path = generate(dir, KeyAlgorithm::EdDsa)?;
                 tracing::info!(path = %path.display(), "generated a new Ed25519 signing key");
+            }
+        }
+        let lacks_id_key = |files: &[(PathBuf, SystemTime)]| {
+            !files
+                .iter()
+                .any(|(p, _)| KeyPurpose::of(p) == KeyPurpose::IdToken)
+        };
+        if lacks_id_key(&fingerprint(dir)?) {
+            let _lock = generation_lock(dir)?;
+            if lacks_id_key(&fingerprint(dir)?) {
+                match generate_id_token_key(dir) {
+                    Ok(path) => {
+                        tracing::info!(path = %path.display(), "generated an RSA key for OpenID Connect ID tokens")
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot add an RSA key for ID tokens to KEYS_DIR; ID tokens are signed by the access-token key")
+                    }
+                }
             }
         }
         Self::load(dir, publish_delay)
@@ -281,16 +339,39 @@ impl KeySet {
         fingerprint(dir).is_ok_and(|now| now != self.fingerprint)
     }
 
-    /// The key that signs at `now`: the newest key published for at least the delay, or,
-    /// when none is that old (a first start, a fresh deployment), the oldest key.
+    /// The key that signs access tokens at `now` (`signer_of`).
     pub fn signer_at(&self, now: SystemTime) -> &Key {
+        self.signer_of(KeyPurpose::Access, now)
+            .unwrap_or(&self.keys[0])
+    }
+
+    /// The key of `purpose` that signs at `now`: the newest one published for at least the
+    /// delay, or, when none is that old (a first start, a fresh deployment), the oldest.
+    fn signer_of(&self, purpose: KeyPurpose, now: SystemTime) -> Option<&Key> {
         let ready =
             |k: &&Key| now.duration_since(k.modified).unwrap_or_default() >= self.publish_delay;
-        self.keys.iter().rev().find(ready).unwrap_or(&self.keys[0])
+        let mut line = self.keys.iter().filter(|k| k.purpose == purpose);
+        let oldest = line.next()?;
+        Some(
+            self.keys
+                .iter()
+                .rev()
+                .filter(|k| k.purpose == purpose)
+                .find(ready)
+                .unwrap_or(oldest),
+        )
     }
 
     pub fn signer(&self) -> &Key {
         self.signer_at(SystemTime::now())
+    }
+
+    /// The key that signs ID tokens now: the ID-token line's signer, or the access-token
+    /// signer when KEYS_DIR has no ID-token key.
+    pub fn id_token_signer(&self) -> &Key {
+        let now = SystemTime::now();
+        self.signer_of(KeyPurpose::IdToken, now)
+            .unwrap_or_else(|| self.signer_at(now))
     }
 
     pub fn get(&self, kid: &str) -> Option<&Key> {
@@ -302,7 +383,9 @@ impl KeySet {
     }
 
     pub fn status(&self, key: &Key, now: SystemTime) -> KeyStatus {
-        let signer = self.signer_at(now);
+        let Some(signer) = self.signer_of(key.purpose, now) else {
+            return KeyStatus::Previous;
+        };
         if signer.kid == key.kid {
             KeyStatus::Signing
         } else if key.modified > signer.modified {
@@ -317,8 +400,11 @@ impl KeySet {
         if self.status(key, now) != KeyStatus::Previous {
             return None;
         }
-        // It signed until the next newer key became ready to sign.
-        let successor = self.keys.iter().find(|k| k.modified > key.modified)?;
+        // It signed until the next newer key of its line became ready to sign.
+        let successor = self
+            .keys
+            .iter()
+            .find(|k| k.purpose == key.purpose && k.modified > key.modified)?;
         Some(successor.modified + self.publish_delay)
     }
 
@@ -344,7 +430,7 @@ impl KeySet {
         }
         if !force {
             let safe_from = self.stopped_signing_at(key, now).map(|stopped| {
-                stopped + token_ttl + Duration::from_secs(super::tokens::LEEWAY_SECS)
+                stopped + token_ttl + Duration::from_secs(crate::domain::LEEWAY_SECS)
             });
             if let Some(safe_from) = safe_from.filter(|t| *t > now) {
                 let wait = safe_from.duration_since(now).unwrap_or_default().as_secs() + 1;
@@ -359,6 +445,27 @@ impl KeySet {
             source,
         })?;
         Ok(retired)
+    }
+}
+
+/// The lock key generation in `dir` holds, released when dropped. `None` on a read-only
+/// mount, which has no lock file to make (and where no key can be generated anyway).
+fn generation_lock(dir: &Path) -> Result<Option<fs::File>, KeyError> {
+    let lock = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(dir.join(".generate.lock"));
+    match lock {
+        Ok(lock) => {
+            lock.lock().map_err(|source| KeyError::Io {
+                path: dir.display().to_string(),
+                source,
+            })?;
+            Ok(Some(lock))
+        }
+        Err(_) => Ok(None),
     }
 }
 
@@ -382,9 +489,18 @@ fn fingerprint(dir: &Path) -> Result<Vec<(PathBuf, SystemTime)>, KeyError> {
     Ok(files)
 }
 
-/// Writes a new key as PKCS#8 v1 PEM (the form OpenSSL writes and every JOSE library
-/// reads), atomically and with mode 0600 from the first byte.
+/// Writes a new access-token key as PKCS#8 v1 PEM (the form OpenSSL writes and every JOSE
+/// library reads), atomically and with mode 0600 from the first byte.
 pub fn generate(dir: &Path, algorithm: KeyAlgorithm) -> Result<PathBuf, KeyError> {
+    generate_named(dir, algorithm, "")
+}
+
+/// Writes a new RSA-2048 key for ID tokens (`id-token-rs256-….pem`).
+pub fn generate_id_token_key(dir: &Path) -> Result<PathBuf, KeyError> {
+    generate_named(dir, KeyAlgorithm::Rs256, KeyPurpose::ID_TOKEN_PREFIX)
+}
+
+fn generate_named(dir: &Path, algorithm: KeyAlgorithm, prefix: &str) -> Result<PathBuf, KeyError> {
     let invalid = |reason: String| KeyError::Invalid {
         path: dir.display().to_string(),
         reason,
@@ -409,7 +525,11 @@ pub fn generate(dir: &Path, algorithm: KeyAlgorithm) -> Result<PathBuf, KeyError
     };
     let text = pem::encode(&pem::Pem::new("PRIVATE KEY", der));
     let key = Key::from_pem(text.as_bytes(), dir, SystemTime::now())?;
-    let name = format!("{}-{}.pem", algorithm.jose().to_lowercase(), &key.kid[..16]);
+    let name = format!(
+        "{prefix}{}-{}.pem",
+        algorithm.jose().to_lowercase(),
+        &key.kid[..16]
+    );
     let path = dir.join(&name);
     let tmp = dir.join(format!(".{name}.tmp"));
     let io = |source| KeyError::Io {
@@ -468,7 +588,11 @@ mod tests {
         );
         let again = KeySet::load_or_generate(dir.path(), Duration::from_secs(600)).unwrap();
         assert_eq!(again.signer().kid, signer.kid);
-        assert_eq!(again.jwks().len(), 1);
+        assert_eq!(signer.jwk.alg, "EdDSA");
+        // Beside it, the RSA key that signs ID tokens.
+        assert_eq!(again.jwks().len(), 2);
+        let id = again.id_token_signer();
+        assert_eq!((id.jwk.alg, id.purpose), ("RS256", KeyPurpose::IdToken));
     }
 
     #[test]
@@ -514,6 +638,42 @@ mod tests {
         assert!(keys
             .retire(&old_kid, Duration::from_secs(900), false)
             .is_err());
+    }
+
+    #[test]
+    fn each_line_of_keys_rotates_on_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let past = SystemTime::now() - Duration::from_secs(3600);
+        let age = |path: &Path| {
+            fs::File::options()
+                .write(true)
+                .open(path)
+                .unwrap()
+                .set_modified(past)
+                .unwrap()
+        };
+        age(&generate(dir.path(), KeyAlgorithm::EdDsa).unwrap());
+        age(&generate_id_token_key(dir.path()).unwrap());
+        // A new ID-token key, newer than everything: it does not take over access tokens,
+        // and signs ID tokens only after the delay.
+        generate_id_token_key(dir.path()).unwrap();
+        let keys = KeySet::load(dir.path(), Duration::from_secs(600)).unwrap();
+        let now = SystemTime::now();
+        assert_eq!(keys.signer_at(now).jwk.alg, "EdDSA");
+        let later = now + Duration::from_secs(601);
+        assert_eq!(keys.signer_at(later).jwk.alg, "EdDSA");
+        let old_id = keys.id_token_signer().kid.clone();
+        let new_id = keys.signer_of(KeyPurpose::IdToken, later).unwrap();
+        assert_ne!(new_id.kid, old_id);
+        assert_eq!(
+            keys.status(keys.get(&old_id).unwrap(), now),
+            KeyStatus::Signing
+        );
+        assert_eq!(keys.status(new_id, now), KeyStatus::Next);
+        // An ID-token file must hold an RSA key.
+        let bad = dir.path().join("id-token-bad.pem");
+        fs::copy(&keys.signer().path, &bad).unwrap();
+        assert!(KeySet::load(dir.path(), Duration::ZERO).is_err());
     }
 
     #[test]

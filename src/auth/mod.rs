@@ -2,9 +2,11 @@
 
 pub mod assertion;
 pub mod clients;
+pub mod id_token;
 pub mod keys;
 pub mod passwords;
 pub mod refresh;
+pub mod signed;
 pub mod throttle;
 pub mod tokens;
 

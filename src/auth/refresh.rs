@@ -95,7 +95,9 @@ fn hash(token: &str) -> String {
     sha256_hex(token.as_bytes())
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
+/// SHA-256 of `bytes`, lower-case hex: how refresh tokens, family secrets and
+/// authorization codes are stored.
+pub fn sha256_hex(bytes: &[u8]) -> String {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
     digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -69,10 +69,19 @@ impl AccessClaims {
     pub fn principal(&self) -> Result<Principal, TokenError> {
         let id = Uuid::parse_str(&self.sub).map_err(|_| TokenError::Invalid("sub is not an id"))?;
         match (self.role, self.client_id.as_deref()) {
-            (Some(role), None) => Ok(Principal::User {
+            // A user's token; `client_id` names the client it was issued to through the
+            // authorization code flow (RFC 9068 §2.2), if any.
+            (Some(role), client) => Ok(Principal::User {
                 id,
                 role,
                 sid: self.session_id(),
+                client: match client {
+                    None => None,
+                    Some(c) => Some(
+                        Uuid::parse_str(c)
+                            .map_err(|_| TokenError::Invalid("client_id is not an id"))?,
+                    ),
+                },
             }),
             (None, Some(client)) if client == self.sub => Ok(Principal::Client {
                 id,
@@ -92,11 +101,13 @@ impl AccessClaims {
 /// back from its claims when it is verified.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Principal {
-    /// A user, in login session `sid`.
+    /// A user, in login session `sid`; `client`: the client it was issued to (the
+    /// authorization code flow).
     User {
         id: UserId,
         role: Role,
         sid: Option<Uuid>,
+        client: Option<crate::domain::ClientId>,
     },
     /// A client, with the version of the secret it authenticated with (absent in tokens
     /// minted before versions were written).
@@ -186,7 +197,18 @@ impl TokenService {
 
     pub fn issue(&self, principal: Principal, scope: &Scopes) -> Result<IssuedToken, TokenError> {
         let (sub, role, sid, client_id, secret_version) = match principal {
-            Principal::User { id, role, sid } => (id.to_string(), Some(role), sid, None, None),
+            Principal::User {
+                id,
+                role,
+                sid,
+                client,
+            } => (
+                id.to_string(),
+                Some(role),
+                sid,
+                client.map(|c| c.to_string()),
+                None,
+            ),
             Principal::Client { id, secret_version } => (
                 id.to_string(),
                 None,
@@ -275,7 +297,11 @@ impl TokenService {
         }
         let kid = header.kid.as_deref().ok_or(TokenError::UnknownKey)?;
         let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
-        let key = keys.get(kid).ok_or(TokenError::UnknownKey)?;
+        // Only the access-token line: an ID-token key never signs an access token.
+        let key = keys
+            .get(kid)
+            .filter(|k| k.purpose == super::keys::KeyPurpose::Access)
+            .ok_or(TokenError::UnknownKey)?;
         // Never let the token choose the algorithm: the key decides.
         if header.alg != key.algorithm {
             return Err(TokenError::WrongAlgorithm);
@@ -339,6 +365,7 @@ mod tests {
             id: Uuid::now_v7(),
             role: Role::User,
             sid: None,
+            client: None,
         }
     }
 

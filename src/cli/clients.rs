@@ -11,22 +11,28 @@ use super::{audit, database};
 use crate::auth::assertion::public_key_from_pem;
 use crate::auth::clients::{generate_secret, hash_secret};
 use crate::config::Config;
-use crate::domain::{client_scopes, Client, ClientKeys, ClientName, Credential};
+use crate::domain::{
+    client_scopes, Client, ClientKeys, ClientName, Credential, RedirectUri, SignIn,
+};
 use crate::store::spool::{self, AdminChange, Applied};
 use crate::store::Store;
 
 #[derive(Debug, Subcommand)]
 pub enum ClientsCommand {
     /// Register a client; prints its client_id and client_secret (shown only once), or,
-    /// with --public-key/--jwks, registers a private_key_jwt client, which has no secret.
+    /// with --public-key/--jwks, registers a private_key_jwt client, which has no secret;
+    /// with --public, a browser or mobile app (no secret at all; PKCE binds its codes).
     Create {
         #[arg(long)]
         name: String,
-        /// Space-separated scopes: users:read and/or users:write.
+        /// Space-separated scopes: users:read and/or users:write; a client with a
+        /// --redirect-uri may also ask people for openid, profile, email, offline_access.
         #[arg(long)]
         scope: String,
         #[command(flatten)]
         keys: KeyFiles,
+        #[command(flatten)]
+        sign_in: SignInArgs,
     },
     /// List clients (never their secrets).
     List,
@@ -55,6 +61,50 @@ pub struct KeyFiles {
     jwks: Option<std::path::PathBuf>,
 }
 
+/// Browser sign-in (authorization code flow) settings of a client.
+#[derive(Debug, clap::Args)]
+pub struct SignInArgs {
+    /// Where people are sent back after signing in (repeatable): https, http to a loopback
+    /// host, or a private-use scheme. Matched exactly, except that a loopback IP
+    /// (127.0.0.1, [::1]) may use any port (RFC 8252 §7.3).
+    #[arg(long = "redirect-uri", value_name = "URI")]
+    redirect_uris: Vec<String>,
+    /// Where RP-initiated logout may send people afterwards (repeatable).
+    #[arg(long = "post-logout-redirect-uri", value_name = "URI")]
+    post_logout_redirect_uris: Vec<String>,
+    /// A browser or mobile app that cannot keep a secret: none is made (token endpoint
+    /// auth `none`); PKCE protects its codes. Needs --redirect-uri.
+    #[arg(long, conflicts_with_all = ["public_keys", "jwks"], requires = "redirect_uris")]
+    public: bool,
+    /// The operator's own application: people are not asked to consent, and it gets a
+    /// refresh token without asking for offline_access. Needs --redirect-uri.
+    #[arg(long, requires = "redirect_uris")]
+    first_party: bool,
+}
+
+impl SignInArgs {
+    fn read(&self) -> anyhow::Result<SignIn> {
+        let parse = |flag: &str, uris: &[String]| {
+            uris.iter()
+                .map(|u| RedirectUri::parse(u).map_err(|e| anyhow::anyhow!("{flag} {u}: {e}")))
+                .collect::<anyhow::Result<Vec<_>>>()
+        };
+        if !self.post_logout_redirect_uris.is_empty() && self.redirect_uris.is_empty() {
+            anyhow::bail!(
+                "--post-logout-redirect-uri needs --redirect-uri (a client that signs people in)"
+            );
+        }
+        Ok(SignIn {
+            redirect_uris: parse("--redirect-uri", &self.redirect_uris)?,
+            post_logout_redirect_uris: parse(
+                "--post-logout-redirect-uri",
+                &self.post_logout_redirect_uris,
+            )?,
+            first_party: self.first_party,
+        })
+    }
+}
+
 impl KeyFiles {
     /// The keys named, `None` if none were.
     fn read(&self) -> anyhow::Result<Option<ClientKeys>> {
@@ -80,15 +130,27 @@ impl KeyFiles {
     }
 }
 
-/// How a client authenticates, as RFC 8414/7591 name it, and its key ids if it has keys.
+/// How a client authenticates, as RFC 8414/7591 name it, its key ids if it has keys, and
+/// its browser sign-in settings if it has any.
 fn described(client: &Client) -> serde_json::Value {
-    match client.keys() {
-        Some(keys) => json!({
+    let mut described = match &client.credential {
+        Credential::Keys(keys) => json!({
             "token_endpoint_auth_method": "private_key_jwt",
             "kids": keys.keys().iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(),
         }),
-        None => json!({ "token_endpoint_auth_method": "client_secret_basic" }),
+        Credential::Secret(_) => json!({ "token_endpoint_auth_method": "client_secret_basic" }),
+        Credential::Public => json!({ "token_endpoint_auth_method": "none" }),
+    };
+    let sign_in = &client.sign_in;
+    if !sign_in.redirect_uris.is_empty() {
+        fn uris(uris: &[RedirectUri]) -> Vec<&str> {
+            uris.iter().map(|u| u.as_str()).collect()
+        }
+        described["redirect_uris"] = json!(uris(&sign_in.redirect_uris));
+        described["post_logout_redirect_uris"] = json!(uris(&sign_in.post_logout_redirect_uris));
+        described["first_party"] = json!(sign_in.first_party);
     }
+    described
 }
 
 /// A JSON object with `extra`'s members added.
@@ -145,11 +207,20 @@ async fn find_client(config: &Config, id: &str) -> anyhow::Result<Client> {
 /// DATA_DIR, or through the running server's spool.
 pub async fn clients(config: Config, command: ClientsCommand) -> anyhow::Result<()> {
     match command {
-        ClientsCommand::Create { name, scope, keys } => {
+        ClientsCommand::Create {
+            name,
+            scope,
+            keys,
+            sign_in,
+        } => {
             let name = ClientName::parse(&name).context("--name")?;
-            let scope = client_scopes(&scope).map_err(|e| anyhow::anyhow!("--scope: {e}"))?;
+            let public = sign_in.public;
+            let sign_in = sign_in.read()?;
+            let scope = client_scopes(&scope, !sign_in.redirect_uris.is_empty())
+                .map_err(|e| anyhow::anyhow!("--scope: {e}"))?;
             let (credential, secret) = match keys.read()? {
                 Some(keys) => (Credential::Keys(keys), None),
+                None if public => (Credential::Public, None),
                 None => {
                     let secret = generate_secret();
                     (Credential::Secret(hash_secret(&secret)), Some(secret))
@@ -163,6 +234,7 @@ pub async fn clients(config: Config, command: ClientsCommand) -> anyhow::Result<
                 credential,
                 created_at: now,
                 secret_rotated_at: now,
+                sign_in,
             };
             apply(&config, AdminChange::PutClient(client.clone())).await?;
             let fields = with(
@@ -229,11 +301,16 @@ pub async fn clients(config: Config, command: ClientsCommand) -> anyhow::Result<
         }
         ClientsCommand::RotateSecret { id } => {
             let mut client = find_client(&config, &id).await?;
-            if client.keys().is_some() {
-                anyhow::bail!(
+            match client.credential {
+                Credential::Keys(_) => anyhow::bail!(
                     "client {} has no secret: it signs assertions with its keys (clients set-keys replaces them)",
                     client.id
-                );
+                ),
+                Credential::Public => anyhow::bail!(
+                    "client {} is public: it has no secret to rotate",
+                    client.id
+                ),
+                Credential::Secret(_) => {}
             }
             let secret = generate_secret();
             client.credential = Credential::Secret(hash_secret(&secret));

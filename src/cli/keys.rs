@@ -13,13 +13,17 @@ use crate::config::Config;
 
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
-    /// List the keys: kid, algorithm, status, file.
+    /// List the keys: kid, algorithm, what they sign (access or ID tokens), status, file.
     List,
     /// Add a new key: published in the JWKS at once, signing after KEY_PUBLISH_DELAY.
+    /// Rotates the access-token key, or with --id-token the RSA key of ID tokens.
     Rotate {
         /// EdDSA (default), ES256 or RS256.
-        #[arg(long, default_value = "EdDSA")]
+        #[arg(long, default_value = "EdDSA", conflicts_with = "id_token")]
         alg: String,
+        /// Rotate the key that signs OpenID Connect ID tokens (always RS256) instead.
+        #[arg(long)]
+        id_token: bool,
     },
     /// Stop publishing a key (renames its file to *.pem.retired).
     Retire {
@@ -54,18 +58,22 @@ pub fn keys(config: Config, command: KeysCommand) -> anyhow::Result<()> {
                 };
                 println!(
                     "{}",
-                    json!({ "kid": key.kid, "alg": key.jwk.alg, "status": status,
+                    json!({ "kid": key.kid, "alg": key.jwk.alg, "signs": key.purpose.as_str(), "status": status,
                             "published_at": rfc3339(key.modified),
                             "signs_from": rfc3339(key.modified + delay),
                             "file": key.path.display().to_string() })
                 );
             }
         }
-        KeysCommand::Rotate { alg } => {
-            let algorithm = KeyAlgorithm::parse(&alg).ok_or_else(|| {
-                anyhow::anyhow!("--alg: expected EdDSA, ES256 or RS256, got {alg}")
-            })?;
-            let path = keys::generate(dir, algorithm)?;
+        KeysCommand::Rotate { alg, id_token } => {
+            let path = if id_token {
+                keys::generate_id_token_key(dir)?
+            } else {
+                let algorithm = KeyAlgorithm::parse(&alg).ok_or_else(|| {
+                    anyhow::anyhow!("--alg: expected EdDSA, ES256 or RS256, got {alg}")
+                })?;
+                keys::generate(dir, algorithm)?
+            };
             let set = KeySet::load(dir, delay)?;
             let key = set
                 .keys()
@@ -76,11 +84,11 @@ pub fn keys(config: Config, command: KeysCommand) -> anyhow::Result<()> {
                 &config,
                 "key_rotated",
                 &key.kid,
-                json!({ "via": "cli", "alg": key.jwk.alg }),
+                json!({ "via": "cli", "alg": key.jwk.alg, "signs": key.purpose.as_str() }),
             );
             println!(
                 "{}",
-                json!({ "kid": key.kid, "alg": key.jwk.alg, "file": path.display().to_string(),
+                json!({ "kid": key.kid, "alg": key.jwk.alg, "signs": key.purpose.as_str(), "file": path.display().to_string(),
                         "published_at": rfc3339(key.modified),
                         "signs_from": rfc3339(key.modified + delay) })
             );

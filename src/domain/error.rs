@@ -17,6 +17,8 @@ pub enum DomainError {
     InvalidIdentifier(&'static str),
     #[error("after must be a cursor from the Link header of a previous page")]
     InvalidCursor,
+    #[error("redirect URI: {0}")]
+    InvalidRedirectUri(&'static str),
     #[error("public keys: {0}")]
     InvalidKeys(String),
 }

@@ -1,5 +1,6 @@
 //! Domain types: valid by construction, parsed once at the edge.
 
+mod authorization;
 mod client;
 mod cursor;
 mod email;
@@ -8,12 +9,14 @@ mod identifier;
 mod jwk;
 mod names;
 mod password;
+mod redirect;
 mod role;
 mod scope;
 mod session;
 mod user;
 
-pub use client::{client_scopes, Client, ClientId, ClientName, Credential};
+pub use authorization::{AuthCode, Consent};
+pub use client::{client_scopes, Client, ClientId, ClientName, Credential, SignIn};
 pub use cursor::UserCursor;
 pub use email::Email;
 pub use error::DomainError;
@@ -21,6 +24,7 @@ pub use identifier::{Identifier, MAX_IDENTIFIER_CHARS};
 pub use jwk::{thumbprint, ClientKeys, KeyAlgorithm, KeyMaterial, PublicKey};
 pub use names::PersonName;
 pub use password::NewPassword;
+pub use redirect::{with_query, RedirectUri};
 pub use role::Role;
 pub use scope::{Scope, Scopes};
 pub use session::{PresentedRefresh, RefreshToken, Session};

@@ -10,24 +10,43 @@ pub enum Scope {
     UsersRead,
     /// Create, update and delete any user.
     UsersWrite,
+    /// OpenID Connect: an ID token about the signed-in person (authorization code flow).
+    OpenId,
+    /// OpenID Connect: the person's email address in the ID token and userinfo.
+    Email,
+    /// A refresh token from the authorization code flow.
+    OfflineAccess,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 3] = [Scope::Profile, Scope::UsersRead, Scope::UsersWrite];
+    pub const ALL: [Scope; 6] = [
+        Scope::OpenId,
+        Scope::Profile,
+        Scope::Email,
+        Scope::OfflineAccess,
+        Scope::UsersRead,
+        Scope::UsersWrite,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Profile => "profile",
             Self::UsersRead => "users:read",
             Self::UsersWrite => "users:write",
+            Self::OpenId => "openid",
+            Self::Email => "email",
+            Self::OfflineAccess => "offline_access",
         }
     }
 
     pub fn description(self) -> &'static str {
         match self {
-            Self::Profile => "Read and change your own account",
+            Self::Profile => "Read and change your own account (and your name, in OpenID Connect)",
             Self::UsersRead => "List and read every user, and the stats (admins and clients)",
             Self::UsersWrite => "Create, update and delete any user (admins and clients)",
+            Self::OpenId => "Sign in with OpenID Connect: an ID token saying who you are",
+            Self::Email => "Your email address (OpenID Connect)",
+            Self::OfflineAccess => "Stay signed in: a refresh token (authorization code flow)",
         }
     }
 
@@ -57,6 +76,12 @@ impl Scope {
 }
 
 impl Scopes {
+    /// The OpenID Connect scopes every person may grant a client in the authorization
+    /// code flow, whatever their role: they say who the person is, not what they may do.
+    pub const IDENTITY: Scopes = Scopes(
+        1 << (Scope::OpenId as u8) | 1 << (Scope::Email as u8) | 1 << (Scope::OfflineAccess as u8),
+    );
+
     pub fn of(scopes: impl IntoIterator<Item = Scope>) -> Self {
         Self(scopes.into_iter().fold(0, |bits, s| bits | s.bit()))
     }
@@ -76,6 +101,11 @@ impl Scopes {
 
     pub fn is_subset(&self, other: &Scopes) -> bool {
         self.0 & !other.0 == 0
+    }
+
+    /// The scopes in either set.
+    pub fn union(&self, other: &Scopes) -> Scopes {
+        Self(self.0 | other.0)
     }
 
     /// The scopes in both sets.

@@ -22,6 +22,9 @@ pub struct Session {
     /// a version before families: its tokens carry no secret and are refused, so it is
     /// kept only for its revocation and expiry (with its newest token alone).
     pub family: Option<String>,
+    /// The client the login was granted to (the authorization code flow), which may revoke
+    /// it; `None` for the service's own logins (password grant).
+    pub client_id: Option<super::ClientId>,
     /// The current token last; before it, oldest first, the tokens it superseded that are
     /// kept for the grace window (see `rotate`).
     pub tokens: Vec<RefreshToken>,
@@ -67,6 +70,7 @@ impl Session {
             created_at: first.issued_at,
             revoked_at: None,
             family: Some(family),
+            client_id: None,
             tokens: vec![first],
         }
     }

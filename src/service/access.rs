@@ -66,7 +66,8 @@ impl AppState {
                 if !user.session_alive(sid, issued_instant(&claims)) {
                     return Err(TokenError::Revoked.into());
                 }
-                let allowed = user.role.scopes();
+                // What the role allows, and who they are (the OpenID scopes).
+                let allowed = user.role.scopes().union(&Scopes::IDENTITY);
                 (Account::User(user), allowed)
             }
             Principal::Client { id, secret_version } => {
@@ -136,6 +137,30 @@ impl AppState {
             }))
     }
 
+    /// The client a refresh token's session was granted to (the authorization code flow);
+    /// `None` for the service's own logins and for anything not a refresh token of ours.
+    /// (A deleted client's sessions are refused: it is `Some` of nothing to match.)
+    pub async fn refresh_token_client(&self, token: &str) -> Result<Option<Client>, ServiceError> {
+        let Some((session, _)) = self.session_of_refresh_token(token).await? else {
+            return Ok(None);
+        };
+        let Some(id) = session.client_id else {
+            return Ok(None);
+        };
+        Ok(Some(self.store.client(id).await?.unwrap_or_else(|| {
+            // Gone: a client no request can authenticate as.
+            Client {
+                id,
+                name: crate::domain::ClientName::parse("deleted").expect("a valid name"),
+                scope: Scopes::default(),
+                credential: crate::domain::Credential::Secret(String::new()),
+                created_at: session.created_at,
+                secret_rotated_at: session.created_at,
+                sign_in: Default::default(),
+            }
+        })))
+    }
+
     /// The session whose family `token` is a token of (current or not), and the token as
     /// the store knows it; `None` for anything else.
     async fn session_of_refresh_token(
@@ -154,8 +179,8 @@ impl AppState {
     /// Revokes `token` (RFC 7009): an access token's `jti` until it expires, a refresh
     /// token's whole session (any token of the family, current or not). Unknown, expired
     /// and foreign tokens are left alone, silently: the answer must not tell them apart.
-    /// `client`: the authenticated client, which may revoke only tokens issued to it
-    /// (refresh tokens never are: they belong to users).
+    /// `client`: the authenticated client, which may revoke only tokens issued to it (its
+    /// own tokens, and people's tokens it got through the authorization code flow).
     pub async fn revoke_token(
         &self,
         token: &str,
@@ -178,7 +203,8 @@ impl AppState {
                 }
             }
         } else if let Some((session, _)) = self.session_of_refresh_token(token).await? {
-            if issued_to_caller(None) {
+            let granted_to = session.client_id.map(|c| c.to_string());
+            if issued_to_caller(granted_to.as_deref()) {
                 self.store.revoke_session(session.id).await?;
                 let fields = json!({ "kind": "refresh_token", "session_id": session.id });
                 let subject = session.user_id.to_string();

@@ -7,8 +7,9 @@ use uuid::Uuid;
 use super::{AppState, ServiceError};
 use crate::audit;
 use crate::auth::clients::SecretVersion;
+use crate::auth::id_token::{at_hash, IdClaims};
 use crate::auth::{refresh, IssuedToken, Principal};
-use crate::domain::{Client, Scopes, Session, User};
+use crate::domain::{AuthCode, Client, Scope, Scopes, Session, User};
 use crate::store::RefreshOutcome;
 
 /// How tokens are granted, and to whom.
@@ -21,11 +22,21 @@ pub enum Grant<'a> {
         user: &'a User,
         session_id: Uuid,
         refresh_token: String,
+        client: Option<crate::domain::ClientId>,
     },
     /// A registered client's own token: no session, no refresh token.
     ClientCredentials(&'a Client),
     /// A cookie login: a session id that "log out" can revoke; nothing is stored.
     Cookie(&'a User),
+    /// An authorization code exchanged by `client` (browser sign-in): a new session of
+    /// the person's, granted to the client, created before the code is marked used
+    /// (`session`, from `AppState::new_family`), so a replay always finds it to revoke.
+    AuthorizationCode {
+        user: &'a User,
+        client: &'a Client,
+        code: &'a AuthCode,
+        session: &'a refresh::Family,
+    },
 }
 
 impl Grant<'_> {
@@ -36,6 +47,7 @@ impl Grant<'_> {
             Self::RefreshToken { .. } => "refresh_token",
             Self::ClientCredentials(_) => "client_credentials",
             Self::Cookie(_) => "cookie",
+            Self::AuthorizationCode { .. } => "authorization_code",
         }
     }
 }
@@ -45,6 +57,8 @@ pub struct Tokens {
     pub access: IssuedToken,
     /// User logins at the token endpoint only.
     pub refresh: Option<String>,
+    /// OpenID Connect: the authorization code grant with `openid`.
+    pub id_token: Option<String>,
 }
 
 /// What presenting a refresh token gave.
@@ -56,6 +70,8 @@ pub enum Exchanged {
         session_id: Uuid,
         allowed: Scopes,
         refresh_token: String,
+        /// The client the session was granted to (the authorization code flow).
+        client: Option<crate::domain::ClientId>,
     },
     /// A used token was presented again: the whole session is now revoked (audited).
     Reused,
@@ -68,25 +84,38 @@ impl AppState {
     /// the signed access token, counted in the metrics and logged. The only place an
     /// access token is issued.
     pub async fn issue(&self, grant: Grant<'_>, scopes: Scopes) -> Result<Tokens, ServiceError> {
-        let user = |user: &User, sid| Principal::User {
+        let user = |user: &User, sid, client| Principal::User {
             id: user.id,
             role: user.role,
             sid: Some(sid),
+            client,
         };
         let (principal, refresh) = match &grant {
             Grant::Password(u) => {
                 let family = refresh::Family::generate();
-                let first = family.issue(crate::domain::now(), self.refresh_ttl());
-                let id = family.session_id();
-                let session = Session::new(id, u.id, scopes, family.hash(), first.stored);
-                self.store.create_session(session).await?;
-                (user(u, id), Some(first.token))
+                let (id, first) = self.create_session(&family, u, scopes, None).await?;
+                (user(u, id, None), Some(first))
+            }
+            Grant::AuthorizationCode {
+                user: u,
+                client,
+                session,
+                ..
+            } => {
+                let (id, first) = self
+                    .create_session(session, u, scopes, Some(client.id))
+                    .await?;
+                // A refresh token only when asked for (offline_access) or to the
+                // operator's own application (OIDC Core §11).
+                let refresh = scopes.contains(Scope::OfflineAccess) || client.sign_in.first_party;
+                (user(u, id, Some(client.id)), refresh.then_some(first))
             }
             Grant::RefreshToken {
                 user: u,
                 session_id,
                 refresh_token,
-            } => (user(u, *session_id), Some(refresh_token.clone())),
+                client,
+            } => (user(u, *session_id, *client), Some(refresh_token.clone())),
             Grant::ClientCredentials(client) => {
                 let secret_version = Some(SecretVersion::of(client));
                 (
@@ -97,9 +126,17 @@ impl AppState {
                     None,
                 )
             }
-            Grant::Cookie(u) => (user(u, Uuid::now_v7()), None),
+            Grant::Cookie(u) => (user(u, Uuid::now_v7(), None), None),
         };
         let access = self.tokens.issue(principal, &scopes)?;
+        let id_token = match &grant {
+            Grant::AuthorizationCode {
+                user, client, code, ..
+            } if scopes.contains(Scope::OpenId) => {
+                Some(self.id_token(user, client, code, scopes, &access.token)?)
+            }
+            _ => None,
+        };
         self.metrics.token_issued(grant.name());
         match principal {
             Principal::User { id, sid, .. } => {
@@ -110,7 +147,65 @@ impl AppState {
                 tracing::info!(grant = grant.name(), client_id = %id, scope = %scopes, "token issued")
             }
         }
-        Ok(Tokens { access, refresh })
+        Ok(Tokens {
+            access,
+            refresh,
+            id_token,
+        })
+    }
+
+    /// A new session (a refresh-token family) of `user` with its first token.
+    async fn create_session(
+        &self,
+        family: &refresh::Family,
+        user: &User,
+        scopes: Scopes,
+        client: Option<crate::domain::ClientId>,
+    ) -> Result<(Uuid, String), ServiceError> {
+        let first = family.issue(crate::domain::now(), self.refresh_ttl());
+        let id = family.session_id();
+        let mut session = Session::new(id, user.id, scopes, family.hash(), first.stored);
+        session.client_id = client;
+        self.store.create_session(session).await?;
+        Ok((id, first.token))
+    }
+
+    /// The ID token of a code exchange (OIDC Core §3.1.3.6), about `user`, for `client`.
+    fn id_token(
+        &self,
+        user: &User,
+        client: &Client,
+        code: &AuthCode,
+        scopes: Scopes,
+        access_token: &str,
+    ) -> Result<String, ServiceError> {
+        let now = crate::domain::now().timestamp();
+        let released = super::released_claims(user, scopes);
+        let text = |name: &str| {
+            released
+                .get(name)
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
+        };
+        let claims = IdClaims {
+            iss: String::new(),
+            sub: user.id.to_string(),
+            aud: client.id.to_string(),
+            exp: now + self.config.session_duration as i64,
+            iat: now,
+            auth_time: code.auth_time.timestamp(),
+            nonce: code.nonce.clone(),
+            sid: code.sso_session.to_string(),
+            amr: code.amr.clone(),
+            at_hash: Some(at_hash(access_token)),
+            azp: client.id.to_string(),
+            email: text("email"),
+            email_verified: released.get("email_verified").and_then(|v| v.as_bool()),
+            name: text("name"),
+            given_name: text("given_name"),
+            family_name: text("family_name"),
+        };
+        Ok(self.tokens.issue_id_token(claims)?)
     }
 
     /// Exchanges a refresh token for the next one of its session, atomically, detecting
@@ -138,15 +233,18 @@ impl AppState {
                 scope,
                 user,
                 benign_race,
+                client,
             } => {
                 tracing::info!(user_id = %user.id, %session_id, benign_race, "refresh token rotated");
-                // A demoted user keeps the session but loses what the role no longer allows.
-                let allowed = scope.intersect(&user.role.scopes());
+                // A demoted user keeps the session but loses what the role no longer allows
+                // (who they are, the OpenID scopes, stays theirs to grant).
+                let allowed = scope.intersect(&user.role.scopes().union(&Scopes::IDENTITY));
                 Exchanged::Rotated {
                     user: Box::new(user),
                     session_id,
                     allowed,
                     refresh_token: new.token,
+                    client,
                 }
             }
             RefreshOutcome::Reused {

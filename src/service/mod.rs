@@ -8,6 +8,7 @@ mod accounts;
 mod clients;
 mod issue;
 mod login;
+mod signin;
 mod state;
 
 pub use access::{Account, ActiveRefresh, Verified};
@@ -15,6 +16,10 @@ pub use accounts::NewAccount;
 pub use clients::{ClientCredential, ClientVerdict, RECENT_SECRET_TTL};
 pub use issue::{Exchanged, Grant, Tokens};
 pub use login::{Attempt, Verdict};
+pub use signin::{
+    released_claims, AuthRequest, AuthorizeError, AuthorizeParams, LogoutParams, LogoutRequest,
+    Next, Sso,
+};
 pub use state::{open_file_store, AppState};
 
 use crate::auth::{PasswordError, TokenError};

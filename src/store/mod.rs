@@ -13,7 +13,8 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::domain::{
-    Client, ClientId, PresentedRefresh, RefreshToken, Scopes, Session, User, UserCursor, UserId,
+    AuthCode, Client, ClientId, Consent, PresentedRefresh, RefreshToken, Scopes, Session, User,
+    UserCursor, UserId,
 };
 
 pub use file::{spool, Export, FileStore, FileStoreOptions};
@@ -50,6 +51,10 @@ pub enum StoreError {
 /// updates of different fields never overwrite each other.
 pub type UserUpdate = Box<dyn FnOnce(&mut User) + Send>;
 
+/// How long an authorization code is remembered past its expiry: a replay within it still
+/// revokes what the first exchange issued (RFC 6749 §4.1.2).
+pub const CODE_MEMORY: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
+
 /// What presenting a refresh token did.
 #[derive(Debug)]
 pub enum RefreshOutcome {
@@ -60,6 +65,8 @@ pub enum RefreshOutcome {
         scope: Scopes,
         user: User,
         benign_race: bool,
+        /// The client the session was granted to (the authorization code flow).
+        client: Option<ClientId>,
     },
     /// A token of the family that stopped being current longer than the grace window ago,
     /// however many rotations ago: someone replayed it. The whole session is now revoked,
@@ -252,6 +259,28 @@ pub trait Store: Send + Sync + 'static {
         expires_at: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
 
+    // Browser sign-in.
+
+    /// Keeps a new authorization code (by its hash) for redeeming.
+    async fn put_code(&self, code: AuthCode) -> Result<(), StoreError>;
+    /// The code with this hash, whether used or not (`used_by`: the session its first
+    /// exchange created), while it is remembered: until some minutes past its expiry, so a
+    /// late replay is still recognised.
+    async fn code(&self, hash: &str) -> Result<Option<(AuthCode, Option<Uuid>)>, StoreError>;
+    /// Marks the code used by `session`, once, decided in one place (a lock, a conditional
+    /// UPDATE): `None` when this call used it, `Some(earlier)` when it had been used
+    /// already (a replay: `earlier` is the session the first exchange created), and
+    /// `NotFound` when it is not remembered.
+    async fn redeem_code(&self, hash: &str, session: Uuid) -> Result<Option<Uuid>, StoreError>;
+    /// What `user` has allowed `client`, if they were asked.
+    async fn consent(&self, user: UserId, client: ClientId) -> Result<Option<Consent>, StoreError>;
+    /// Remembers (or widens) what `user` allows `consent.client_id`.
+    async fn put_consent(&self, user: UserId, consent: Consent) -> Result<(), StoreError>;
+    /// Every client `user` has allowed, oldest first.
+    async fn consents(&self, user: UserId) -> Result<Vec<Consent>, StoreError>;
+    /// Forgets what `user` allowed `client`; `false` if there was nothing.
+    async fn delete_consent(&self, user: UserId, client: ClientId) -> Result<bool, StoreError>;
+
     // Upkeep.
 
     /// Applies admin changes queued by the CLI while this server held the store.
@@ -259,8 +288,8 @@ pub trait Store: Send + Sync + 'static {
         Ok(0)
     }
 
-    /// Forgets expired and revoked sessions, expired `jti`s and expired assertion ids;
-    /// returns how many.
+    /// Forgets expired and revoked sessions, expired `jti`s, expired assertion ids and
+    /// codes past `CODE_MEMORY`; returns how many.
     async fn prune(&self, now: DateTime<Utc>) -> Result<usize, StoreError>;
 
     /// Writes what the store holds back for a moment (the file store's used client

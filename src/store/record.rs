@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::domain::{
-    Client, ClientKeys, ClientName, Credential, Email, PersonName, RefreshToken, Role, Scopes,
-    Session, User,
+    AuthCode, Client, ClientKeys, ClientName, Credential, Email, PersonName, RedirectUri,
+    RefreshToken, Role, Scopes, Session, SignIn, User,
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -78,6 +78,9 @@ pub struct SessionRecord {
     /// SHA-256 of the family secret; absent in records written before families.
     #[serde(default)]
     pub family: Option<String>,
+    /// The client it was granted to (the authorization code flow).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<Uuid>,
     pub tokens: Vec<RefreshRecord>,
 }
 
@@ -121,6 +124,7 @@ impl From<&Session> for SessionRecord {
             created_at: s.created_at,
             revoked_at: s.revoked_at,
             family: s.family.clone(),
+            client_id: s.client_id,
             tokens: s.tokens.iter().map(RefreshRecord::from).collect(),
         }
     }
@@ -144,6 +148,7 @@ impl TryFrom<SessionRecord> for Session {
             created_at: r.created_at,
             revoked_at: r.revoked_at,
             family: r.family,
+            client_id: r.client_id,
             tokens,
         })
     }
@@ -163,6 +168,16 @@ pub struct ClientRecord {
     pub jwks: Option<String>,
     pub created_at: DateTime<Utc>,
     pub secret_rotated_at: DateTime<Utc>,
+    /// A public client (no secret, no keys); absent in records written before them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub public: bool,
+    /// Browser sign-in (absent before the authorization code flow, and for services).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub redirect_uris: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub post_logout_redirect_uris: Vec<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub first_party: bool,
 }
 
 impl From<&Client> for ClientRecord {
@@ -175,33 +190,104 @@ impl From<&Client> for ClientRecord {
             jwks: c.keys().map(ClientKeys::to_jwks),
             created_at: c.created_at,
             secret_rotated_at: c.secret_rotated_at,
+            public: c.is_public(),
+            redirect_uris: uris(&c.sign_in.redirect_uris),
+            post_logout_redirect_uris: uris(&c.sign_in.post_logout_redirect_uris),
+            first_party: c.sign_in.first_party,
         }
     }
+}
+
+fn uris(uris: &[RedirectUri]) -> Vec<String> {
+    uris.iter().map(|u| u.as_str().to_owned()).collect()
 }
 
 impl TryFrom<ClientRecord> for Client {
     type Error = String;
 
     fn try_from(r: ClientRecord) -> Result<Self, String> {
+        let parse = |uris: Vec<String>| {
+            uris.iter()
+                .map(|u| RedirectUri::parse(u).map_err(|e| format!("client {}: {e}", r.id)))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let sign_in = SignIn {
+            redirect_uris: parse(r.redirect_uris)?,
+            post_logout_redirect_uris: parse(r.post_logout_redirect_uris)?,
+            first_party: r.first_party,
+        };
         Ok(Client {
             id: r.id,
             name: ClientName::parse(&r.name).map_err(|e| format!("client {}: {e}", r.id))?,
             scope: Scopes::parse(&r.scope)
                 .map_err(|s| format!("client {}: unknown scope {s}", r.id))?,
             credential: match (r.secret_hash, r.jwks) {
+                (None, None) if r.public => Credential::Public,
                 (Some(hash), None) => Credential::Secret(hash),
                 (None, Some(jwks)) => Credential::Keys(
                     ClientKeys::parse_jwks(&jwks).map_err(|e| format!("client {}: {e}", r.id))?,
                 ),
                 _ => {
                     return Err(format!(
-                        "client {}: needs exactly one of a secret and public keys",
+                        "client {}: needs exactly one of a secret and public keys, or neither if public",
                         r.id
                     ))
                 }
             },
             created_at: r.created_at,
             secret_rotated_at: r.secret_rotated_at,
+            sign_in,
+        })
+    }
+}
+
+/// An authorization code's binding as PostgreSQL keeps it (JSON, read back whole).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuthCodeRecord {
+    pub client_id: Uuid,
+    pub redirect_uri: String,
+    pub code_challenge: String,
+    pub scope: String,
+    pub user_id: Uuid,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+    pub auth_time: DateTime<Utc>,
+    pub sso_session: Uuid,
+    pub amr: Vec<String>,
+    pub expires_at: DateTime<Utc>,
+}
+
+impl From<&AuthCode> for AuthCodeRecord {
+    fn from(c: &AuthCode) -> Self {
+        Self {
+            client_id: c.client_id,
+            redirect_uri: c.redirect_uri.clone(),
+            code_challenge: c.code_challenge.clone(),
+            scope: c.scope.to_string(),
+            user_id: c.user_id,
+            nonce: c.nonce.clone(),
+            auth_time: c.auth_time,
+            sso_session: c.sso_session,
+            amr: c.amr.clone(),
+            expires_at: c.expires_at,
+        }
+    }
+}
+
+impl AuthCodeRecord {
+    pub fn into_code(self, hash: String) -> Result<AuthCode, String> {
+        Ok(AuthCode {
+            hash,
+            client_id: self.client_id,
+            redirect_uri: self.redirect_uri,
+            code_challenge: self.code_challenge,
+            scope: Scopes::parse(&self.scope).map_err(|s| format!("code: unknown scope {s}"))?,
+            user_id: self.user_id,
+            nonce: self.nonce,
+            auth_time: self.auth_time,
+            sso_session: self.sso_session,
+            amr: self.amr,
+            expires_at: self.expires_at,
         })
     }
 }

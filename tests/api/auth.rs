@@ -93,7 +93,10 @@ fn other_grants_are_unsupported() {
     let body = app
         .post_form(
             TOKEN,
-            &[("grant_type", "authorization_code"), ("code", "x")],
+            &[
+                ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+                ("device_code", "x"),
+            ],
         )
         .expect(400);
     assert_eq!(body["error"], "unsupported_grant_type");

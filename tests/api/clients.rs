@@ -268,7 +268,12 @@ fn discovery_lists_every_grant_and_endpoint() {
         .expect(200);
     assert_eq!(
         meta["grant_types_supported"],
-        json!(["password", "refresh_token", "client_credentials"])
+        json!([
+            "authorization_code",
+            "password",
+            "refresh_token",
+            "client_credentials"
+        ])
     );
     assert_eq!(
         meta["introspection_endpoint"],

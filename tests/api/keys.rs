@@ -6,8 +6,14 @@ use serde_json::Value;
 
 use super::helpers::{kids_of, spawn_app_with, within, TestApp};
 
+/// The access-token keys in the JWKS (the ID-token key, RS256, rotates on its own).
 fn kids(app: &TestApp) -> Vec<String> {
-    kids_of(&app.get("/.well-known/jwks.json", None).expect(200))
+    let mut jwks = app.get("/.well-known/jwks.json", None).expect(200);
+    jwks["keys"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|k| k["alg"] != "RS256");
+    kids_of(&jwks)
 }
 
 fn header_of(token: &str) -> jsonwebtoken::Header {
@@ -70,17 +76,27 @@ fn keys_list_reports_each_keys_status() {
     app.cli(&["keys", "rotate"]).json();
     let listed = app.cli(&["keys", "list"]);
     assert!(listed.success, "{}", listed.stderr);
-    let statuses: Vec<String> = listed
+    let statuses: Vec<(String, String)> = listed
         .stdout
         .lines()
         .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap()["status"]
-                .as_str()
-                .unwrap()
-                .to_owned()
+            let key = serde_json::from_str::<Value>(l).unwrap();
+            let field = |name: &str| key[name].as_str().unwrap().to_owned();
+            (field("signs"), field("status"))
         })
         .collect();
-    assert_eq!(statuses, ["signing", "next"]);
+    let of = |signs: &str| -> Vec<&str> {
+        statuses
+            .iter()
+            .filter(|(s, _)| s == signs)
+            .map(|(_, status)| status.as_str())
+            .collect()
+    };
+    assert_eq!(of("access"), ["signing", "next"]);
+    assert_eq!(of("id_token"), ["signing"]);
+    // The ID-token key rotates on its own, with the same pre-publication.
+    let rotated = app.cli(&["keys", "rotate", "--id-token"]).json();
+    assert_eq!((rotated["alg"].as_str(), rotated["signs"].as_str()), (Some("RS256"), Some("id_token")));
     assert!(!app.cli(&["keys", "rotate", "--alg", "HS256"]).success);
 }
 

@@ -25,8 +25,8 @@ fn migrate(url: &str) -> Value {
 fn migrate_applies_the_schema_once() {
     let db = empty_database();
     let first = migrate(&db.url);
-    assert_eq!(first["applied"], serde_json::json!([1, 2, 3, 4, 5]));
-    assert_eq!(first["schema_version"], 5);
+    assert_eq!(first["applied"], serde_json::json!([1, 2, 3, 4, 5, 6]));
+    assert_eq!(first["schema_version"], 6);
     let again = migrate(&db.url);
     assert_eq!(again["applied"], serde_json::json!([]));
 }
@@ -60,7 +60,8 @@ fn replicas_migrating_at_once_do_not_race() {
             serde_json::json!(2),
             serde_json::json!(3),
             serde_json::json!(4),
-            serde_json::json!(5)
+            serde_json::json!(5),
+            serde_json::json!(6)
         ],
         "exactly one applied it"
     );
@@ -274,6 +275,7 @@ async fn clients_and_revocations_live_in_postgresql() {
         ),
         created_at: now,
         secret_rotated_at: now,
+        sign_in: Default::default(),
     };
     store.put_client(client.clone()).await.unwrap();
     client.scope = Scopes::of([Scope::UsersRead, Scope::UsersWrite]);
@@ -636,6 +638,7 @@ fn keys_client(name: &str) -> simple_api::domain::Client {
         credential: Credential::Keys(ClientKeys::parse_jwks(jwk).unwrap()),
         created_at: now,
         secret_rotated_at: now,
+        sign_in: Default::default(),
     }
 }
 

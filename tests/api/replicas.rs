@@ -209,7 +209,19 @@ fn replicas_starting_together_on_an_empty_keys_dir_share_one_key() {
         (a.join().unwrap(), b.join().unwrap())
     });
     let jwks = |r: &Server| r.get("/.well-known/jwks.json", None).json();
-    assert_eq!(jwks(&a)["keys"].as_array().unwrap().len(), 1);
+    // One signing key and one ID-token key, not one of each per replica.
+    let published = jwks(&a);
+    let algs: Vec<&str> = published["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["alg"].as_str().unwrap())
+        .collect();
+    assert_eq!(algs.len(), 2, "{algs:?}");
+    assert!(
+        algs.contains(&"EdDSA") && algs.contains(&"RS256"),
+        "{algs:?}"
+    );
     assert_eq!(jwks(&a), jwks(&b));
 }
 
@@ -469,6 +481,7 @@ async fn a_client_changed_on_one_replica_is_seen_by_another_within_a_second() {
         credential: Credential::Secret("sha256$before".into()),
         created_at: now,
         secret_rotated_at: now,
+        sign_in: Default::default(),
     };
     let id = client.id;
     a.put_client(client.clone()).await.unwrap();

@@ -90,6 +90,12 @@ fn first_start_generates_a_private_ed25519_key_and_reuses_it() {
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "pem"))
+        .filter(|p| {
+            !p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("id-token-")
+        })
         .collect();
     assert_eq!(pems.len(), 1);
     let pem = std::fs::read_to_string(&pems[0]).unwrap();

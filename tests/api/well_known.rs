@@ -64,7 +64,11 @@ fn the_discovery_document_is_absolute_on_public_url() {
         meta["revocation_endpoint"],
         "https://auth.example.com/api/v1/auth/revoke"
     );
-    assert_eq!(meta["response_types_supported"], serde_json::json!([]));
+    assert_eq!(meta["response_types_supported"], serde_json::json!(["code"]));
+    assert_eq!(
+        meta["authorization_endpoint"],
+        "https://auth.example.com/api/v1/auth/authorize"
+    );
     let grants = meta["grant_types_supported"].as_array().unwrap();
     assert!(grants.contains(&"password".into()) && grants.contains(&"refresh_token".into()));
 }

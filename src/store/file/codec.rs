@@ -66,6 +66,18 @@ pub enum Entry {
         jti: String,
         expires_at: DateTime<Utc>,
     },
+    /// What a person allowed a third-party client (browser sign-in), replacing what they
+    /// allowed it before.
+    ConsentPut {
+        user: Uuid,
+        client: Uuid,
+        scope: String,
+        at: DateTime<Utc>,
+    },
+    ConsentDelete {
+        user: Uuid,
+        client: Uuid,
+    },
     /// A client's `private_key_jwt` assertion was used (`Store::use_assertion`): a replay
     /// is refused until `exp` (its claim, Unix seconds) and the verifiers' leeway have
     /// passed. Only builds with `private_key_jwt` write it; older logs have none.

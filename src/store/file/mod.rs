@@ -16,6 +16,7 @@ mod syncer;
 mod tests;
 mod writer;
 
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -34,7 +35,8 @@ use self::writer::{start_writer, Job};
 use super::record::{ClientRecord, RefreshRecord, SessionRecord, UserRecord};
 use super::{rotation, RefreshOutcome, Rotation, Store, StoreError, TokenStanding, UserUpdate};
 use crate::domain::{
-    Client, ClientId, Email, PresentedRefresh, RefreshToken, Session, User, UserCursor, UserId,
+    AuthCode, Client, ClientId, Consent, Email, PresentedRefresh, RefreshToken, Session, User,
+    UserCursor, UserId,
 };
 
 #[derive(Debug, Clone)]
@@ -61,6 +63,8 @@ pub struct Export {
     pub sessions: Vec<Session>,
     pub revoked_jtis: Vec<(String, DateTime<Utc>)>,
     pub clients: Vec<Client>,
+    /// What each person allowed third-party clients.
+    pub consents: Vec<(UserId, Consent)>,
 }
 
 struct Inner {
@@ -77,6 +81,11 @@ struct Inner {
     /// Assertions used but not yet appended (see `use_assertion`): one writer job appends
     /// all of them at a time.
     pending_assertions: Mutex<PendingAssertions>,
+    /// Authorization codes by hash, with the session their first exchange created. Only
+    /// in memory: a code lives a minute, and a restart that forgets one forgets its use
+    /// too, so it can neither be redeemed nor replayed afterwards (the person signs in
+    /// again). One lock decides which exchange of a code is first.
+    codes: Mutex<HashMap<String, (AuthCode, Option<Uuid>)>>,
     options: FileStoreOptions,
     _lock: File,
 }
@@ -194,6 +203,7 @@ impl FileStore {
                 log: Mutex::new(log),
                 compacting: AtomicBool::new(false),
                 pending_assertions: Mutex::new(PendingAssertions::default()),
+                codes: Mutex::new(HashMap::new()),
                 options,
                 _lock: lock,
             }),
@@ -235,6 +245,11 @@ impl FileStore {
                 .map(|(jti, exp)| (jti.clone(), *exp))
                 .collect(),
             clients,
+            consents: state
+                .consents
+                .iter()
+                .flat_map(|(&user, c)| c.values().map(move |c| (user, c.clone())))
+                .collect(),
         }
     }
 
@@ -379,6 +394,7 @@ impl Store for FileStore {
                 scope: session.scope,
                 user: User::clone(user),
                 benign_race,
+                client: session.client_id,
             };
             Ok((vec![rotate], outcome))
         })
@@ -577,6 +593,80 @@ impl Store for FileStore {
         Ok(true)
     }
 
+    async fn put_code(&self, code: AuthCode) -> Result<(), StoreError> {
+        let mut codes = self.inner.codes.lock().unwrap_or_else(|e| e.into_inner());
+        codes.insert(code.hash.clone(), (code, None));
+        Ok(())
+    }
+
+    async fn code(&self, hash: &str) -> Result<Option<(AuthCode, Option<Uuid>)>, StoreError> {
+        let codes = self.inner.codes.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(codes.get(hash).cloned())
+    }
+
+    async fn redeem_code(&self, hash: &str, session: Uuid) -> Result<Option<Uuid>, StoreError> {
+        let mut codes = self.inner.codes.lock().unwrap_or_else(|e| e.into_inner());
+        let (_, used_by) = codes.get_mut(hash).ok_or(StoreError::NotFound)?;
+        Ok(match used_by {
+            Some(earlier) => Some(*earlier),
+            None => {
+                *used_by = Some(session);
+                None
+            }
+        })
+    }
+
+    async fn consent(&self, user: UserId, client: ClientId) -> Result<Option<Consent>, StoreError> {
+        let state = read(&self.inner.state);
+        Ok(state
+            .consents
+            .get(&user)
+            .and_then(|c| c.get(&client))
+            .cloned())
+    }
+
+    async fn put_consent(&self, user: UserId, consent: Consent) -> Result<(), StoreError> {
+        self.write(move |state| {
+            if !state.users.contains_key(&user) {
+                return Err(StoreError::NotFound);
+            }
+            let entry = Entry::ConsentPut {
+                user,
+                client: consent.client_id,
+                scope: consent.scope.to_string(),
+                at: consent.granted_at,
+            };
+            Ok((vec![entry], ()))
+        })
+        .await
+    }
+
+    async fn consents(&self, user: UserId) -> Result<Vec<Consent>, StoreError> {
+        let state = read(&self.inner.state);
+        let mut all: Vec<Consent> = state
+            .consents
+            .get(&user)
+            .map(|c| c.values().cloned().collect())
+            .unwrap_or_default();
+        all.sort_by_key(|c| (c.granted_at, c.client_id));
+        Ok(all)
+    }
+
+    async fn delete_consent(&self, user: UserId, client: ClientId) -> Result<bool, StoreError> {
+        self.write(move |state| {
+            let known = state
+                .consents
+                .get(&user)
+                .is_some_and(|c| c.contains_key(&client));
+            let entries = match known {
+                true => vec![Entry::ConsentDelete { user, client }],
+                false => Vec::new(),
+            };
+            Ok((entries, known))
+        })
+        .await
+    }
+
     async fn apply_spool(&self) -> Result<usize, StoreError> {
         FileStore::apply_spool(self).await
     }
@@ -601,5 +691,16 @@ impl Store for FileStore {
             state.prune(now, retention)
         })
         .await
+        .map(|pruned| pruned + self.prune_codes(now))
+    }
+}
+
+impl FileStore {
+    /// Forgets codes past `CODE_MEMORY`; returns how many.
+    fn prune_codes(&self, now: DateTime<Utc>) -> usize {
+        let mut codes = self.inner.codes.lock().unwrap_or_else(|e| e.into_inner());
+        let before = codes.len();
+        codes.retain(|_, (code, _)| code.expires_at + super::CODE_MEMORY > now);
+        before - codes.len()
     }
 }

@@ -193,6 +193,7 @@ mod tests {
             ),
             created_at: crate::domain::now(),
             secret_rotated_at: crate::domain::now(),
+            sign_in: Default::default(),
         }
     }
 

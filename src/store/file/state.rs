@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::codec::{AssertionKey, Entry};
 use super::email_index::EmailIndex;
 use super::ordered::Ordered;
-use crate::domain::{Client, ClientId, RefreshToken, Session, User, UserId};
+use crate::domain::{Client, ClientId, Consent, RefreshToken, Scopes, Session, User, UserId};
 use crate::store::record::{ClientRecord, SessionRecord, UserRecord};
 
 #[derive(Default)]
@@ -29,6 +29,8 @@ pub(super) struct State {
     /// and 8 bytes (about 40 with the table's slack), not copies of its client id and
     /// `jti`.
     pub(super) used_assertions: HashMap<AssertionKey, i64>,
+    /// What each person allowed third-party clients (browser sign-in).
+    pub(super) consents: HashMap<UserId, HashMap<ClientId, Consent>>,
 }
 
 impl State {
@@ -79,6 +81,32 @@ impl State {
             Entry::ClientDelete { id } => {
                 self.clients.remove(&id);
             }
+            Entry::ConsentPut {
+                user,
+                client,
+                scope,
+                at,
+            } => {
+                let scope = Scopes::parse(&scope)
+                    .map_err(|s| format!("consent of {user}: unknown scope {s}"))?;
+                let consent = Consent {
+                    client_id: client,
+                    scope,
+                    granted_at: at,
+                };
+                self.consents
+                    .entry(user)
+                    .or_default()
+                    .insert(client, consent);
+            }
+            Entry::ConsentDelete { user, client } => {
+                if let Some(consents) = self.consents.get_mut(&user) {
+                    consents.remove(&client);
+                    if consents.is_empty() {
+                        self.consents.remove(&user);
+                    }
+                }
+            }
             Entry::AssertionUse { key, exp } => {
                 // Over an expired use of the same assertion, if not yet pruned.
                 self.used_assertions.insert(key, exp);
@@ -128,6 +156,7 @@ impl State {
     }
 
     fn remove_user(&mut self, id: UserId) -> Option<Arc<User>> {
+        self.consents.remove(&id);
         let old = self.users.remove(&id)?;
         self.unindex(&old);
         Some(old)
@@ -145,7 +174,8 @@ impl State {
             + self.sessions.len()
             + self.revoked_jtis.len()
             + self.clients.len()
-            + self.used_assertions.len()) as u64
+            + self.used_assertions.len()
+            + self.consents.values().map(HashMap::len).sum::<usize>()) as u64
     }
 
     /// The live records as log entries, made one at a time (a million users are never
@@ -168,7 +198,16 @@ impl State {
             .used_assertions
             .iter()
             .map(|(&key, &exp)| Entry::AssertionUse { key, exp });
+        let consents = self.consents.iter().flat_map(|(&user, consents)| {
+            consents.values().map(move |c| Entry::ConsentPut {
+                user,
+                client: c.client_id,
+                scope: c.scope.to_string(),
+                at: c.granted_at,
+            })
+        });
         users
+            .chain(consents)
             .chain(clients)
             .chain(sessions)
             .chain(jtis)

@@ -947,6 +947,7 @@ fn client_with_keys() -> Client {
         ),
         created_at: now,
         secret_rotated_at: now,
+        sign_in: Default::default(),
     }
 }
 

@@ -433,6 +433,7 @@ mod tests {
             credential: Credential::Secret("sha256$x".into()),
             created_at: now,
             secret_rotated_at: now,
+            sign_in: Default::default(),
         }
     }
 

@@ -11,7 +11,8 @@ use crate::store::StoreError;
 
 /// A client's columns; exactly one of `secret_hash` and `jwks` is set (migration 5's
 /// CHECK), as in `ClientRecord`.
-const COLUMNS: &str = "id, name, scope, secret_hash, jwks, created_at, secret_rotated_at";
+const COLUMNS: &str = "id, name, scope, secret_hash, jwks, created_at, secret_rotated_at, \
+                       public, redirect_uris, post_logout_redirect_uris, first_party";
 
 fn client_of(row: &Row) -> Result<Client, StoreError> {
     Client::try_from(ClientRecord {
@@ -22,6 +23,10 @@ fn client_of(row: &Row) -> Result<Client, StoreError> {
         jwks: row.get("jwks"),
         created_at: row.get("created_at"),
         secret_rotated_at: row.get("secret_rotated_at"),
+        public: row.get("public"),
+        redirect_uris: row.get("redirect_uris"),
+        post_logout_redirect_uris: row.get("post_logout_redirect_uris"),
+        first_party: row.get("first_party"),
     })
     .map_err(|reason| StoreError::Database {
         context: "read a client".into(),
@@ -35,9 +40,10 @@ pub async fn put(client: &impl GenericClient, c: &Client) -> Result<(), StoreErr
     exec(
         client,
         &format!(
-            "INSERT INTO clients ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+            "INSERT INTO clients ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
                  ON CONFLICT (id) DO UPDATE SET name = $2, scope = $3, secret_hash = $4, \
-                 jwks = $5, created_at = $6, secret_rotated_at = $7"
+                 jwks = $5, created_at = $6, secret_rotated_at = $7, public = $8, \
+                 redirect_uris = $9, post_logout_redirect_uris = $10, first_party = $11"
         ),
         &[
             &record.id,
@@ -47,6 +53,10 @@ pub async fn put(client: &impl GenericClient, c: &Client) -> Result<(), StoreErr
             &record.jwks,
             &record.created_at,
             &record.secret_rotated_at,
+            &record.public,
+            &record.redirect_uris,
+            &record.post_logout_redirect_uris,
+            &record.first_party,
         ],
     )
     .await

@@ -61,7 +61,8 @@ pub async fn copy_into(
     }
     if occupied {
         tx.batch_execute(
-            "TRUNCATE users, sessions, refresh_tokens, revoked_jtis, clients, login_failures",
+            "TRUNCATE users, sessions, refresh_tokens, revoked_jtis, clients, login_failures, \
+             client_assertions, auth_codes, consents",
         )
         .await
         .map_err(database(context))?;
@@ -94,6 +95,13 @@ pub async fn copy_into(
     }
     for (jti, expires_at) in &export.revoked_jtis {
         sessions::revoke_jti(&tx, jti, *expires_at).await?;
+    }
+    // What people allowed third-party clients (codes live a minute: not worth moving).
+    let client_ids: std::collections::HashSet<_> = export.clients.iter().map(|c| c.id).collect();
+    for (user, consent) in &export.consents {
+        if ids.contains(user) && client_ids.contains(&consent.client_id) {
+            super::signin::put_consent(&tx, *user, consent).await?;
+        }
     }
     tx.commit().await.map_err(database(context))?;
     Ok(report)

@@ -38,6 +38,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "client public keys, client notifications, used assertion ids",
         sql: include_str!("0005_client_keys.sql"),
     },
+    Migration {
+        version: 6,
+        name: "browser sign-in: client redirect URIs, authorization codes, consents",
+        sql: include_str!("0006_browser_sign_in.sql"),
+    },
 ];
 
 /// The advisory lock all simple-api migrations take ("simple-a" in ASCII).

@@ -11,6 +11,7 @@ mod failures;
 mod migrations;
 mod password;
 mod sessions;
+mod signin;
 mod users;
 
 pub use copy::{copy_into, CopyReport};
@@ -33,7 +34,8 @@ use uuid::Uuid;
 use self::cache::Cache;
 use super::{FailureCounts, RefreshOutcome, Store, StoreError, TokenStanding, UserUpdate};
 use crate::domain::{
-    Client, ClientId, PresentedRefresh, RefreshToken, Session, User, UserCursor, UserId,
+    AuthCode, Client, ClientId, Consent, PresentedRefresh, RefreshToken, Session, User, UserCursor,
+    UserId,
 };
 
 /// Connections a replica keeps at most. Requests needing the database are short; beyond
@@ -529,6 +531,55 @@ impl Store for PgStore {
 
     /// On the database's clock, not `now` (see `sessions::prune`), in batches that each
     /// fit the operation bound however much there is to forget.
+    async fn put_code(&self, code: AuthCode) -> Result<(), StoreError> {
+        self.with("store a code", async move |c| {
+            signin::put_code(&*c, &code).await
+        })
+        .await
+    }
+
+    async fn code(&self, hash: &str) -> Result<Option<(AuthCode, Option<Uuid>)>, StoreError> {
+        let hash = hash.to_owned();
+        self.with("read a code", async move |c| signin::code(&*c, &hash).await)
+            .await
+    }
+
+    async fn redeem_code(&self, hash: &str, session: Uuid) -> Result<Option<Uuid>, StoreError> {
+        let hash = hash.to_owned();
+        self.with("redeem a code", async move |c| {
+            signin::redeem_code(&*c, &hash, session).await
+        })
+        .await
+    }
+
+    async fn consent(&self, user: UserId, client: ClientId) -> Result<Option<Consent>, StoreError> {
+        self.with("read a consent", async move |c| {
+            signin::consent(&*c, user, client).await
+        })
+        .await
+    }
+
+    async fn put_consent(&self, user: UserId, consent: Consent) -> Result<(), StoreError> {
+        self.with("store a consent", async move |c| {
+            signin::put_consent(&*c, user, &consent).await
+        })
+        .await
+    }
+
+    async fn consents(&self, user: UserId) -> Result<Vec<Consent>, StoreError> {
+        self.with("list consents", async move |c| {
+            signin::consents(&*c, user).await
+        })
+        .await
+    }
+
+    async fn delete_consent(&self, user: UserId, client: ClientId) -> Result<bool, StoreError> {
+        self.with("delete a consent", async move |c| {
+            signin::delete_consent(&*c, user, client).await
+        })
+        .await
+    }
+
     async fn prune(&self, _now: DateTime<Utc>) -> Result<usize, StoreError> {
         let mut total = 0;
         loop {

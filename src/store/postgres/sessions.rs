@@ -13,7 +13,7 @@ use crate::domain::{PresentedRefresh, RefreshToken, Session, User, UserId};
 use crate::store::record::{RefreshRecord, SessionRecord};
 use crate::store::{rotation, RefreshOutcome, Rotation, StoreError};
 
-const SESSION: &str = "id, user_id, scope, created_at, revoked_at, family";
+const SESSION: &str = "id, user_id, scope, created_at, revoked_at, family, client_id";
 const TOKEN: &str = "hash, issued_at, expires_at, rotated_at";
 
 fn token_of(row: &Row) -> RefreshToken {
@@ -42,6 +42,7 @@ async fn session_of(client: &impl GenericClient, row: &Row) -> Result<Session, S
         created_at: row.get("created_at"),
         revoked_at: row.get("revoked_at"),
         family: row.get("family"),
+        client_id: row.get("client_id"),
         tokens: tokens
             .iter()
             .map(|t| RefreshRecord::from(&token_of(t)))
@@ -79,7 +80,7 @@ pub async fn insert_in(client: &impl GenericClient, session: &Session) -> Result
     let record = SessionRecord::from(session);
     exec(
         client,
-        &format!("INSERT INTO sessions ({SESSION}) VALUES ($1, $2, $3, $4, $5, $6)"),
+        &format!("INSERT INTO sessions ({SESSION}) VALUES ($1, $2, $3, $4, $5, $6, $7)"),
         &[
             &record.id,
             &record.user_id,
@@ -87,6 +88,7 @@ pub async fn insert_in(client: &impl GenericClient, session: &Session) -> Result
             &record.created_at,
             &record.revoked_at,
             &record.family,
+            &record.client_id,
         ],
     )
     .await
@@ -106,7 +108,7 @@ pub async fn insert(client: &mut impl GenericClient, session: &Session) -> Resul
         exec(
             client,
             &format!(
-                "WITH s AS (INSERT INTO sessions ({SESSION}) VALUES ($1, $2, $3, $4, $5, $6) \
+                "WITH s AS (INSERT INTO sessions ({SESSION}) VALUES ($1, $2, $3, $4, $5, $6, $11) \
                  RETURNING id) INSERT INTO refresh_tokens (session_id, {TOKEN}) \
                  SELECT id, $7, $8, $9, $10 FROM s"
             ),
@@ -121,6 +123,7 @@ pub async fn insert(client: &mut impl GenericClient, session: &Session) -> Resul
                 &first.issued_at,
                 &first.expires_at,
                 &first.rotated_at,
+                &record.client_id,
             ],
         )
         .await
@@ -198,6 +201,7 @@ pub async fn refresh(
                 scope: session.scope,
                 user: User::clone(user),
                 benign_race,
+                client: session.client_id,
             }
         }
     };
@@ -352,11 +356,12 @@ pub async fn prune(
     .await
     .map_err(database(context))?;
     let assertions = super::clients::prune_assertions(&tx, PRUNE_BATCH).await?;
+    let codes = super::signin::prune_codes(&tx, PRUNE_BATCH).await?;
     super::failures::prune(&tx).await?;
     tx.commit().await.map_err(database(context))?;
     Ok(Pruned {
-        removed: (sessions + jtis + assertions) as usize,
-        more: [sessions, jtis, assertions]
+        removed: (sessions + jtis + assertions + codes) as usize,
+        more: [sessions, jtis, assertions, codes]
             .iter()
             .any(|n| *n as i64 == PRUNE_BATCH),
     })

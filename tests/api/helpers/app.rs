@@ -46,6 +46,7 @@ pub fn test_config(data_dir: PathBuf, keys_dir: PathBuf) -> Config {
         database_url: None,
         keys_dir,
         session_duration: 900,
+        sso_session_duration: 43_200,
         refresh_token_ttl: 2_592_000,
         session_name: "session_id".into(),
         jwt_issuer: "simple-api".into(),
@@ -99,11 +100,27 @@ pub struct TestDatabase {
     pub url: String,
 }
 
+/// Copies one RSA ID-token key, made once per test run, into `dir`: generating RSA keys
+/// is slow, and every server would otherwise make its own at start.
+pub fn add_id_token_key(dir: &std::path::Path) {
+    static KEY: std::sync::OnceLock<(String, Vec<u8>)> = std::sync::OnceLock::new();
+    let (name, pem) = KEY.get_or_init(|| {
+        let made = tempfile::tempdir().unwrap();
+        let path = simple_api::auth::keys::generate_id_token_key(made.path()).unwrap();
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        (name, std::fs::read(&path).unwrap())
+    });
+    let path = dir.join(name);
+    std::fs::write(&path, pem).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+}
+
 /// An app on `database` (PostgreSQL), or on the file store if `None`.
 pub fn spawn_app_in(database: Option<TestDatabase>, change: impl FnOnce(&mut Config)) -> TestApp {
     let data = tempfile::tempdir().unwrap();
     let keys = tempfile::tempdir().unwrap();
     simple_api::auth::keys::generate_ed25519(keys.path()).unwrap();
+    add_id_token_key(keys.path());
     let mut config = test_config(data.path().join("data"), keys.path().to_owned());
     config.database_url = database.as_ref().map(|d| d.url.clone());
     change(&mut config);
@@ -249,7 +266,10 @@ impl TestApp {
         let pem = std::fs::read_dir(&self.keys_dir)
             .unwrap()
             .map(|e| e.unwrap().path())
-            .find(|p| p.extension().is_some_and(|e| e == "pem"))
+            .find(|p| {
+                let name = p.file_name().unwrap().to_string_lossy();
+                name.ends_with(".pem") && !name.starts_with("id-token-")
+            })
             .unwrap();
         EncodingKey::from_ed_pem(&std::fs::read(pem).unwrap()).unwrap()
     }

@@ -1,0 +1,805 @@
+//! Browser sign-in over HTTP: the authorization endpoint and the hosted pages (sign-in,
+//! consent, RP-initiated logout), server-rendered from `pages/` with no script at all.
+//! The decisions are `service::signin`'s; this module reads query strings and forms,
+//! keeps the CSRF and single-sign-on cookies, and renders.
+//!
+//! Every page is sent with a Content-Security-Policy that allows nothing but this
+//! service's stylesheet (no script, no frames: `frame-ancestors 'none'` and
+//! `X-Frame-Options: DENY` against clickjacking of the sign-in and consent buttons),
+//! `Referrer-Policy: no-referrer` (the request in the URL must not leak) and
+//! `Cache-Control: no-store`. Errors the browser cannot be sent back with are pages too;
+//! a caller that does not accept HTML gets the contract's JSON error body instead.
+
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use minijinja::{context, Environment};
+use poem::http::header::{self, HeaderValue};
+use poem::http::StatusCode;
+use poem::{handler, Body, IntoResponse, Request, Response, Route};
+use secrecy::SecretString;
+use serde::Serialize;
+
+use super::security::{cookie, same_origin};
+use super::{BodyLimit, RequestCtx};
+use crate::auth::clients::generate_secret;
+use crate::domain::{Identifier, Scope, Scopes};
+use crate::service::{
+    AppState, AuthorizeError, AuthorizeParams, LogoutParams, LogoutRequest, Next, ServiceError,
+    Sso, Verdict,
+};
+
+/// The browser's single-sign-on cookie (`HttpOnly; SameSite=Lax`: the authorization
+/// request arrives as a cross-site top-level navigation, which must carry it).
+pub const SSO_COOKIE: &str = "simple_api_sso";
+/// The double-submit CSRF cookie of the pages' forms (`SameSite=Strict`).
+pub const CSRF_COOKIE: &str = "simple_api_csrf";
+/// The name the pages show.
+const SERVICE_NAME: &str = "simple-api";
+
+const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; \
+                   frame-ancestors 'none'";
+
+static PAGES: LazyLock<Environment<'static>> = LazyLock::new(|| {
+    let mut env = Environment::new();
+    // `.html` names are auto-escaped: every value is text, never markup.
+    for (name, source) in [
+        ("base.html", include_str!("pages/base.html")),
+        ("signin.html", include_str!("pages/signin.html")),
+        ("consent.html", include_str!("pages/consent.html")),
+        ("logout.html", include_str!("pages/logout.html")),
+        ("message.html", include_str!("pages/message.html")),
+    ] {
+        env.add_template(name, source)
+            .expect("the built-in page templates parse");
+    }
+    env
+});
+
+/// Adds the routes of browser sign-in, outside the OpenAPI service: they answer browsers
+/// with pages and redirects, not JSON.
+pub fn add_routes(route: Route) -> Route {
+    route
+        .at("/api/v1/auth/authorize", poem::get(authorize))
+        .at(
+            "/api/v1/auth/logout",
+            poem::get(logout_get).post(logout_post),
+        )
+        .at("/signin", poem::get(signin_page).post(signin_post))
+        .at(
+            "/signin/consent",
+            poem::get(consent_page).post(consent_post),
+        )
+        .at("/signin/style.css", poem::get(stylesheet))
+}
+
+/// The paths above and their methods, for the `Allow` header of a 405.
+pub const PATHS: &[(&str, &str)] = &[
+    ("/api/v1/auth/authorize", "GET, HEAD"),
+    ("/api/v1/auth/logout", "GET, HEAD, POST"),
+    ("/signin", "GET, HEAD, POST"),
+    ("/signin/consent", "GET, HEAD, POST"),
+    ("/signin/style.css", "GET, HEAD"),
+];
+
+/// A page about to be sent: its status, HTML and cookies.
+struct Page {
+    status: StatusCode,
+    html: String,
+    cookies: Vec<String>,
+    retry_after: Option<Duration>,
+}
+
+impl Page {
+    fn render(status: StatusCode, template: &str, ctx: minijinja::Value) -> Self {
+        let html = PAGES
+            .get_template(template)
+            .and_then(|t| t.render(ctx))
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, template, "a page template failed to render");
+                "<!doctype html><title>Error</title><p>The page cannot be shown.</p>".into()
+            });
+        Self {
+            status,
+            html,
+            cookies: Vec::new(),
+            retry_after: None,
+        }
+    }
+
+    fn message(
+        status: StatusCode,
+        title: &str,
+        error: Option<&str>,
+        message: Option<&str>,
+    ) -> Self {
+        Self::render(
+            status,
+            "message.html",
+            context! { service => SERVICE_NAME, title, error, message },
+        )
+    }
+
+    fn with_cookie(mut self, cookie: Option<String>) -> Self {
+        self.cookies.extend(cookie);
+        self
+    }
+}
+
+impl IntoResponse for Page {
+    fn into_response(self) -> Response {
+        let mut resp = Response::builder()
+            .status(self.status)
+            .content_type("text/html; charset=utf-8")
+            .body(self.html);
+        page_headers(&mut resp);
+        for c in self.cookies {
+            if let Ok(v) = HeaderValue::from_str(&c) {
+                resp.headers_mut().append(header::SET_COOKIE, v);
+            }
+        }
+        if let Some(wait) = self.retry_after {
+            resp.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(wait.as_secs().max(1)),
+            );
+        }
+        resp
+    }
+}
+
+fn page_headers(resp: &mut Response) {
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+}
+
+/// A 303 to `location` (after a form, the browser follows it with a GET), with the
+/// pages' headers and `cookies`.
+fn see_other(location: &str, cookies: Vec<String>) -> Response {
+    let mut resp = Response::builder()
+        .status(StatusCode::SEE_OTHER)
+        .body(Body::empty());
+    page_headers(&mut resp);
+    if let Ok(v) = HeaderValue::from_str(location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    for c in cookies {
+        if let Ok(v) = HeaderValue::from_str(&c) {
+            resp.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+    resp
+}
+
+/// An error for someone who cannot be sent back to the client: a page for browsers, the
+/// contract's `{"error": …}` for anything that does not accept HTML.
+fn error_answer(req: &Request, status: StatusCode, message: &str) -> Response {
+    let html = req
+        .header(header::ACCEPT)
+        .is_some_and(|a| a.contains("text/html"));
+    if html {
+        return Page::message(status, "Something went wrong", Some(message), None).into_response();
+    }
+    let mut resp = super::error::json_response(status, message);
+    page_headers(&mut resp);
+    resp
+}
+
+/// A store or signing failure: nothing the person can fix; logged, not shown.
+fn unavailable(req: &Request, e: ServiceError) -> Response {
+    tracing::error!(error = %e, "browser sign-in could not be carried out");
+    error_answer(
+        req,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "The service cannot complete this now. Please try again in a moment.",
+    )
+}
+
+fn state(req: &Request) -> &Arc<AppState> {
+    req.data::<Arc<AppState>>()
+        .expect("routes() is served with the AppState")
+}
+
+fn set_cookie(
+    state: &AppState,
+    name: &str,
+    value: &str,
+    same_site: &str,
+    max_age: Option<i64>,
+) -> String {
+    let mut c = format!("{name}={value}; HttpOnly; SameSite={same_site}; Path=/");
+    if let Some(age) = max_age {
+        c.push_str(&format!("; Max-Age={age}"));
+    }
+    if state.config.cookie_secure {
+        c.push_str("; Secure");
+    }
+    c
+}
+
+/// The page's CSRF token: the browser's cookie if it has a well-formed one, else a new
+/// one (and the cookie that sets it).
+fn csrf_token(req: &Request, state: &AppState) -> (String, Option<String>) {
+    match cookie(req, CSRF_COOKIE).filter(|v| {
+        v.len() == 43
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    }) {
+        Some(token) => (token.to_owned(), None),
+        None => {
+            let token = generate_secret();
+            let c = set_cookie(state, CSRF_COOKIE, &token, "Strict", None);
+            (token, Some(c))
+        }
+    }
+}
+
+/// Whether a form carries the browser's CSRF token (double submit) and comes from this
+/// service's own pages.
+fn csrf_ok(req: &Request, state: &AppState, form: &Fields) -> bool {
+    let (Some(cookie), Some(sent)) = (cookie(req, CSRF_COOKIE), form.get("csrf")) else {
+        return false;
+    };
+    same_origin(req, &state.public_url)
+        && cookie.len() == sent.len()
+        && aws_lc_rs::constant_time::verify_slices_are_equal(cookie.as_bytes(), sent.as_bytes())
+            .is_ok()
+}
+
+fn csrf_refused() -> Page {
+    Page::message(
+        StatusCode::FORBIDDEN,
+        "Please try again",
+        Some("This form has expired or was sent from another site. Go back, reload the page and try again."),
+        None,
+    )
+}
+
+/// Query or form parameters; a parameter sent twice is refused (RFC 6749 §3.1).
+struct Fields(HashMap<String, String>);
+
+impl Fields {
+    fn parse(raw: &[u8]) -> Result<Self, String> {
+        let mut map = HashMap::new();
+        for (k, v) in form_urlencoded::parse(raw) {
+            if map.insert(k.clone().into_owned(), v.into_owned()).is_some() {
+                return Err(format!("the parameter {k} is sent more than once"));
+            }
+        }
+        Ok(Self(map))
+    }
+
+    fn query(req: &Request) -> Result<Self, String> {
+        Self::parse(req.uri().query().unwrap_or("").as_bytes())
+    }
+
+    async fn form(req: &Request, body: Body) -> Result<Self, String> {
+        let limit = req.data::<BodyLimit>().map_or(65_536, |l| l.0);
+        let bytes = body
+            .into_bytes_limit(limit)
+            .await
+            .map_err(|_| "the form is too large or could not be read".to_owned())?;
+        Self::parse(&bytes)
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
+    fn take(&mut self, name: &str) -> Option<String> {
+        self.0.remove(name)
+    }
+}
+
+#[derive(Serialize)]
+struct ScopeLine {
+    name: &'static str,
+    description: &'static str,
+}
+
+fn scope_lines(scopes: Scopes) -> Vec<ScopeLine> {
+    scopes
+        .iter()
+        .map(|s| ScopeLine {
+            name: s.as_str(),
+            description: match s {
+                Scope::OpenId => "Know who you are (your account id)",
+                Scope::Profile => "See your name, and read and change your account",
+                Scope::Email => "See your email address",
+                Scope::OfflineAccess => "Stay signed in while you are away (a refresh token)",
+                Scope::UsersRead => "List and read every user (as an administrator)",
+                Scope::UsersWrite => "Create, change and delete any user (as an administrator)",
+            },
+        })
+        .collect()
+}
+
+/// Where `next` leads: a page address or the client.
+fn next_location(next: &Next) -> String {
+    let encode = |r: &str| form_urlencoded::byte_serialize(r.as_bytes()).collect::<String>();
+    match next {
+        Next::SignIn { request } => format!("/signin?request={}", encode(request)),
+        Next::Consent { request, .. } => format!("/signin/consent?request={}", encode(request)),
+        Next::Redirect(url) => url.clone(),
+    }
+}
+
+/// `GET /api/v1/auth/authorize`: the authorization endpoint (RFC 6749 §4.1.1).
+#[handler]
+async fn authorize(req: &Request, ctx: RequestCtx) -> Response {
+    let state = state(req);
+    let mut q = match Fields::query(req) {
+        Ok(q) => q,
+        Err(e) => return error_answer(req, StatusCode::BAD_REQUEST, &e),
+    };
+    let params = AuthorizeParams {
+        response_type: q.take("response_type"),
+        client_id: q.take("client_id"),
+        redirect_uri: q.take("redirect_uri"),
+        scope: q.take("scope"),
+        state: q.take("state"),
+        code_challenge: q.take("code_challenge"),
+        code_challenge_method: q.take("code_challenge_method"),
+        nonce: q.take("nonce"),
+        prompt: q.take("prompt"),
+        max_age: q.take("max_age"),
+        login_hint: q.take("login_hint"),
+        request: q.take("request"),
+        request_uri: q.take("request_uri"),
+        response_mode: q.take("response_mode"),
+    };
+    let (request, client) = match state.check_authorization(params).await {
+        Ok(checked) => checked,
+        Err(AuthorizeError::Page(message)) => {
+            return error_answer(req, StatusCode::BAD_REQUEST, &message)
+        }
+        Err(AuthorizeError::Redirect(url)) => return see_other(&url, Vec::new()),
+    };
+    let sso = match state.sso(cookie(req, SSO_COOKIE)).await {
+        Ok(sso) => sso,
+        Err(e) => return unavailable(req, e),
+    };
+    match state
+        .next_step(request, &client, sso.as_ref(), &ctx.audit())
+        .await
+    {
+        Ok(next) => see_other(&next_location(&next), Vec::new()),
+        Err(e) => unavailable(req, e),
+    }
+}
+
+/// The sign-in form, for `request` (signed) if the sign-in belongs to an authorization.
+fn signin_form(
+    req: &Request,
+    state: &AppState,
+    status: StatusCode,
+    request: &str,
+    client_name: Option<&str>,
+    email: &str,
+    error: Option<&str>,
+) -> Page {
+    let (csrf, set) = csrf_token(req, state);
+    Page::render(
+        status,
+        "signin.html",
+        context! { service => SERVICE_NAME, title => "Sign in", client_name, request, csrf, email, error },
+    )
+    .with_cookie(set)
+}
+
+/// A page for a browser already signed in, with a way to sign out.
+fn signed_in_page(req: &Request, state: &AppState, sso: &Sso) -> Page {
+    let request = state
+        .sign_logout(&LogoutRequest::default())
+        .unwrap_or_default();
+    let (csrf, set) = csrf_token(req, state);
+    let message = format!("You are signed in as {}.", sso.user.email.as_str());
+    Page::render(
+        StatusCode::OK,
+        "message.html",
+        context! { service => SERVICE_NAME, title => "Signed in", message, request, csrf },
+    )
+    .with_cookie(set)
+}
+
+fn expired_request() -> Page {
+    Page::message(
+        StatusCode::BAD_REQUEST,
+        "Sign-in expired",
+        Some("This sign-in request has expired or is not valid here. Go back to the application and start again."),
+        None,
+    )
+}
+
+/// `GET /signin`: the sign-in page (`?request=` from the authorization endpoint).
+#[handler]
+async fn signin_page(req: &Request) -> Response {
+    let state = state(req);
+    let q = match Fields::query(req) {
+        Ok(q) => q,
+        Err(e) => return error_answer(req, StatusCode::BAD_REQUEST, &e),
+    };
+    let request = q.get("request").unwrap_or_default();
+    if request.is_empty() {
+        return match state.sso(cookie(req, SSO_COOKIE)).await {
+            Ok(Some(sso)) => signed_in_page(req, state, &sso).into_response(),
+            Ok(None) => signin_form(req, state, StatusCode::OK, "", None, "", None).into_response(),
+            Err(e) => unavailable(req, e),
+        };
+    }
+    match state.read_request(request).await {
+        Ok(Some((auth, client))) => {
+            let hint = auth.login_hint.as_deref().unwrap_or_default();
+            signin_form(
+                req,
+                state,
+                StatusCode::OK,
+                request,
+                Some(client.name.as_str()),
+                hint,
+                None,
+            )
+            .into_response()
+        }
+        Ok(None) => expired_request().into_response(),
+        Err(e) => unavailable(req, e),
+    }
+}
+
+/// `POST /signin`: email and password, then on to the client (or its consent page).
+#[handler]
+async fn signin_post(req: &Request, body: Body, ctx: RequestCtx) -> Response {
+    let state = state(req);
+    let mut form = match Fields::form(req, body).await {
+        Ok(form) => form,
+        Err(e) => return error_answer(req, StatusCode::BAD_REQUEST, &e),
+    };
+    if !csrf_ok(req, state, &form) {
+        return csrf_refused().into_response();
+    }
+    let request = form.take("request").unwrap_or_default();
+    let authorization = if request.is_empty() {
+        None
+    } else {
+        match state.read_request(&request).await {
+            Ok(Some(found)) => Some(found),
+            Ok(None) => return expired_request().into_response(),
+            Err(e) => return unavailable(req, e),
+        }
+    };
+    let client_name = authorization
+        .as_ref()
+        .map(|(_, c)| c.name.as_str().to_owned());
+    let email = form.take("email").unwrap_or_default();
+    let again = |status, error: &str| {
+        signin_form(
+            req,
+            state,
+            status,
+            &request,
+            client_name.as_deref(),
+            &email,
+            Some(error),
+        )
+        .into_response()
+    };
+    if email.trim().is_empty() {
+        return again(StatusCode::BAD_REQUEST, "Enter your email address.");
+    }
+    if Identifier::parse(&email, "email").is_err() {
+        return again(
+            StatusCode::BAD_REQUEST,
+            "An email address has at most 320 characters and no control characters.",
+        );
+    }
+    let Some(password) = form.take("password").filter(|p| !p.is_empty()) else {
+        return again(StatusCode::BAD_REQUEST, "Enter your password.");
+    };
+    let password = SecretString::from(password);
+    let audit = ctx.audit();
+    let user = match state.login(&email, &password, &audit, "signin").await {
+        Ok(Verdict::Ok(user)) => user,
+        Ok(Verdict::Invalid) => return again(StatusCode::UNAUTHORIZED, "Wrong email or password."),
+        Ok(Verdict::Throttled(wait)) => {
+            let mut page = signin_form(
+                req,
+                state,
+                StatusCode::TOO_MANY_REQUESTS,
+                &request,
+                client_name.as_deref(),
+                &email,
+                Some(&format!(
+                    "Too many failed attempts. Try again in {} seconds.",
+                    wait.as_secs().max(1)
+                )),
+            );
+            page.retry_after = Some(wait);
+            return page.into_response();
+        }
+        Err(e) => return unavailable(req, e),
+    };
+    state.rehash_if_outdated(&user, &password).await;
+    let (value, ttl) = match state.start_sso(&user, &audit) {
+        Ok(started) => started,
+        Err(e) => return unavailable(req, e),
+    };
+    let sso_cookie = set_cookie(state, SSO_COOKIE, &value, "Lax", Some(ttl));
+    let sso = match state.sso(Some(&value)).await {
+        Ok(Some(sso)) => sso,
+        Ok(None) => {
+            return unavailable(
+                req,
+                ServiceError::Token(crate::auth::TokenError::Invalid(
+                    "a new session did not verify",
+                )),
+            )
+        }
+        Err(e) => return unavailable(req, e),
+    };
+    let Some((auth, client)) = authorization else {
+        return signed_in_page(req, state, &sso)
+            .with_cookie(Some(sso_cookie))
+            .into_response();
+    };
+    match state.next_step(auth, &client, Some(&sso), &audit).await {
+        Ok(next) => see_other(&next_location(&next), vec![sso_cookie]),
+        Err(e) => unavailable(req, e),
+    }
+}
+
+/// `GET /signin/consent`: which client asks for what, for the signed-in person.
+#[handler]
+async fn consent_page(req: &Request, ctx: RequestCtx) -> Response {
+    let state = state(req);
+    let q = match Fields::query(req) {
+        Ok(q) => q,
+        Err(e) => return error_answer(req, StatusCode::BAD_REQUEST, &e),
+    };
+    let (auth, client) = match state
+        .read_request(q.get("request").unwrap_or_default())
+        .await
+    {
+        Ok(Some(found)) => found,
+        Ok(None) => return expired_request().into_response(),
+        Err(e) => return unavailable(req, e),
+    };
+    let sso = match state.sso(cookie(req, SSO_COOKIE)).await {
+        Ok(sso) => sso,
+        Err(e) => return unavailable(req, e),
+    };
+    // The question is put again each time: consent given meanwhile, a session ended.
+    let next = match state
+        .next_step(auth, &client, sso.as_ref(), &ctx.audit())
+        .await
+    {
+        Ok(next) => next,
+        Err(e) => return unavailable(req, e),
+    };
+    let (
+        Next::Consent {
+            request,
+            client,
+            scope,
+        },
+        Some(sso),
+    ) = (&next, sso)
+    else {
+        return see_other(&next_location(&next), Vec::new());
+    };
+    let (csrf, set) = csrf_token(req, state);
+    Page::render(
+        StatusCode::OK,
+        "consent.html",
+        context! {
+            service => SERVICE_NAME,
+            title => format!("Allow {}?", client.name.as_str()),
+            client_name => client.name.as_str(),
+            client_id => client.id.to_string(),
+            email => sso.user.email.as_str(),
+            scopes => scope_lines(*scope),
+            request, csrf,
+        },
+    )
+    .with_cookie(set)
+    .into_response()
+}
+
+/// `POST /signin/consent`: allow or deny, then back to the client.
+#[handler]
+async fn consent_post(req: &Request, body: Body, ctx: RequestCtx) -> Response {
+    let state = state(req);
+    let form = match Fields::form(req, body).await {
+        Ok(form) => form,
+        Err(e) => return error_answer(req, StatusCode::BAD_REQUEST, &e),
+    };
+    if !csrf_ok(req, state, &form) {
+        return csrf_refused().into_response();
+    }
+    let request = form.get("request").unwrap_or_default();
+    let (auth, client) = match state.read_request(request).await {
+        Ok(Some(found)) => found,
+        Ok(None) => return expired_request().into_response(),
+        Err(e) => return unavailable(req, e),
+    };
+    let sso = match state.sso(cookie(req, SSO_COOKIE)).await {
+        Ok(Some(sso)) => sso,
+        // Signed out meanwhile: sign in again, for the same request.
+        Ok(None) => {
+            let encoded: String = form_urlencoded::byte_serialize(request.as_bytes()).collect();
+            return see_other(&format!("/signin?request={encoded}"), Vec::new());
+        }
+        Err(e) => return unavailable(req, e),
+    };
+    let allow = match form.get("decision") {
+        Some("allow") => true,
+        Some("deny") => false,
+        _ => {
+            return error_answer(
+                req,
+                StatusCode::BAD_REQUEST,
+                "decision must be allow or deny",
+            )
+        }
+    };
+    match state
+        .decide_consent(auth, &client, &sso, allow, &ctx.audit())
+        .await
+    {
+        Ok(url) => see_other(&url, Vec::new()),
+        Err(e) => unavailable(req, e),
+    }
+}
+
+fn signed_out(cookies: Vec<String>) -> Response {
+    let mut page = Page::message(
+        StatusCode::OK,
+        "Signed out",
+        None,
+        Some("You are signed out. You can close this window."),
+    );
+    page.cookies = cookies;
+    page.into_response()
+}
+
+/// `GET /api/v1/auth/logout` (and a POST without a confirmation): RP-initiated logout
+/// (OIDC RP-Initiated Logout 1.0 §2): asks the signed-in person to confirm.
+async fn logout_request(req: &Request, mut params: Fields) -> Response {
+    let state = state(req);
+    let checked = state
+        .check_logout(LogoutParams {
+            id_token_hint: params.take("id_token_hint"),
+            client_id: params.take("client_id"),
+            post_logout_redirect_uri: params.take("post_logout_redirect_uri"),
+            state: params.take("state"),
+        })
+        .await;
+    let logout = match checked {
+        Ok(logout) => logout,
+        Err(message) => return error_answer(req, StatusCode::BAD_REQUEST, &message),
+    };
+    let sso = match state.sso(cookie(req, SSO_COOKIE)).await {
+        Ok(sso) => sso,
+        Err(e) => return unavailable(req, e),
+    };
+    let Some(sso) = sso else {
+        // Nothing to end here.
+        return match &logout.redirect {
+            Some(url) => see_other(url, Vec::new()),
+            None => signed_out(Vec::new()),
+        };
+    };
+    let request = match state.sign_logout(&logout) {
+        Ok(r) => r,
+        Err(e) => return unavailable(req, e),
+    };
+    let (csrf, set) = csrf_token(req, state);
+    Page::render(
+        StatusCode::OK,
+        "logout.html",
+        context! {
+            service => SERVICE_NAME, title => "Sign out",
+            client_name => logout.client_name, email => sso.user.email.as_str(), request, csrf,
+        },
+    )
+    .with_cookie(set)
+    .into_response()
+}
+
+#[handler]
+async fn logout_get(req: &Request) -> Response {
+    match Fields::query(req) {
+        Ok(q) => logout_request(req, q).await,
+        Err(e) => error_answer(req, StatusCode::BAD_REQUEST, &e),
+    }
+}
+
+/// `POST /api/v1/auth/logout`: the confirmation form (it carries `csrf`), or an
+/// RP-initiated logout sent as a form (OIDC RP-Initiated Logout §2 allows POST).
+#[handler]
+async fn logout_post(req: &Request, body: Body, ctx: RequestCtx) -> Response {
+    let state = state(req);
+    let form = match Fields::form(req, body).await {
+        Ok(form) => form,
+        Err(e) => return error_answer(req, StatusCode::BAD_REQUEST, &e),
+    };
+    if form.get("csrf").is_none() {
+        return logout_request(req, form).await;
+    }
+    if !csrf_ok(req, state, &form) {
+        return csrf_refused().into_response();
+    }
+    let Some(logout) = state.read_logout(form.get("request").unwrap_or_default()) else {
+        return expired_request().into_response();
+    };
+    let everywhere = form.get("everywhere") == Some("1");
+    let clear = vec![set_cookie(state, SSO_COOKIE, "", "Lax", Some(0))];
+    match state.sso(cookie(req, SSO_COOKIE)).await {
+        Ok(Some(sso)) => {
+            if let Err(e) = state.end_sso(&sso, everywhere, &ctx.audit()).await {
+                return unavailable(req, e);
+            }
+        }
+        Ok(None) => {}
+        Err(e) => return unavailable(req, e),
+    }
+    match &logout.redirect {
+        Some(url) => see_other(url, clear),
+        None => signed_out(clear),
+    }
+}
+
+#[handler]
+fn stylesheet() -> Response {
+    Response::builder()
+        .content_type("text/css; charset=utf-8")
+        .header(header::CACHE_CONTROL, "public, max-age=3600")
+        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
+        .body(include_str!("pages/style.css"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_page_renders_and_escapes_what_it_is_given() {
+        let evil = "<script>alert(1)</script>";
+        let page = Page::render(
+            StatusCode::OK,
+            "signin.html",
+            context! { service => SERVICE_NAME, title => "Sign in", client_name => evil, request => "r", csrf => "c", email => evil, error => evil },
+        );
+        assert!(!page.html.contains("<script>"), "{}", page.html);
+        assert!(page.html.contains("&lt;script&gt;"));
+        for template in ["consent.html", "logout.html", "message.html"] {
+            let page = Page::render(
+                StatusCode::OK,
+                template,
+                context! { service => SERVICE_NAME, title => "t", client_name => "c", email => "e", scopes => scope_lines(Scopes::IDENTITY), request => "r", csrf => "c", message => "m" },
+            );
+            assert!(page.html.contains("<h1>"), "{template}: {}", page.html);
+            assert!(!page.html.contains("<script"), "{template}");
+        }
+    }
+
+    #[test]
+    fn a_parameter_sent_twice_is_refused() {
+        assert!(Fields::parse(b"a=1&b=2").is_ok());
+        assert!(Fields::parse(b"a=1&a=2").is_err());
+    }
+}
