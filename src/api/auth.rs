@@ -266,11 +266,12 @@ async fn refresh_grant(
     // a confidential one must authenticate (RFC 6749 §6); the service's own logins take
     // no client authentication.
     let caller = client_from_request(state, req, form, ctx).await?;
-    if let Some(granted_to) = state.refresh_token_client(presented).await? {
-        let same = caller.as_ref().map(|c| c.id) == Some(granted_to.id)
-            || (granted_to.is_public()
-                && caller.is_none()
-                && form.get("client_id") == Some(granted_to.id.to_string().as_str()));
+    if let Some((granted_to, client)) = state.refresh_token_client(presented).await? {
+        let public = client.as_ref().is_some_and(Client::is_public);
+        let same = match &caller {
+            Some(caller) => client.is_some() && caller.id == granted_to,
+            None => public && named_client(req, form) == Some(granted_to),
+        };
         if !same {
             return Err(OAuthError::new(
                 OAuthErrorCode::InvalidGrant,
@@ -324,11 +325,8 @@ async fn authorization_code_grant(
     let client = match client_from_request(state, req, form, ctx).await? {
         Some(client) => client,
         None => {
-            let named = form
-                .get("client_id")
-                .and_then(|id| uuid::Uuid::parse_str(id).ok());
-            let client = match named {
-                Some(id) => state.store.client(id).await.map_err(ApiError::from)?,
+            let client = match named_client(req, form) {
+                Some(id) => state.sign_in_client(id).await.map_err(ApiError::from)?,
                 None => None,
             };
             match client {
@@ -380,6 +378,18 @@ async fn authorization_code_grant(
         ));
     }
     Ok(granted(tokens))
+}
+
+/// The client a public client's request names without authenticating (`none`): form
+/// `client_id`, or HTTP Basic with an empty secret (Swagger UI sends that).
+fn named_client(req: &Request, form: &Form) -> Option<uuid::Uuid> {
+    let basic = req
+        .header(poem::http::header::AUTHORIZATION)
+        .and_then(parse_basic)
+        .filter(|(_, secret)| secret.is_empty())
+        .map(|(id, _)| id);
+    let named = form.get("client_id").map(str::to_owned).or(basic)?;
+    uuid::Uuid::parse_str(&named).ok()
 }
 
 async fn client_credentials_grant(
@@ -599,10 +609,12 @@ async fn client_from_request(
     form: &Form,
     ctx: &RequestCtx,
 ) -> Result<Option<Client>, OAuthError> {
+    // An empty secret authenticates nobody: Swagger UI's empty Basic (`Og==`), or a
+    // public client naming itself in Basic (`named_client`).
     let basic = req
         .header(poem::http::header::AUTHORIZATION)
         .and_then(parse_basic)
-        .filter(|(id, secret)| !(id.is_empty() && secret.is_empty()));
+        .filter(|(_, secret)| !secret.is_empty());
     let posted = form
         .get("client_secret")
         .map(|secret| (form.get("client_id"), secret));

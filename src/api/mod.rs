@@ -140,16 +140,27 @@ fn tidy_for_generators(node: &mut serde_json::Value) {
 }
 
 /// Swagger UI with the assets poem-openapi embeds (no CDN), showing the served spec
-/// (scopes included) and keeping the Authorize login across reloads.
+/// (scopes included) and keeping the Authorize login across reloads. Its OAuth2
+/// authorization code flow signs in with PKCE as the built-in `/docs` client, and comes
+/// back to `/docs/oauth2-redirect.html`.
 pub fn docs_html(service: &OpenApiService<Apis, ()>, spec: &str) -> String {
+    let init = format!(
+        "deepLinking: true,\n        persistAuthorization: true,\n    }})\n    \
+         ui.initOAuth({{ clientId: \"{}\", usePkceWithAuthorizationCodeGrant: true }})",
+        crate::service::DOCS_CLIENT_ID
+    );
     service
         .swagger_ui_html()
         .replacen(&service.spec(), spec.trim_end(), 1)
+        // The receiver page at a fixed address (the template derives it from the page's
+        // own URL, which a trailing slash or a query changes).
         .replacen(
-            "deepLinking: true,",
-            "deepLinking: true,\n        persistAuthorization: true,",
+            "oauth2RedirectUrl += \"oauth-receiver.html\";",
+            "oauth2RedirectUrl = window.location.origin + \"/docs/oauth2-redirect.html\";",
             1,
         )
+        .replacen("SwaggerUIBundle({", "const ui = SwaggerUIBundle({", 1)
+        .replacen("deepLinking: true,\n    })", &init, 1)
 }
 
 /// Every route of the service, wrapped in the JSON error handling.
@@ -160,8 +171,20 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
     let allow = Arc::new(middleware::AllowTable::from_spec(&spec));
     let docs_page = docs_html(&service, &spec);
     let docs = poem::endpoint::make_sync(move |_| poem::web::Html(docs_page.clone()));
+    // Swagger UI's OAuth2 receiver page, as poem-openapi embeds it.
+    let receiver = Arc::new(service.swagger_ui());
+    let oauth2_redirect = poem::endpoint::make(move |_| {
+        let receiver = Arc::clone(&receiver);
+        async move {
+            let page = poem::Request::builder()
+                .uri_str("/oauth-receiver.html")
+                .finish();
+            receiver.get_response(page).await
+        }
+    });
     signin::add_routes(Route::new())
         .nest("/", service)
+        .at("/docs/oauth2-redirect.html", poem::get(oauth2_redirect))
         .nest("/docs", poem::get(docs))
         .at(
             "/openapi.json",

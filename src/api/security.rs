@@ -25,6 +25,7 @@ pub const COOKIE_SCHEME: &str = "sessionCookie";
 /// documents the default name.
 pub const DEFAULT_COOKIE_NAME: &str = "session_id";
 pub const TOKEN_URL: &str = "/api/v1/auth/token";
+pub const AUTHORIZE_URL: &str = "/api/v1/auth/authorize";
 
 /// Who may call an operation. The one declaration per operation: handlers enforce it
 /// (`Caller::authorize`) and the spec documents it (the oauth2 scopes of each operation
@@ -314,8 +315,10 @@ fn register_schemes(registry: &mut Registry) {
         MetaSecurityScheme {
             ty: "oauth2",
             description: Some(
-                "People: the password flow (email as username). Services: the client \
-                 credentials flow (`simple-api clients create`). Tokens are sent as bearer tokens.",
+                "People: the authorization code flow with PKCE (sign in on this service's own \
+                 page; in Swagger UI the client id is filled in) or the password flow (email as \
+                 username). Services: the client credentials flow (`simple-api clients create`). \
+                 Tokens are sent as bearer tokens.",
             ),
             name: None,
             key_in: None,
@@ -335,7 +338,12 @@ fn register_schemes(registry: &mut Registry) {
                     refresh_url: None,
                     scopes: scopes(),
                 }),
-                authorization_code: None,
+                authorization_code: Some(MetaOAuthFlow {
+                    authorization_url: Some(AUTHORIZE_URL),
+                    token_url: Some(TOKEN_URL),
+                    refresh_url: Some(TOKEN_URL),
+                    scopes: scopes(),
+                }),
             }),
             openid_connect_url: None,
         },

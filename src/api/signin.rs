@@ -249,13 +249,17 @@ fn csrf_token(req: &Request, state: &AppState) -> (String, Option<String>) {
     }
 }
 
-/// Whether a form carries the browser's CSRF token (double submit) and comes from this
-/// service's own pages.
+/// Whether a form carries the browser's CSRF token (double submit: a cross-site page can
+/// neither read the cookie nor make the browser send it, being `SameSite=Strict`) and does
+/// not come from another site. Browsers send `Origin: null` from pages with
+/// `Referrer-Policy: no-referrer` (Fetch §3.1, "serializing a request origin"), as ours
+/// are: that says nothing either way, and the token decides.
 fn csrf_ok(req: &Request, state: &AppState, form: &Fields) -> bool {
     let (Some(cookie), Some(sent)) = (cookie(req, CSRF_COOKIE), form.get("csrf")) else {
         return false;
     };
-    same_origin(req, &state.public_url)
+    let opaque_origin = req.header(header::ORIGIN) == Some("null");
+    (opaque_origin || same_origin(req, &state.public_url))
         && cookie.len() == sent.len()
         && aws_lc_rs::constant_time::verify_slices_are_equal(cookie.as_bytes(), sent.as_bytes())
             .is_ok()

@@ -13,7 +13,7 @@ use super::{AppState, ServiceError};
 use crate::audit;
 use crate::auth::clients::SecretVersion;
 use crate::auth::{refresh, AccessClaims, Principal, TokenError};
-use crate::domain::{Client, PresentedRefresh, Scopes, Session, User, UserId};
+use crate::domain::{Client, ClientId, PresentedRefresh, Scopes, Session, User, UserId};
 use crate::store::TokenStanding;
 
 /// Who is behind a verified token, as the store has them now.
@@ -137,28 +137,20 @@ impl AppState {
             }))
     }
 
-    /// The client a refresh token's session was granted to (the authorization code flow);
-    /// `None` for the service's own logins and for anything not a refresh token of ours.
-    /// (A deleted client's sessions are refused: it is `Some` of nothing to match.)
-    pub async fn refresh_token_client(&self, token: &str) -> Result<Option<Client>, ServiceError> {
+    /// The client a refresh token's session was granted to (the authorization code flow),
+    /// and that client as it is now (`None` if it was deleted); `None` for the service's
+    /// own logins and for anything not a refresh token of ours.
+    pub async fn refresh_token_client(
+        &self,
+        token: &str,
+    ) -> Result<Option<(ClientId, Option<Client>)>, ServiceError> {
         let Some((session, _)) = self.session_of_refresh_token(token).await? else {
             return Ok(None);
         };
         let Some(id) = session.client_id else {
             return Ok(None);
         };
-        Ok(Some(self.store.client(id).await?.unwrap_or_else(|| {
-            // Gone: a client no request can authenticate as.
-            Client {
-                id,
-                name: crate::domain::ClientName::parse("deleted").expect("a valid name"),
-                scope: Scopes::default(),
-                credential: crate::domain::Credential::Secret(String::new()),
-                created_at: session.created_at,
-                secret_rotated_at: session.created_at,
-                sign_in: Default::default(),
-            }
-        })))
+        Ok(Some((id, self.sign_in_client(id).await?)))
     }
 
     /// The session whose family `token` is a token of (current or not), and the token as

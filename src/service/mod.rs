@@ -18,7 +18,7 @@ pub use issue::{Exchanged, Grant, Tokens};
 pub use login::{Attempt, Verdict};
 pub use signin::{
     released_claims, AuthRequest, AuthorizeError, AuthorizeParams, LogoutParams, LogoutRequest,
-    Next, Sso,
+    Next, Sso, DOCS_CLIENT_ID,
 };
 pub use state::{open_file_store, AppState};
 

@@ -20,7 +20,10 @@ use super::{AppState, ServiceError};
 use crate::audit;
 use crate::auth::clients::generate_secret;
 use crate::auth::refresh::sha256_hex;
-use crate::domain::{with_query, AuthCode, Client, ClientId, Consent, Scope, Scopes, User, UserId};
+use crate::domain::{
+    with_query, AuthCode, Client, ClientId, ClientName, Consent, Credential, RedirectUri, Scope,
+    Scopes, SignIn, User, UserId,
+};
 use crate::store::StoreError;
 
 /// An authorization code lives this long (OAuth 2.1 §4.1.2: at most 10 minutes; a
@@ -182,7 +185,42 @@ pub fn s256(verifier: &str) -> String {
     URL_SAFE_NO_PAD.encode(digest.as_ref())
 }
 
+/// The service's own client: Swagger UI at `/docs`, which signs people in with the
+/// authorization code flow and PKCE. Built in, not stored: it exists on every replica and
+/// always redirects to this deployment's PUBLIC_URL.
+pub const DOCS_CLIENT_ID: ClientId = Uuid::from_u128(0x5177_d0c5_0000_4000_8000_0000_0000_0001);
+
 impl AppState {
+    /// The built-in client of `/docs` (see `DOCS_CLIENT_ID`).
+    pub fn docs_client(&self) -> Client {
+        // Only where a redirect may go: PUBLIC_URL on https or on a loopback address.
+        // (Served over plain http elsewhere, /docs keeps the password flow only.)
+        let redirect =
+            RedirectUri::parse(&format!("{}/docs/oauth2-redirect.html", self.public_url)).ok();
+        let epoch = DateTime::<Utc>::UNIX_EPOCH;
+        Client {
+            id: DOCS_CLIENT_ID,
+            name: ClientName::parse("API documentation (Swagger UI)").expect("a valid name"),
+            scope: Scopes::of(Scope::ALL),
+            credential: Credential::Public,
+            created_at: epoch,
+            secret_rotated_at: epoch,
+            sign_in: SignIn {
+                redirect_uris: redirect.into_iter().collect(),
+                post_logout_redirect_uris: Vec::new(),
+                first_party: true,
+            },
+        }
+    }
+
+    /// A client that may sign people in: a stored one, or the built-in `/docs` client.
+    pub async fn sign_in_client(&self, id: ClientId) -> Result<Option<Client>, StoreError> {
+        if id == DOCS_CLIENT_ID {
+            return Ok(Some(self.docs_client()));
+        }
+        self.store.client(id).await
+    }
+
     /// The issuer, as the `iss` of authorization responses (RFC 9207).
     fn issuer(&self) -> &str {
         &self.config.jwt_issuer
@@ -218,8 +256,7 @@ impl AppState {
             .ok_or_else(|| page("The request names no client (client_id is missing)."))?;
         let client = match Uuid::parse_str(client_id) {
             Ok(id) => self
-                .store
-                .client(id)
+                .sign_in_client(id)
                 .await
                 .map_err(|e| page(&format!("The service cannot check the client now: {e}")))?,
             Err(_) => None,
@@ -378,7 +415,7 @@ impl AppState {
             return Ok(None);
         };
         let request = envelope.value;
-        let client = self.store.client(request.client_id).await?;
+        let client = self.sign_in_client(request.client_id).await?;
         Ok(client
             .filter(|c| c.redirect_uri(&request.redirect_uri).is_some())
             .map(|c| (request, c)))
@@ -739,8 +776,7 @@ impl AppState {
         }
         let client = match named.or(hinted_client) {
             Some(id) => Some(
-                self.store
-                    .client(id)
+                self.sign_in_client(id)
                     .await
                     .map_err(|e| format!("The service cannot check the client now: {e}"))?
                     .ok_or_else(|| "Unknown client_id.".to_owned())?,
