@@ -15,6 +15,34 @@ use crate::config::Config;
 use crate::header_deadline::HeaderDeadlineAcceptor;
 use crate::service::AppState;
 
+/// OpenID relying parties require the issuer to be the URL they discover from: a
+/// JWT_ISSUER that is not one works for everything but them, so say so at start when
+/// clients that sign people in are registered.
+async fn warn_if_issuer_is_not_a_url(state: &AppState) {
+    let issuer = &state.config.jwt_issuer;
+    if issuer.starts_with("https://") || issuer.starts_with("http://") {
+        return;
+    }
+    match state.store.list_clients().await {
+        Ok(clients) => {
+            let browser = clients
+                .iter()
+                .filter(|c| !c.sign_in.redirect_uris.is_empty())
+                .count();
+            if browser > 0 {
+                tracing::warn!(
+                    jwt_issuer = %issuer,
+                    public_url = %state.public_url,
+                    clients = browser,
+                    "clients with redirect URIs are registered but JWT_ISSUER is not a URL: \
+                     OpenID Connect relying parties will refuse this issuer; set JWT_ISSUER to PUBLIC_URL"
+                );
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not list clients to check JWT_ISSUER"),
+    }
+}
+
 /// A bound, ready-to-run server.
 pub struct Application {
     addr: SocketAddr,
@@ -42,6 +70,7 @@ impl Application {
         state.public_url = state.config.public_url(bound.port());
         let state = Arc::new(state);
         state.ensure_admin().await?;
+        warn_if_issuer_is_not_a_url(&state).await;
         let addr = acceptor
             .local_addr()
             .first()

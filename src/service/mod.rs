@@ -16,6 +16,7 @@ pub use accounts::NewAccount;
 pub use clients::{ClientCredential, ClientVerdict, RECENT_SECRET_TTL};
 pub use issue::{Exchanged, Grant, Tokens};
 pub use login::{Attempt, Verdict};
+pub use signin::s256;
 pub use signin::{
     released_claims, AuthRequest, AuthorizeError, AuthorizeParams, LogoutParams, LogoutRequest,
     Next, Sso, DOCS_CLIENT_ID,

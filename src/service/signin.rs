@@ -83,9 +83,9 @@ pub struct AuthRequest {
     pub max_age: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub login_hint: Option<String>,
-    /// When the client sent the request (Unix seconds): `prompt=login` wants a sign-in
-    /// from then on.
-    pub requested_at: i64,
+    /// When the client sent the request (Unix milliseconds): a sign-in from then on is
+    /// one made for this request, which `prompt=login` and `max_age` ask for.
+    pub requested_at_ms: i64,
 }
 
 impl AuthRequest {
@@ -123,6 +123,21 @@ pub struct Sso {
     pub claims: SsoClaims,
     pub expires_at: i64,
     pub user: Arc<User>,
+}
+
+impl Sso {
+    /// When the person entered their password, to the millisecond (the `jti` is a UUIDv7
+    /// made then; `auth_time` has whole seconds).
+    pub fn began(&self) -> DateTime<Utc> {
+        self.claims
+            .jti
+            .get_timestamp()
+            .and_then(|ts| {
+                let (secs, nanos) = ts.to_unix();
+                DateTime::<Utc>::from_timestamp(secs as i64, nanos)
+            })
+            .unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
+    }
 }
 
 /// What the browser sees next in an authorization.
@@ -393,7 +408,7 @@ impl AppState {
             prompt_consent: prompts.contains(&"consent"),
             max_age,
             login_hint,
-            requested_at: crate::domain::now().timestamp(),
+            requested_at_ms: crate::domain::now().timestamp_millis(),
         };
         Ok((request, client))
     }
@@ -437,22 +452,15 @@ impl AppState {
         let Some(user) = self.store.user(claims.sub).await? else {
             return Ok(None);
         };
-        let began = claims
-            .jti
-            .get_timestamp()
-            .and_then(|ts| {
-                let (secs, nanos) = ts.to_unix();
-                DateTime::<Utc>::from_timestamp(secs as i64, nanos)
-            })
-            .unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
-        if !user.session_alive(None, began) {
-            return Ok(None);
-        }
-        Ok(Some(Sso {
+        let sso = Sso {
             claims,
             expires_at: envelope.exp,
             user,
-        }))
+        };
+        if !sso.user.session_alive(None, sso.began()) {
+            return Ok(None);
+        }
+        Ok(Some(sso))
     }
 
     /// Starts a single-sign-on session for `user`, who has just entered their password:
@@ -520,13 +528,17 @@ impl AppState {
         sso: Option<&Sso>,
         ctx: &audit::Context,
     ) -> Result<Next, ServiceError> {
-        let now = crate::domain::now().timestamp();
+        let now_ms = crate::domain::now().timestamp_millis();
+        // To the millisecond (the session's UUIDv7): a sign-in made for this request
+        // satisfies `prompt=login` and `max_age` (even 0), an earlier one does not, even
+        // within the same second.
         let fresh = sso.filter(|s| {
+            let began_ms = s.began().timestamp_millis();
+            let for_this_request = began_ms >= request.requested_at_ms;
             let too_old = request
                 .max_age
-                .is_some_and(|max| now - s.claims.auth_time > max);
-            let before_request = request.prompt_login && s.claims.auth_time < request.requested_at;
-            !too_old && !before_request
+                .is_some_and(|max| now_ms - began_ms > max * 1000);
+            for_this_request || (!request.prompt_login && !too_old)
         });
         let redirect_error = |error: &str, description: &str| {
             Next::Redirect(self.error_redirect(

@@ -52,6 +52,8 @@ macro_rules! suite {
         mod revoke;
         #[path = "sessions.rs"]
         mod sessions;
+        #[path = "signin.rs"]
+        mod signin;
         #[path = "status.rs"]
         mod status;
         #[path = "tokens.rs"]

@@ -7,6 +7,7 @@
 #![cfg_attr(no_postgres, allow(dead_code))]
 
 pub mod app;
+pub mod browser;
 pub mod cli;
 #[cfg(not(no_postgres))]
 pub mod database;
