@@ -1,23 +1,60 @@
 #!/usr/bin/env bash
-# Swagger UI end to end in a real browser: starts simple-api on a free port with temp dirs,
-# signs a user up, and drives /docs with swagger.mjs. Needs /usr/bin/chromium and node.
+# Swagger UI and the hosted sign-in pages end to end in a real browser: starts simple-api on
+# a free port with temp dirs and JWT_ISSUER = PUBLIC_URL = its URL (as OpenID Connect
+# needs), signs a user up, and drives
+#   swagger.mjs       /docs: Authorize with the password flow, Try it out
+#   swagger_code.mjs  /docs: Authorize with the authorizationCode flow (PKCE) in a popup
+#                     on the hosted /signin page, Try it out
+#   pages.mjs         screenshots and checks of each hosted page (desktop and phone), for a
+#                     third-party client registered here with the CLI
+# Needs /usr/bin/chromium and node. Screenshots go to target/.
 # Usage: tests/browser/run.sh [path/to/simple-api]   (default target/debug/simple-api)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
-bin="${1:-$root/target/debug/simple-api}"
+bin="$(realpath "${1:-$root/target/debug/simple-api}")"
 (cd "$here" && npm ci --no-audit --no-fund --silent)
 tmp="$(mktemp -d)"
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+base="http://127.0.0.1:$port"
 DATA_DIR="$tmp/data" KEYS_DIR="$tmp/keys" API_PORT="$port" ARGON2_M_KIB=1024 ARGON2_T=1 \
+  JWT_ISSUER="$base" PUBLIC_URL="$base" \
   AUDIT_LOG="$tmp/audit.log" "$bin" serve > "$tmp/server.log" 2>&1 &
 pid=$!
-trap 'kill $pid 2>/dev/null || true; rm -rf "$tmp"' EXIT
-base="http://127.0.0.1:$port"
+cleanup() {
+  local rc=$?
+  kill "$pid" 2>/dev/null || true
+  if [ "$rc" -ne 0 ]; then
+    echo "--- last lines of the server log" >&2; tail -n 20 "$tmp/server.log" >&2
+    echo "FAILED: browser tests (exit $rc)" >&2
+  fi
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
 for _ in $(seq 100); do curl -sf "$base/api/v1/status" > /dev/null && break; sleep 0.1; done
+curl -sSf "$base/api/v1/status" > /dev/null || { echo "simple-api did not start" >&2; exit 1; }
 email="swagger-$RANDOM@example.com"; password="browser-password-1"
 curl -sf "$base/api/v1/users" -H 'Content-Type: application/json' \
   -d "{\"email\": \"$email\", \"password\": \"$password\"}" > /dev/null
 mkdir -p "$root/target"
+
+echo "-- Swagger UI: password flow"
 SIMPLE_API_URL="$base" TEST_EMAIL="$email" TEST_PASSWORD="$password" \
   SCREENSHOT="$root/target/swagger-ui.png" node "$here/swagger.mjs"
+
+echo "-- Swagger UI: authorizationCode flow (PKCE) through the hosted sign-in page"
+SIMPLE_API_URL="$base" TEST_EMAIL="$email" TEST_PASSWORD="$password" \
+  SCREENSHOT="$root/target/swagger-ui-code.png" node "$here/swagger_code.mjs"
+
+echo "-- hosted pages: sign-in, wrong password, consent, logout, signed out, error"
+# A third-party relying party (consent screen), registered through the server's DATA_DIR.
+cb_port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+redirect_uri="http://127.0.0.1:$cb_port/callback"
+client_name="Acme Notes"
+registered="$(DATA_DIR="$tmp/data" KEYS_DIR="$tmp/keys" SIMPLE_API_URL="$base" "$bin" clients create \
+  --name "$client_name" --scope "openid profile email offline_access" --redirect-uri "$redirect_uri")"
+client_id="$(python3 -c 'import json,sys; print(json.loads(sys.stdin.read().strip().splitlines()[-1])["client_id"])' <<< "$registered")"
+rm -rf "$root/target/screenshots"
+SIMPLE_API_URL="$base" CLIENT_ID="$client_id" CLIENT_NAME="$client_name" REDIRECT_URI="$redirect_uri" \
+  SCREENSHOTS="$root/target/screenshots" node "$here/pages.mjs"
+echo "-- browser tests passed"

@@ -2,6 +2,8 @@
 # private_key_jwt client authentication (RFC 7523 §2.2) with real third-party client
 # libraries against the live server: Authlib (Python, its requests OAuth2Session) and
 # openid-client v6 (Node), plus the README's curl client_credentials call with a secret.
+# Then browser sign-in (authorization code + PKCE, OpenID Connect) with the same two
+# libraries as relying parties: openid_client_code_flow.mjs and authlib_code_flow.py.
 # Installs the pinned libraries itself (requirements.txt into target/clients-venv, npm ci).
 # Two servers: one with the default JWT_ISSUER ("simple-api"), one whose JWT_ISSUER is its
 # PUBLIC_URL (what OpenID discovery requires). Exits non-zero on the first failed check.
@@ -31,7 +33,7 @@ cleanup() {
     for log in "$tmp"/*/server.log; do
       [ -f "$log" ] && { echo "--- last lines of $log" >&2; tail -n 20 "$log" >&2; }
     done
-    echo "FAILED: private_key_jwt with real client libraries (exit $rc)" >&2
+    echo "FAILED: real client libraries (exit $rc)" >&2
   fi
   rm -rf "$tmp"
 }
@@ -95,4 +97,10 @@ echo "-- openid-client: new Configuration(metadata) + PrivateKeyJwt, issuer simp
 echo "-- openid-client: discovery() + PrivateKeyJwt, JWT_ISSUER = PUBLIC_URL"
 (cd "$here" && on oidc CLIENT_KEYS="$keys" DISCOVERY=1 node openid_client.mjs)
 
-echo "-- private_key_jwt with Authlib and openid-client: all checks passed in $((SECONDS - started)) s"
+echo "-- openid-client: authorization code + PKCE, OpenID Connect relying party, JWT_ISSUER = PUBLIC_URL"
+(cd "$here" && on oidc node openid_client_code_flow.mjs)
+
+echo "-- Authlib: authorization code + PKCE (OAuth2Session), ID token with CodeIDToken, JWT_ISSUER = PUBLIC_URL"
+on oidc "$venv/bin/python" -W error::DeprecationWarning "$here/authlib_code_flow.py"
+
+echo "-- private_key_jwt and browser sign-in with Authlib and openid-client: all checks passed in $((SECONDS - started)) s"

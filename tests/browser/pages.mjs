@@ -1,0 +1,222 @@
+// The hosted sign-in pages in Debian's Chromium, at a desktop (1280x800) and a phone
+// (390x844) viewport: screenshots of each into SCREENSHOTS/<viewport>/ (signin.png with
+// login_hint prefilled, signin-error.png after a wrong password, consent.png, logout.png,
+// signed-out.png, error.png for an unknown client), and on every page: an <h1>, no inline
+// script (no <script> without src, no on* attributes, no CSP violation or page error), every
+// visible input labelled, no sideways scrolling; on /signin the response headers
+// Content-Security-Policy (frame-ancestors 'none', no 'unsafe-inline' script),
+// X-Frame-Options DENY, Referrer-Policy no-referrer, Cache-Control no-store.
+// The client's callback (REDIRECT_URI's loopback port) is answered by a small HTTP server here.
+// Env: SIMPLE_API_URL, CLIENT_ID (a third-party client registered with --redirect-uri
+// REDIRECT_URI), CLIENT_NAME, REDIRECT_URI, SCREENSHOTS (directory).
+import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
+import { createServer } from 'node:http';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const base = process.env.SIMPLE_API_URL;
+const clientId = process.env.CLIENT_ID;
+const clientName = process.env.CLIENT_NAME;
+const redirectUri = process.env.REDIRECT_URI;
+const shots = process.env.SCREENSHOTS ?? 'screenshots';
+const password = 'browser-password-1';
+let checks = 0;
+
+function ok(what) {
+  checks += 1;
+  console.log(`  ok  ${what}`);
+}
+
+/** base64url SHA-256 of a random verifier: a real S256 challenge. */
+async function challenge() {
+  const verifier = Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString('base64url');
+  return Buffer.from(await crypto.subtle.digest('SHA-256', new TextEncoder().encode(verifier))).toString('base64url');
+}
+
+async function authorizeUrl(id, hint, extra = {}) {
+  return `${base}/api/v1/auth/authorize?${new URLSearchParams({
+    response_type: 'code', client_id: id, redirect_uri: redirectUri, scope: 'openid profile email offline_access',
+    state: 'state-123', nonce: 'nonce-456', code_challenge: await challenge(), code_challenge_method: 'S256',
+    login_hint: hint, ...extra,
+  })}`;
+}
+
+/** The answer's status, else an error showing the page and what the browser sent. */
+async function expectStatus(page, response, status, what) {
+  if (response.status() === status) return;
+  const request = response.request();
+  const headers = await request.allHeaders();
+  const text = (await page.locator('body').innerText().catch(() => '')).replace(/\s+/g, ' ').slice(0, 300);
+  throw new Error(`${what}: ${request.method()} ${new URL(request.url()).pathname} answered ${response.status()}, not ${status}: "${text}"`
+    + ` (the browser sent Origin: ${headers.origin ?? '(none)'})`);
+}
+
+const headerProblems = (h) => {
+  const problems = [];
+  const csp = h['content-security-policy'] ?? '';
+  if (!/frame-ancestors\s+'none'/.test(csp)) problems.push(`CSP without frame-ancestors 'none': ${csp}`);
+  const script = (csp.match(/(?:^|;)\s*script-src\s+([^;]*)/) ?? csp.match(/(?:^|;)\s*default-src\s+([^;]*)/) ?? [])[1];
+  if (script === undefined) problems.push(`CSP restricts no script (no script-src/default-src): ${csp}`);
+  else if (/'unsafe-inline'|'unsafe-eval'|\*/.test(script)) problems.push(`CSP script sources allow inline/eval/any: ${script}`);
+  if ((h['x-frame-options'] ?? '').toUpperCase() !== 'DENY') problems.push(`X-Frame-Options: ${h['x-frame-options']}`);
+  if ((h['referrer-policy'] ?? '').toLowerCase() !== 'no-referrer') problems.push(`Referrer-Policy: ${h['referrer-policy']}`);
+  if (!(h['cache-control'] ?? '').includes('no-store')) problems.push(`Cache-Control: ${h['cache-control']}`);
+  return problems;
+};
+
+/** The checks every hosted page gets; `response` is the navigation that produced it. */
+async function inspect(page, name, viewport, response, consoleErrors) {
+  const where = `${viewport}/${name}`;
+  assert.ok(/^text\/html/.test(response.headers()['content-type'] ?? ''), `${where}: text/html (${response.headers()['content-type']})`);
+  assert.ok(await page.locator('h1').count() >= 1, `${where}: an <h1>`);
+  const inline = await page.evaluate(() => ({
+    scripts: [...document.querySelectorAll('script')].filter((s) => !s.src).map((s) => s.textContent.slice(0, 80)),
+    handlers: [...document.querySelectorAll('*')].flatMap((el) => [...el.attributes]
+      .filter((a) => /^on/i.test(a.name) || /^\s*javascript:/i.test(a.value)).map((a) => `<${el.tagName.toLowerCase()} ${a.name}>`)),
+  }));
+  assert.deepEqual(inline, { scripts: [], handlers: [] }, `${where}: no inline script`);
+  const unlabelled = await page.evaluate(() => [...document.querySelectorAll('input, select, textarea')]
+    .filter((el) => el.type !== 'hidden' && el.type !== 'submit' && el.type !== 'button')
+    .filter((el) => !(el.labels?.length && [...el.labels].some((l) => l.textContent.trim()))
+      && !el.getAttribute('aria-label') && !el.getAttribute('aria-labelledby'))
+    .map((el) => el.outerHTML));
+  assert.deepEqual(unlabelled, [], `${where}: every input has a label`);
+  const sideways = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  assert.ok(sideways <= 0, `${where}: no horizontal scrolling (${sideways}px too wide)`);
+  assert.deepEqual(consoleErrors.splice(0), [], `${where}: no console errors (CSP violations included)`);
+  const problems = headerProblems(response.headers());
+  assert.deepEqual(problems, [], `${where}: security headers`);
+  const file = join(shots, viewport, `${name}.png`);
+  await page.screenshot({ path: file, fullPage: true });
+  ok(`${where}: h1, no inline script, inputs labelled, fits, CSP/X-Frame-Options/Referrer-Policy/no-store -> ${file}`);
+}
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+         '--disable-component-update', '--no-first-run', '--disable-sync'],
+});
+// The relying party's side: its redirect_uri answers with a page and remembers the URL.
+const callbacks = [];
+const rp = createServer((req, res) => {
+  callbacks.push(new URL(req.url, redirectUri));
+  res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
+  res.end('<!doctype html><title>client</title><h1>The client got its answer</h1>');
+});
+await new Promise((resolve) => { rp.listen(Number(new URL(redirectUri).port), '127.0.0.1', resolve); });
+try {
+  const viewports = {
+    desktop: { viewport: { width: 1280, height: 800 } },
+    phone: { viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true, deviceScaleFactor: 2 },
+  };
+  for (const [viewport, options] of Object.entries(viewports)) {
+    console.log(`- ${viewport} (${options.viewport.width}x${options.viewport.height})`);
+    mkdirSync(join(shots, viewport), { recursive: true });
+    // A user of its own: consent is remembered per user and client.
+    const email = `pages-${viewport}-${Date.now()}@example.com`;
+    const signup = await fetch(`${base}/api/v1/users`, {
+      method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ email, password }),
+    });
+    assert.equal(signup.status, 201, `sign up ${email}: ${await signup.text()}`);
+
+    const context = await browser.newContext(options);
+    const outside = [];
+    await context.route('**/*', (route) => {
+      const url = new URL(route.request().url());
+      if (url.origin === new URL(base).origin || url.href.startsWith(redirectUri)) return route.continue();
+      outside.push(url.href);
+      return route.abort();
+    });
+    const page = await context.newPage();
+    const consoleErrors = [];
+    page.on('console', (m) => {
+      // Chromium logs a 400 or 401 answer itself; anything else (a CSP violation) counts.
+      if (m.type() === 'error' && !/^Failed to load resource: the server responded with a status of 40[01]/.test(m.text())) {
+        consoleErrors.push(m.text());
+      }
+    });
+    page.on('pageerror', (e) => consoleErrors.push(e.message));
+
+    // error.png: an unknown client -> 400 error page (HTML for a browser), no redirect.
+    let response = await page.goto(await authorizeUrl('no-such-client', email));
+    await expectStatus(page, response, 400, 'unknown client');
+    assert.equal(new URL(page.url()).pathname, '/api/v1/auth/authorize', 'unknown client: no redirect');
+    assert.ok(await page.locator('.error').count() >= 1, 'the error page has class "error" on its message');
+    await inspect(page, 'error', viewport, response, consoleErrors);
+
+    // signin.png: authorize -> 303 /signin, the email prefilled from login_hint.
+    response = await page.goto(await authorizeUrl(clientId, email));
+    assert.equal(new URL(page.url()).pathname, '/signin', `authorize -> /signin (${page.url()})`);
+    await expectStatus(page, response, 200, 'the sign-in page');
+    assert.equal(await page.getByLabel('Email').inputValue(), email, 'login_hint prefills the Email field');
+    assert.equal(await page.getByLabel('Password').getAttribute('type'), 'password');
+    await inspect(page, 'signin', viewport, response, consoleErrors);
+
+    // signin-error.png: a wrong password -> 401, the form again with an error message.
+    await page.getByLabel('Password').fill('not-the-password');
+    let navigation = page.waitForNavigation();
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    response = await navigation;
+    await expectStatus(page, response, 401, 'wrong password');
+    assert.ok(await page.getByLabel('Password').count() === 1 && await page.getByRole('button', { name: 'Sign in' }).count() === 1,
+      'wrong password: the form again');
+    const message = page.locator('.error, [role="alert"]');
+    assert.ok(await message.count() >= 1 && (await message.first().innerText()).trim(), 'wrong password: an error message (.error or role=alert)');
+    await inspect(page, 'signin-error', viewport, response, consoleErrors);
+    console.log(`      message: ${(await message.first().innerText()).trim()}`);
+
+    // consent.png: the right password -> the consent page naming the client and the scopes.
+    await page.getByLabel('Email').fill(email);
+    await page.getByLabel('Password').fill(password);
+    const consentResponse = page.waitForResponse((r) => new URL(r.url()).pathname === '/signin/consent' && r.request().method() === 'GET');
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    response = await consentResponse;
+    await page.waitForURL((u) => u.pathname === '/signin/consent');
+    await page.waitForLoadState();
+    const consentText = await page.locator('body').innerText();
+    assert.ok(consentText.includes(clientName), `consent names the client ${clientName}: ${consentText}`);
+    assert.ok(await page.getByRole('button', { name: 'Allow' }).count() === 1 && await page.getByRole('button', { name: 'Deny' }).count() === 1,
+      'consent: Allow and Deny');
+    await inspect(page, 'consent', viewport, response, consoleErrors);
+    console.log(`      consent: ${consentText.replace(/\s+/g, ' ').slice(0, 300)}`);
+    navigation = page.waitForURL((u) => u.href.startsWith(redirectUri)).catch((e) => {
+      // e.g. a CSP form-action that does not allow the redirect after the form's POST
+      throw new Error(`Allow did not take the browser to ${redirectUri}: ${e.message}; console: ${JSON.stringify(consoleErrors)}`
+        + ' (Chromium applies the consent page\'s CSP form-action to the redirect that answers the POST: it must allow the client\'s redirect_uri)');
+    });
+    await page.getByRole('button', { name: 'Allow' }).click();
+    await navigation;
+    const cb = callbacks.at(-1);
+    assert.ok(cb?.searchParams.get('code') && cb.searchParams.get('state') === 'state-123' && cb.searchParams.get('iss') === base,
+      `Allow -> the client's redirect_uri with code, state, iss: ${cb}`);
+    ok(`${viewport}: Allow -> ${cb.origin}${cb.pathname}?code=…&state=state-123&iss=${base}`);
+
+    // logout.png: the confirmation page, with its "Sign out of every session" checkbox.
+    response = await page.goto(`${base}/api/v1/auth/logout`);
+    await expectStatus(page, response, 200, 'logout confirmation');
+    const everywhere = page.getByLabel('Sign out of every session');
+    assert.equal(await everywhere.getAttribute('type'), 'checkbox', 'a "Sign out of every session" checkbox');
+    assert.equal(await everywhere.isChecked(), false, '"Sign out of every session" is not ticked by default');
+    await inspect(page, 'logout', viewport, response, consoleErrors);
+
+    // signed-out.png: Sign out -> the signed-out page (no post_logout_redirect_uri given).
+    navigation = page.waitForNavigation();
+    await page.getByRole('button', { name: 'Sign out' }).click();
+    response = await navigation;
+    await expectStatus(page, response, 200, 'Sign out');
+    assert.ok(!(await context.cookies(base)).some((c) => c.name === 'simple_api_sso'), 'the SSO cookie is gone');
+    await inspect(page, 'signed-out', viewport, response, consoleErrors);
+
+    // Signed out for real: authorizing again asks for the password.
+    await page.goto(await authorizeUrl(clientId, email));
+    assert.equal(new URL(page.url()).pathname, '/signin', 'after signing out, authorize -> /signin again');
+    assert.deepEqual(outside, [], 'the pages loaded nothing from other hosts');
+    ok(`${viewport}: signed out (authorize asks for the password again), nothing loaded from other hosts`);
+    await context.close();
+  }
+  console.log(`hosted pages: ${checks} checks passed (screenshots in ${shots})`);
+} finally {
+  await browser.close();
+  rp.close();
+}
