@@ -492,6 +492,14 @@ impl AuthApi {
         body: FormFields<TokenRequest>,
     ) -> Result<TokenResponse, OAuthError> {
         let form = form_of(body, &["username", "client_id"])?;
+        if form
+            .get("redirect_uri")
+            .is_some_and(|uri| uri.chars().count() > 2000)
+        {
+            return Err(OAuthError::invalid_request(
+                "redirect_uri is longer than 2000 characters",
+            ));
+        }
         match form.get("grant_type") {
             None => Err(OAuthError::invalid_request("grant_type missing")),
             Some("password") => password_grant(&state, &form, &ctx).await,

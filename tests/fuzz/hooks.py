@@ -37,10 +37,20 @@ apply there.
   client's form credentials (as the client: its Basic credentials alone).
 - POST /auth/revoke of a live token: as the admin, an access or refresh token of a spare
   login; as the client, an access token issued to it.
+- GET/POST /auth/userinfo with an admin token carrying `openid`, from the authorization
+  code flow (the built-in /docs client, PKCE) driven through the hosted sign-in page.
+- GET /users/{id}/consents: `me`.
+- DELETE /users/{id}/consents/{client_id}: `me` and the relying party ST_RP, whose consent
+  the hooks give first (on the consent page) so that there is one to withdraw.
 """
 
+import base64
+import hashlib
+import html
 import itertools
 import os
+import re
+import secrets
 import sys
 import threading
 import uuid
@@ -57,6 +67,8 @@ EMAIL = os.environ["ST_ADMIN_EMAIL"]
 PASSWORD = os.environ["ST_ADMIN_PASSWORD"]
 CLIENT_ID, _, CLIENT_SECRET = os.environ["ST_CLIENT"].partition(":")
 AS_CLIENT = os.environ.get("ST_AS", "admin") == "client"
+RP_ID = os.environ.get("ST_RP", "")
+DOCS_CLIENT_ID = "5177d0c5-0000-4000-8000-000000000001"
 TOKEN_URL = f"{BASE}/api/v1/auth/token"
 LOCK = threading.RLock()
 
@@ -78,6 +90,59 @@ def admin_token() -> str:
 
 def client_token() -> str:
     return token_request({"grant_type": "client_credentials"}, auth=(CLIENT_ID, CLIENT_SECRET))["access_token"]
+
+
+def browser_authorize(client_id: str, redirect_uri: str, scope: str) -> str | None:
+    """The admin signs in on the hosted page for `client_id` (allowing it if asked) and the
+    code comes back; returns (code, verifier) joined by a space, or None if no code came."""
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    browser = requests.Session()
+    params = {
+        "response_type": "code", "client_id": client_id, "redirect_uri": redirect_uri,
+        "scope": scope, "state": "fuzz", "code_challenge": challenge, "code_challenge_method": "S256",
+    }
+    url = f"{BASE}/api/v1/auth/authorize"
+    resp = browser.get(url, params=params, allow_redirects=False, timeout=10)
+    for _ in range(4):
+        location = resp.headers.get("location", "")
+        if location.startswith(redirect_uri):
+            query = dict(p.split("=", 1) for p in requests.utils.urlparse(location).query.split("&"))
+            return f"{query['code']} {verifier}" if "code" in query else None
+        page = browser.get(f"{BASE}{location}", timeout=10)
+        fields = {n: html.unescape(v) for n, v in re.findall(r'name="(request|csrf)" value="([^"]*)"', page.text)}
+        action = re.search(r'<form method="post" action="([^"]+)"', page.text).group(1)
+        if action == "/signin":
+            fields.update(email=EMAIL, password=PASSWORD)
+        else:
+            fields.update(decision="allow")
+        resp = browser.post(f"{BASE}{action}", data=fields, allow_redirects=False, timeout=10)
+    raise AssertionError(f"the sign-in for {client_id} did not come back: {resp.status_code} {resp.text[:200]}")
+
+
+def openid_token() -> str:
+    """An access token of the admin with `openid`, through the /docs client's code flow."""
+    redirect_uri = f"{BASE}/docs/oauth2-redirect.html"
+    code, verifier = browser_authorize(DOCS_CLIENT_ID, redirect_uri, "openid profile email").split(" ")
+    return token_request({
+        "grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri,
+        "code_verifier": verifier, "client_id": DOCS_CLIENT_ID,
+    })["access_token"]
+
+
+_openid: list[str] = []
+
+
+def cached_openid_token(fresh: bool = False) -> str:
+    with LOCK:
+        if fresh or not _openid:
+            _openid[:] = [openid_token()]
+        return _openid[0]
+
+
+def give_consent() -> None:
+    """The admin allows the relying party ST_RP (so there is a consent to withdraw)."""
+    browser_authorize(RP_ID, "http://127.0.0.1:9/callback", "openid profile")
 
 
 class Admin:
@@ -237,6 +302,8 @@ if not AS_CLIENT:
             case.headers = case.headers or {}
             if statuses.operation_id(case) == "changePassword":
                 data = PW.token()
+            elif statuses.operation_id(case) in ("getUserInfo", "postUserInfo"):
+                data = cached_openid_token()
             case.headers["Authorization"] = f"Bearer {data}"
 
 
@@ -274,6 +341,13 @@ def before_call(context, case, kwargs):
             params["id"] = PW.id if (k // 2) % 2 == 0 else "me"
             if body is not None and k % 2 == 0:
                 body["current_password"] = PW.password
+    elif op == "listConsents":
+        if turn(case) is not None:
+            params["id"] = "me"
+    elif op == "deleteConsent":
+        if RP_ID and turn(case) is not None:
+            give_consent()
+            params["id"], params["client_id"] = "me", RP_ID
     elif op == "listUsers":
         query = case.query if case.query is not None else {}
         if "after" in query and turn(case) is not None:
@@ -311,6 +385,8 @@ def after_call(context, case, response):
             PW.password_changed(body["new_password"])
         elif response.status_code == 401:
             PW.forget_token()
+    elif op in ("getUserInfo", "postUserInfo") and response.status_code == 401:
+        cached_openid_token(fresh=True)
     elif op == "createToken" and body is not None and body.get("grant_type") == "refresh_token":
         try:
             payload = response.json()

@@ -31,6 +31,10 @@ DATA_DIR="$work/data" KEYS_DIR="$work/keys" AUDIT_LOG="$work/audit.log" "$bin" c
   --name fuzz --scope "users:read users:write" > "$work/client.json" 2>/dev/null
 client="$(python3 -c 'import json,sys; c=json.load(open(sys.argv[1])); print(c["client_id"]+":"+c["client_secret"])' "$work/client.json")"
 export ST_CLIENT="$client"
+# A third-party relying party (browser sign-in) the admin gives and withdraws consent to.
+DATA_DIR="$work/data" KEYS_DIR="$work/keys" AUDIT_LOG="$work/audit.log" "$bin" clients create \
+  --name fuzz-rp --scope "openid profile" --redirect-uri http://127.0.0.1:9/callback > "$work/rp.json" 2>/dev/null
+export ST_RP="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["client_id"])' "$work/rp.json")"
 
 # Cheap argon2 (hundreds of logins per run) and no login throttling: the fuzzer is not an attacker.
 ARGON2_M_KIB=1024 ARGON2_T=1 LOGIN_MAX_FAILURES=100000 API_PORT="$port" \
