@@ -105,6 +105,8 @@ pub struct Caller {
     pub account: Account,
     /// The token came from the session cookie rather than the Authorization header.
     pub via_cookie: bool,
+    /// A person's token held by a third-party client (see `Verified::delegated`).
+    pub delegated: bool,
 }
 
 fn bearer_token(req: &Request) -> Option<&str> {
@@ -183,12 +185,14 @@ async fn authenticate(req: &Request) -> Result<Option<Caller>, ApiError> {
         claims,
         scopes,
         account,
+        delegated,
     } = state.verify_access_token(token).await?;
     Ok(Some(Caller {
         claims,
         scopes,
         account,
         via_cookie,
+        delegated,
     }))
 }
 
@@ -249,12 +253,15 @@ impl Caller {
     /// Others get 403 whether or not the record exists, so ids cannot be probed.
     pub fn authorize(
         &self,
-        (_, access): (&str, Access),
+        (operation, access): (&str, Access),
         target: Option<UserId>,
     ) -> Result<(), ApiError> {
+        // A third-party client holding a person's `profile` token reads their record; only
+        // the person (or their own applications) changes or deletes the account.
         let own = || {
             self.user_id().is_some_and(|id| Some(id) == target)
                 && self.scopes.contains(Scope::Profile)
+                && (!self.delegated || operation == GET_USER.0)
         };
         let allowed = match access {
             Access::Admin(scope) => self.has_authority(scope),

@@ -23,7 +23,7 @@ use serde::Serialize;
 
 use super::security::{cookie, same_origin};
 use super::{BodyLimit, RequestCtx};
-use crate::auth::clients::generate_secret;
+use crate::auth::clients::{generate_secret, same_bytes};
 use crate::domain::{Identifier, Scope, Scopes};
 use crate::service::{
     AppState, AuthorizeError, AuthorizeParams, LogoutParams, LogoutRequest, Next, ServiceError,
@@ -35,6 +35,22 @@ use crate::service::{
 pub const SSO_COOKIE: &str = "simple_api_sso";
 /// The double-submit CSRF cookie of the pages' forms (`SameSite=Strict`).
 pub const CSRF_COOKIE: &str = "simple_api_csrf";
+
+/// A cookie's name as this deployment sets it: with COOKIE_SECURE, `__Host-` prefixed, so
+/// a sibling subdomain can neither set nor shadow it (no CSRF token or session of its
+/// choosing planted in the browser); browsers honour the prefix only on `Secure` cookies.
+fn cookie_name(state: &AppState, name: &str) -> String {
+    if state.config.cookie_secure {
+        format!("__Host-{name}")
+    } else {
+        name.to_owned()
+    }
+}
+
+/// The value of the page cookie `name` the request carries.
+fn page_cookie<'r>(req: &'r Request, state: &AppState, name: &str) -> Option<&'r str> {
+    cookie(req, &cookie_name(state, name))
+}
 /// The name the pages show.
 const SERVICE_NAME: &str = "simple-api";
 
@@ -222,6 +238,7 @@ fn set_cookie(
     same_site: &str,
     max_age: Option<i64>,
 ) -> String {
+    let name = cookie_name(state, name);
     let mut c = format!("{name}={value}; HttpOnly; SameSite={same_site}; Path=/");
     if let Some(age) = max_age {
         c.push_str(&format!("; Max-Age={age}"));
@@ -235,7 +252,7 @@ fn set_cookie(
 /// The page's CSRF token: the browser's cookie if it has a well-formed one, else a new
 /// one (and the cookie that sets it).
 fn csrf_token(req: &Request, state: &AppState) -> (String, Option<String>) {
-    match cookie(req, CSRF_COOKIE).filter(|v| {
+    match page_cookie(req, state, CSRF_COOKIE).filter(|v| {
         v.len() == 43
             && v.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
@@ -255,14 +272,13 @@ fn csrf_token(req: &Request, state: &AppState) -> (String, Option<String>) {
 /// `Referrer-Policy: no-referrer` (Fetch §3.1, "serializing a request origin"), as ours
 /// are: that says nothing either way, and the token decides.
 fn csrf_ok(req: &Request, state: &AppState, form: &Fields) -> bool {
-    let (Some(cookie), Some(sent)) = (cookie(req, CSRF_COOKIE), form.get("csrf")) else {
+    let (Some(cookie), Some(sent)) = (page_cookie(req, state, CSRF_COOKIE), form.get("csrf"))
+    else {
         return false;
     };
     let opaque_origin = req.header(header::ORIGIN) == Some("null");
     (opaque_origin || same_origin(req, &state.public_url))
-        && cookie.len() == sent.len()
-        && aws_lc_rs::constant_time::verify_slices_are_equal(cookie.as_bytes(), sent.as_bytes())
-            .is_ok()
+        && same_bytes(cookie.as_bytes(), sent.as_bytes())
 }
 
 fn csrf_refused() -> Page {
@@ -323,7 +339,7 @@ fn scope_lines(scopes: Scopes) -> Vec<ScopeLine> {
             name: s.as_str(),
             description: match s {
                 Scope::OpenId => "Know who you are (your account id)",
-                Scope::Profile => "See your name, and read and change your account",
+                Scope::Profile => "See your name and your account's details",
                 Scope::Email => "See your email address",
                 Scope::OfflineAccess => "Stay signed in while you are away (a refresh token)",
                 Scope::UsersRead => "List and read every user (as an administrator)",
@@ -373,8 +389,9 @@ async fn authorize(req: &Request, ctx: RequestCtx) -> Response {
             return error_answer(req, StatusCode::BAD_REQUEST, &message)
         }
         Err(AuthorizeError::Redirect(url)) => return see_other(&url, Vec::new()),
+        Err(AuthorizeError::Unavailable(e)) => return unavailable(req, e),
     };
-    let sso = match state.sso(cookie(req, SSO_COOKIE)).await {
+    let sso = match state.sso(page_cookie(req, state, SSO_COOKIE)).await {
         Ok(sso) => sso,
         Err(e) => return unavailable(req, e),
     };
@@ -440,7 +457,7 @@ async fn signin_page(req: &Request) -> Response {
     };
     let request = q.get("request").unwrap_or_default();
     if request.is_empty() {
-        return match state.sso(cookie(req, SSO_COOKIE)).await {
+        return match state.sso(page_cookie(req, state, SSO_COOKIE)).await {
             Ok(Some(sso)) => signed_in_page(req, state, &sso).into_response(),
             Ok(None) => signin_form(req, state, StatusCode::OK, "", None, "", None).into_response(),
             Err(e) => unavailable(req, e),
@@ -582,7 +599,7 @@ async fn consent_page(req: &Request, ctx: RequestCtx) -> Response {
         Ok(None) => return expired_request().into_response(),
         Err(e) => return unavailable(req, e),
     };
-    let sso = match state.sso(cookie(req, SSO_COOKIE)).await {
+    let sso = match state.sso(page_cookie(req, state, SSO_COOKIE)).await {
         Ok(sso) => sso,
         Err(e) => return unavailable(req, e),
     };
@@ -640,13 +657,9 @@ async fn consent_post(req: &Request, body: Body, ctx: RequestCtx) -> Response {
         Ok(None) => return expired_request().into_response(),
         Err(e) => return unavailable(req, e),
     };
-    let sso = match state.sso(cookie(req, SSO_COOKIE)).await {
-        Ok(Some(sso)) => sso,
-        // Signed out meanwhile: sign in again, for the same request.
-        Ok(None) => {
-            let encoded: String = form_urlencoded::byte_serialize(request.as_bytes()).collect();
-            return see_other(&format!("/signin?request={encoded}"), Vec::new());
-        }
+    // Signed out meanwhile: `decide_consent` sends the browser to sign in again.
+    let sso = match state.sso(page_cookie(req, state, SSO_COOKIE)).await {
+        Ok(sso) => sso,
         Err(e) => return unavailable(req, e),
     };
     let allow = match form.get("decision") {
@@ -661,10 +674,10 @@ async fn consent_post(req: &Request, body: Body, ctx: RequestCtx) -> Response {
         }
     };
     match state
-        .decide_consent(auth, &client, &sso, allow, &ctx.audit())
+        .decide_consent(auth, &client, sso.as_ref(), allow, &ctx.audit())
         .await
     {
-        Ok(url) => see_other(&url, Vec::new()),
+        Ok(next) => see_other(&next_location(&next), Vec::new()),
         Err(e) => unavailable(req, e),
     }
 }
@@ -693,10 +706,11 @@ async fn logout_request(req: &Request, mut params: Fields) -> Response {
         })
         .await;
     let logout = match checked {
-        Ok(logout) => logout,
-        Err(message) => return error_answer(req, StatusCode::BAD_REQUEST, &message),
+        Ok(Ok(logout)) => logout,
+        Ok(Err(message)) => return error_answer(req, StatusCode::BAD_REQUEST, &message),
+        Err(e) => return unavailable(req, e),
     };
-    let sso = match state.sso(cookie(req, SSO_COOKIE)).await {
+    let sso = match state.sso(page_cookie(req, state, SSO_COOKIE)).await {
         Ok(sso) => sso,
         Err(e) => return unavailable(req, e),
     };
@@ -752,7 +766,7 @@ async fn logout_post(req: &Request, body: Body, ctx: RequestCtx) -> Response {
     };
     let everywhere = form.get("everywhere") == Some("1");
     let clear = vec![set_cookie(state, SSO_COOKIE, "", "Lax", Some(0))];
-    match state.sso(cookie(req, SSO_COOKIE)).await {
+    match state.sso(page_cookie(req, state, SSO_COOKIE)).await {
         Ok(Some(sso)) => {
             if let Err(e) = state.end_sso(&sso, everywhere, &ctx.audit()).await {
                 return unavailable(req, e);

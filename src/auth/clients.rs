@@ -85,12 +85,13 @@ impl<'a> StoredSecret<'a> {
 pub fn digest_matches(stored: Option<&str>, presented: &str) -> bool {
     let presented = URL_SAFE_NO_PAD.encode(digest(presented));
     let expected = stored.unwrap_or("an unknown client has no digest; this one never matches");
-    let equal = aws_lc_rs::constant_time::verify_slices_are_equal(
-        presented.as_bytes(),
-        expected.as_bytes(),
-    )
-    .is_ok();
-    stored.is_some() && equal
+    stored.is_some() && same_bytes(presented.as_bytes(), expected.as_bytes())
+}
+
+/// Whether two secrets (or their digests) are equal, in time that depends on their
+/// lengths only (which are public).
+pub fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    aws_lc_rs::constant_time::verify_slices_are_equal(a, b).is_ok()
 }
 
 /// Client secrets verified right in the last few seconds, by a SHA-256 of the client id and

@@ -44,19 +44,36 @@ pub struct IdClaims {
     pub family_name: Option<String>,
 }
 
-/// `at_hash` of `access_token` for a key of `algorithm`: the left half of the hash its
-/// signature uses (SHA-256 for all three), base64url.
+/// `at_hash` of `access_token` for an ID token signed with RS256 or ES256: the left half
+/// of its SHA-256, base64url (OIDC Core §3.1.3.6).
 pub fn at_hash(access_token: &str) -> String {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, access_token.as_bytes());
-    URL_SAFE_NO_PAD.encode(&digest.as_ref()[..16])
+    at_hash_for(access_token, jsonwebtoken::Algorithm::RS256)
+}
+
+/// `at_hash` for an ID token signed with `algorithm`: the left half of the hash its
+/// signature uses (SHA-512 for EdDSA with Ed25519, SHA-256 otherwise).
+pub fn at_hash_for(access_token: &str, algorithm: jsonwebtoken::Algorithm) -> String {
+    let hash = match algorithm {
+        jsonwebtoken::Algorithm::EdDSA => &aws_lc_rs::digest::SHA512,
+        _ => &aws_lc_rs::digest::SHA256,
+    };
+    let digest = aws_lc_rs::digest::digest(hash, access_token.as_bytes());
+    let half = digest.as_ref().len() / 2;
+    URL_SAFE_NO_PAD.encode(&digest.as_ref()[..half])
 }
 
 impl TokenService {
-    /// Signs `claims` (whose `iss` this sets) with the ID-token key.
-    pub fn issue_id_token(&self, mut claims: IdClaims) -> Result<String, TokenError> {
+    /// Signs `claims` (whose `iss` this sets, and `at_hash` from `access_token`, by the
+    /// signing key's algorithm) with the ID-token key.
+    pub fn issue_id_token(
+        &self,
+        mut claims: IdClaims,
+        access_token: &str,
+    ) -> Result<String, TokenError> {
         claims.iss = self.issuer().to_owned();
         let keys = self.keys().read().unwrap_or_else(|e| e.into_inner());
         let key = keys.id_token_signer();
+        claims.at_hash = Some(at_hash_for(access_token, key.algorithm));
         let mut header = Header::new(key.algorithm);
         header.typ = Some("JWT".to_owned());
         header.kid = Some(key.kid.clone());
@@ -79,8 +96,9 @@ impl TokenService {
         let keys = self.keys().read().unwrap_or_else(|e| e.into_inner());
         let key = keys.get(kid).ok_or(TokenError::UnknownKey)?;
         // An ID token comes from the ID-token line, or from the access-token key when
-        // there is none (`id_token_signer`); never an access token (`at+jwt`).
-        if header.typ.as_deref() == Some(super::tokens::ACCESS_TOKEN_TYP) {
+        // there is none (`id_token_signer`), and says `typ: JWT` (never `at+jwt`, nor the
+        // types of the service's own signed values).
+        if header.typ.as_deref() != Some("JWT") {
             return Err(TokenError::WrongType);
         }
         let id_line = keys.keys().iter().any(|k| k.purpose == KeyPurpose::IdToken);

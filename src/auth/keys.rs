@@ -275,7 +275,11 @@ impl KeySet {
             .map_err(io)?;
         // Replicas sharing a KEYS_DIR may start at the same instant: one generates each
         // missing key, the others wait on the lock and then find it.
-        let lacks_signing_key = |files: &[(PathBuf, SystemTime)]| files.is_empty();
+        let lacks_signing_key = |files: &[(PathBuf, SystemTime)]| {
+            !files
+                .iter()
+                .any(|(p, _)| KeyPurpose::of(p) == KeyPurpose::Access)
+        };
         if lacks_signing_key(&fingerprint(dir)?) {
             let _lock = generation_lock(dir)?;
             if lacks_signing_key(&fingerprint(dir)?) {
@@ -320,9 +324,9 @@ impl KeySet {
             let text = fs::read(path).map_err(io)?;
             keys.push(Key::from_pem(&text, path, *modified)?);
         }
-        if keys.is_empty() {
+        if !keys.iter().any(|k| k.purpose == KeyPurpose::Access) {
             return Err(KeyError::Refused(format!(
-                "KEYS_DIR {}: no *.pem key",
+                "KEYS_DIR {}: no *.pem key that signs access tokens (id-token-*.pem keys sign ID tokens only)",
                 dir.display()
             )));
         }
@@ -339,10 +343,11 @@ impl KeySet {
         fingerprint(dir).is_ok_and(|now| now != self.fingerprint)
     }
 
-    /// The key that signs access tokens at `now` (`signer_of`).
+    /// The key that signs access tokens at `now` (`signer_of`; `load` makes sure there is
+    /// one).
     pub fn signer_at(&self, now: SystemTime) -> &Key {
         self.signer_of(KeyPurpose::Access, now)
-            .unwrap_or(&self.keys[0])
+            .expect("a key set has an access-token key")
     }
 
     /// The key of `purpose` that signs at `now`: the newest one published for at least the

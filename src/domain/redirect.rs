@@ -67,9 +67,11 @@ fn is_loopback_host(host: &str) -> bool {
 impl RedirectUri {
     pub fn parse(raw: &str) -> Result<Self, DomainError> {
         let bad = |why: &'static str| DomainError::InvalidRedirectUri(why);
-        if raw.len() > 2000 || raw.chars().any(|c| c.is_control() || c == ' ') {
+        // ASCII only (anything else is percent-encoded in a URI): it goes into a
+        // `Location` header as it is.
+        if raw.len() > 2000 || !raw.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(bad(
-                "at most 2,000 characters, no spaces or control characters",
+                "at most 2,000 printable ASCII characters (percent-encode the rest), no spaces",
             ));
         }
         if raw.contains('#') {
@@ -170,6 +172,7 @@ mod tests {
             "https:///nohost",
             "https://app.example.com:port/cb",
             "https://app .example.com/",
+            "https://exämple.com/cb",
             "custom:/cb",
         ] {
             assert!(RedirectUri::parse(bad).is_err(), "{bad}");

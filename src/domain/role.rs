@@ -26,6 +26,12 @@ impl Role {
         }
     }
 
+    /// What a person of this role may grant a client in browser sign-in, and what their
+    /// tokens may keep: the role's scopes and who they are (the OpenID scopes).
+    pub fn grantable(self) -> super::Scopes {
+        self.scopes().union(&super::Scopes::IDENTITY)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::User => "user",

@@ -41,7 +41,7 @@ impl Scope {
 
     pub fn description(self) -> &'static str {
         match self {
-            Self::Profile => "Read and change your own account (and your name, in OpenID Connect)",
+            Self::Profile => "Read and change your own account (a third-party application: read it, and your name in OpenID Connect)",
             Self::UsersRead => "List and read every user, and the stats (admins and clients)",
             Self::UsersWrite => "Create, update and delete any user (admins and clients)",
             Self::OpenId => "Sign in with OpenID Connect: an ID token saying who you are",

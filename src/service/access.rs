@@ -28,6 +28,9 @@ pub struct Verified {
     /// The token's scopes, narrowed to what the account may still have today.
     pub scopes: Scopes,
     pub account: Account,
+    /// A person's token held by a third-party client (the authorization code flow): it
+    /// may read the person's record, not change or delete the account.
+    pub delegated: bool,
 }
 
 /// When the token was issued, to the millisecond: the jti is a UUIDv7, whose timestamp is
@@ -52,8 +55,11 @@ impl AppState {
     /// revoked. A refused token is `ServiceError::Token`.
     pub async fn verify_access_token(&self, token: &str) -> Result<Verified, ServiceError> {
         let claims = self.tokens.verify(token)?;
+        let mut delegated = false;
         let (account, allowed) = match claims.principal()? {
-            Principal::User { id, sid, .. } => {
+            Principal::User {
+                id, sid, client, ..
+            } => {
                 // A revoked session (logout, revocation, refresh-token theft) takes its
                 // access tokens with it, not only its refresh tokens.
                 let user = match self.store.user_token(&claims.jti, id, sid).await? {
@@ -66,8 +72,18 @@ impl AppState {
                 if !user.session_alive(sid, issued_instant(&claims)) {
                     return Err(TokenError::Revoked.into());
                 }
-                // What the role allows, and who they are (the OpenID scopes).
-                let allowed = user.role.scopes().union(&Scopes::IDENTITY);
+                // What the role allows, and who they are (the OpenID scopes)...
+                let mut allowed = user.role.grantable();
+                // ...and, for a token a client got through the authorization code flow,
+                // what that client may still have: none once it is deleted.
+                if let Some(client) = client {
+                    let client = self
+                        .sign_in_client(client)
+                        .await?
+                        .ok_or(TokenError::Invalid("the client no longer exists"))?;
+                    allowed = allowed.intersect(&client.scope);
+                    delegated = !client.sign_in.first_party;
+                }
                 (Account::User(user), allowed)
             }
             Principal::Client { id, secret_version } => {
@@ -99,6 +115,7 @@ impl AppState {
             claims,
             scopes,
             account,
+            delegated,
         })
     }
 }

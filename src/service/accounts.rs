@@ -73,7 +73,30 @@ impl AppState {
             return Ok(());
         };
         let password = SecretString::from(password.clone());
-        match self.store.user_by_email(email).await? {
+        // Replicas starting together may both find no account: the one whose creation
+        // loses (the email is taken) looks again and finds the other's.
+        let mut found = self.store.user_by_email(email).await?;
+        if found.is_none() {
+            match self
+                .create_user(email, password.clone(), Role::Admin, (None, None))
+                .await
+            {
+                Ok(user) => {
+                    tracing::info!(user_id = %user.id, "ADMIN_EMAIL account created");
+                    return Ok(());
+                }
+                Err(e)
+                    if matches!(
+                        e.downcast_ref(),
+                        Some(ServiceError::Store(StoreError::DuplicateEmail))
+                    ) =>
+                {
+                    found = self.store.user_by_email(email).await?;
+                }
+                Err(e) => return Err(e.context("ADMIN_EMAIL/ADMIN_PASSWORD")),
+            }
+        }
+        match found {
             Some(user) if user.role == Role::Admin => {}
             Some(user) => {
                 let lookup = async { Ok(Some(&user)) };
@@ -99,13 +122,7 @@ impl AppState {
                     .await?;
                 tracing::info!(user_id = %user.id, "ADMIN_EMAIL account promoted to admin");
             }
-            None => {
-                let user = self
-                    .create_user(email, password, Role::Admin, (None, None))
-                    .await
-                    .context("ADMIN_EMAIL/ADMIN_PASSWORD")?;
-                tracing::info!(user_id = %user.id, "ADMIN_EMAIL account created");
-            }
+            None => anyhow::bail!("ADMIN_EMAIL: the account was created and deleted meanwhile"),
         }
         Ok(())
     }

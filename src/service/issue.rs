@@ -7,7 +7,7 @@ use uuid::Uuid;
 use super::{AppState, ServiceError};
 use crate::audit;
 use crate::auth::clients::SecretVersion;
-use crate::auth::id_token::{at_hash, IdClaims};
+use crate::auth::id_token::IdClaims;
 use crate::auth::{refresh, IssuedToken, Principal};
 use crate::domain::{AuthCode, Client, Scope, Scopes, Session, User};
 use crate::store::RefreshOutcome;
@@ -197,7 +197,7 @@ impl AppState {
             nonce: code.nonce.clone(),
             sid: code.sso_session.to_string(),
             amr: code.amr.clone(),
-            at_hash: Some(at_hash(access_token)),
+            at_hash: None,
             azp: client.id.to_string(),
             email: text("email"),
             email_verified: released.get("email_verified").and_then(|v| v.as_bool()),
@@ -205,7 +205,7 @@ impl AppState {
             given_name: text("given_name"),
             family_name: text("family_name"),
         };
-        Ok(self.tokens.issue_id_token(claims)?)
+        Ok(self.tokens.issue_id_token(claims, access_token)?)
     }
 
     /// Exchanges a refresh token for the next one of its session, atomically, detecting
@@ -238,7 +238,7 @@ impl AppState {
                 tracing::info!(user_id = %user.id, %session_id, benign_race, "refresh token rotated");
                 // A demoted user keeps the session but loses what the role no longer allows
                 // (who they are, the OpenID scopes, stays theirs to grant).
-                let allowed = scope.intersect(&user.role.scopes().union(&Scopes::IDENTITY));
+                let allowed = scope.intersect(&user.role.grantable());
                 Exchanged::Rotated {
                     user: Box::new(user),
                     session_id,

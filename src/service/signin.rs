@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use super::{AppState, ServiceError};
 use crate::audit;
-use crate::auth::clients::generate_secret;
+use crate::auth::clients::{generate_secret, same_bytes};
 use crate::auth::refresh::sha256_hex;
 use crate::domain::{
     with_query, AuthCode, Client, ClientId, ClientName, Consent, Credential, RedirectUri, Scope,
@@ -102,6 +102,8 @@ pub enum AuthorizeError {
     Page(String),
     /// Sent back to the client (RFC 6749 §4.1.2.1, with `iss` per RFC 9207): the URL.
     Redirect(String),
+    /// The store could not be asked: nothing is known about the request yet.
+    Unavailable(ServiceError),
 }
 
 /// The single-sign-on session of a browser, as its cookie carries it.
@@ -273,7 +275,7 @@ impl AppState {
             Ok(id) => self
                 .sign_in_client(id)
                 .await
-                .map_err(|e| page(&format!("The service cannot check the client now: {e}")))?,
+                .map_err(|e| AuthorizeError::Unavailable(e.into()))?,
             Err(_) => None,
         }
         .ok_or_else(|| page("This application is not registered here (unknown client_id)."))?;
@@ -332,8 +334,9 @@ impl AppState {
                 ))
             }
         }
+        // An S256 challenge is base64url of 32 bytes: 43 characters, exactly.
         let code_challenge = match params.code_challenge.as_deref() {
-            Some(c) if pkce_shaped(c) => c.to_owned(),
+            Some(c) if pkce_shaped(c) && c.len() == 43 => c.to_owned(),
             Some(_) => return Err(fail("invalid_request", "code_challenge is malformed")),
             None => {
                 return Err(fail(
@@ -348,10 +351,12 @@ impl AppState {
                 "code_challenge_method must be S256 (plain is not accepted)",
             ));
         }
+        // Scopes this service does not know (`phone`, `address`…) are left out rather than
+        // refused (RFC 6749 §3.3: the server may grant less), as relying parties often
+        // ask for the standard set.
         let asked = match params.scope.as_deref() {
             None | Some("") => client.scope,
-            Some(raw) => Scopes::parse(raw)
-                .map_err(|unknown| fail("invalid_scope", &format!("unknown scope {unknown}")))?,
+            Some(raw) => Scopes::of(raw.split(' ').filter_map(Scope::parse)),
         };
         let scope = asked.intersect(&client.scope);
         if scope.is_empty() {
@@ -560,9 +565,7 @@ impl AppState {
             });
         };
         // What the person may grant: their role's scopes and who they are.
-        let scope = request
-            .scopes()
-            .intersect(&sso.user.role.scopes().union(&Scopes::IDENTITY));
+        let scope = request.scopes().intersect(&sso.user.role.grantable());
         if scope.is_empty() {
             return Ok(redirect_error(
                 "access_denied",
@@ -591,34 +594,36 @@ impl AppState {
         ))
     }
 
-    /// The person's answer on the consent page: remembered if they allowed it, then back
-    /// to the client with a code, or with `access_denied`.
+    /// The person's answer on the consent page. Denied: back to the client with
+    /// `access_denied`. Allowed: the question is judged again first, as for any step
+    /// (`next_step`), so a form posted for a request that now needs a fresh sign-in
+    /// (`prompt=login`, `max_age`), that no longer needs consent, or that has no scope
+    /// left goes where that step leads instead; then remembered, and back with a code.
     pub async fn decide_consent(
         &self,
         request: AuthRequest,
         client: &Client,
-        sso: &Sso,
+        sso: Option<&Sso>,
         allow: bool,
         ctx: &audit::Context,
-    ) -> Result<String, ServiceError> {
-        let subject = sso.user.id.to_string();
+    ) -> Result<Next, ServiceError> {
         if !allow {
-            self.audit.record(
-                "consent_denied",
-                Some(&subject),
-                ctx,
-                json!({ "client_id": client.id }),
-            );
-            return Ok(self.error_redirect(
+            let subject = sso.map(|s| s.user.id.to_string());
+            let fields = json!({ "client_id": client.id });
+            self.audit
+                .record("consent_denied", subject.as_deref(), ctx, fields);
+            return Ok(Next::Redirect(self.error_redirect(
                 &request.redirect_uri,
                 "access_denied",
                 "the person did not allow this application",
                 request.state.as_deref(),
-            ));
+            )));
         }
-        let scope = request
-            .scopes()
-            .intersect(&sso.user.role.scopes().union(&Scopes::IDENTITY));
+        let next = self.next_step(request.clone(), client, sso, ctx).await?;
+        let (Next::Consent { scope, .. }, Some(sso)) = (&next, sso) else {
+            return Ok(next);
+        };
+        let scope = *scope;
         // What was allowed before stays allowed: a consent only widens.
         let before = self.store.consent(sso.user.id, client.id).await?;
         let remembered = before.map_or(scope, |c| c.scope.union(&scope));
@@ -630,11 +635,12 @@ impl AppState {
         self.store.put_consent(sso.user.id, consent).await?;
         self.audit.record(
             "consent_granted",
-            Some(&subject),
+            Some(&sso.user.id.to_string()),
             ctx,
             json!({ "client_id": client.id, "scope": scope.to_string() }),
         );
-        self.issue_code(&request, client, sso, scope, ctx).await
+        let url = self.issue_code(&request, client, sso, scope, ctx).await?;
+        Ok(Next::Redirect(url))
     }
 
     /// A new code for `request`, stored, and the redirect that hands it to the client.
@@ -714,7 +720,7 @@ impl AppState {
             return Ok(Err("code_verifier missing or malformed (PKCE)"));
         };
         let challenge = s256(verifier);
-        if !subtle_eq(challenge.as_bytes(), stored.code_challenge.as_bytes()) {
+        if !same_bytes(challenge.as_bytes(), stored.code_challenge.as_bytes()) {
             return Ok(Err("code_verifier does not match the code_challenge"));
         }
         let Some(user) = self.store.user(stored.user_id).await? else {
@@ -767,72 +773,56 @@ impl AppState {
     }
 
     /// Checks an RP-initiated logout request: the client (named or the `id_token_hint`'s
-    /// audience) and its registered post-logout redirect URI. `Err`: shown on a page.
-    pub async fn check_logout(&self, params: LogoutParams) -> Result<LogoutRequest, String> {
-        let hinted =
-            match params.id_token_hint.as_deref().filter(|h| !h.is_empty()) {
-                Some(hint) => Some(self.tokens.read_id_token_hint(hint).map_err(|_| {
-                    "The id_token_hint is not an ID token of this service.".to_owned()
-                })?),
-                None => None,
-            };
+    /// audience) and its registered post-logout redirect URI. `Ok(Err)`: shown on a page.
+    pub async fn check_logout(
+        &self,
+        params: LogoutParams,
+    ) -> Result<Result<LogoutRequest, String>, ServiceError> {
+        let client = match self.logout_client(&params).await? {
+            Ok(client) => client,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        Ok(logout_redirect(client, params))
+    }
+
+    /// The client a logout request names (`client_id`) or its `id_token_hint` is for.
+    async fn logout_client(
+        &self,
+        params: &LogoutParams,
+    ) -> Result<Result<Option<Client>, String>, ServiceError> {
+        let hinted = match params.id_token_hint.as_deref().filter(|h| !h.is_empty()) {
+            Some(hint) => match self.tokens.read_id_token_hint(hint) {
+                Ok(claims) => Some(claims),
+                Err(_) => {
+                    return Ok(Err(
+                        "The id_token_hint is not an ID token of this service.".into()
+                    ))
+                }
+            },
+            None => None,
+        };
         let named = match params.client_id.as_deref().filter(|c| !c.is_empty()) {
-            Some(id) => Some(Uuid::parse_str(id).map_err(|_| "Unknown client_id.".to_owned())?),
+            Some(id) => match Uuid::parse_str(id) {
+                Ok(id) => Some(id),
+                Err(_) => return Ok(Err("Unknown client_id.".into())),
+            },
             None => None,
         };
         let hinted_client = hinted.as_ref().and_then(|h| Uuid::parse_str(&h.aud).ok());
         if let (Some(named), Some(hinted)) = (named, hinted_client) {
             if named != hinted {
-                return Err("client_id and the id_token_hint name different clients.".into());
+                return Ok(Err(
+                    "client_id and the id_token_hint name different clients.".into(),
+                ));
             }
         }
-        let client = match named.or(hinted_client) {
-            Some(id) => Some(
-                self.sign_in_client(id)
-                    .await
-                    .map_err(|e| format!("The service cannot check the client now: {e}"))?
-                    .ok_or_else(|| "Unknown client_id.".to_owned())?,
-            ),
-            None => None,
-        };
-        let redirect = match params
-            .post_logout_redirect_uri
-            .as_deref()
-            .filter(|u| !u.is_empty())
-        {
-            None => None,
-            Some(uri) => {
-                let client = client.as_ref().ok_or_else(|| {
-                    "post_logout_redirect_uri needs client_id or id_token_hint to say whose it is."
-                        .to_owned()
-                })?;
-                let registered = client
-                    .sign_in
-                    .post_logout_redirect_uris
-                    .iter()
-                    .any(|r| r.matches(uri));
-                if !registered {
-                    return Err(
-                        "The post_logout_redirect_uri is not registered for this application."
-                            .into(),
-                    );
-                }
-                let state = bounded(params.state, "state")?;
-                let mut query = Vec::new();
-                if let Some(state) = state.as_deref() {
-                    query.push(("state", state));
-                }
-                Some(if query.is_empty() {
-                    uri.to_owned()
-                } else {
-                    with_query(uri, &query)
-                })
-            }
-        };
-        Ok(LogoutRequest {
-            redirect,
-            client_name: client.map(|c| c.name.as_str().to_owned()),
-        })
+        match named.or(hinted_client) {
+            Some(id) => match self.sign_in_client(id).await? {
+                Some(client) => Ok(Ok(Some(client))),
+                None => Ok(Err("Unknown client_id.".into())),
+            },
+            None => Ok(Ok(None)),
+        }
     }
 
     pub fn sign_logout(&self, request: &LogoutRequest) -> Result<String, ServiceError> {
@@ -849,9 +839,41 @@ impl AppState {
     }
 }
 
-/// Constant-time equality of two byte strings (their lengths are public).
-fn subtle_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && aws_lc_rs::constant_time::verify_slices_are_equal(a, b).is_ok()
+/// Where a checked logout request for `client` goes afterwards: its registered
+/// post-logout redirect URI, with `state`. `Err`: shown on a page.
+fn logout_redirect(client: Option<Client>, params: LogoutParams) -> Result<LogoutRequest, String> {
+    let redirect = match params
+        .post_logout_redirect_uri
+        .as_deref()
+        .filter(|u| !u.is_empty())
+    {
+        None => None,
+        Some(uri) => {
+            let client = client.as_ref().ok_or_else(|| {
+                "post_logout_redirect_uri needs client_id or id_token_hint to say whose it is."
+                    .to_owned()
+            })?;
+            let registered = client
+                .sign_in
+                .post_logout_redirect_uris
+                .iter()
+                .any(|r| r.matches(uri));
+            if !registered {
+                return Err(
+                    "The post_logout_redirect_uri is not registered for this application.".into(),
+                );
+            }
+            let state = bounded(params.state, "state")?;
+            Some(match state.as_deref() {
+                Some(state) => with_query(uri, &[("state", state)]),
+                None => uri.to_owned(),
+            })
+        }
+    };
+    Ok(LogoutRequest {
+        redirect,
+        client_name: client.map(|c| c.name.as_str().to_owned()),
+    })
 }
 
 /// The OpenID Connect claims about `user` that `scope` releases (OIDC Core §5.4).

@@ -307,7 +307,7 @@ fn other_bad_requests_go_back_to_the_client_with_the_error_state_and_iss() {
         (vec![("code_challenge", "")], "invalid_request"),
         (vec![("code_challenge_method", "plain")], "invalid_request"),
         (vec![("code_challenge_method", "")], "invalid_request"),
-        (vec![("scope", "openid nonsense")], "invalid_scope"),
+        (vec![("scope", "nonsense")], "invalid_scope"),
         (vec![("scope", "users:write")], "invalid_scope"),
         (vec![("prompt", "none login")], "invalid_request"),
         (vec![("max_age", "soon")], "invalid_request"),
@@ -322,8 +322,9 @@ fn other_bad_requests_go_back_to_the_client_with_the_error_state_and_iss() {
         assert_eq!(q["state"], "st-1");
         assert_eq!(q["iss"], "simple-api");
     }
-    // Scopes the client may not have are dropped, not granted: it asked for profile too.
-    let (callback, verifier, _) = authorized(&app, &rp, &[("scope", "openid email profile")]);
+    // Scopes the client may not have, or nobody knows, are dropped, not granted.
+    let (callback, verifier, _) =
+        authorized(&app, &rp, &[("scope", "openid email profile phone")]);
     let (status, tokens) = exchange(&app, &rp, &callback, &verifier);
     assert_eq!(status, 200);
     assert_eq!(tokens["scope"], "openid email");
@@ -598,4 +599,94 @@ fn the_cli_registers_only_safe_redirect_uris_and_lists_them() {
     assert_eq!(line["token_endpoint_auth_method"], "none");
     assert_eq!(line["first_party"], false);
     assert!(app.cli(&["clients", "rotate-secret", &rp.id]).stderr.contains("public"));
+}
+
+#[test]
+fn a_private_key_jwt_client_exchanges_its_code_with_a_signed_assertion() {
+    use simple_api::auth::keys::{self, Key, KeyAlgorithm};
+    let app = spawn_app();
+    let dir = tempfile::tempdir().unwrap();
+    let path = keys::generate(dir.path(), KeyAlgorithm::Es256).unwrap();
+    let key = Key::from_pem(&std::fs::read(&path).unwrap(), &path, std::time::SystemTime::now()).unwrap();
+    let public = dir.path().join("client.pub.pem");
+    std::fs::write(&public, key.public_pem()).unwrap();
+    let rp = register(&app, &["--public-key", public.to_str().unwrap()], ALL);
+    assert!(rp.secret.is_none());
+    let (callback, verifier, _) = authorized(&app, &rp, &[]);
+    let code = query_of(&callback)["code"].clone();
+    let now = chrono::Utc::now().timestamp();
+    let claims = json!({
+        "iss": rp.id, "sub": rp.id, "aud": format!("{}{TOKEN}", app.base),
+        "iat": now, "exp": now + 60, "jti": uuid::Uuid::new_v4().to_string(),
+    });
+    let mut header = jsonwebtoken::Header::new(key.algorithm);
+    header.kid = Some(key.kid.clone());
+    let assertion = jsonwebtoken::encode(&header, &claims, &key.encoding).unwrap();
+    let exchange = |assertion: Option<&str>| {
+        let mut fields = vec![
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", CALLBACK),
+            ("code_verifier", verifier.as_str()),
+            ("client_id", rp.id.as_str()),
+        ];
+        if let Some(assertion) = assertion {
+            fields.push(("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"));
+            fields.push(("client_assertion", assertion));
+        }
+        app.post_form(TOKEN, &fields)
+    };
+    // Naming itself is not enough for a client with keys.
+    assert_eq!(exchange(None).expect(401)["error"], "invalid_client");
+    let tokens = exchange(Some(&assertion)).expect(200);
+    let id = verified_id_token(&app, tokens["id_token"].as_str().unwrap(), &rp.id);
+    assert_eq!(id["aud"], rp.id.as_str());
+}
+
+#[test]
+fn a_third_party_client_reads_the_account_but_never_changes_it_and_its_tokens_end_with_it() {
+    let app = spawn_app();
+    let third = register(&app, &[], ALL);
+    let (callback, verifier, user) = authorized(&app, &third, &[]);
+    let (_, tokens) = exchange(&app, &third, &callback, &verifier);
+    let access = tokens["access_token"].as_str().unwrap();
+    app.me(access).expect(200);
+    let rename = json!({ "first_name": "Mallory" });
+    app.put_json("/api/v1/users/me", Some(access), &rename).expect(403);
+    app.delete("/api/v1/users/me", Some(access)).expect(403);
+    app.get("/api/v1/users/me/consents", Some(access)).expect(403);
+    let change = json!({ "current_password": user.password, "new_password": "taken-over-1" });
+    app.put_json("/api/v1/users/me/password", Some(access), &change).expect(403);
+    // The person's own application may.
+    let own = register(&app, &["--first-party"], ALL);
+    let (callback, verifier, user) = authorized(&app, &own, &[]);
+    let (_, tokens) = exchange(&app, &own, &callback, &verifier);
+    let own_access = tokens["access_token"].as_str().unwrap();
+    app.put_json("/api/v1/users/me", Some(own_access), &rename).expect(200);
+    // Deleting the client ends the tokens it got.
+    assert!(app.cli(&["clients", "delete", &own.id]).success);
+    app.me(own_access).expect(401);
+    app.me(&user.token).expect(200);
+}
+
+#[test]
+fn behind_https_the_page_cookies_are_secure_and_host_only() {
+    let app = spawn_app_with(|c| c.cookie_secure = true);
+    let rp = register(&app, &[], ALL);
+    let user = app.new_user();
+    let mut browser = Browser::new(&app.base);
+    let (_, challenge) = pkce();
+    let to_signin = Browser::location(&browser.get(&authorize_url(&rp, &challenge, &[])));
+    let signin = browser.get(&to_signin);
+    let csrf = signin.set_cookie("__Host-simple_api_csrf").expect("a __Host- CSRF cookie");
+    assert!(csrf.contains("; Secure") && csrf.contains("Path=/") && !csrf.contains("Domain"));
+    let after = browser.submit(&signin, &[("email", &user.email), ("password", &user.password)]);
+    let sso = after.set_cookie("__Host-simple_api_sso").expect("a __Host- SSO cookie");
+    assert!(sso.contains("; Secure") && sso.contains("SameSite=Lax") && sso.contains("HttpOnly"));
+    // A cookie without the prefix (planted by a sibling subdomain) is not the session.
+    let mut planted = Browser::new(&app.base);
+    let value = browser.cookies["__Host-simple_api_sso"].clone();
+    planted.cookies.insert("simple_api_sso".into(), value);
+    let asked = Browser::location(&planted.get(&authorize_url(&rp, &challenge, &[])));
+    assert!(asked.starts_with("/signin?"), "{asked}");
 }

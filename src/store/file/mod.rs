@@ -627,7 +627,7 @@ impl Store for FileStore {
 
     async fn put_consent(&self, user: UserId, consent: Consent) -> Result<(), StoreError> {
         self.write(move |state| {
-            if !state.users.contains_key(&user) {
+            if !state.users.contains_key(&user) || !state.clients.contains_key(&consent.client_id) {
                 return Err(StoreError::NotFound);
             }
             let entry = Entry::ConsentPut {

@@ -80,6 +80,11 @@ impl State {
             }
             Entry::ClientDelete { id } => {
                 self.clients.remove(&id);
+                // What people allowed it goes with it (as PostgreSQL's foreign key does).
+                self.consents.retain(|_, consents| {
+                    consents.remove(&id);
+                    !consents.is_empty()
+                });
             }
             Entry::ConsentPut {
                 user,

@@ -529,8 +529,6 @@ impl Store for PgStore {
             .await
     }
 
-    /// On the database's clock, not `now` (see `sessions::prune`), in batches that each
-    /// fit the operation bound however much there is to forget.
     async fn put_code(&self, code: AuthCode) -> Result<(), StoreError> {
         self.with("store a code", async move |c| {
             signin::put_code(&*c, &code).await
@@ -580,6 +578,8 @@ impl Store for PgStore {
         .await
     }
 
+    /// On the database's clock, not `now` (see `sessions::prune`), in batches that each
+    /// fit the operation bound however much there is to forget.
     async fn prune(&self, _now: DateTime<Utc>) -> Result<usize, StoreError> {
         let mut total = 0;
         loop {
