@@ -24,10 +24,11 @@ use serde::Serialize;
 use super::security::{cookie, same_origin};
 use super::{BodyLimit, RequestCtx};
 use crate::auth::clients::{generate_secret, same_bytes};
+use crate::domain::Client;
 use crate::domain::{Identifier, Scope, Scopes};
 use crate::service::{
-    AppState, AuthorizeError, AuthorizeParams, LogoutParams, LogoutRequest, Next, ServiceError,
-    Sso, Verdict,
+    AppState, AuthRequest, AuthorizeError, AuthorizeParams, LogoutParams, LogoutRequest, Next,
+    ServiceError, Sso, Verdict,
 };
 
 /// The browser's single-sign-on cookie (`HttpOnly; SameSite=Lax`: the authorization
@@ -583,6 +584,24 @@ async fn signin_post(req: &Request, body: Body, ctx: RequestCtx) -> Response {
     }
 }
 
+/// The signed authorization request a consent page or form carries, its client, and the
+/// browser's sign-in if any; `Err`: the page to answer with (expired request, store down).
+async fn request_and_sso(
+    req: &Request,
+    state: &AppState,
+    signed: Option<&str>,
+) -> Result<(AuthRequest, Client, Option<Sso>), Response> {
+    let (auth, client) = match state.read_request(signed.unwrap_or_default()).await {
+        Ok(Some(found)) => found,
+        Ok(None) => return Err(expired_request().into_response()),
+        Err(e) => return Err(unavailable(req, e)),
+    };
+    match state.sso(page_cookie(req, state, SSO_COOKIE)).await {
+        Ok(sso) => Ok((auth, client, sso)),
+        Err(e) => Err(unavailable(req, e)),
+    }
+}
+
 /// `GET /signin/consent`: which client asks for what, for the signed-in person.
 #[handler]
 async fn consent_page(req: &Request, ctx: RequestCtx) -> Response {
@@ -591,17 +610,9 @@ async fn consent_page(req: &Request, ctx: RequestCtx) -> Response {
         Ok(q) => q,
         Err(e) => return error_answer(req, StatusCode::BAD_REQUEST, &e),
     };
-    let (auth, client) = match state
-        .read_request(q.get("request").unwrap_or_default())
-        .await
-    {
-        Ok(Some(found)) => found,
-        Ok(None) => return expired_request().into_response(),
-        Err(e) => return unavailable(req, e),
-    };
-    let sso = match state.sso(page_cookie(req, state, SSO_COOKIE)).await {
-        Ok(sso) => sso,
-        Err(e) => return unavailable(req, e),
+    let (auth, client, sso) = match request_and_sso(req, state, q.get("request")).await {
+        Ok(found) => found,
+        Err(answer) => return answer,
     };
     // The question is put again each time: consent given meanwhile, a session ended.
     let next = match state
@@ -651,16 +662,10 @@ async fn consent_post(req: &Request, body: Body, ctx: RequestCtx) -> Response {
     if !csrf_ok(req, state, &form) {
         return csrf_refused().into_response();
     }
-    let request = form.get("request").unwrap_or_default();
-    let (auth, client) = match state.read_request(request).await {
-        Ok(Some(found)) => found,
-        Ok(None) => return expired_request().into_response(),
-        Err(e) => return unavailable(req, e),
-    };
     // Signed out meanwhile: `decide_consent` sends the browser to sign in again.
-    let sso = match state.sso(page_cookie(req, state, SSO_COOKIE)).await {
-        Ok(sso) => sso,
-        Err(e) => return unavailable(req, e),
+    let (auth, client, sso) = match request_and_sso(req, state, form.get("request")).await {
+        Ok(found) => found,
+        Err(answer) => return answer,
     };
     let allow = match form.get("decision") {
         Some("allow") => true,

@@ -13,7 +13,7 @@ import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
+import { launch, offline } from './chromium.mjs';
 
 const base = process.env.SIMPLE_API_URL;
 const clientId = process.env.CLIENT_ID;
@@ -92,11 +92,7 @@ async function inspect(page, name, viewport, response, consoleErrors) {
   ok(`${where}: h1, no inline script, inputs labelled, fits, CSP/X-Frame-Options/Referrer-Policy/no-store -> ${file}`);
 }
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-         '--disable-component-update', '--no-first-run', '--disable-sync'],
-});
+const browser = await launch();
 // The relying party's side: its redirect_uri answers with a page and remembers the URL.
 const callbacks = [];
 const rp = createServer((req, res) => {
@@ -121,13 +117,7 @@ try {
     assert.equal(signup.status, 201, `sign up ${email}: ${await signup.text()}`);
 
     const context = await browser.newContext(options);
-    const outside = [];
-    await context.route('**/*', (route) => {
-      const url = new URL(route.request().url());
-      if (url.origin === new URL(base).origin || url.href.startsWith(redirectUri)) return route.continue();
-      outside.push(url.href);
-      return route.abort();
-    });
+    const outside = await offline(context, (url) => url.origin === new URL(base).origin || url.href.startsWith(redirectUri));
     const page = await context.newPage();
     const consoleErrors = [];
     page.on('console', (m) => {

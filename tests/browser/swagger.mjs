@@ -2,28 +2,18 @@
 // password flow, then "Try it out" on GET /api/v1/users/{id} with `me`.
 // Env: SIMPLE_API_URL, TEST_EMAIL, TEST_PASSWORD, SCREENSHOT (path of the PNG to save).
 import assert from 'node:assert/strict';
-import { chromium } from 'playwright-core';
+import { launch, offline, tryGetMe } from './chromium.mjs';
 
 const base = process.env.SIMPLE_API_URL;
 const email = process.env.TEST_EMAIL;
 const password = process.env.TEST_PASSWORD;
 const screenshot = process.env.SCREENSHOT ?? 'swagger-ui.png';
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-         '--disable-component-update', '--no-first-run', '--disable-sync'],
-});
+const browser = await launch();
 try {
   const page = await browser.newPage({ viewport: { width: 1280, height: 1600 } });
   // Offline proof: anything but this server is refused, and remembered.
-  const outside = [];
-  await page.route('**/*', (route) => {
-    const url = new URL(route.request().url());
-    if (['127.0.0.1', 'localhost'].includes(url.hostname)) return route.continue();
-    outside.push(url.href);
-    return route.abort();
-  });
+  const outside = await offline(page);
 
   await page.goto(`${base}/docs`);
   await page.getByRole('button', { name: 'Authorize' }).first().click();
@@ -38,16 +28,7 @@ try {
 
   // persistAuthorization: a reload keeps the login.
   await page.reload();
-  const op = page.locator('#operations-Users-getUser');
-  await op.locator('.opblock-summary').first().click();
-  await op.getByRole('button', { name: 'Try it out' }).click();
-  await op.locator('input[placeholder="id"]').fill('me');
-  await op.getByRole('button', { name: 'Execute' }).click();
-  const live = op.locator('.live-responses-table');
-  await live.waitFor({ timeout: 10_000 });
-  const status = (await live.locator('.response .response-col_status').first().innerText()).trim();
-  const body = await live.locator('.response .response-col_description').first().innerText();
-  await live.scrollIntoViewIfNeeded();
+  const { status, body } = await tryGetMe(page);
   await page.screenshot({ path: screenshot, fullPage: false });
   assert.equal(status, '200', `Try it out answered ${status}: ${body.slice(0, 300)}`);
   assert.ok(body.includes(email), `the response does not show ${email}: ${body.slice(0, 300)}`);

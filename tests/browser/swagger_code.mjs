@@ -6,7 +6,7 @@
 // out" on GET /api/v1/users/{id} with `me` -> 200 with the email.
 // Env: SIMPLE_API_URL, TEST_EMAIL, TEST_PASSWORD, SCREENSHOT (path of the PNG to save).
 import assert from 'node:assert/strict';
-import { chromium } from 'playwright-core';
+import { launch, offline, tryGetMe } from './chromium.mjs';
 
 const base = process.env.SIMPLE_API_URL;
 const email = process.env.TEST_EMAIL;
@@ -14,21 +14,11 @@ const password = process.env.TEST_PASSWORD;
 const screenshot = process.env.SCREENSHOT ?? 'swagger-ui-code.png';
 const WANTED = ['openid', 'profile', 'email', 'offline_access'];
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-         '--disable-component-update', '--no-first-run', '--disable-sync'],
-});
+const browser = await launch();
 try {
   // A context of its own: no cookies or stored authorization from the password-flow run.
   const context = await browser.newContext({ viewport: { width: 1280, height: 1600 } });
-  const outside = [];
-  await context.route('**/*', (route) => {
-    const url = new URL(route.request().url());
-    if (['127.0.0.1', 'localhost'].includes(url.hostname)) return route.continue();
-    outside.push(url.href);
-    return route.abort();
-  });
+  const outside = await offline(context);
   const errors = [];
   const tokenRequests = [];
   const visited = []; // every navigation in the context (the popup's included), redirects too
@@ -102,17 +92,7 @@ try {
   console.log('  ok  code exchanged with its PKCE code_verifier; the modal shows Logout for oauth2');
   await page.locator('.modal-ux .close-modal').click();
 
-  const op = page.locator('#operations-Users-getUser');
-  await op.locator('.opblock-summary').first().click();
-  await op.getByRole('button', { name: 'Try it out' }).click();
-  await op.locator('input[placeholder="id"]').fill('me');
-  await op.getByRole('button', { name: 'Execute' }).click();
-  const live = op.locator('.live-responses-table');
-  await live.waitFor({ timeout: 10_000 });
-  const status = (await live.locator('.response .response-col_status').first().innerText()).trim();
-  const body = await live.locator('.response .response-col_description').first().innerText();
-  const curl = await op.locator('.curl-command').innerText().catch(() => '');
-  await live.scrollIntoViewIfNeeded();
+  const { status, body, curl } = await tryGetMe(page);
   await page.screenshot({ path: screenshot, fullPage: false });
   assert.equal(status, '200', `Try it out answered ${status}: ${body.slice(0, 300)}`);
   assert.ok(body.includes(email), `the response does not show ${email}: ${body.slice(0, 300)}`);
