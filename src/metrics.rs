@@ -25,6 +25,7 @@ pub struct Metrics {
     latency: Mutex<BTreeMap<&'static str, Histogram>>,
     logins: Mutex<BTreeMap<&'static str, u64>>,
     tokens: Mutex<BTreeMap<&'static str, u64>>,
+    mfa: Mutex<BTreeMap<&'static str, u64>>,
     pub refresh_reuse: AtomicU64,
     pub throttled: AtomicU64,
 }
@@ -59,6 +60,11 @@ impl Metrics {
         if result == "throttled" {
             self.throttled.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// A second factor checked after a right password: `ok` or `failed`.
+    pub fn mfa(&self, result: &'static str) {
+        bump(&self.mfa, result);
     }
 
     /// `password`, `refresh_token`, `client_credentials` or `cookie`.
@@ -116,6 +122,16 @@ impl Metrics {
         out.push_str("# TYPE simple_api_logins_total counter\n");
         for (result, n) in self.logins.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             let _ = writeln!(out, "simple_api_logins_total{{result=\"{result}\"}} {n}");
+        }
+        out.push_str(
+            "# HELP simple_api_second_factors_total Second factors checked after a right password, by result.\n",
+        );
+        out.push_str("# TYPE simple_api_second_factors_total counter\n");
+        for (result, n) in self.mfa.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = writeln!(
+                out,
+                "simple_api_second_factors_total{{result=\"{result}\"}} {n}"
+            );
         }
         out.push_str("# HELP simple_api_tokens_issued_total Access tokens issued, by grant.\n");
         out.push_str("# TYPE simple_api_tokens_issued_total counter\n");

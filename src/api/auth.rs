@@ -19,10 +19,11 @@ use super::security::{Access, USERINFO, USERINFO_POST};
 use super::{ApiError, ApiTags, Caller, Empty, RequestCtx};
 use crate::auth::assertion::ASSERTION_TYPE;
 use crate::auth::clients::parse_basic;
+use crate::auth::Authentication;
 use crate::domain::{Client, Identifier, Scopes};
 use crate::service::{
-    released_claims, AppState, ClientCredential, ClientVerdict, Exchanged, Grant, Tokens, Verdict,
-    Verified,
+    released_claims, AppState, ClientCredential, ClientVerdict, Exchanged, FactorCheck, Grant,
+    SecondFactor, Tokens, Verdict, Verified,
 };
 
 pub struct AuthApi;
@@ -52,6 +53,13 @@ pub struct TokenRequest {
     pub username: Option<String>,
     /// password grant: the account's password.
     pub password: Option<Password>,
+    /// password grant, for an account with a second factor: the 6-digit code of its
+    /// authenticator app (TOTP). Without it such an account gets `invalid_grant`.
+    #[oai(validator(max_length = 64))]
+    pub otp: Option<String>,
+    /// password grant, for an account with a second factor, instead of `otp`: one of its
+    /// recovery codes (each works once).
+    pub recovery_code: Option<Password>,
     /// refresh_token grant: the refresh token. It is single-use: keep the new one.
     pub refresh_token: Option<String>,
     /// Space-separated scopes to narrow the token to (default: everything the account may do).
@@ -248,8 +256,31 @@ async fn password_grant(
         }
     };
     let scopes = narrow(form.get("scope"), user.role.scopes())?;
+    let presented = SecondFactor::from_form(form.get("otp"), form.get("recovery_code"));
+    let authn = match state
+        .check_second_factor(&user, presented, &ctx.audit())
+        .await?
+    {
+        FactorCheck::NotEnrolled => Authentication::now(false),
+        FactorCheck::Passed(authn) => authn,
+        FactorCheck::Throttled(wait) => return Err(OAuthError::throttled(wait)),
+        FactorCheck::Required => {
+            return Err(OAuthError::new(
+                OAuthErrorCode::InvalidGrant,
+                "a second factor is required: send otp (the 6-digit code of the account's \
+                 authenticator app) or recovery_code with the password",
+            ))
+        }
+        FactorCheck::Invalid => {
+            return Err(OAuthError::new(
+                OAuthErrorCode::InvalidGrant,
+                "invalid second factor",
+            ))
+        }
+    };
     state.rehash_if_outdated(&user, &password).await;
-    let tokens = state.issue(Grant::Password(&user), scopes).await?;
+    let grant = Grant::Password { user: &user, authn };
+    let tokens = state.issue(grant, scopes).await?;
     Ok(granted(tokens))
 }
 
@@ -289,6 +320,7 @@ async fn refresh_grant(
             allowed,
             refresh_token,
             client,
+            authn,
         } => {
             let scopes = narrow(form.get("scope"), allowed)?;
             let grant = Grant::RefreshToken {
@@ -296,6 +328,7 @@ async fn refresh_grant(
                 session_id,
                 refresh_token,
                 client,
+                authn,
             };
             let tokens = state.issue(grant, scopes).await?;
             Ok(granted(tokens))
@@ -756,6 +789,8 @@ impl poem_openapi::types::Example for TokenRequest {
             code: None,
             redirect_uri: None,
             code_verifier: None,
+            otp: None,
+            recovery_code: None,
         }
     }
 }

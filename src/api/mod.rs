@@ -6,6 +6,7 @@ mod body;
 mod context;
 mod error;
 mod json;
+mod mfa;
 mod middleware;
 mod security;
 mod sessions;
@@ -37,6 +38,8 @@ pub enum ApiTags {
     Sessions,
     /// User accounts.
     Users,
+    /// Your second factors: a TOTP authenticator app and recovery codes.
+    Mfa,
     /// Published keys for verifying tokens offline.
     WellKnown,
 }
@@ -46,6 +49,7 @@ pub type Apis = (
     auth::AuthApi,
     sessions::SessionsApi,
     users::UsersApi,
+    mfa::MfaApi,
     well_known::WellKnownApi,
 );
 
@@ -61,6 +65,7 @@ pub fn openapi_service() -> OpenApiService<Apis, ()> {
         auth::AuthApi,
         sessions::SessionsApi,
         users::UsersApi,
+        mfa::MfaApi,
         well_known::WellKnownApi,
     );
     OpenApiService::new(apis, "simple-api", env!("CARGO_PKG_VERSION"))

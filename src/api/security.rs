@@ -54,6 +54,11 @@ pub const LOGOUT: (&str, Access) = ("deleteSession", Access::AnyUser);
 pub const USERINFO: (&str, Access) = ("getUserInfo", Access::OpenId);
 pub const USERINFO_POST: (&str, Access) = ("postUserInfo", Access::OpenId);
 pub const LIST_CONSENTS: (&str, Access) = ("listConsents", Access::SelfOnly);
+pub const MFA_STATUS: (&str, Access) = ("getMfa", Access::SelfOnly);
+pub const MFA_ENROL_TOTP: (&str, Access) = ("enrolTotp", Access::SelfOnly);
+pub const MFA_CONFIRM_TOTP: (&str, Access) = ("confirmTotp", Access::SelfOnly);
+pub const MFA_REMOVE_TOTP: (&str, Access) = ("removeTotp", Access::SelfOnly);
+pub const MFA_RECOVERY_CODES: (&str, Access) = ("renewRecoveryCodes", Access::SelfOnly);
 pub const DELETE_CONSENT: (&str, Access) = ("deleteConsent", Access::SelfOnly);
 /// Creating users when sign-up is closed (open sign-up needs no token at all).
 pub const CREATE_USER: (&str, Access) = ("createUser", Access::Admin(Scope::UsersWrite));
@@ -72,6 +77,11 @@ pub const ACCESS: &[(&str, Access)] = &[
     USERINFO_POST,
     LIST_CONSENTS,
     DELETE_CONSENT,
+    MFA_STATUS,
+    MFA_ENROL_TOTP,
+    MFA_CONFIRM_TOTP,
+    MFA_REMOVE_TOTP,
+    MFA_RECOVERY_CODES,
 ];
 
 /// The OpenAPI security requirements of an operation with this access: any of the bearer

@@ -14,8 +14,9 @@ use super::body::{BodyError, Form, FormFields};
 use super::security::{same_origin, LOGOUT};
 use super::users::UserBody;
 use super::{ApiError, ApiTags, Caller, Empty, ErrorBody, RequestCtx};
+use crate::auth::Authentication;
 use crate::domain::Identifier;
-use crate::service::{AppState, Grant, Verdict};
+use crate::service::{AppState, FactorCheck, Grant, SecondFactor, Verdict};
 
 pub struct SessionsApi;
 
@@ -32,6 +33,12 @@ pub struct SessionLoginRequest {
     /// The account's password.
     #[oai(validator(min_length = 1))]
     pub password: Password,
+    /// For an account with a second factor: the 6-digit code of its authenticator app.
+    #[oai(validator(max_length = 64))]
+    pub otp: Option<String>,
+    /// For an account with a second factor, instead of `otp`: one of its recovery codes
+    /// (each works once).
+    pub recovery_code: Option<Password>,
 }
 
 #[derive(ApiResponse)]
@@ -81,7 +88,8 @@ fn session_cookie(state: &AppState, value: &str, max_age: u64) -> String {
 impl SessionsApi {
     /// Log in with a session cookie
     ///
-    /// Form fields `email` and `password`. Sets the session cookie (an access token, valid
+    /// Form fields `email` and `password` (and, for an account with a second factor, `otp`
+    /// or `recovery_code`). Sets the session cookie (an access token, valid
     /// for SESSION_DURATION seconds) that every protected route accepts like a bearer
     /// token. An unknown email and a wrong password get the same 401.
     #[oai(
@@ -132,9 +140,32 @@ impl SessionsApi {
                 super::error::REALM.to_owned(),
             ));
         };
-        let tokens = state
-            .issue(Grant::Cookie(&user), user.role.scopes())
-            .await?;
+        let presented = SecondFactor::from_form(form.get("otp"), form.get("recovery_code"));
+        let authn = match state
+            .check_second_factor(&user, presented, &ctx.audit())
+            .await?
+        {
+            FactorCheck::NotEnrolled => Authentication::now(false),
+            FactorCheck::Passed(authn) => authn,
+            FactorCheck::Throttled(wait) => return Err(ApiError::throttled(wait)),
+            FactorCheck::Required => {
+                return Err(ApiError::Unauthorized(
+                    ErrorBody::json(
+                        "a second factor is required: send otp (the 6-digit code of your \
+                         authenticator app) or recovery_code",
+                    ),
+                    super::error::REALM.to_owned(),
+                ))
+            }
+            FactorCheck::Invalid => {
+                return Err(ApiError::Unauthorized(
+                    ErrorBody::json("invalid second factor"),
+                    super::error::REALM.to_owned(),
+                ))
+            }
+        };
+        let grant = Grant::Cookie { user: &user, authn };
+        let tokens = state.issue(grant, user.role.scopes()).await?;
         Ok(SessionLoginResponse::Ok(
             Json(UserBody::from(&user)),
             session_cookie(&state, &tokens.access.token, tokens.access.expires_in),

@@ -24,11 +24,11 @@ use serde::Serialize;
 use super::security::{cookie, same_origin};
 use super::{BodyLimit, RequestCtx};
 use crate::auth::clients::{generate_secret, same_bytes};
-use crate::domain::Client;
-use crate::domain::{Identifier, Scope, Scopes};
+use crate::auth::Authentication;
+use crate::domain::{Client, Email, Identifier, Scope, Scopes, User};
 use crate::service::{
-    AppState, AuthRequest, AuthorizeError, AuthorizeParams, LogoutParams, LogoutRequest, Next,
-    ServiceError, Sso, Verdict,
+    AppState, AuthRequest, AuthorizeError, AuthorizeParams, FactorCheck, LogoutParams,
+    LogoutRequest, Next, PendingSignIn, SecondFactor, ServiceError, Sso, Verdict,
 };
 
 /// The browser's single-sign-on cookie (`HttpOnly; SameSite=Lax`: the authorization
@@ -52,8 +52,7 @@ fn cookie_name(state: &AppState, name: &str) -> String {
 fn page_cookie<'r>(req: &'r Request, state: &AppState, name: &str) -> Option<&'r str> {
     cookie(req, &cookie_name(state, name))
 }
-/// The name the pages show.
-const SERVICE_NAME: &str = "simple-api";
+use crate::SERVICE_NAME;
 
 const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; \
                    frame-ancestors 'none'";
@@ -67,6 +66,7 @@ static PAGES: LazyLock<Environment<'static>> = LazyLock::new(|| {
         ("consent.html", include_str!("pages/consent.html")),
         ("logout.html", include_str!("pages/logout.html")),
         ("message.html", include_str!("pages/message.html")),
+        ("mfa.html", include_str!("pages/mfa.html")),
     ] {
         env.add_template(name, source)
             .expect("the built-in page templates parse");
@@ -88,6 +88,7 @@ pub fn add_routes(route: Route) -> Route {
             "/signin/consent",
             poem::get(consent_page).post(consent_post),
         )
+        .at("/signin/mfa", poem::post(signin_mfa_post))
         .at("/signin/style.css", poem::get(stylesheet))
 }
 
@@ -97,6 +98,7 @@ pub const PATHS: &[(&str, &str)] = &[
     ("/api/v1/auth/logout", "GET, HEAD, POST"),
     ("/signin", "GET, HEAD, POST"),
     ("/signin/consent", "GET, HEAD, POST"),
+    ("/signin/mfa", "POST"),
     ("/signin/style.css", "GET, HEAD"),
 ];
 
@@ -383,6 +385,7 @@ async fn authorize(req: &Request, ctx: RequestCtx) -> Response {
         request: q.take("request"),
         request_uri: q.take("request_uri"),
         response_mode: q.take("response_mode"),
+        acr_values: q.take("acr_values"),
     };
     let (request, client) = match state.check_authorization(params).await {
         Ok(checked) => checked,
@@ -556,7 +559,126 @@ async fn signin_post(req: &Request, body: Body, ctx: RequestCtx) -> Response {
         Err(e) => return unavailable(req, e),
     };
     state.rehash_if_outdated(&user, &password).await;
-    let (value, ttl) = match state.start_sso(&user, &audit) {
+    // An account with a second factor: the next page asks for it.
+    if user.mfa.enrolled() {
+        let pending = PendingSignIn {
+            sub: user.id,
+            request,
+        };
+        return match state.sign_pending(&pending) {
+            Ok(signed) => {
+                mfa_form(req, state, StatusCode::OK, &signed, &user.email, None).into_response()
+            }
+            Err(e) => unavailable(req, e),
+        };
+    }
+    signed_in(
+        req,
+        state,
+        &user,
+        Authentication::now(false),
+        authorization,
+        &audit,
+    )
+    .await
+}
+
+/// The second step's form, for the pending sign-in `pending` (signed).
+fn mfa_form(
+    req: &Request,
+    state: &AppState,
+    status: StatusCode,
+    pending: &str,
+    email: &Email,
+    error: Option<&str>,
+) -> Page {
+    let (csrf, set) = csrf_token(req, state);
+    Page::render(
+        status,
+        "mfa.html",
+        context! { service => SERVICE_NAME, title => "Two-step verification", email => email.as_str(), pending, csrf, error },
+    )
+    .with_cookie(set)
+}
+
+/// `POST /signin/mfa`: the second factor of a sign-in whose password was right.
+#[handler]
+async fn signin_mfa_post(req: &Request, body: Body, ctx: RequestCtx) -> Response {
+    let state = state(req);
+    let form = match Fields::form(req, body).await {
+        Ok(form) => form,
+        Err(e) => return error_answer(req, StatusCode::BAD_REQUEST, &e),
+    };
+    if !csrf_ok(req, state, &form) {
+        return csrf_refused().into_response();
+    }
+    let signed = form.get("pending").unwrap_or_default();
+    let (pending, user) = match state.read_pending(signed).await {
+        Ok(Some(found)) => found,
+        Ok(None) => return expired_request().into_response(),
+        Err(e) => return unavailable(req, e),
+    };
+    let authorization = if pending.request.is_empty() {
+        None
+    } else {
+        match state.read_request(&pending.request).await {
+            Ok(Some(found)) => Some(found),
+            Ok(None) => return expired_request().into_response(),
+            Err(e) => return unavailable(req, e),
+        }
+    };
+    let audit = ctx.audit();
+    let presented = SecondFactor::from_form(form.get("otp"), form.get("recovery_code"));
+    let again = |status, error: &str| {
+        mfa_form(req, state, status, signed, &user.email, Some(error)).into_response()
+    };
+    let authn = match state.check_second_factor(&user, presented, &audit).await {
+        Ok(FactorCheck::Passed(authn)) => authn,
+        Ok(FactorCheck::NotEnrolled) => Authentication::now(false),
+        Ok(FactorCheck::Required) => {
+            return again(
+                StatusCode::BAD_REQUEST,
+                "Enter the code, or a recovery code.",
+            )
+        }
+        Ok(FactorCheck::Invalid) => {
+            return again(
+                StatusCode::UNAUTHORIZED,
+                "That code is not right, or was used already.",
+            )
+        }
+        Ok(FactorCheck::Throttled(wait)) => {
+            let message = format!(
+                "Too many wrong codes. Try again in {} seconds.",
+                wait.as_secs().max(1)
+            );
+            let mut page = mfa_form(
+                req,
+                state,
+                StatusCode::TOO_MANY_REQUESTS,
+                signed,
+                &user.email,
+                Some(&message),
+            );
+            page.retry_after = Some(wait);
+            return page.into_response();
+        }
+        Err(e) => return unavailable(req, e),
+    };
+    signed_in(req, state, &user, authn, authorization, &audit).await
+}
+
+/// `user` has signed in (as `authn` says): the single-sign-on cookie, then on to the
+/// authorization it belongs to, or the signed-in page.
+async fn signed_in(
+    req: &Request,
+    state: &AppState,
+    user: &User,
+    authn: Authentication,
+    authorization: Option<(AuthRequest, Client)>,
+    audit: &crate::audit::Context,
+) -> Response {
+    let (value, ttl) = match state.start_sso(user, &authn, audit) {
         Ok(started) => started,
         Err(e) => return unavailable(req, e),
     };
@@ -578,7 +700,7 @@ async fn signin_post(req: &Request, body: Body, ctx: RequestCtx) -> Response {
             .with_cookie(Some(sso_cookie))
             .into_response();
     };
-    match state.next_step(auth, &client, Some(&sso), &audit).await {
+    match state.next_step(auth, &client, Some(&sso), audit).await {
         Ok(next) => see_other(&next_location(&next), vec![sso_cookie]),
         Err(e) => unavailable(req, e),
     }

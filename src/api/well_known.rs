@@ -107,6 +107,9 @@ pub struct ServerMetadata {
     pub claims_supported: Option<Vec<String>>,
     /// OpenID Connect: the `prompt` values the authorization endpoint understands.
     pub prompt_values_supported: Option<Vec<String>>,
+    /// OpenID Connect: `mfa`, which `acr_values` may ask for (a sign-in with a second
+    /// factor; the ID token then says `acr: mfa` and `amr` has `mfa`).
+    pub acr_values_supported: Option<Vec<String>>,
 }
 
 #[derive(ApiResponse)]
@@ -217,6 +220,7 @@ impl WellKnownApi {
             "updated_at",
         ]);
         doc.prompt_values_supported = strings(&["none", "login", "consent", "select_account"]);
+        doc.acr_values_supported = strings(&["mfa"]);
         Ok(MetadataResponse::Ok(
             Json(doc),
             "public, max-age=3600".into(),
@@ -273,5 +277,6 @@ fn metadata(state: &AppState) -> ServerMetadata {
         subject_types_supported: None,
         claims_supported: None,
         prompt_values_supported: None,
+        acr_values_supported: None,
     }
 }

@@ -27,6 +27,9 @@ pub struct IdClaims {
     pub sid: String,
     /// How the person signed in (RFC 8176).
     pub amr: Vec<String>,
+    /// `mfa` when a second factor was used (what `acr_values=mfa` asks for).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acr: Option<String>,
     /// The left half of SHA-256 of the access token issued with it (OIDC Core §3.1.3.6).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at_hash: Option<String>,

@@ -455,7 +455,7 @@ impl KeySet {
 
 /// The lock key generation in `dir` holds, released when dropped. `None` on a read-only
 /// mount, which has no lock file to make (and where no key can be generated anyway).
-fn generation_lock(dir: &Path) -> Result<Option<fs::File>, KeyError> {
+pub(crate) fn generation_lock(dir: &Path) -> Result<Option<fs::File>, KeyError> {
     let lock = fs::OpenOptions::new()
         .create(true)
         .truncate(false)

@@ -9,7 +9,8 @@ pub mod refresh;
 pub mod signed;
 pub mod throttle;
 pub mod tokens;
+pub mod totp;
 
 pub use keys::{KeyError, KeySet};
 pub use passwords::{PasswordError, PasswordHasher};
-pub use tokens::{AccessClaims, IssuedToken, Principal, TokenError, TokenService};
+pub use tokens::{AccessClaims, Authentication, IssuedToken, Principal, TokenError, TokenService};

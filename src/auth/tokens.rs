@@ -41,6 +41,39 @@ pub struct AccessClaims {
     /// so that rotating the secret ends its tokens whatever the clocks say.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_version: Option<String>,
+    /// User tokens: when the person signed in (OIDC `auth_time`, Unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<i64>,
+    /// User tokens: how the person signed in (RFC 8176: `pwd`, `otp`, `mfa`…).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amr: Option<Vec<String>>,
+}
+
+/// How and when a person signed in, as their tokens say it (`auth_time`, `amr`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authentication {
+    /// RFC 8176 values: `pwd`, and `otp` + `mfa` with a second factor.
+    pub amr: Vec<String>,
+    pub auth_time: DateTime<Utc>,
+}
+
+impl Authentication {
+    /// A password just entered, with a one-time code (`otp`) if `second_factor`.
+    pub fn now(second_factor: bool) -> Self {
+        let mut amr = vec!["pwd".to_owned()];
+        if second_factor {
+            amr.extend(["otp".to_owned(), "mfa".to_owned()]);
+        }
+        Self {
+            amr,
+            auth_time: crate::domain::now(),
+        }
+    }
+
+    /// Whether a second factor was used.
+    pub fn is_mfa(&self) -> bool {
+        self.amr.iter().any(|m| m == "mfa")
+    }
 }
 
 impl AccessClaims {
@@ -196,6 +229,16 @@ impl TokenService {
     }
 
     pub fn issue(&self, principal: Principal, scope: &Scopes) -> Result<IssuedToken, TokenError> {
+        self.issue_with(principal, scope, None)
+    }
+
+    /// An access token for `principal`, saying how its person signed in (`authn`).
+    pub fn issue_with(
+        &self,
+        principal: Principal,
+        scope: &Scopes,
+        authn: Option<&Authentication>,
+    ) -> Result<IssuedToken, TokenError> {
         let (sub, role, sid, client_id, secret_version) = match principal {
             Principal::User {
                 id,
@@ -231,6 +274,8 @@ impl TokenService {
             sid: sid.map(|s| s.to_string()),
             client_id,
             secret_version,
+            auth_time: authn.map(|a| a.auth_time.timestamp()),
+            amr: authn.map(|a| a.amr.clone()),
         };
         let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
         let key = keys.signer();

@@ -24,6 +24,19 @@ pub enum UsersCommand {
         #[arg(long)]
         last_name: Option<String>,
     },
+    /// Second factors of a user.
+    #[command(subcommand)]
+    Mfa(MfaCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MfaCommand {
+    /// Remove every second factor of an account (TOTP and recovery codes), for a person who
+    /// lost theirs: the password alone signs in again. Audited.
+    Reset {
+        #[arg(long)]
+        email: String,
+    },
 }
 
 /// `simple-api users ...`: works on the store directly: on DATA_DIR the server must not be
@@ -59,6 +72,27 @@ pub async fn users(config: Config, command: UsersCommand) -> anyhow::Result<()> 
             println!(
                 "{}",
                 serde_json::json!({ "id": user.id, "email": user.email.as_str(), "role": role.as_str() })
+            );
+            Ok(())
+        }
+        UsersCommand::Mfa(MfaCommand::Reset { email }) => {
+            let state = AppState::open(config).await?;
+            let user = state
+                .store
+                .user_by_email(&email)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no user with email {email}"))?;
+            let had = state.reset_mfa(&user).await?;
+            let fields = serde_json::json!({ "via": "cli", "had_factors": had });
+            state.audit.record(
+                "mfa_reset",
+                Some(&user.id.to_string()),
+                &crate::audit::Context::default(),
+                fields,
+            );
+            println!(
+                "{}",
+                serde_json::json!({ "id": user.id, "email": user.email.as_str(), "reset": had })
             );
             Ok(())
         }

@@ -25,6 +25,9 @@ pub struct Session {
     /// The client the login was granted to (the authorization code flow), which may revoke
     /// it; `None` for the service's own logins (password grant).
     pub client_id: Option<super::ClientId>,
+    /// How the person signed in (RFC 8176 `amr`: `pwd`, `otp`, `mfa`…), for the access
+    /// tokens its refreshes issue; empty for logins from before it was kept.
+    pub amr: Vec<String>,
     /// The current token last; before it, oldest first, the tokens it superseded that are
     /// kept for the grace window (see `rotate`).
     pub tokens: Vec<RefreshToken>,
@@ -71,6 +74,7 @@ impl Session {
             revoked_at: None,
             family: Some(family),
             client_id: None,
+            amr: Vec::new(),
             tokens: vec![first],
         }
     }

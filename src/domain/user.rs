@@ -21,6 +21,8 @@ pub struct User {
     pub tokens_valid_after: DateTime<Utc>,
     /// ...except this session: the one that changed the password.
     pub kept_session: Option<Uuid>,
+    /// Second factors (TOTP, recovery codes).
+    pub mfa: super::Mfa,
 }
 
 impl User {
@@ -44,6 +46,7 @@ impl User {
             updated_at: now,
             tokens_valid_after: DateTime::<Utc>::UNIX_EPOCH,
             kept_session: None,
+            mfa: super::Mfa::default(),
         }
     }
 

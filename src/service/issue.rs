@@ -8,14 +8,18 @@ use super::{AppState, ServiceError};
 use crate::audit;
 use crate::auth::clients::SecretVersion;
 use crate::auth::id_token::IdClaims;
-use crate::auth::{refresh, IssuedToken, Principal};
+use crate::auth::{refresh, Authentication, IssuedToken, Principal};
 use crate::domain::{AuthCode, Client, Scope, Scopes, Session, User};
 use crate::store::RefreshOutcome;
 
 /// How tokens are granted, and to whom.
 pub enum Grant<'a> {
-    /// A password login at the token endpoint: a new session with its first refresh token.
-    Password(&'a User),
+    /// A password login at the token endpoint (with a second factor if `authn` says so):
+    /// a new session with its first refresh token.
+    Password {
+        user: &'a User,
+        authn: Authentication,
+    },
     /// A refresh token exchanged (see `AppState::exchange_refresh_token`): the session goes
     /// on, with the refresh token the store has just rotated in.
     RefreshToken {
@@ -23,11 +27,16 @@ pub enum Grant<'a> {
         session_id: Uuid,
         refresh_token: String,
         client: Option<crate::domain::ClientId>,
+        /// How the session began (none for sessions from before it was kept).
+        authn: Option<Authentication>,
     },
     /// A registered client's own token: no session, no refresh token.
     ClientCredentials(&'a Client),
     /// A cookie login: a session id that "log out" can revoke; nothing is stored.
-    Cookie(&'a User),
+    Cookie {
+        user: &'a User,
+        authn: Authentication,
+    },
     /// An authorization code exchanged by `client` (browser sign-in): a new session of
     /// the person's, granted to the client, created before the code is marked used
     /// (`session`, from `AppState::new_family`), so a replay always finds it to revoke.
@@ -43,10 +52,10 @@ impl Grant<'_> {
     /// The label in metrics and logs.
     fn name(&self) -> &'static str {
         match self {
-            Self::Password(_) => "password",
+            Self::Password { .. } => "password",
             Self::RefreshToken { .. } => "refresh_token",
             Self::ClientCredentials(_) => "client_credentials",
-            Self::Cookie(_) => "cookie",
+            Self::Cookie { .. } => "cookie",
             Self::AuthorizationCode { .. } => "authorization_code",
         }
     }
@@ -72,6 +81,8 @@ pub enum Exchanged {
         refresh_token: String,
         /// The client the session was granted to (the authorization code flow).
         client: Option<crate::domain::ClientId>,
+        /// How the session began, if it was kept.
+        authn: Option<Authentication>,
     },
     /// A used token was presented again: the whole session is now revoked (audited).
     Reused,
@@ -91,19 +102,21 @@ impl AppState {
             client,
         };
         let (principal, refresh) = match &grant {
-            Grant::Password(u) => {
+            Grant::Password { user: u, authn } => {
                 let family = refresh::Family::generate();
-                let (id, first) = self.create_session(&family, u, scopes, None).await?;
+                let (id, first) = self
+                    .create_session(&family, u, scopes, None, &authn.amr)
+                    .await?;
                 (user(u, id, None), Some(first))
             }
             Grant::AuthorizationCode {
                 user: u,
                 client,
                 session,
-                ..
+                code,
             } => {
                 let (id, first) = self
-                    .create_session(session, u, scopes, Some(client.id))
+                    .create_session(session, u, scopes, Some(client.id), &code.amr)
                     .await?;
                 // A refresh token only when asked for (offline_access) or to the
                 // operator's own application (OIDC Core §11).
@@ -115,6 +128,7 @@ impl AppState {
                 session_id,
                 refresh_token,
                 client,
+                ..
             } => (user(u, *session_id, *client), Some(refresh_token.clone())),
             Grant::ClientCredentials(client) => {
                 let secret_version = Some(SecretVersion::of(client));
@@ -126,9 +140,18 @@ impl AppState {
                     None,
                 )
             }
-            Grant::Cookie(u) => (user(u, Uuid::now_v7(), None), None),
+            Grant::Cookie { user: u, .. } => (user(u, Uuid::now_v7(), None), None),
         };
-        let access = self.tokens.issue(principal, &scopes)?;
+        let authn = match &grant {
+            Grant::Password { authn, .. } | Grant::Cookie { authn, .. } => Some(authn.clone()),
+            Grant::RefreshToken { authn, .. } => authn.clone(),
+            Grant::AuthorizationCode { code, .. } => Some(Authentication {
+                amr: code.amr.clone(),
+                auth_time: code.auth_time,
+            }),
+            Grant::ClientCredentials(_) => None,
+        };
+        let access = self.tokens.issue_with(principal, &scopes, authn.as_ref())?;
         let id_token = match &grant {
             Grant::AuthorizationCode {
                 user, client, code, ..
@@ -161,11 +184,13 @@ impl AppState {
         user: &User,
         scopes: Scopes,
         client: Option<crate::domain::ClientId>,
+        amr: &[String],
     ) -> Result<(Uuid, String), ServiceError> {
         let first = family.issue(crate::domain::now(), self.refresh_ttl());
         let id = family.session_id();
         let mut session = Session::new(id, user.id, scopes, family.hash(), first.stored);
         session.client_id = client;
+        session.amr = amr.to_vec();
         self.store.create_session(session).await?;
         Ok((id, first.token))
     }
@@ -197,6 +222,11 @@ impl AppState {
             nonce: code.nonce.clone(),
             sid: code.sso_session.to_string(),
             amr: code.amr.clone(),
+            acr: code
+                .amr
+                .iter()
+                .any(|m| m == "mfa")
+                .then(|| "mfa".to_owned()),
             at_hash: None,
             azp: client.id.to_string(),
             email: text("email"),
@@ -234,6 +264,8 @@ impl AppState {
                 user,
                 benign_race,
                 client,
+                amr,
+                began,
             } => {
                 tracing::info!(user_id = %user.id, %session_id, benign_race, "refresh token rotated");
                 // A demoted user keeps the session but loses what the role no longer allows
@@ -245,6 +277,10 @@ impl AppState {
                     allowed,
                     refresh_token: new.token,
                     client,
+                    authn: (!amr.is_empty()).then_some(Authentication {
+                        amr,
+                        auth_time: began,
+                    }),
                 }
             }
             RefreshOutcome::Reused {

@@ -8,6 +8,7 @@ mod accounts;
 mod clients;
 mod issue;
 mod login;
+mod mfa;
 mod signin;
 mod state;
 
@@ -16,10 +17,11 @@ pub use accounts::NewAccount;
 pub use clients::{ClientCredential, ClientVerdict, RECENT_SECRET_TTL};
 pub use issue::{Exchanged, Grant, Tokens};
 pub use login::{Attempt, Verdict};
+pub use mfa::{FactorCheck, MfaRefusal, Proof, SecondFactor, TotpEnrolment};
 pub use signin::s256;
 pub use signin::{
     released_claims, AuthRequest, AuthorizeError, AuthorizeParams, LogoutParams, LogoutRequest,
-    Next, Sso, DOCS_CLIENT_ID,
+    Next, PendingSignIn, Sso, DOCS_CLIENT_ID,
 };
 pub use state::{open_file_store, AppState};
 

@@ -20,6 +20,7 @@ use super::{AppState, ServiceError};
 use crate::audit;
 use crate::auth::clients::{generate_secret, same_bytes};
 use crate::auth::refresh::sha256_hex;
+use crate::auth::Authentication;
 use crate::domain::{
     with_query, AuthCode, Client, ClientId, ClientName, Consent, Credential, RedirectUri, Scope,
     Scopes, SignIn, User, UserId,
@@ -34,6 +35,10 @@ pub const REQUEST_TTL_SECS: i64 = 900;
 const REQUEST_TYP: &str = "authz-request+jwt";
 const SSO_TYP: &str = "sso+jwt";
 const LOGOUT_TYP: &str = "logout-request+jwt";
+/// A sign-in whose password was right, waiting for its second factor.
+const PENDING_TYP: &str = "signin-pending+jwt";
+/// How long the second step may take.
+const PENDING_TTL_SECS: i64 = 300;
 /// Longest `state`, `nonce` and `login_hint` kept: they travel in a signed value and back
 /// in a redirect, so they are bounded like any identifier.
 const MAX_PARAM: usize = 1024;
@@ -55,6 +60,7 @@ pub struct AuthorizeParams {
     pub request: Option<String>,
     pub request_uri: Option<String>,
     pub response_mode: Option<String>,
+    pub acr_values: Option<String>,
 }
 
 /// A checked authorization request: what the signed request carries through the pages.
@@ -86,6 +92,9 @@ pub struct AuthRequest {
     /// When the client sent the request (Unix milliseconds): a sign-in from then on is
     /// one made for this request, which `prompt=login` and `max_age` ask for.
     pub requested_at_ms: i64,
+    /// `acr_values=mfa`: only a sign-in with a second factor will do.
+    #[serde(default)]
+    pub require_mfa: bool,
 }
 
 impl AuthRequest {
@@ -117,6 +126,16 @@ pub struct SsoClaims {
     pub amr: Vec<String>,
     /// A UUIDv7: logout revokes it; its time is when the session began.
     pub jti: Uuid,
+}
+
+/// A sign-in on the hosted page whose password was right, for an account with a second
+/// factor: what the second step's form carries (signed).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PendingSignIn {
+    pub sub: UserId,
+    /// The signed authorization request it belongs to, if any.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub request: String,
 }
 
 /// A signed-in browser: its session and the person as the store has them now.
@@ -397,6 +416,12 @@ impl AppState {
             ),
         };
         let nonce = bounded(params.nonce, "nonce").map_err(|e| fail("invalid_request", &e))?;
+        // `acr_values` is a preference list (OIDC Core §3.1.2.1): `mfa` asks for a second
+        // factor; values this service does not know are ignored.
+        let require_mfa = params
+            .acr_values
+            .as_deref()
+            .is_some_and(|v| v.split(' ').any(|a| a == "mfa"));
         let login_hint =
             bounded(params.login_hint, "login_hint").map_err(|e| fail("invalid_request", &e))?;
         let request = AuthRequest {
@@ -414,6 +439,7 @@ impl AppState {
             max_age,
             login_hint,
             requested_at_ms: crate::domain::now().timestamp_millis(),
+            require_mfa,
         };
         Ok((request, client))
     }
@@ -468,19 +494,43 @@ impl AppState {
         Ok(Some(sso))
     }
 
-    /// Starts a single-sign-on session for `user`, who has just entered their password:
-    /// the cookie's value and its lifetime in seconds.
+    /// The second step of a sign-in whose password was right, signed for its form.
+    pub fn sign_pending(&self, pending: &PendingSignIn) -> Result<String, ServiceError> {
+        Ok(self
+            .tokens
+            .sign_value(PENDING_TYP, pending, PENDING_TTL_SECS)?)
+    }
+
+    /// A pending sign-in signed by `sign_pending`, unexpired, and its person as they are
+    /// now (`None`: expired, not ours, or the account is gone).
+    pub async fn read_pending(
+        &self,
+        signed: &str,
+    ) -> Result<Option<(PendingSignIn, Arc<User>)>, ServiceError> {
+        let Ok(envelope) = self
+            .tokens
+            .verify_value::<PendingSignIn>(PENDING_TYP, signed)
+        else {
+            return Ok(None);
+        };
+        let pending = envelope.value;
+        Ok(self.store.user(pending.sub).await?.map(|u| (pending, u)))
+    }
+
+    /// Starts a single-sign-on session for `user`, who has just signed in as `authn`
+    /// says: the cookie's value and its lifetime in seconds.
     pub fn start_sso(
         &self,
         user: &User,
+        authn: &Authentication,
         ctx: &audit::Context,
     ) -> Result<(String, i64), ServiceError> {
         let ttl = self.config.sso_session_duration as i64;
         let claims = SsoClaims {
             sub: user.id,
             sid: Uuid::new_v4(),
-            auth_time: crate::domain::now().timestamp(),
-            amr: vec!["pwd".into()],
+            auth_time: authn.auth_time.timestamp(),
+            amr: authn.amr.clone(),
             jti: Uuid::now_v7(),
         };
         let fields = json!({ "sid": claims.sid });
@@ -543,7 +593,8 @@ impl AppState {
             let too_old = request
                 .max_age
                 .is_some_and(|max| now_ms - began_ms > max * 1000);
-            for_this_request || (!request.prompt_login && !too_old)
+            let lacks_mfa = request.require_mfa && !s.claims.amr.iter().any(|m| m == "mfa");
+            !lacks_mfa && (for_this_request || (!request.prompt_login && !too_old))
         });
         let redirect_error = |error: &str, description: &str| {
             Next::Redirect(self.error_redirect(
@@ -553,6 +604,13 @@ impl AppState {
                 request.state.as_deref(),
             ))
         };
+        // A second factor asked for, from an account that has none: nobody can sign in.
+        if sso.is_some_and(|s| request.require_mfa && !s.user.mfa.enrolled()) {
+            return Ok(redirect_error(
+                "unmet_authentication_requirements",
+                "a second factor is required (acr_values=mfa) and this account has none",
+            ));
+        }
         let Some(sso) = fresh else {
             if request.prompt_none {
                 return Ok(redirect_error(

@@ -10,6 +10,7 @@ use crate::audit::Audit;
 use crate::auth::assertion::AssertionHistory;
 use crate::auth::clients::RecentSecrets;
 use crate::auth::throttle::{LoginThrottle, Throttle};
+use crate::auth::totp::SealKey;
 use crate::auth::{KeySet, PasswordHasher, TokenService};
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -34,6 +35,8 @@ pub struct AppState {
     pub assertion_history: AssertionHistory,
     pub audit: Audit,
     pub metrics: Metrics,
+    /// Seals TOTP secrets at rest (KEYS_DIR/mfa-seal.key).
+    pub seal: SealKey,
 }
 
 impl AppState {
@@ -52,6 +55,8 @@ impl AppState {
             Duration::from_secs(config.key_publish_delay),
         )
         .map_err(|e| anyhow::anyhow!("KEYS_DIR: {e}"))?;
+        let seal = SealKey::load_or_generate(&config.keys_dir)
+            .map_err(|e| anyhow::anyhow!("KEYS_DIR: {e}"))?;
         let tokens = TokenService::new(
             Arc::new(RwLock::new(keys)),
             config.jwt_issuer.clone(),
@@ -98,6 +103,7 @@ impl AppState {
             assertion_history,
             audit,
             metrics: Metrics::default(),
+            seal,
         })
     }
 

@@ -57,6 +57,8 @@ pub const CODE_MEMORY: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
 
 /// What presenting a refresh token did.
 #[derive(Debug)]
+// One per refresh, moved once: boxing the user would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum RefreshOutcome {
     /// The token was current, or was rotated less than the grace window ago (a benign
     /// race: two tabs, a lost response): `new` is now the session's one current token.
@@ -67,6 +69,9 @@ pub enum RefreshOutcome {
         benign_race: bool,
         /// The client the session was granted to (the authorization code flow).
         client: Option<ClientId>,
+        /// How the session's person signed in (`Session::amr`), and when.
+        amr: Vec<String>,
+        began: DateTime<Utc>,
     },
     /// A token of the family that stopped being current longer than the grace window ago,
     /// however many rotations ago: someone replayed it. The whole session is now revoked,

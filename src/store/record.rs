@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::domain::{
-    AuthCode, Client, ClientKeys, ClientName, Credential, Email, PersonName, RedirectUri,
-    RefreshToken, Role, Scopes, Session, SignIn, User,
+    AuthCode, Client, ClientKeys, ClientName, Credential, Email, Mfa, PersonName, RedirectUri,
+    RefreshToken, Role, Scopes, Session, SignIn, Totp, User,
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -24,6 +24,53 @@ pub struct UserRecord {
     pub tokens_valid_after: DateTime<Utc>,
     #[serde(default)]
     pub kept_session: Option<Uuid>,
+    /// Second factors; absent when there are none (and in records from before them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mfa: Option<MfaRecord>,
+}
+
+/// A person's second factors as stored (PostgreSQL keeps this as JSON in `users.mfa`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MfaRecord {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub totp: Option<TotpRecord>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recovery_codes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TotpRecord {
+    pub sealed_secret: String,
+    pub confirmed: bool,
+    pub last_step: i64,
+}
+
+impl MfaRecord {
+    /// `None` for an account without second factors.
+    pub fn of(mfa: &Mfa) -> Option<Self> {
+        (mfa != &Mfa::default()).then(|| Self {
+            totp: mfa.totp.as_ref().map(|t| TotpRecord {
+                sealed_secret: t.sealed_secret.clone(),
+                confirmed: t.confirmed,
+                last_step: t.last_step,
+            }),
+            recovery_codes: mfa.recovery_codes.clone(),
+        })
+    }
+
+    pub fn into_mfa(record: Option<Self>) -> Mfa {
+        let Some(r) = record else {
+            return Mfa::default();
+        };
+        Mfa {
+            totp: r.totp.map(|t| Totp {
+                sealed_secret: t.sealed_secret,
+                confirmed: t.confirmed,
+                last_step: t.last_step,
+            }),
+            recovery_codes: r.recovery_codes,
+        }
+    }
 }
 
 impl From<&User> for UserRecord {
@@ -39,6 +86,7 @@ impl From<&User> for UserRecord {
             updated_at: user.updated_at,
             tokens_valid_after: user.tokens_valid_after,
             kept_session: user.kept_session,
+            mfa: MfaRecord::of(&user.mfa),
         }
     }
 }
@@ -64,6 +112,7 @@ impl TryFrom<UserRecord> for User {
             updated_at: r.updated_at,
             tokens_valid_after: r.tokens_valid_after,
             kept_session: r.kept_session,
+            mfa: MfaRecord::into_mfa(r.mfa),
         })
     }
 }
@@ -81,6 +130,9 @@ pub struct SessionRecord {
     /// The client it was granted to (the authorization code flow).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<Uuid>,
+    /// How the person signed in (absent before it was kept).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub amr: Vec<String>,
     pub tokens: Vec<RefreshRecord>,
 }
 
@@ -125,6 +177,7 @@ impl From<&Session> for SessionRecord {
             revoked_at: s.revoked_at,
             family: s.family.clone(),
             client_id: s.client_id,
+            amr: s.amr.clone(),
             tokens: s.tokens.iter().map(RefreshRecord::from).collect(),
         }
     }
@@ -149,6 +202,7 @@ impl TryFrom<SessionRecord> for Session {
             revoked_at: r.revoked_at,
             family: r.family,
             client_id: r.client_id,
+            amr: r.amr,
             tokens,
         })
     }

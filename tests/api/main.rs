@@ -44,6 +44,8 @@ macro_rules! suite {
         mod keys;
         #[path = "limits.rs"]
         mod limits;
+        #[path = "mfa.rs"]
+        mod mfa;
         #[path = "passwords.rs"]
         mod passwords;
         #[path = "refresh.rs"]

@@ -139,6 +139,8 @@ pub const FORMAT_WITHOUT_MARKERS: u32 = 1;
 
 /// One line of the log as read back: a record, or (format 2) a commit marker.
 #[derive(Debug)]
+// One line at a time, while the log is read: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Line {
     Entry(Entry),
     /// The first `through` bytes of the file were durable when this line was written.

@@ -395,6 +395,8 @@ impl Store for FileStore {
                 user: User::clone(user),
                 benign_race,
                 client: session.client_id,
+                amr: session.amr.clone(),
+                began: session.created_at,
             };
             Ok((vec![rotate], outcome))
         })

@@ -43,6 +43,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "browser sign-in: client redirect URIs, authorization codes, consents",
         sql: include_str!("0006_browser_sign_in.sql"),
     },
+    Migration {
+        version: 7,
+        name: "second factors, sign-in methods of a session",
+        sql: include_str!("0007_second_factors.sql"),
+    },
 ];
 
 /// The advisory lock all simple-api migrations take ("simple-a" in ASCII).

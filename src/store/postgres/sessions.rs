@@ -13,7 +13,7 @@ use crate::domain::{PresentedRefresh, RefreshToken, Session, User, UserId};
 use crate::store::record::{RefreshRecord, SessionRecord};
 use crate::store::{rotation, RefreshOutcome, Rotation, StoreError};
 
-const SESSION: &str = "id, user_id, scope, created_at, revoked_at, family, client_id";
+const SESSION: &str = "id, user_id, scope, created_at, revoked_at, family, client_id, amr";
 const TOKEN: &str = "hash, issued_at, expires_at, rotated_at";
 
 fn token_of(row: &Row) -> RefreshToken {
@@ -43,6 +43,7 @@ async fn session_of(client: &impl GenericClient, row: &Row) -> Result<Session, S
         revoked_at: row.get("revoked_at"),
         family: row.get("family"),
         client_id: row.get("client_id"),
+        amr: row.get("amr"),
         tokens: tokens
             .iter()
             .map(|t| RefreshRecord::from(&token_of(t)))
@@ -80,7 +81,7 @@ pub async fn insert_in(client: &impl GenericClient, session: &Session) -> Result
     let record = SessionRecord::from(session);
     exec(
         client,
-        &format!("INSERT INTO sessions ({SESSION}) VALUES ($1, $2, $3, $4, $5, $6, $7)"),
+        &format!("INSERT INTO sessions ({SESSION}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"),
         &[
             &record.id,
             &record.user_id,
@@ -89,6 +90,7 @@ pub async fn insert_in(client: &impl GenericClient, session: &Session) -> Result
             &record.revoked_at,
             &record.family,
             &record.client_id,
+            &record.amr,
         ],
     )
     .await
@@ -108,7 +110,7 @@ pub async fn insert(client: &mut impl GenericClient, session: &Session) -> Resul
         exec(
             client,
             &format!(
-                "WITH s AS (INSERT INTO sessions ({SESSION}) VALUES ($1, $2, $3, $4, $5, $6, $11) \
+                "WITH s AS (INSERT INTO sessions ({SESSION}) VALUES ($1, $2, $3, $4, $5, $6, $11, $12) \
                  RETURNING id) INSERT INTO refresh_tokens (session_id, {TOKEN}) \
                  SELECT id, $7, $8, $9, $10 FROM s"
             ),
@@ -124,6 +126,7 @@ pub async fn insert(client: &mut impl GenericClient, session: &Session) -> Resul
                 &first.expires_at,
                 &first.rotated_at,
                 &record.client_id,
+                &record.amr,
             ],
         )
         .await
@@ -202,6 +205,8 @@ pub async fn refresh(
                 user: User::clone(user),
                 benign_race,
                 client: session.client_id,
+                amr: session.amr.clone(),
+                began: session.created_at,
             }
         }
     };

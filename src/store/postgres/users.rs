@@ -12,12 +12,12 @@ use uuid::Uuid;
 
 use super::{database, exec, row_one, row_opt, rows};
 use crate::domain::{Role, User, UserCursor, UserId};
-use crate::store::record::UserRecord;
+use crate::store::record::{MfaRecord, UserRecord};
 use crate::store::{StoreError, UserUpdate};
 
 pub(super) const COLUMNS: &str =
     "id, email, first_name, last_name, role, password_hash, created_at, \
-                       updated_at, tokens_valid_after, kept_session";
+                       updated_at, tokens_valid_after, kept_session, mfa";
 
 /// A user row, checked as the file store checks its records.
 pub(super) fn user_of(row: &Row) -> Result<User, StoreError> {
@@ -35,6 +35,10 @@ pub(super) fn user_of(row: &Row) -> Result<User, StoreError> {
         password_hash: row.get("password_hash"),
         created_at: row.get::<_, DateTime<Utc>>("created_at"),
         updated_at: row.get::<_, DateTime<Utc>>("updated_at"),
+        mfa: match row.get::<_, Option<&str>>("mfa") {
+            Some(json) => Some(serde_json::from_str(json).map_err(|e| corrupt(e.to_string()))?),
+            None => None,
+        },
         tokens_valid_after: row.get::<_, DateTime<Utc>>("tokens_valid_after"),
         kept_session: row.get::<_, Option<Uuid>>("kept_session"),
     };
@@ -48,6 +52,7 @@ pub(super) struct Columns<'a> {
     last_name: Option<&'a str>,
     role: &'static str,
     key: String,
+    mfa: Option<String>,
 }
 
 impl<'a> Columns<'a> {
@@ -58,12 +63,14 @@ impl<'a> Columns<'a> {
             last_name: user.last_name.as_ref().map(|n| n.as_str()),
             role: user.role.as_str(),
             key: user.email.key(),
+            mfa: MfaRecord::of(&user.mfa)
+                .map(|r| serde_json::to_string(&r).expect("a record serializes")),
         }
     }
 
-    /// `COLUMNS` in order, then the email key: `$1`…`$11` of both the INSERT and the
+    /// `COLUMNS` in order, then the email key: `$1`…`$12` of both the INSERT and the
     /// UPDATE.
-    pub(super) fn params(&'a self, user: &'a User) -> [&'a (dyn ToSql + Sync); 11] {
+    pub(super) fn params(&'a self, user: &'a User) -> [&'a (dyn ToSql + Sync); 12] {
         [
             &user.id,
             &self.email,
@@ -75,6 +82,7 @@ impl<'a> Columns<'a> {
             &user.updated_at,
             &user.tokens_valid_after,
             &user.kept_session,
+            &self.mfa,
             &self.key,
         ]
     }
@@ -98,7 +106,7 @@ pub async fn insert(client: &impl GenericClient, user: &User) -> Result<(), Stor
         client,
         &format!(
             "INSERT INTO users ({COLUMNS}, email_key) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
         ),
         &columns.params(user),
     )
@@ -159,7 +167,7 @@ pub async fn update(
         &tx,
         "UPDATE users SET email = $2, first_name = $3, last_name = $4, role = $5, \
          password_hash = $6, created_at = $7, updated_at = $8, tokens_valid_after = $9, \
-         kept_session = $10, email_key = $11 WHERE id = $1",
+         kept_session = $10, mfa = $11, email_key = $12 WHERE id = $1",
         &columns.params(&user),
     )
     .await

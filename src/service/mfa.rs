@@ -1,0 +1,459 @@
+//! Second factors (issue #18): TOTP enrolment and removal, recovery codes, and the one
+//! check every sign-in path makes after a right password (`check_second_factor`): the
+//! token endpoint's password grant, the cookie login and the hosted sign-in page.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde_json::json;
+
+use super::{AppState, ServiceError, Verdict};
+use crate::audit;
+use crate::auth::throttle;
+use crate::auth::totp::{self, accepted_step, recovery_code_hash};
+use crate::auth::Authentication;
+use crate::domain::{Totp, User};
+use crate::store::StoreError;
+
+/// A second factor as presented.
+#[derive(Debug, Clone)]
+pub enum SecondFactor {
+    /// A 6-digit TOTP code.
+    Totp(String),
+    /// One of the recovery codes (single use).
+    RecoveryCode(String),
+}
+
+impl SecondFactor {
+    /// The factor a form sends: `otp` (a TOTP code) or `recovery_code`; `otp` wins if
+    /// both are there; empty ones count as absent.
+    pub fn from_form(otp: Option<&str>, recovery_code: Option<&str>) -> Option<Self> {
+        let present = |v: Option<&str>| {
+            v.map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+        };
+        present(otp)
+            .map(Self::Totp)
+            .or_else(|| present(recovery_code).map(Self::RecoveryCode))
+    }
+}
+
+/// The answer to a right password's second step.
+#[derive(Debug)]
+pub enum FactorCheck {
+    /// The account has no second factor: the password was enough.
+    NotEnrolled,
+    /// The account has one and none was sent.
+    Required,
+    /// Right: how the person signed in.
+    Passed(Authentication),
+    /// Wrong (or a code used already).
+    Invalid,
+    /// Too many wrong second factors for the account or the address.
+    Throttled(Duration),
+}
+
+/// A TOTP enrolment begun: shown once, to put into an authenticator app.
+pub struct TotpEnrolment {
+    /// The secret, base32.
+    pub secret: String,
+    pub otpauth_uri: String,
+    pub qr_svg: String,
+}
+
+/// Why an enrolment change was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum MfaRefusal {
+    /// TOTP is confirmed already: remove it first.
+    AlreadyEnrolled,
+    /// Nothing to confirm or remove.
+    NotStarted,
+    /// The code (or password) given is wrong.
+    WrongProof,
+    Throttled(Duration),
+}
+
+/// What proves the person is there when removing a factor or renewing recovery codes.
+pub enum Proof {
+    Password(SecretString),
+    Factor(SecondFactor),
+}
+
+impl AppState {
+    /// After a right password: whether `user`'s second factor (if they have one) is right
+    /// too. Attempts are counted against the account and the address before they are
+    /// judged, as passwords are, and taken back when right. A TOTP code is accepted once
+    /// (its time step is remembered), a recovery code is used up; both decided under the
+    /// store's lock on the user, so two concurrent uses of one code cannot both pass.
+    pub async fn check_second_factor(
+        &self,
+        user: &User,
+        presented: Option<SecondFactor>,
+        ctx: &audit::Context,
+    ) -> Result<FactorCheck, ServiceError> {
+        if !user.mfa.enrolled() {
+            return Ok(FactorCheck::NotEnrolled);
+        }
+        let Some(presented) = presented else {
+            return Ok(FactorCheck::Required);
+        };
+        let account = format!("mfa:{}", user.id);
+        let counted = throttle::Attempt::new(Some(&account), ctx.client_ip);
+        if let Some(blocked) = self.throttle.reserve(&counted).await? {
+            self.audit.record_repeatable(
+                "mfa_throttled",
+                &blocked.key,
+                &user.id.to_string(),
+                ctx,
+                json!({}),
+            );
+            return Ok(FactorCheck::Throttled(blocked.retry_after));
+        }
+        let judged = self.use_factor(user, &presented).await;
+        let subject = user.id.to_string();
+        let kind = match presented {
+            SecondFactor::Totp(_) => "totp",
+            SecondFactor::RecoveryCode(_) => "recovery_code",
+        };
+        match judged {
+            Ok(true) => {
+                if let Err(error) = self.throttle.refund(&counted, true).await {
+                    tracing::warn!(%error, "could not take back a second-factor attempt");
+                }
+                self.metrics.mfa("ok");
+                let event = match kind {
+                    "recovery_code" => "mfa_recovery_code_used",
+                    _ => "mfa_ok",
+                };
+                self.audit
+                    .record(event, Some(&subject), ctx, json!({ "factor": kind }));
+                Ok(FactorCheck::Passed(Authentication::now(true)))
+            }
+            Ok(false) => {
+                self.metrics.mfa("failed");
+                self.audit
+                    .record("mfa_failed", Some(&subject), ctx, json!({ "factor": kind }));
+                Ok(FactorCheck::Invalid)
+            }
+            Err(e) => {
+                if let Err(error) = self.throttle.refund(&counted, false).await {
+                    tracing::warn!(%error, "could not take back a second-factor attempt");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Judges `presented` for `user` and, if right, uses it up: atomically, under the
+    /// store's lock on the user (the TOTP step must be newer than the last accepted one,
+    /// the recovery code must still be there).
+    async fn use_factor(
+        &self,
+        user: &User,
+        presented: &SecondFactor,
+    ) -> Result<bool, ServiceError> {
+        let accepted = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&accepted);
+        match presented {
+            SecondFactor::Totp(code) => {
+                let Some(secret) = self.totp_secret(user) else {
+                    return Ok(false);
+                };
+                let code = code.trim().to_owned();
+                let now = crate::domain::now().timestamp();
+                let updated = self
+                    .store
+                    .update_user(
+                        user.id,
+                        Box::new(move |u| {
+                            let Some(t) = u.mfa.totp.as_mut().filter(|t| t.confirmed) else {
+                                return;
+                            };
+                            if let Some(step) = accepted_step(&secret, &code, now, t.last_step) {
+                                t.last_step = step;
+                                flag.store(true, Ordering::SeqCst);
+                            }
+                        }),
+                    )
+                    .await;
+                absent_is_false(updated)?;
+            }
+            SecondFactor::RecoveryCode(code) => {
+                let hash = recovery_code_hash(code);
+                let updated = self
+                    .store
+                    .update_user(
+                        user.id,
+                        Box::new(move |u| {
+                            let before = u.mfa.recovery_codes.len();
+                            u.mfa.recovery_codes.retain(|h| h != &hash);
+                            if u.mfa.recovery_codes.len() < before {
+                                flag.store(true, Ordering::SeqCst);
+                            }
+                        }),
+                    )
+                    .await;
+                absent_is_false(updated)?;
+            }
+        }
+        Ok(accepted.load(Ordering::SeqCst))
+    }
+
+    /// The user's TOTP secret, opened with the seal key (`None`: none, or not openable).
+    fn totp_secret(&self, user: &User) -> Option<Vec<u8>> {
+        let sealed = &user.mfa.totp.as_ref()?.sealed_secret;
+        let secret = self.seal.open(user.id, sealed);
+        if secret.is_none() {
+            tracing::error!(user_id = %user.id, "a TOTP secret cannot be opened: was KEYS_DIR's mfa-seal.key replaced?");
+        }
+        secret
+    }
+
+    /// Starts (or restarts) a TOTP enrolment: a new secret, stored sealed and unconfirmed.
+    /// Refused while a confirmed one exists (remove it first).
+    pub async fn begin_totp(
+        &self,
+        user: &User,
+        ctx: &audit::Context,
+    ) -> Result<Result<TotpEnrolment, MfaRefusal>, ServiceError> {
+        if user.mfa.enrolled() {
+            return Ok(Err(MfaRefusal::AlreadyEnrolled));
+        }
+        let secret = totp::new_secret();
+        let sealed = self.seal.seal(user.id, &secret);
+        let refused = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&refused);
+        self.store
+            .update_user(
+                user.id,
+                Box::new(move |u| {
+                    if u.mfa.enrolled() {
+                        flag.store(true, Ordering::SeqCst);
+                        return;
+                    }
+                    u.mfa.totp = Some(Totp {
+                        sealed_secret: sealed,
+                        confirmed: false,
+                        last_step: 0,
+                    });
+                }),
+            )
+            .await?;
+        if refused.load(Ordering::SeqCst) {
+            return Ok(Err(MfaRefusal::AlreadyEnrolled));
+        }
+        self.audit.record(
+            "mfa_enrolment_started",
+            Some(&user.id.to_string()),
+            ctx,
+            json!({ "factor": "totp" }),
+        );
+        let uri = totp::otpauth_uri(crate::SERVICE_NAME, user.email.as_str(), &secret);
+        Ok(Ok(TotpEnrolment {
+            secret: totp::encoded(&secret),
+            qr_svg: totp::qr_svg(&uri),
+            otpauth_uri: uri,
+        }))
+    }
+
+    /// Confirms a TOTP enrolment with a first right code. At the first enrolment the
+    /// account also gets its recovery codes, returned here once (stored hashed).
+    pub async fn confirm_totp(
+        &self,
+        user: &User,
+        code: &str,
+        ctx: &audit::Context,
+    ) -> Result<Result<Vec<String>, MfaRefusal>, ServiceError> {
+        let Some(pending) = user.mfa.totp.as_ref() else {
+            return Ok(Err(MfaRefusal::NotStarted));
+        };
+        if pending.confirmed {
+            return Ok(Err(MfaRefusal::AlreadyEnrolled));
+        }
+        let account = format!("mfa:{}", user.id);
+        let counted = throttle::Attempt::new(Some(&account), ctx.client_ip);
+        if let Some(blocked) = self.throttle.reserve(&counted).await? {
+            return Ok(Err(MfaRefusal::Throttled(blocked.retry_after)));
+        }
+        let Some(secret) = self.totp_secret(user) else {
+            return Ok(Err(MfaRefusal::NotStarted));
+        };
+        let codes = totp::new_recovery_codes();
+        let hashes: Vec<String> = codes.iter().map(|c| recovery_code_hash(c)).collect();
+        let code = code.trim().to_owned();
+        let now = crate::domain::now().timestamp();
+        let confirmed = Arc::new(AtomicBool::new(false));
+        let gave_codes = Arc::new(AtomicBool::new(false));
+        let (flag, codes_flag) = (Arc::clone(&confirmed), Arc::clone(&gave_codes));
+        let sealed = pending.sealed_secret.clone();
+        self.store
+            .update_user(
+                user.id,
+                Box::new(move |u| {
+                    // The enrolment confirmed is the one the code was computed for.
+                    let Some(t) = u
+                        .mfa
+                        .totp
+                        .as_mut()
+                        .filter(|t| !t.confirmed && t.sealed_secret == sealed)
+                    else {
+                        return;
+                    };
+                    if let Some(step) = accepted_step(&secret, &code, now, t.last_step) {
+                        t.confirmed = true;
+                        t.last_step = step;
+                        flag.store(true, Ordering::SeqCst);
+                        if u.mfa.recovery_codes.is_empty() {
+                            u.mfa.recovery_codes = hashes;
+                            codes_flag.store(true, Ordering::SeqCst);
+                        }
+                    }
+                }),
+            )
+            .await?;
+        if !confirmed.load(Ordering::SeqCst) {
+            self.audit.record(
+                "mfa_failed",
+                Some(&user.id.to_string()),
+                ctx,
+                json!({ "factor": "totp", "during": "enrolment" }),
+            );
+            return Ok(Err(MfaRefusal::WrongProof));
+        }
+        if let Err(error) = self.throttle.refund(&counted, true).await {
+            tracing::warn!(%error, "could not take back a second-factor attempt");
+        }
+        self.audit.record(
+            "mfa_enrolled",
+            Some(&user.id.to_string()),
+            ctx,
+            json!({ "factor": "totp" }),
+        );
+        Ok(Ok(if gave_codes.load(Ordering::SeqCst) {
+            codes
+        } else {
+            Vec::new()
+        }))
+    }
+
+    /// Whether `proof` is right for `user` now: the current password (throttled as a
+    /// re-authentication) or a second factor (used up).
+    async fn proven(
+        &self,
+        user: &User,
+        proof: Proof,
+        ctx: &audit::Context,
+    ) -> Result<Result<(), MfaRefusal>, ServiceError> {
+        match proof {
+            Proof::Password(password) => {
+                let lookup = async { Ok(Some(user)) };
+                let verdict = self
+                    .check(
+                        super::Attempt::Reauthenticate,
+                        user.email.as_str(),
+                        &password,
+                        ctx,
+                        lookup,
+                    )
+                    .await?;
+                Ok(match verdict {
+                    Verdict::Ok(_) => Ok(()),
+                    Verdict::Throttled(wait) => Err(MfaRefusal::Throttled(wait)),
+                    Verdict::Invalid => Err(MfaRefusal::WrongProof),
+                })
+            }
+            Proof::Factor(factor) => Ok(
+                match self.check_second_factor(user, Some(factor), ctx).await? {
+                    FactorCheck::Passed(_) => Ok(()),
+                    FactorCheck::Throttled(wait) => Err(MfaRefusal::Throttled(wait)),
+                    _ => Err(MfaRefusal::WrongProof),
+                },
+            ),
+        }
+    }
+
+    /// Removes TOTP (and the recovery codes with it), with a fresh proof.
+    pub async fn remove_totp(
+        &self,
+        user: &User,
+        proof: Proof,
+        ctx: &audit::Context,
+    ) -> Result<Result<(), MfaRefusal>, ServiceError> {
+        if user.mfa.totp.is_none() {
+            return Ok(Err(MfaRefusal::NotStarted));
+        }
+        if user.mfa.enrolled() {
+            if let Err(refused) = self.proven(user, proof, ctx).await? {
+                return Ok(Err(refused));
+            }
+        }
+        self.store
+            .update_user(user.id, Box::new(|u| u.mfa = Default::default()))
+            .await?;
+        self.audit.record(
+            "mfa_removed",
+            Some(&user.id.to_string()),
+            ctx,
+            json!({ "factor": "totp" }),
+        );
+        Ok(Ok(()))
+    }
+
+    /// New recovery codes (the old ones stop working), with a fresh proof; only for an
+    /// account with a second factor.
+    pub async fn renew_recovery_codes(
+        &self,
+        user: &User,
+        proof: Proof,
+        ctx: &audit::Context,
+    ) -> Result<Result<Vec<String>, MfaRefusal>, ServiceError> {
+        if !user.mfa.enrolled() {
+            return Ok(Err(MfaRefusal::NotStarted));
+        }
+        if let Err(refused) = self.proven(user, proof, ctx).await? {
+            return Ok(Err(refused));
+        }
+        let codes = totp::new_recovery_codes();
+        let hashes: Vec<String> = codes.iter().map(|c| recovery_code_hash(c)).collect();
+        self.store
+            .update_user(user.id, Box::new(move |u| u.mfa.recovery_codes = hashes))
+            .await?;
+        self.audit.record(
+            "mfa_recovery_codes_renewed",
+            Some(&user.id.to_string()),
+            ctx,
+            json!({}),
+        );
+        Ok(Ok(codes))
+    }
+
+    /// `simple-api users mfa reset`: removes every second factor of the account (an
+    /// operator's act, for a person who lost theirs); `false` if it had none.
+    pub async fn reset_mfa(&self, user: &User) -> Result<bool, ServiceError> {
+        let had = Arc::new(AtomicI64::new(0));
+        let flag = Arc::clone(&had);
+        self.store
+            .update_user(
+                user.id,
+                Box::new(move |u| {
+                    if u.mfa != Default::default() {
+                        flag.store(1, Ordering::SeqCst);
+                    }
+                    u.mfa = Default::default();
+                }),
+            )
+            .await?;
+        Ok(had.load(Ordering::SeqCst) == 1)
+    }
+}
+
+/// A user deleted meanwhile has no factor to use.
+fn absent_is_false(updated: Result<User, StoreError>) -> Result<(), ServiceError> {
+    match updated {
+        Ok(_) | Err(StoreError::NotFound) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
