@@ -43,6 +43,9 @@ pub enum GrantType {
     AuthorizationCode,
 }
 
+/// The longest `otp` a form may carry (a code is 6 digits; spaces are allowed).
+pub(super) const MAX_OTP_CHARS: usize = 64;
+
 /// An OAuth2 token request (RFC 6749), form-encoded.
 #[derive(Object)]
 #[oai(example)]
@@ -531,6 +534,14 @@ impl AuthApi {
         {
             return Err(OAuthError::invalid_request(
                 "redirect_uri is longer than 2000 characters",
+            ));
+        }
+        if form
+            .get("otp")
+            .is_some_and(|otp| otp.chars().count() > MAX_OTP_CHARS)
+        {
+            return Err(OAuthError::invalid_request(
+                "otp is longer than 64 characters",
             ));
         }
         match form.get("grant_type") {

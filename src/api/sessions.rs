@@ -140,6 +140,12 @@ impl SessionsApi {
                 super::error::REALM.to_owned(),
             ));
         };
+        if form
+            .get("otp")
+            .is_some_and(|otp| otp.chars().count() > super::auth::MAX_OTP_CHARS)
+        {
+            return Err(ApiError::bad_request("otp is longer than 64 characters"));
+        }
         let presented = SecondFactor::from_form(form.get("otp"), form.get("recovery_code"));
         let authn = match state
             .check_second_factor(&user, presented, &ctx.audit())

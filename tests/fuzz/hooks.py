@@ -40,12 +40,19 @@ apply there.
 - GET/POST /auth/userinfo with an admin token carrying `openid`, from the authorization
   code flow (the built-in /docs client, PKCE) driven through the hosted sign-in page.
 - GET /users/{id}/consents: `me`.
+- /users/me/mfa…: as a throwaway user whose second factors the hooks track (its TOTP
+  secret from the enrolment answers, its recovery codes, which its own logins use once it
+  is enrolled). Before an aimed call the hooks bring that user to the state the operation
+  needs (not enrolled for an enrolment, a pending enrolment and the right code for a
+  confirmation, enrolled and the password for a removal or new recovery codes); the others
+  keep what schemathesis generated.
 - DELETE /users/{id}/consents/{client_id}: `me` and the relying party ST_RP, whose consent
   the hooks give first (on the consent page) so that there is one to withdraw.
 """
 
 import base64
 import hashlib
+import hmac
 import html
 import itertools
 import os
@@ -53,6 +60,7 @@ import re
 import secrets
 import sys
 import threading
+import time
 import uuid
 from collections import defaultdict
 
@@ -206,6 +214,103 @@ class ThrowawayUser:
 PW = ThrowawayUser()
 
 
+def totp_code(secret: bytes, step: int) -> str:
+    """RFC 6238 (HMAC-SHA1, 6 digits) for time step `step`."""
+    mac = hmac.new(secret, step.to_bytes(8, "big"), hashlib.sha1).digest()
+    offset = mac[-1] & 0x0F
+    value = (int.from_bytes(mac[offset : offset + 4], "big") & 0x7FFFFFFF) % 1_000_000
+    return f"{value:06d}"
+
+
+class MfaUser:
+    """The account whose second factors the fuzzer enrols, confirms, renews and removes."""
+
+    def __init__(self) -> None:
+        self.email = f"fuzz-mfa-{uuid.uuid4().hex[:12]}@example.com"
+        self.password = "mfa-password-0"
+        self.id = ADMIN.create_user(self.email, self.password)
+        self.secret: bytes | None = None
+        self.confirmed = False
+        self.recovery: list[str] = []
+        self.last_step = 0
+        self._token: str | None = None
+
+    def token(self) -> str:
+        with LOCK:
+            if self._token is None:
+                data = {"grant_type": "password", "username": self.email, "password": self.password}
+                if self.confirmed:
+                    if self.recovery:
+                        data["recovery_code"] = self.recovery.pop()
+                    else:
+                        data["otp"] = self.next_code()
+                self._token = token_request(data)["access_token"]
+            return self._token
+
+    def forget_token(self) -> None:
+        with LOCK:
+            self._token = None
+
+    def call(self, method: str, path: str, **kwargs) -> requests.Response:
+        resp = requests.request(method, f"{BASE}{path}", headers={"Authorization": f"Bearer {self.token()}"}, timeout=10, **kwargs)
+        if resp.status_code == 401:
+            self.forget_token()
+            resp = requests.request(method, f"{BASE}{path}", headers={"Authorization": f"Bearer {self.token()}"}, timeout=10, **kwargs)
+        return resp
+
+    def next_code(self) -> str:
+        """A code for a step later than the last one used (a code counts once)."""
+        now = int(time.time()) // 30
+        step = max(now, self.last_step + 1)
+        if step > now + 1:
+            # Both codes of this window are used: the next window's first is the next one.
+            time.sleep(30 - time.time() % 30 + 0.1)
+            step = max(int(time.time()) // 30, self.last_step + 1)
+        self.last_step = step
+        return totp_code(self.secret, step)
+
+    # What the service answered, kept (called under LOCK).
+    def enrolment_begun(self, body: dict) -> None:
+        self.secret = base64.b32decode(body["secret"] + "=" * (-len(body["secret"]) % 8))
+        self.confirmed = False
+        self.last_step = 0
+
+    def confirmed_with(self, body: dict) -> None:
+        self.confirmed = True
+        if body.get("recovery_codes"):
+            self.recovery = list(body["recovery_codes"])
+
+    def removed(self) -> None:
+        self.secret, self.confirmed, self.recovery, self.last_step = None, False, [], 0
+
+    # Bringing the account to the state an aimed call needs.
+    def ensure_not_enrolled(self) -> None:
+        if self.confirmed:
+            resp = self.call("DELETE", "/api/v1/users/me/mfa/totp", json={"current_password": self.password})
+            if resp.status_code == 200:
+                self.removed()
+
+    def ensure_pending(self) -> None:
+        self.ensure_not_enrolled()
+        if self.secret is None:
+            resp = self.call("POST", "/api/v1/users/me/mfa/totp")
+            if resp.status_code == 200:
+                self.enrolment_begun(resp.json())
+
+    def ensure_enrolled(self) -> None:
+        if self.confirmed:
+            return
+        self.ensure_pending()
+        if self.secret is not None:
+            resp = self.call("POST", "/api/v1/users/me/mfa/totp/confirm", json={"code": self.next_code()})
+            if resp.status_code == 200:
+                self.confirmed_with(resp.json())
+
+
+MFA = MfaUser()
+MFA_OPS = ("getMfa", "enrolTotp", "confirmTotp", "removeTotp", "renewRecoveryCodes")
+
+
 class Disposable:
     """Users the fuzzer may delete, made by the hooks (never one the fuzzer is working with)."""
 
@@ -304,6 +409,8 @@ if not AS_CLIENT:
                 data = PW.token()
             elif statuses.operation_id(case) in ("getUserInfo", "postUserInfo"):
                 data = cached_openid_token()
+            elif statuses.operation_id(case) in MFA_OPS:
+                data = MFA.token()
             case.headers["Authorization"] = f"Bearer {data}"
 
 
@@ -341,6 +448,21 @@ def before_call(context, case, kwargs):
             params["id"] = PW.id if (k // 2) % 2 == 0 else "me"
             if body is not None and k % 2 == 0:
                 body["current_password"] = PW.password
+    elif op in MFA_OPS[1:]:
+        if turn(case) is not None:
+            with LOCK:
+                if op == "enrolTotp":
+                    MFA.ensure_not_enrolled()
+                elif op == "confirmTotp":
+                    MFA.ensure_pending()
+                    if body is not None and MFA.secret is not None:
+                        body["code"] = MFA.next_code()
+                else:
+                    MFA.ensure_enrolled()
+                    if body is not None:
+                        for field in ("otp", "recovery_code"):
+                            body.pop(field, None)
+                        body["current_password"] = MFA.password
     elif op == "listConsents":
         if turn(case) is not None:
             params["id"] = "me"
@@ -385,6 +507,20 @@ def after_call(context, case, response):
             PW.password_changed(body["new_password"])
         elif response.status_code == 401:
             PW.forget_token()
+    elif op in MFA_OPS:
+        with LOCK:
+            if response.status_code == 401:
+                MFA.forget_token()
+            elif response.status_code == 200:
+                payload = response.json()
+                if op == "enrolTotp":
+                    MFA.enrolment_begun(payload)
+                elif op == "confirmTotp":
+                    MFA.confirmed_with(payload)
+                elif op == "removeTotp":
+                    MFA.removed()
+                elif op == "renewRecoveryCodes":
+                    MFA.recovery = list(payload["recovery_codes"])
     elif op in ("getUserInfo", "postUserInfo") and response.status_code == 401:
         cached_openid_token(fresh=True)
     elif op == "createToken" and body is not None and body.get("grant_type") == "refresh_token":

@@ -56,7 +56,7 @@ curl -sf "$base/openapi.json" > "$out/openapi.json"
 #    --max-time bounds the run (--max-examples does not).
 SCHEMATHESIS_HOOKS="$here/hooks.py" ST_STATUSES="$out/admin/statuses.json" \
   "$st" --config-file "$here/schemathesis.toml" run "$base/openapi.json" \
-  --checks all --max-time 120 --seed 1 --no-color \
+  --checks all --max-time 180 --seed 1 --no-color \
   --report junit --report-dir "$out/admin" || status=1
 # 2. The OAuth endpoints with HTTP Basic client authentication (introspection answers and
 #    client_credentials grants). Without positive_data_acceptance: Basic plus a generated
