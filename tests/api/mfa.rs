@@ -283,3 +283,25 @@ fn totp_secrets_are_sealed_at_rest() {
     let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
     assert!(!stored.contains(&hex));
 }
+
+#[test]
+fn an_operator_resets_the_second_factors_of_a_person_who_lost_them() {
+    let app = spawn_app();
+    // The users CLI works on the store directly: on the file store only while no server
+    // holds it, so this runs on PostgreSQL, where it may run beside the servers.
+    if app.database_url().is_none() {
+        return;
+    }
+    let e = enrol(&app);
+    let out = app
+        .cli(&["users", "mfa", "reset", "--email", &e.user.email])
+        .json();
+    assert_eq!(out["reset"], true);
+    // The server's cache hears of the change; the password alone signs in again.
+    super::helpers::within("the reset to reach the server", std::time::Duration::from_secs(5), || {
+        password_grant(&app, &e.user, &[]).0 == 200
+    });
+    let again = app.cli(&["users", "mfa", "reset", "--email", &e.user.email]).json();
+    assert_eq!(again["reset"], false);
+    assert!(!app.cli(&["users", "mfa", "reset", "--email", "nobody@example.com"]).success);
+}

@@ -1,7 +1,8 @@
 // The hosted sign-in pages in Debian's Chromium, at a desktop (1280x800) and a phone
 // (390x844) viewport: screenshots of each into SCREENSHOTS/<viewport>/ (signin.png with
 // login_hint prefilled, signin-error.png after a wrong password, consent.png, logout.png,
-// signed-out.png, error.png for an unknown client), and on every page: an <h1>, no inline
+// signed-out.png, error.png for an unknown client, mfa.png: the second step of a person with
+// a TOTP authenticator, who then signs in with a computed code), and on every page: an <h1>, no inline
 // script (no <script> without src, no on* attributes, no CSP violation or page error), every
 // visible input labelled, no sideways scrolling; on /signin the response headers
 // Content-Security-Policy (frame-ancestors 'none', no 'unsafe-inline' script),
@@ -10,6 +11,7 @@
 // Env: SIMPLE_API_URL, CLIENT_ID (a third-party client registered with --redirect-uri
 // REDIRECT_URI), CLIENT_NAME, REDIRECT_URI, SCREENSHOTS (directory).
 import assert from 'node:assert/strict';
+import { createHmac } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { join } from 'node:path';
@@ -90,6 +92,28 @@ async function inspect(page, name, viewport, response, consoleErrors) {
   const file = join(shots, viewport, `${name}.png`);
   await page.screenshot({ path: file, fullPage: true });
   ok(`${where}: h1, no inline script, inputs labelled, fits, CSP/X-Frame-Options/Referrer-Policy/no-store -> ${file}`);
+}
+
+/** RFC 4648 base32 (no padding) to bytes. */
+function base32Decode(text) {
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+  let bits = 0, value = 0;
+  const out = [];
+  for (const c of text.replace(/=+$/, '')) {
+    value = (value << 5) | alphabet.indexOf(c);
+    bits += 5;
+    if (bits >= 8) { out.push((value >>> (bits - 8)) & 0xff); bits -= 8; }
+  }
+  return Buffer.from(out);
+}
+
+/** RFC 6238 TOTP (HMAC-SHA1, 6 digits) of time step `step`, as an authenticator app computes it. */
+function totp(secret, step) {
+  const counter = Buffer.alloc(8);
+  counter.writeBigUInt64BE(BigInt(step));
+  const mac = createHmac('sha1', secret).update(counter).digest();
+  const offset = mac[mac.length - 1] & 0x0f;
+  return String((mac.readUInt32BE(offset) & 0x7fffffff) % 1_000_000).padStart(6, '0');
 }
 
 const browser = await launch();
@@ -203,6 +227,37 @@ try {
     assert.equal(new URL(page.url()).pathname, '/signin', 'after signing out, authorize -> /signin again');
     assert.deepEqual(outside, [], 'the pages loaded nothing from other hosts');
     ok(`${viewport}: signed out (authorize asks for the password again), nothing loaded from other hosts`);
+
+    // mfa.png: the same person with a TOTP authenticator (enrolled through the API, the
+    // code computed here as an app would) signs in: password, then the code.
+    const grant = await fetch(`${base}/api/v1/auth/token`, {
+      method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ grant_type: 'password', username: email, password }),
+    });
+    const token = (await grant.json()).access_token;
+    const auth = { authorization: `Bearer ${token}`, 'content-type': 'application/json' };
+    const begun = await (await fetch(`${base}/api/v1/users/me/mfa/totp`, { method: 'POST', headers: auth })).json();
+    const secret = base32Decode(begun.secret);
+    const step = Math.floor(Date.now() / 30000);
+    const confirm = await fetch(`${base}/api/v1/users/me/mfa/totp/confirm`, {
+      method: 'POST', headers: auth, body: JSON.stringify({ code: totp(secret, step) }),
+    });
+    assert.equal(confirm.status, 200, `confirming the enrolment: ${await confirm.text()}`);
+    await page.goto(await authorizeUrl(clientId, email));
+    await page.getByLabel('Password').fill(password);
+    navigation = page.waitForNavigation();
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    response = await navigation;
+    await expectStatus(page, response, 200, 'the second step');
+    await page.getByRole('heading', { name: 'Two-step verification' }).waitFor();
+    await inspect(page, 'mfa', viewport, response, consoleErrors);
+    await page.getByLabel('Authentication code').fill(totp(secret, step + 1));
+    const before = callbacks.length;
+    await page.getByRole('button', { name: 'Verify' }).click();
+    await page.waitForURL((url) => url.href.startsWith(redirectUri), { timeout: 10_000 });
+    assert.equal(callbacks.length, before + 1, 'the client got its answer');
+    assert.ok(callbacks.at(-1).searchParams.get('code'), 'a code after the second factor');
+    ok(`${viewport}: password, then the TOTP code -> back to the client with a code`);
     await context.close();
   }
   console.log(`hosted pages: ${checks} checks passed (screenshots in ${shots})`);
