@@ -29,6 +29,13 @@ pub struct TotpEnrolmentBody {
     pub qr_svg: String,
 }
 
+/// Your current password, to start an enrolment.
+#[derive(Object)]
+pub struct EnrolTotpRequest {
+    /// Your current password.
+    pub current_password: Password,
+}
+
 /// A first code from the authenticator app, confirming the enrolment.
 #[derive(Object)]
 pub struct ConfirmTotpRequest {
@@ -108,6 +115,12 @@ fn refused(refusal: MfaRefusal) -> ApiError {
         MfaRefusal::NotStarted => ApiError::not_found(),
         MfaRefusal::WrongProof => ApiError::bad_request("the code or password is not right"),
         MfaRefusal::Throttled(wait) => ApiError::throttled(wait),
+        MfaRefusal::Unavailable => ApiError::Unavailable(
+            ErrorBody::json(
+                "TOTP is unavailable: KEYS_DIR holds no mfa-seal.key and cannot be written",
+            ),
+            None,
+        ),
     }
 }
 
@@ -155,8 +168,9 @@ impl MfaApi {
 
     /// Start a TOTP enrolment
     ///
-    /// A new secret for an authenticator app (RFC 6238: SHA-1, 6 digits, 30 s), as base32,
-    /// an `otpauth://` URI and a QR code. It counts only once confirmed with a first code
+    /// With your current password (JSON or form `current_password`): a new secret for an
+    /// authenticator app (RFC 6238: SHA-1, 6 digits, 30 s), as base32, an `otpauth://` URI
+    /// and a QR code. It counts only once confirmed with a first code
     /// (`POST /api/v1/users/me/mfa/totp/confirm`); starting again replaces an unconfirmed
     /// one. 409 while a confirmed one exists.
     #[oai(
@@ -169,10 +183,18 @@ impl MfaApi {
         state: Data<&Arc<AppState>>,
         caller: Caller,
         ctx: RequestCtx,
+        body: JsonOrForm<EnrolTotpRequest>,
     ) -> Result<EnrolmentResponse, ApiError> {
         caller.authorize(MFA_ENROL_TOTP, caller.user_id())?;
         let me = caller.require_user()?;
-        let enrolment = state.begin_totp(me, &ctx.audit()).await?.map_err(refused)?;
+        let fields = body.into_object()?;
+        let password = optional_str(&fields, "current_password")?
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| ApiError::bad_request("current_password missing"))?;
+        let enrolment = state
+            .begin_totp(me, &SecretString::from(password), &ctx.audit())
+            .await?
+            .map_err(refused)?;
         Ok(EnrolmentResponse::Ok(
             Json(TotpEnrolmentBody {
                 secret: enrolment.secret,
@@ -186,8 +208,8 @@ impl MfaApi {
     /// Confirm the TOTP enrolment
     ///
     /// With a first code from the app. From then on the password alone gets no token:
-    /// sign-ins ask for a code too. At the first enrolment the answer holds ten recovery
-    /// codes, shown this once.
+    /// sign-ins ask for a code too, and every other session of yours ends (this one goes
+    /// on). At the first enrolment the answer holds ten recovery codes, shown this once.
     #[oai(
         path = "/users/me/mfa/totp/confirm",
         method = "post",
@@ -207,7 +229,7 @@ impl MfaApi {
             .filter(|c| !c.is_empty())
             .ok_or_else(|| ApiError::bad_request("code missing"))?;
         let given = state
-            .confirm_totp(me, code, &ctx.audit())
+            .confirm_totp(me, code, caller.session_id(), &ctx.audit())
             .await?
             .map_err(refused)?;
         Ok(codes(given))

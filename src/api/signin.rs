@@ -564,6 +564,7 @@ async fn signin_post(req: &Request, body: Body, ctx: RequestCtx) -> Response {
         let pending = PendingSignIn {
             sub: user.id,
             request,
+            password_at_ms: crate::domain::now().timestamp_millis(),
         };
         return match state.sign_pending(&pending) {
             Ok(signed) => {

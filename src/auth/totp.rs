@@ -42,10 +42,12 @@ impl SealKey {
                 let mut bytes = [0u8; 32];
                 aws_lc_rs::rand::fill(&mut bytes).expect("the system CSPRNG is available");
                 let tmp = dir.join(format!(".{SEAL_KEY_FILE}.tmp"));
+                // A leftover from a crash keeps its own permissions: start afresh, 0600
+                // from the first byte.
+                let _ = fs::remove_file(&tmp);
                 let mut file = fs::OpenOptions::new()
                     .write(true)
-                    .create(true)
-                    .truncate(true)
+                    .create_new(true)
                     .mode(0o600)
                     .open(&tmp)
                     .map_err(io)?;
@@ -134,6 +136,9 @@ pub fn step_of(secs: i64) -> i64 {
 /// The step `code` is right for, within ±`DRIFT_STEPS` of `now_secs`, and later than
 /// `last_step` (each code is accepted once); compared in constant time.
 pub fn accepted_step(secret: &[u8], code: &str, now_secs: i64, last_step: i64) -> Option<i64> {
+    // Apps show codes as "123 456".
+    let code: String = code.chars().filter(|c| !c.is_whitespace()).collect();
+    let code = code.as_str();
     if code.len() != DIGITS || !code.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -250,6 +255,8 @@ mod tests {
         let too_old = code_at_step(&secret, step - 2);
         assert_eq!(accepted_step(&secret, &too_old, now, 0), None);
         assert_eq!(accepted_step(&secret, "12345", now, 0), None);
+        let spaced = format!("{} {}", &code[..3], &code[3..]);
+        assert_eq!(accepted_step(&secret, &spaced, now, 0), Some(step));
         assert_eq!(accepted_step(&secret, "abcdef", now, 0), None);
     }
 

@@ -2,7 +2,7 @@
 //! check every sign-in path makes after a right password (`check_second_factor`): the
 //! token endpoint's password grant, the cookie login and the hosted sign-in page.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,13 +17,22 @@ use crate::auth::Authentication;
 use crate::domain::{Totp, User};
 use crate::store::StoreError;
 
-/// A second factor as presented.
-#[derive(Debug, Clone)]
+/// A second factor as presented (never printed: see its `Debug`).
+#[derive(Clone)]
 pub enum SecondFactor {
     /// A 6-digit TOTP code.
     Totp(String),
     /// One of the recovery codes (single use).
     RecoveryCode(String),
+}
+
+impl std::fmt::Debug for SecondFactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Totp(_) => "Totp([redacted])",
+            Self::RecoveryCode(_) => "RecoveryCode([redacted])",
+        })
+    }
 }
 
 impl SecondFactor {
@@ -74,6 +83,8 @@ pub enum MfaRefusal {
     /// The code (or password) given is wrong.
     WrongProof,
     Throttled(Duration),
+    /// KEYS_DIR has no key to seal TOTP secrets with.
+    Unavailable,
 }
 
 /// What proves the person is there when removing a factor or renewing recovery codes.
@@ -100,8 +111,7 @@ impl AppState {
         let Some(presented) = presented else {
             return Ok(FactorCheck::Required);
         };
-        let account = format!("mfa:{}", user.id);
-        let counted = throttle::Attempt::new(Some(&account), ctx.client_ip);
+        let counted = second_factor_attempt(user, ctx);
         if let Some(blocked) = self.throttle.reserve(&counted).await? {
             self.audit.record_repeatable(
                 "mfa_throttled",
@@ -162,6 +172,7 @@ impl AppState {
                 let Some(secret) = self.totp_secret(user) else {
                     return Ok(false);
                 };
+                let sealed = user.mfa.totp.as_ref().map(|t| t.sealed_secret.clone());
                 let code = code.trim().to_owned();
                 let now = crate::domain::now().timestamp();
                 let updated = self
@@ -169,7 +180,10 @@ impl AppState {
                     .update_user(
                         user.id,
                         Box::new(move |u| {
-                            let Some(t) = u.mfa.totp.as_mut().filter(|t| t.confirmed) else {
+                            // The enrolment the code was checked against, still confirmed.
+                            let Some(t) = u.mfa.totp.as_mut().filter(|t| {
+                                t.confirmed && Some(&t.sealed_secret) == sealed.as_ref()
+                            }) else {
                                 return;
                             };
                             if let Some(step) = accepted_step(&secret, &code, now, t.last_step) {
@@ -205,25 +219,36 @@ impl AppState {
     /// The user's TOTP secret, opened with the seal key (`None`: none, or not openable).
     fn totp_secret(&self, user: &User) -> Option<Vec<u8>> {
         let sealed = &user.mfa.totp.as_ref()?.sealed_secret;
-        let secret = self.seal.open(user.id, sealed);
+        let secret = self.seal.as_ref()?.open(user.id, sealed);
         if secret.is_none() {
             tracing::error!(user_id = %user.id, "a TOTP secret cannot be opened: was KEYS_DIR's mfa-seal.key replaced?");
         }
         secret
     }
 
-    /// Starts (or restarts) a TOTP enrolment: a new secret, stored sealed and unconfirmed.
-    /// Refused while a confirmed one exists (remove it first).
+    /// Starts (or restarts) a TOTP enrolment, with the current password (a stolen token
+    /// must not put its thief's authenticator on the account): a new secret, stored sealed
+    /// and unconfirmed. Refused while a confirmed one exists (remove it first).
     pub async fn begin_totp(
         &self,
         user: &User,
+        password: &SecretString,
         ctx: &audit::Context,
     ) -> Result<Result<TotpEnrolment, MfaRefusal>, ServiceError> {
         if user.mfa.enrolled() {
             return Ok(Err(MfaRefusal::AlreadyEnrolled));
         }
+        let Some(seal) = self.seal.as_ref() else {
+            return Ok(Err(MfaRefusal::Unavailable));
+        };
+        if let Err(refused) = self
+            .proven(user, Proof::Password(password.clone()), ctx)
+            .await?
+        {
+            return Ok(Err(refused));
+        }
         let secret = totp::new_secret();
-        let sealed = self.seal.seal(user.id, &secret);
+        let sealed = seal.seal(user.id, &secret);
         let refused = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&refused);
         self.store
@@ -260,11 +285,14 @@ impl AppState {
     }
 
     /// Confirms a TOTP enrolment with a first right code. At the first enrolment the
-    /// account also gets its recovery codes, returned here once (stored hashed).
+    /// account also gets its recovery codes, returned here once (stored hashed). Every
+    /// other session of the person ends (`keep`, the one confirming, goes on): sessions
+    /// begun with the password alone must not outlive the second factor.
     pub async fn confirm_totp(
         &self,
         user: &User,
         code: &str,
+        keep: Option<uuid::Uuid>,
         ctx: &audit::Context,
     ) -> Result<Result<Vec<String>, MfaRefusal>, ServiceError> {
         let Some(pending) = user.mfa.totp.as_ref() else {
@@ -273,14 +301,13 @@ impl AppState {
         if pending.confirmed {
             return Ok(Err(MfaRefusal::AlreadyEnrolled));
         }
-        let account = format!("mfa:{}", user.id);
-        let counted = throttle::Attempt::new(Some(&account), ctx.client_ip);
+        let Some(secret) = self.totp_secret(user) else {
+            return Ok(Err(MfaRefusal::Unavailable));
+        };
+        let counted = second_factor_attempt(user, ctx);
         if let Some(blocked) = self.throttle.reserve(&counted).await? {
             return Ok(Err(MfaRefusal::Throttled(blocked.retry_after)));
         }
-        let Some(secret) = self.totp_secret(user) else {
-            return Ok(Err(MfaRefusal::NotStarted));
-        };
         let codes = totp::new_recovery_codes();
         let hashes: Vec<String> = codes.iter().map(|c| recovery_code_hash(c)).collect();
         let code = code.trim().to_owned();
@@ -289,7 +316,8 @@ impl AppState {
         let gave_codes = Arc::new(AtomicBool::new(false));
         let (flag, codes_flag) = (Arc::clone(&confirmed), Arc::clone(&gave_codes));
         let sealed = pending.sealed_secret.clone();
-        self.store
+        let updated = self
+            .store
             .update_user(
                 user.id,
                 Box::new(move |u| {
@@ -310,10 +338,19 @@ impl AppState {
                             u.mfa.recovery_codes = hashes;
                             codes_flag.store(true, Ordering::SeqCst);
                         }
+                        u.tokens_valid_after = crate::domain::now();
+                        u.kept_session = keep;
                     }
                 }),
             )
-            .await?;
+            .await;
+        if let Err(e) = updated {
+            // Not judged: nothing was learnt about the code.
+            if let Err(error) = self.throttle.refund(&counted, false).await {
+                tracing::warn!(%error, "could not take back a second-factor attempt");
+            }
+            return Err(e.into());
+        }
         if !confirmed.load(Ordering::SeqCst) {
             self.audit.record(
                 "mfa_failed",
@@ -433,21 +470,25 @@ impl AppState {
     /// `simple-api users mfa reset`: removes every second factor of the account (an
     /// operator's act, for a person who lost theirs); `false` if it had none.
     pub async fn reset_mfa(&self, user: &User) -> Result<bool, ServiceError> {
-        let had = Arc::new(AtomicI64::new(0));
+        let had = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&had);
         self.store
             .update_user(
                 user.id,
                 Box::new(move |u| {
-                    if u.mfa != Default::default() {
-                        flag.store(1, Ordering::SeqCst);
-                    }
+                    flag.store(u.mfa != Default::default(), Ordering::SeqCst);
                     u.mfa = Default::default();
                 }),
             )
             .await?;
-        Ok(had.load(Ordering::SeqCst) == 1)
+        Ok(had.load(Ordering::SeqCst))
     }
+}
+
+/// What a second-factor attempt is counted against: the account (apart from its
+/// password's count) and the address.
+fn second_factor_attempt(user: &User, ctx: &audit::Context) -> throttle::Attempt {
+    throttle::Attempt::new(Some(&format!("mfa:{}", user.id)), ctx.client_ip)
 }
 
 /// A user deleted meanwhile has no factor to use.

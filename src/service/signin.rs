@@ -136,6 +136,9 @@ pub struct PendingSignIn {
     /// The signed authorization request it belongs to, if any.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub request: String,
+    /// When the password was found right (Unix milliseconds): a password change or
+    /// "log out everywhere" after it ends the pending sign-in.
+    pub password_at_ms: i64,
 }
 
 /// A signed-in browser: its session and the person as the store has them now.
@@ -514,7 +517,15 @@ impl AppState {
             return Ok(None);
         };
         let pending = envelope.value;
-        Ok(self.store.user(pending.sub).await?.map(|u| (pending, u)))
+        let signed_at =
+            DateTime::<Utc>::from_timestamp_millis(pending.password_at_ms).unwrap_or_default();
+        // A password change or "log out everywhere" since ends it too.
+        Ok(self
+            .store
+            .user(pending.sub)
+            .await?
+            .filter(|u| u.session_alive(None, signed_at))
+            .map(|u| (pending, u)))
     }
 
     /// Starts a single-sign-on session for `user`, who has just signed in as `authn`
@@ -589,12 +600,20 @@ impl AppState {
         // within the same second.
         let fresh = sso.filter(|s| {
             let began_ms = s.began().timestamp_millis();
-            let for_this_request = began_ms >= request.requested_at_ms;
+            // Strictly later: one in the same millisecond as the request cannot be its own.
+            let for_this_request = began_ms > request.requested_at_ms;
             let too_old = request
                 .max_age
                 .is_some_and(|max| now_ms - began_ms > max * 1000);
-            let lacks_mfa = request.require_mfa && !s.claims.amr.iter().any(|m| m == "mfa");
-            !lacks_mfa && (for_this_request || (!request.prompt_login && !too_old))
+            // A second factor is needed when the client asks for one, and always once the
+            // account has one: a session begun with the password alone (before the person
+            // enrolled) signs in again, second factor included.
+            let needs_mfa = request.require_mfa || s.user.mfa.enrolled();
+            let lacks_mfa = needs_mfa && !s.claims.amr.iter().any(|m| m == "mfa");
+            // max_age=0 is prompt=login (OIDC Core §3.1.2.1): to the millisecond, a sign-in
+            // a moment ago is not "older than 0".
+            let must_be_new = request.prompt_login || request.max_age == Some(0);
+            !lacks_mfa && (for_this_request || (!must_be_new && !too_old))
         });
         let redirect_error = |error: &str, description: &str| {
             Next::Redirect(self.error_redirect(
@@ -720,7 +739,8 @@ impl AppState {
             scope,
             user_id: sso.user.id,
             nonce: request.nonce.clone(),
-            auth_time: DateTime::from_timestamp(sso.claims.auth_time, 0).unwrap_or(now),
+            // To the millisecond (the session's UUIDv7), as "log out everywhere" is judged.
+            auth_time: sso.began(),
             sso_session: sso.claims.sid,
             amr: sso.claims.amr.clone(),
             expires_at: now + chrono::Duration::seconds(CODE_TTL_SECS),

@@ -35,8 +35,9 @@ pub struct AppState {
     pub assertion_history: AssertionHistory,
     pub audit: Audit,
     pub metrics: Metrics,
-    /// Seals TOTP secrets at rest (KEYS_DIR/mfa-seal.key).
-    pub seal: SealKey,
+    /// Seals TOTP secrets at rest (KEYS_DIR/mfa-seal.key); `None` when KEYS_DIR has none
+    /// and cannot be written (a read-only mount): TOTP is then unavailable, the rest works.
+    pub seal: Option<SealKey>,
 }
 
 impl AppState {
@@ -55,8 +56,13 @@ impl AppState {
             Duration::from_secs(config.key_publish_delay),
         )
         .map_err(|e| anyhow::anyhow!("KEYS_DIR: {e}"))?;
-        let seal = SealKey::load_or_generate(&config.keys_dir)
-            .map_err(|e| anyhow::anyhow!("KEYS_DIR: {e}"))?;
+        let seal = match SealKey::load_or_generate(&config.keys_dir) {
+            Ok(seal) => Some(seal),
+            Err(error) => {
+                tracing::warn!(%error, "no key to seal TOTP secrets with (KEYS_DIR/mfa-seal.key): TOTP enrolment and codes are unavailable until there is one");
+                None
+            }
+        };
         let tokens = TokenService::new(
             Arc::new(RwLock::new(keys)),
             config.jwt_issuer.clone(),

@@ -26,8 +26,14 @@ impl Enrolled {
 
 fn enrol(app: &TestApp) -> Enrolled {
     let user = app.new_user();
+    // Starting needs the password (a stolen token must not enrol its thief's app).
+    app.post_json("/api/v1/users/me/mfa/totp", Some(&user.token), &json!({}))
+        .expect(400);
+    let wrong = json!({ "current_password": "not the password" });
+    app.post_json("/api/v1/users/me/mfa/totp", Some(&user.token), &wrong)
+        .expect(400);
     let begun = app
-        .post_json("/api/v1/users/me/mfa/totp", Some(&user.token), &json!({}))
+        .post_json("/api/v1/users/me/mfa/totp", Some(&user.token), &with_password(&user))
         .expect(200);
     let encoded = begun["secret"].as_str().unwrap().to_owned();
     assert!(begun["otpauth_uri"]
@@ -56,6 +62,10 @@ fn enrol(app: &TestApp) -> Enrolled {
         secret,
         recovery,
     }
+}
+
+fn with_password(user: &TestUser) -> Value {
+    json!({ "current_password": user.password })
 }
 
 fn password_grant(app: &TestApp, user: &TestUser, extra: &[(&str, &str)]) -> (u16, Value) {
@@ -233,7 +243,7 @@ fn removing_the_authenticator_needs_a_fresh_proof() {
     remove(json!({})).expect(400);
     remove(json!({ "current_password": "not it at all" })).expect(400);
     // A second enrolment is refused while one is confirmed.
-    app.post_json("/api/v1/users/me/mfa/totp", Some(&token), &json!({}))
+    app.post_json("/api/v1/users/me/mfa/totp", Some(&token), &with_password(&e.user))
         .expect(409);
     // New recovery codes, with the password: the old ones stop working.
     let renewed = app
@@ -259,7 +269,7 @@ fn totp_secrets_are_sealed_at_rest() {
     let app = spawn_app();
     let user = app.new_user();
     let begun = app
-        .post_json("/api/v1/users/me/mfa/totp", Some(&user.token), &json!({}))
+        .post_json("/api/v1/users/me/mfa/totp", Some(&user.token), &with_password(&user))
         .expect(200);
     let secret = begun["secret"].as_str().unwrap();
     let raw = totp_rs::Secret::Encoded(secret.to_owned()).to_bytes().unwrap();
@@ -304,4 +314,46 @@ fn an_operator_resets_the_second_factors_of_a_person_who_lost_them() {
     let again = app.cli(&["users", "mfa", "reset", "--email", &e.user.email]).json();
     assert_eq!(again["reset"], false);
     assert!(!app.cli(&["users", "mfa", "reset", "--email", "nobody@example.com"]).success);
+}
+
+#[test]
+fn a_browser_signed_in_before_enrolment_signs_in_again_with_the_code() {
+    let app = spawn_app();
+    let out = app
+        .cli(&[
+            "clients", "create", "--name", "Notes", "--scope", "openid", "--first-party",
+            "--public", "--redirect-uri", CALLBACK,
+        ])
+        .json();
+    let client_id = out["client_id"].as_str().unwrap().to_owned();
+    let user = app.new_user();
+    let (_, challenge) = pkce();
+    let authorize = format!(
+        "/api/v1/auth/authorize?response_type=code&client_id={client_id}&redirect_uri={CALLBACK}\
+         &scope=openid&code_challenge={challenge}&code_challenge_method=S256"
+    );
+    let mut browser = Browser::new(&app.base);
+    let to_signin = Browser::location(&browser.get(&authorize));
+    let signin = browser.get(&to_signin);
+    let after = browser.submit(&signin, &[("email", &user.email), ("password", &user.password)]);
+    assert!(Browser::location(&after).starts_with(CALLBACK));
+    // Another login with the password alone, elsewhere.
+    let (elsewhere, elsewhere_refresh) = app.tokens(&user.email, &user.password);
+    // Signed in with the password alone, then the person enrols a second factor.
+    let begun = app
+        .post_json("/api/v1/users/me/mfa/totp", Some(&user.token), &with_password(&user))
+        .expect(200);
+    let secret = totp_rs::Secret::Encoded(begun["secret"].as_str().unwrap().to_owned())
+        .to_bytes()
+        .unwrap();
+    let code = code_at_step(&secret, step_of(chrono::Utc::now().timestamp()));
+    app.post_json("/api/v1/users/me/mfa/totp/confirm", Some(&user.token), &json!({ "code": code }))
+        .expect(200);
+    // The old browser session no longer authorizes on its own, and the other login's
+    // tokens are over; the session that confirmed goes on.
+    let asked = Browser::location(&browser.get(&authorize));
+    assert!(asked.starts_with("/signin?"), "{asked}");
+    app.me(&elsewhere).expect(401);
+    app.refresh(&elsewhere_refresh).expect(400);
+    app.me(&user.token).expect(200);
 }

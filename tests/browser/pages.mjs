@@ -236,7 +236,9 @@ try {
     });
     const token = (await grant.json()).access_token;
     const auth = { authorization: `Bearer ${token}`, 'content-type': 'application/json' };
-    const begun = await (await fetch(`${base}/api/v1/users/me/mfa/totp`, { method: 'POST', headers: auth })).json();
+    const begun = await (await fetch(`${base}/api/v1/users/me/mfa/totp`, {
+      method: 'POST', headers: auth, body: JSON.stringify({ current_password: password }),
+    })).json();
     const secret = base32Decode(begun.secret);
     const step = Math.floor(Date.now() / 30000);
     const confirm = await fetch(`${base}/api/v1/users/me/mfa/totp/confirm`, {

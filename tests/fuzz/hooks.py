@@ -293,7 +293,7 @@ class MfaUser:
     def ensure_pending(self) -> None:
         self.ensure_not_enrolled()
         if self.secret is None:
-            resp = self.call("POST", "/api/v1/users/me/mfa/totp")
+            resp = self.call("POST", "/api/v1/users/me/mfa/totp", json={"current_password": self.password})
             if resp.status_code == 200:
                 self.enrolment_begun(resp.json())
 
@@ -453,6 +453,8 @@ def before_call(context, case, kwargs):
             with LOCK:
                 if op == "enrolTotp":
                     MFA.ensure_not_enrolled()
+                    if body is not None:
+                        body["current_password"] = MFA.password
                 elif op == "confirmTotp":
                     MFA.ensure_pending()
                     if body is not None and MFA.secret is not None:
@@ -516,6 +518,8 @@ def after_call(context, case, response):
                 if op == "enrolTotp":
                     MFA.enrolment_begun(payload)
                 elif op == "confirmTotp":
+                    # Confirming ends the account's other sessions; the one confirming (the
+                    # hooks' own login) goes on.
                     MFA.confirmed_with(payload)
                 elif op == "removeTotp":
                     MFA.removed()
