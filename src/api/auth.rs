@@ -19,7 +19,6 @@ use super::security::{Access, USERINFO, USERINFO_POST};
 use super::{ApiError, ApiTags, Caller, Empty, RequestCtx};
 use crate::auth::assertion::ASSERTION_TYPE;
 use crate::auth::clients::parse_basic;
-use crate::auth::Authentication;
 use crate::domain::{Client, Identifier, Scopes};
 use crate::service::{
     released_claims, AppState, ClientCredential, ClientVerdict, Exchanged, FactorCheck, Grant,
@@ -42,9 +41,6 @@ pub enum GrantType {
     /// endpoint sent to the redirect URI.
     AuthorizationCode,
 }
-
-/// The longest `otp` a form may carry (a code is 6 digits; spaces are allowed).
-pub(super) const MAX_OTP_CHARS: usize = 64;
 
 /// An OAuth2 token request (RFC 6749), form-encoded.
 #[derive(Object)]
@@ -245,6 +241,9 @@ async fn password_grant(
         form.get("password")
             .ok_or_else(|| OAuthError::invalid_request("password missing"))?,
     );
+    // Read before the password is hashed: a malformed field costs nothing.
+    let presented = SecondFactor::from_form(form.get("otp"), form.get("recovery_code"))
+        .map_err(OAuthError::invalid_request)?;
     let user = match state
         .login(username, &password, &ctx.audit(), "password")
         .await?
@@ -259,28 +258,18 @@ async fn password_grant(
         }
     };
     let scopes = narrow(form.get("scope"), user.role.scopes())?;
-    let presented = SecondFactor::from_form(form.get("otp"), form.get("recovery_code"));
-    let authn = match state
+    let checked = state
         .check_second_factor(&user, presented, &ctx.audit())
-        .await?
-    {
-        FactorCheck::NotEnrolled => Authentication::now(false),
-        FactorCheck::Passed(authn) => authn,
-        FactorCheck::Throttled(wait) => return Err(OAuthError::throttled(wait)),
-        FactorCheck::Required => {
-            return Err(OAuthError::new(
-                OAuthErrorCode::InvalidGrant,
-                "a second factor is required: send otp (the 6-digit code of the account's \
-                 authenticator app) or recovery_code with the password",
-            ))
-        }
-        FactorCheck::Invalid => {
-            return Err(OAuthError::new(
-                OAuthErrorCode::InvalidGrant,
-                "invalid second factor",
-            ))
-        }
-    };
+        .await?;
+    let authn = checked.signed_in().map_err(|refused| match refused {
+        FactorCheck::Throttled(wait) => OAuthError::throttled(wait),
+        FactorCheck::Required => OAuthError::new(
+            OAuthErrorCode::InvalidGrant,
+            "a second factor is required: send otp (the 6-digit code of the account's \
+             authenticator app) or recovery_code with the password",
+        ),
+        _ => OAuthError::new(OAuthErrorCode::InvalidGrant, "invalid second factor"),
+    })?;
     state.rehash_if_outdated(&user, &password).await;
     let grant = Grant::Password { user: &user, authn };
     let tokens = state.issue(grant, scopes).await?;
@@ -534,14 +523,6 @@ impl AuthApi {
         {
             return Err(OAuthError::invalid_request(
                 "redirect_uri is longer than 2000 characters",
-            ));
-        }
-        if form
-            .get("otp")
-            .is_some_and(|otp| otp.chars().count() > MAX_OTP_CHARS)
-        {
-            return Err(OAuthError::invalid_request(
-                "otp is longer than 64 characters",
             ));
         }
         match form.get("grant_type") {

@@ -138,6 +138,7 @@ fn proof(body: JsonOrForm<MfaProofRequest>) -> Result<Proof, ApiError> {
     let otp = text("otp")?;
     let recovery = text("recovery_code")?;
     SecondFactor::from_form(otp.as_deref(), recovery.as_deref())
+        .map_err(ApiError::bad_request)?
         .map(Proof::Factor)
         .ok_or_else(|| ApiError::bad_request("send current_password, otp or recovery_code"))
 }

@@ -14,7 +14,6 @@ use super::body::{BodyError, Form, FormFields};
 use super::security::{same_origin, LOGOUT};
 use super::users::UserBody;
 use super::{ApiError, ApiTags, Caller, Empty, ErrorBody, RequestCtx};
-use crate::auth::Authentication;
 use crate::domain::Identifier;
 use crate::service::{AppState, FactorCheck, Grant, SecondFactor, Verdict};
 
@@ -125,6 +124,9 @@ impl SessionsApi {
             form.get("password")
                 .ok_or_else(|| ApiError::bad_request("password missing"))?,
         );
+        // Read before the password is hashed: a malformed field costs nothing.
+        let presented = SecondFactor::from_form(form.get("otp"), form.get("recovery_code"))
+            .map_err(ApiError::bad_request)?;
         let user = match state
             .login(email, &password, &ctx.audit(), "cookie")
             .await?
@@ -140,36 +142,23 @@ impl SessionsApi {
                 super::error::REALM.to_owned(),
             ));
         };
-        if form
-            .get("otp")
-            .is_some_and(|otp| otp.chars().count() > super::auth::MAX_OTP_CHARS)
-        {
-            return Err(ApiError::bad_request("otp is longer than 64 characters"));
-        }
-        let presented = SecondFactor::from_form(form.get("otp"), form.get("recovery_code"));
-        let authn = match state
+        let checked = state
             .check_second_factor(&user, presented, &ctx.audit())
-            .await?
-        {
-            FactorCheck::NotEnrolled => Authentication::now(false),
-            FactorCheck::Passed(authn) => authn,
-            FactorCheck::Throttled(wait) => return Err(ApiError::throttled(wait)),
-            FactorCheck::Required => {
-                return Err(ApiError::Unauthorized(
-                    ErrorBody::json(
-                        "a second factor is required: send otp (the 6-digit code of your \
-                         authenticator app) or recovery_code",
-                    ),
-                    super::error::REALM.to_owned(),
-                ))
-            }
-            FactorCheck::Invalid => {
-                return Err(ApiError::Unauthorized(
-                    ErrorBody::json("invalid second factor"),
-                    super::error::REALM.to_owned(),
-                ))
-            }
-        };
+            .await?;
+        let authn = checked.signed_in().map_err(|refused| match refused {
+            FactorCheck::Throttled(wait) => ApiError::throttled(wait),
+            FactorCheck::Required => ApiError::Unauthorized(
+                ErrorBody::json(
+                    "a second factor is required: send otp (the 6-digit code of your \
+                     authenticator app) or recovery_code",
+                ),
+                super::error::REALM.to_owned(),
+            ),
+            _ => ApiError::Unauthorized(
+                ErrorBody::json("invalid second factor"),
+                super::error::REALM.to_owned(),
+            ),
+        })?;
         let grant = Grant::Cookie { user: &user, authn };
         let tokens = state.issue(grant, user.role.scopes()).await?;
         Ok(SessionLoginResponse::Ok(

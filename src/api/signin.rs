@@ -284,6 +284,17 @@ fn csrf_ok(req: &Request, state: &AppState, form: &Fields) -> bool {
         && same_bytes(cookie.as_bytes(), sent.as_bytes())
 }
 
+/// A page's form, read and checked for its CSRF token; `Err`: the answer to send instead.
+async fn csrf_form(req: &Request, state: &AppState, body: Body) -> Result<Fields, Response> {
+    let form = Fields::form(req, body)
+        .await
+        .map_err(|e| error_answer(req, StatusCode::BAD_REQUEST, &e))?;
+    if !csrf_ok(req, state, &form) {
+        return Err(csrf_refused().into_response());
+    }
+    Ok(form)
+}
+
 fn csrf_refused() -> Page {
     Page::message(
         StatusCode::FORBIDDEN,
@@ -490,13 +501,10 @@ async fn signin_page(req: &Request) -> Response {
 #[handler]
 async fn signin_post(req: &Request, body: Body, ctx: RequestCtx) -> Response {
     let state = state(req);
-    let mut form = match Fields::form(req, body).await {
+    let mut form = match csrf_form(req, state, body).await {
         Ok(form) => form,
-        Err(e) => return error_answer(req, StatusCode::BAD_REQUEST, &e),
+        Err(answer) => return answer,
     };
-    if !csrf_ok(req, state, &form) {
-        return csrf_refused().into_response();
-    }
     let request = form.take("request").unwrap_or_default();
     let authorization = if request.is_empty() {
         None
@@ -606,13 +614,10 @@ fn mfa_form(
 #[handler]
 async fn signin_mfa_post(req: &Request, body: Body, ctx: RequestCtx) -> Response {
     let state = state(req);
-    let form = match Fields::form(req, body).await {
+    let form = match csrf_form(req, state, body).await {
         Ok(form) => form,
-        Err(e) => return error_answer(req, StatusCode::BAD_REQUEST, &e),
+        Err(answer) => return answer,
     };
-    if !csrf_ok(req, state, &form) {
-        return csrf_refused().into_response();
-    }
     let signed = form.get("pending").unwrap_or_default();
     let (pending, user) = match state.read_pending(signed).await {
         Ok(Some(found)) => found,
@@ -629,26 +634,26 @@ async fn signin_mfa_post(req: &Request, body: Body, ctx: RequestCtx) -> Response
         }
     };
     let audit = ctx.audit();
-    let presented = SecondFactor::from_form(form.get("otp"), form.get("recovery_code"));
     let again = |status, error: &str| {
         mfa_form(req, state, status, signed, &user.email, Some(error)).into_response()
     };
-    let authn = match state.check_second_factor(&user, presented, &audit).await {
-        Ok(FactorCheck::Passed(authn)) => authn,
-        Ok(FactorCheck::NotEnrolled) => Authentication::now(false),
-        Ok(FactorCheck::Required) => {
+    let presented = match SecondFactor::from_form(form.get("otp"), form.get("recovery_code")) {
+        Ok(presented) => presented,
+        Err(e) => return again(StatusCode::BAD_REQUEST, e),
+    };
+    let checked = match state.check_second_factor(&user, presented, &audit).await {
+        Ok(checked) => checked,
+        Err(e) => return unavailable(req, e),
+    };
+    let authn = match checked.signed_in() {
+        Ok(authn) => authn,
+        Err(FactorCheck::Required) => {
             return again(
                 StatusCode::BAD_REQUEST,
                 "Enter the code, or a recovery code.",
             )
         }
-        Ok(FactorCheck::Invalid) => {
-            return again(
-                StatusCode::UNAUTHORIZED,
-                "That code is not right, or was used already.",
-            )
-        }
-        Ok(FactorCheck::Throttled(wait)) => {
+        Err(FactorCheck::Throttled(wait)) => {
             let message = format!(
                 "Too many wrong codes. Try again in {} seconds.",
                 wait.as_secs().max(1)
@@ -664,7 +669,12 @@ async fn signin_mfa_post(req: &Request, body: Body, ctx: RequestCtx) -> Response
             page.retry_after = Some(wait);
             return page.into_response();
         }
-        Err(e) => return unavailable(req, e),
+        Err(_) => {
+            return again(
+                StatusCode::UNAUTHORIZED,
+                "That code is not right, or was used already.",
+            )
+        }
     };
     signed_in(req, state, &user, authn, authorization, &audit).await
 }
@@ -778,13 +788,10 @@ async fn consent_page(req: &Request, ctx: RequestCtx) -> Response {
 #[handler]
 async fn consent_post(req: &Request, body: Body, ctx: RequestCtx) -> Response {
     let state = state(req);
-    let form = match Fields::form(req, body).await {
+    let form = match csrf_form(req, state, body).await {
         Ok(form) => form,
-        Err(e) => return error_answer(req, StatusCode::BAD_REQUEST, &e),
+        Err(answer) => return answer,
     };
-    if !csrf_ok(req, state, &form) {
-        return csrf_refused().into_response();
-    }
     // Signed out meanwhile: `decide_consent` sends the browser to sign in again.
     let (auth, client, sso) = match request_and_sso(req, state, form.get("request")).await {
         Ok(found) => found,

@@ -535,19 +535,27 @@ fn generate_named(dir: &Path, algorithm: KeyAlgorithm, prefix: &str) -> Result<P
         algorithm.jose().to_lowercase(),
         &key.kid[..16]
     );
-    let path = dir.join(&name);
+    write_private(dir, &name, text.as_bytes())
+}
+
+/// Writes `bytes` to `dir/name` atomically (a temp file renamed into place, both synced)
+/// and with mode 0600 from the first byte: how every secret in KEYS_DIR is written. A
+/// temp file left by a crash is replaced, never reused with whatever mode it had.
+pub(crate) fn write_private(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf, KeyError> {
+    let path = dir.join(name);
     let tmp = dir.join(format!(".{name}.tmp"));
     let io = |source| KeyError::Io {
         path: path.display().to_string(),
         source,
     };
+    let _ = fs::remove_file(&tmp);
     let mut file = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(&tmp)
         .map_err(io)?;
-    file.write_all(text.as_bytes())
+    file.write_all(bytes)
         .and_then(|_| file.sync_all())
         .map_err(io)?;
     fs::rename(&tmp, &path).map_err(io)?;

@@ -3,8 +3,6 @@
 //! and QR code, and recovery codes.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
@@ -41,20 +39,11 @@ impl SealKey {
             if !path.exists() {
                 let mut bytes = [0u8; 32];
                 aws_lc_rs::rand::fill(&mut bytes).expect("the system CSPRNG is available");
-                let tmp = dir.join(format!(".{SEAL_KEY_FILE}.tmp"));
-                // A leftover from a crash keeps its own permissions: start afresh, 0600
-                // from the first byte.
-                let _ = fs::remove_file(&tmp);
-                let mut file = fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&tmp)
-                    .map_err(io)?;
-                file.write_all(URL_SAFE_NO_PAD.encode(bytes).as_bytes())
-                    .and_then(|_| file.sync_all())
-                    .map_err(io)?;
-                fs::rename(&tmp, &path).map_err(io)?;
+                super::keys::write_private(
+                    dir,
+                    SEAL_KEY_FILE,
+                    URL_SAFE_NO_PAD.encode(bytes).as_bytes(),
+                )?;
                 tracing::info!(path = %path.display(), "generated the key that seals TOTP secrets");
             }
         }

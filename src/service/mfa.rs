@@ -37,18 +37,28 @@ impl std::fmt::Debug for SecondFactor {
 
 impl SecondFactor {
     /// The factor a form sends: `otp` (a TOTP code) or `recovery_code`; `otp` wins if
-    /// both are there; empty ones count as absent.
-    pub fn from_form(otp: Option<&str>, recovery_code: Option<&str>) -> Option<Self> {
+    /// both are there; empty ones count as absent. `Err`: an `otp` longer than
+    /// `MAX_OTP_CHARS` (checked before anything is hashed or counted).
+    pub fn from_form(
+        otp: Option<&str>,
+        recovery_code: Option<&str>,
+    ) -> Result<Option<Self>, &'static str> {
+        if otp.is_some_and(|otp| otp.chars().count() > MAX_OTP_CHARS) {
+            return Err("otp is longer than 64 characters");
+        }
         let present = |v: Option<&str>| {
             v.map(str::trim)
                 .filter(|v| !v.is_empty())
                 .map(str::to_owned)
         };
-        present(otp)
+        Ok(present(otp)
             .map(Self::Totp)
-            .or_else(|| present(recovery_code).map(Self::RecoveryCode))
+            .or_else(|| present(recovery_code).map(Self::RecoveryCode)))
     }
 }
+
+/// The longest `otp` a form may carry (a code is 6 digits, spaces allowed).
+pub const MAX_OTP_CHARS: usize = 64;
 
 /// The answer to a right password's second step.
 #[derive(Debug)]
@@ -63,6 +73,18 @@ pub enum FactorCheck {
     Invalid,
     /// Too many wrong second factors for the account or the address.
     Throttled(Duration),
+}
+
+impl FactorCheck {
+    /// How the person signed in when the check let them in (no second factor, or the
+    /// right one); `Err(self)` otherwise, for the caller to answer in its own words.
+    pub fn signed_in(self) -> Result<Authentication, FactorCheck> {
+        match self {
+            Self::NotEnrolled => Ok(Authentication::now(false)),
+            Self::Passed(authn) => Ok(authn),
+            refused => Err(refused),
+        }
+    }
 }
 
 /// A TOTP enrolment begun: shown once, to put into an authenticator app.

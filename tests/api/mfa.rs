@@ -64,6 +64,17 @@ fn enrol(app: &TestApp) -> Enrolled {
     }
 }
 
+/// A first-party public client that signs people in (no consent page), its id.
+fn first_party_app(app: &TestApp) -> String {
+    let out = app
+        .cli(&[
+            "clients", "create", "--name", "Notes", "--scope", "openid", "--first-party",
+            "--public", "--redirect-uri", CALLBACK,
+        ])
+        .json();
+    out["client_id"].as_str().unwrap().to_owned()
+}
+
 fn with_password(user: &TestUser) -> Value {
     json!({ "current_password": user.password })
 }
@@ -170,13 +181,7 @@ fn second_factor_guesses_are_throttled_per_account() {
 #[test]
 fn the_hosted_sign_in_page_asks_for_the_code_and_the_id_token_says_mfa() {
     let app = spawn_app();
-    let out = app
-        .cli(&[
-            "clients", "create", "--name", "Notes", "--scope", "openid", "--first-party",
-            "--public", "--redirect-uri", CALLBACK,
-        ])
-        .json();
-    let client_id = out["client_id"].as_str().unwrap().to_owned();
+    let client_id = first_party_app(&app);
     let e = enrol(&app);
     let (verifier, challenge) = pkce();
     let authorize = format!(
@@ -319,13 +324,7 @@ fn an_operator_resets_the_second_factors_of_a_person_who_lost_them() {
 #[test]
 fn a_browser_signed_in_before_enrolment_signs_in_again_with_the_code() {
     let app = spawn_app();
-    let out = app
-        .cli(&[
-            "clients", "create", "--name", "Notes", "--scope", "openid", "--first-party",
-            "--public", "--redirect-uri", CALLBACK,
-        ])
-        .json();
-    let client_id = out["client_id"].as_str().unwrap().to_owned();
+    let client_id = first_party_app(&app);
     let user = app.new_user();
     let (_, challenge) = pkce();
     let authorize = format!(
