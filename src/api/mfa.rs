@@ -1,20 +1,28 @@
 //! Second factors of the signed-in person (issue #18): TOTP enrolment, confirmation and
-//! removal, and recovery codes. The decisions are `service::mfa`'s.
+//! removal, passkey registration and removal, and recovery codes. The decisions are
+//! `service::mfa`'s and `service::passkeys`'.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use poem::web::Data;
+use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::types::Password;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use secrecy::SecretString;
+use serde_json::{Map, Value};
+use uuid::Uuid;
 
 use super::body::{optional_str, JsonOrForm};
 use super::security::{
-    MFA_CONFIRM_TOTP, MFA_ENROL_TOTP, MFA_RECOVERY_CODES, MFA_REMOVE_TOTP, MFA_STATUS,
+    MFA_ADD_PASSKEY, MFA_CONFIRM_PASSKEY, MFA_CONFIRM_TOTP, MFA_ENROL_TOTP, MFA_PASSKEY_CHALLENGE,
+    MFA_RECOVERY_CODES, MFA_REMOVE_PASSKEY, MFA_REMOVE_TOTP, MFA_STATUS,
 };
 use super::{ApiError, ApiTags, Caller, Empty, ErrorBody, RequestCtx};
-use crate::service::{AppState, MfaRefusal, Proof, SecondFactor};
+use crate::domain::{PasskeyCredential, PersonName};
+use crate::service::{AppState, Ceremony, MfaRefusal, PasskeyAnswer, Proof, SecondFactor};
 
 pub struct MfaApi;
 
@@ -54,6 +62,61 @@ pub struct MfaProofRequest {
     pub otp: Option<String>,
     /// Or one of your recovery codes (used up).
     pub recovery_code: Option<Password>,
+    /// Or a passkey: the `ceremony` of `POST /api/v1/users/me/mfa/passkeys/challenge`...
+    pub passkey_ceremony: Option<String>,
+    /// ...and the browser's answer to its options (the `PublicKeyCredential` as JSON; in
+    /// a form, as JSON text).
+    pub passkey_credential: Option<BTreeMap<String, Value>>,
+}
+
+/// A passkey to register: a name for it, and your current password.
+#[derive(Object)]
+pub struct AddPasskeyRequest {
+    /// Your current password.
+    pub current_password: Password,
+    /// A name to know it by ("Laptop", "YubiKey"); "Passkey" if none.
+    #[oai(validator(max_length = 100))]
+    pub name: Option<String>,
+}
+
+/// A WebAuthn ceremony begun.
+#[derive(Object)]
+pub struct CeremonyBody {
+    /// Send this back with the browser's answer (signed; ten minutes; used once).
+    pub ceremony: String,
+    /// The options for `navigator.credentials.create()` (registration) or `.get()`
+    /// (authentication): `{"publicKey": {...}}`, binary members base64url, as
+    /// `PublicKeyCredential.parseCreationOptionsFromJSON` / `parseRequestOptionsFromJSON`
+    /// read them.
+    pub options: BTreeMap<String, Value>,
+}
+
+/// The browser's answer to a registration.
+#[derive(Object)]
+pub struct ConfirmPasskeyRequest {
+    /// The `ceremony` the options came with.
+    pub ceremony: String,
+    /// The new `PublicKeyCredential`, as JSON (its `toJSON()`; in a form, as JSON text).
+    pub credential: BTreeMap<String, Value>,
+}
+
+/// A registered passkey.
+#[derive(Object)]
+pub struct PasskeyBody {
+    pub id: Uuid,
+    /// The name you gave it.
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+    /// When it last signed in or proved you there.
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+/// A passkey registered; recovery codes if it is your first second factor.
+#[derive(Object)]
+pub struct PasskeyAddedBody {
+    pub passkey: PasskeyBody,
+    /// Ten single-use codes, shown this once (empty if you had some already).
+    pub recovery_codes: Vec<String>,
 }
 
 /// Recovery codes, shown this once: each signs in once in place of a code from the app.
@@ -66,10 +129,61 @@ pub struct RecoveryCodesBody {
 /// Your second factors.
 #[derive(Object)]
 pub struct MfaStatusBody {
-    /// A confirmed TOTP authenticator: the password alone gets no token.
+    /// Any second factor: the password alone gets no token.
+    pub enrolled: bool,
+    /// A confirmed TOTP authenticator.
     pub totp: bool,
+    /// Your passkeys, oldest first.
+    pub passkeys: Vec<PasskeyBody>,
     /// Recovery codes not used yet.
     pub recovery_codes_left: u32,
+    /// Whether this server can register passkeys (PUBLIC_URL must name a host, not an
+    /// IP address).
+    pub passkeys_available: bool,
+}
+
+impl From<&PasskeyCredential> for PasskeyBody {
+    fn from(p: &PasskeyCredential) -> Self {
+        Self {
+            id: p.id,
+            name: p.name.as_str().to_owned(),
+            created_at: p.created_at,
+            last_used_at: p.last_used_at,
+        }
+    }
+}
+
+#[derive(ApiResponse)]
+pub enum CeremonyResponse {
+    /// Begun: answer it in the browser within ten minutes. Never cache it.
+    #[oai(status = 200)]
+    Ok(Json<CeremonyBody>, #[oai(header = "Cache-Control")] String),
+}
+
+impl From<Ceremony> for CeremonyResponse {
+    fn from(c: Ceremony) -> Self {
+        let options = match c.options {
+            Value::Object(map) => map.into_iter().collect(),
+            _ => BTreeMap::new(),
+        };
+        Self::Ok(
+            Json(CeremonyBody {
+                ceremony: c.ceremony,
+                options,
+            }),
+            "no-store".into(),
+        )
+    }
+}
+
+#[derive(ApiResponse)]
+pub enum PasskeyAddedResponse {
+    /// Registered; any recovery codes are shown this once.
+    #[oai(status = 201)]
+    Created(
+        Json<PasskeyAddedBody>,
+        #[oai(header = "Cache-Control")] String,
+    ),
 }
 
 #[derive(ApiResponse)]
@@ -121,6 +235,36 @@ fn refused(refusal: MfaRefusal) -> ApiError {
             ),
             None,
         ),
+        MfaRefusal::PasskeysUnavailable => ApiError::Unavailable(
+            ErrorBody::json(
+                "passkeys are unavailable: PUBLIC_URL must name a host (WebAuthn does not allow an IP address)",
+            ),
+            None,
+        ),
+        MfaRefusal::TooManyPasskeys => ApiError::Conflict(ErrorBody::json(
+            "the account has 10 passkeys already: remove one first",
+        )),
+        MfaRefusal::PasskeyRegistered => ApiError::Conflict(ErrorBody::json(
+            "this passkey is registered to the account already",
+        )),
+        MfaRefusal::CeremonyExpired => ApiError::bad_request(
+            "the ceremony has expired, was used already or is not yours: start again",
+        ),
+    }
+}
+
+/// A WebAuthn credential in a body: a JSON object, or (in a form) JSON text.
+fn credential_field(fields: &Map<String, Value>, name: &str) -> Result<Option<Value>, ApiError> {
+    match fields.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(_)) => Ok(fields.get(name).cloned()),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => serde_json::from_str::<Map<String, Value>>(s)
+            .map(|m| Some(Value::Object(m)))
+            .map_err(|_| ApiError::bad_request(format!("{name} must be a JSON object"))),
+        Some(_) => Err(ApiError::bad_request(format!(
+            "{name} must be a JSON object"
+        ))),
     }
 }
 
@@ -135,12 +279,24 @@ fn proof(body: JsonOrForm<MfaProofRequest>) -> Result<Proof, ApiError> {
     if let Some(password) = text("current_password")? {
         return Ok(Proof::Password(SecretString::from(password)));
     }
+    if let Some(ceremony) = text("passkey_ceremony")? {
+        let credential = credential_field(&fields, "passkey_credential")?
+            .ok_or_else(|| ApiError::bad_request("passkey_credential missing"))?;
+        return Ok(Proof::Factor(SecondFactor::Passkey(PasskeyAnswer {
+            ceremony,
+            credential,
+        })));
+    }
     let otp = text("otp")?;
     let recovery = text("recovery_code")?;
     SecondFactor::from_form(otp.as_deref(), recovery.as_deref())
         .map_err(ApiError::bad_request)?
         .map(Proof::Factor)
-        .ok_or_else(|| ApiError::bad_request("send current_password, otp or recovery_code"))
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "send current_password, otp, recovery_code or passkey_ceremony with passkey_credential",
+            )
+        })
 }
 
 fn codes(codes: Vec<String>) -> RecoveryCodesResponse {
@@ -156,14 +312,22 @@ fn codes(codes: Vec<String>) -> RecoveryCodesResponse {
 impl MfaApi {
     /// Your second factors
     ///
-    /// Whether a TOTP authenticator is enrolled, and how many recovery codes are left.
+    /// Whether a TOTP authenticator is enrolled, your passkeys, and how many recovery
+    /// codes are left.
     #[oai(path = "/users/me/mfa", method = "get", operation_id = "getMfa")]
-    async fn status(&self, caller: Caller) -> Result<StatusResponse, ApiError> {
+    async fn status(
+        &self,
+        state: Data<&Arc<AppState>>,
+        caller: Caller,
+    ) -> Result<StatusResponse, ApiError> {
         caller.authorize(MFA_STATUS, caller.user_id())?;
         let me = caller.require_user()?;
         Ok(StatusResponse::Ok(Json(MfaStatusBody {
-            totp: me.mfa.enrolled(),
+            enrolled: me.mfa.enrolled(),
+            totp: me.mfa.totp_enrolled(),
+            passkeys: me.mfa.passkeys.iter().map(PasskeyBody::from).collect(),
             recovery_codes_left: me.mfa.recovery_codes.len() as u32,
+            passkeys_available: state.passkeys.is_some(),
         })))
     }
 
@@ -286,5 +450,130 @@ impl MfaApi {
             .await?
             .map_err(refused)?;
         Ok(codes(given))
+    }
+
+    /// Start registering a passkey
+    ///
+    /// With your current password and a name for it: the options for the browser's
+    /// `navigator.credentials.create()` and a `ceremony` to send back with its answer to
+    /// `POST /api/v1/users/me/mfa/passkeys/confirm`. The relying-party id is PUBLIC_URL's
+    /// host; user verification (PIN or biometric) is required. At most 10 per account.
+    #[oai(
+        path = "/users/me/mfa/passkeys",
+        method = "post",
+        operation_id = "addPasskey"
+    )]
+    async fn add_passkey(
+        &self,
+        state: Data<&Arc<AppState>>,
+        caller: Caller,
+        ctx: RequestCtx,
+        body: JsonOrForm<AddPasskeyRequest>,
+    ) -> Result<CeremonyResponse, ApiError> {
+        caller.authorize(MFA_ADD_PASSKEY, caller.user_id())?;
+        let me = caller.require_user()?;
+        let fields = body.into_object()?;
+        let password = optional_str(&fields, "current_password")?
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| ApiError::bad_request("current_password missing"))?;
+        let name = match optional_str(&fields, "name")? {
+            Some(raw) => PersonName::parse(raw, "name").map_err(|_| {
+                ApiError::bad_request("name: at most 100 characters, no control characters")
+            })?,
+            None => None,
+        };
+        let ceremony = state
+            .begin_passkey(me, &SecretString::from(password), name, &ctx.audit())
+            .await?
+            .map_err(refused)?;
+        Ok(ceremony.into())
+    }
+
+    /// Finish registering a passkey
+    ///
+    /// With the browser's answer. From then on the password alone gets no token, and
+    /// the passkey can sign in by itself ("Sign in with a passkey" on the sign-in page).
+    /// If it is your first second factor, every other session of yours ends and the
+    /// answer holds ten recovery codes, shown this once.
+    #[oai(
+        path = "/users/me/mfa/passkeys/confirm",
+        method = "post",
+        operation_id = "confirmPasskey"
+    )]
+    async fn confirm_passkey(
+        &self,
+        state: Data<&Arc<AppState>>,
+        caller: Caller,
+        ctx: RequestCtx,
+        body: JsonOrForm<ConfirmPasskeyRequest>,
+    ) -> Result<PasskeyAddedResponse, ApiError> {
+        caller.authorize(MFA_CONFIRM_PASSKEY, caller.user_id())?;
+        let me = caller.require_user()?;
+        let fields = body.into_object()?;
+        let ceremony = optional_str(&fields, "ceremony")?
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| ApiError::bad_request("ceremony missing"))?;
+        let credential = credential_field(&fields, "credential")?
+            .ok_or_else(|| ApiError::bad_request("credential missing"))?;
+        let (added, recovery_codes) = state
+            .finish_passkey(me, ceremony, &credential, caller.session_id(), &ctx.audit())
+            .await?
+            .map_err(refused)?;
+        Ok(PasskeyAddedResponse::Created(
+            Json(PasskeyAddedBody {
+                passkey: PasskeyBody::from(&added),
+                recovery_codes,
+            }),
+            "no-store".into(),
+        ))
+    }
+
+    /// Remove a passkey
+    ///
+    /// With your current password, a code, a recovery code or a passkey (JSON or form).
+    /// The recovery codes go when your last second factor does.
+    #[oai(
+        path = "/users/me/mfa/passkeys/:id",
+        method = "delete",
+        operation_id = "removePasskey"
+    )]
+    async fn remove_passkey(
+        &self,
+        state: Data<&Arc<AppState>>,
+        caller: Caller,
+        ctx: RequestCtx,
+        /// The passkey's `id`.
+        id: Path<Uuid>,
+        body: JsonOrForm<MfaProofRequest>,
+    ) -> Result<RemovedResponse, ApiError> {
+        caller.authorize(MFA_REMOVE_PASSKEY, caller.user_id())?;
+        let me = caller.require_user()?;
+        let proof = proof(body)?;
+        state
+            .remove_passkey(me, id.0, proof, &ctx.audit())
+            .await?
+            .map_err(refused)?;
+        Ok(RemovedResponse::Ok(Json(Empty {})))
+    }
+
+    /// Challenge your passkeys
+    ///
+    /// An authentication ceremony for your passkeys: options for the browser's
+    /// `navigator.credentials.get()`, and a `ceremony`. Its answer proves you are there
+    /// (`passkey_ceremony` and `passkey_credential`) when removing a second factor or
+    /// renewing recovery codes. 404 if you have no passkey.
+    #[oai(
+        path = "/users/me/mfa/passkeys/challenge",
+        method = "post",
+        operation_id = "passkeyChallenge"
+    )]
+    async fn passkey_challenge(
+        &self,
+        state: Data<&Arc<AppState>>,
+        caller: Caller,
+    ) -> Result<CeremonyResponse, ApiError> {
+        caller.authorize(MFA_PASSKEY_CHALLENGE, caller.user_id())?;
+        let me = caller.require_user()?;
+        Ok(state.passkey_challenge(Some(me)).map_err(refused)?.into())
     }
 }

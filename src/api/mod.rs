@@ -1,6 +1,7 @@
 //! The HTTP API: one module per OpenAPI tag, assembled here into the service whose spec
 //! is committed under `openapi/`.
 
+mod account;
 mod auth;
 mod body;
 mod context;

@@ -59,6 +59,10 @@ pub const MFA_ENROL_TOTP: (&str, Access) = ("enrolTotp", Access::SelfOnly);
 pub const MFA_CONFIRM_TOTP: (&str, Access) = ("confirmTotp", Access::SelfOnly);
 pub const MFA_REMOVE_TOTP: (&str, Access) = ("removeTotp", Access::SelfOnly);
 pub const MFA_RECOVERY_CODES: (&str, Access) = ("renewRecoveryCodes", Access::SelfOnly);
+pub const MFA_ADD_PASSKEY: (&str, Access) = ("addPasskey", Access::SelfOnly);
+pub const MFA_CONFIRM_PASSKEY: (&str, Access) = ("confirmPasskey", Access::SelfOnly);
+pub const MFA_REMOVE_PASSKEY: (&str, Access) = ("removePasskey", Access::SelfOnly);
+pub const MFA_PASSKEY_CHALLENGE: (&str, Access) = ("passkeyChallenge", Access::SelfOnly);
 pub const DELETE_CONSENT: (&str, Access) = ("deleteConsent", Access::SelfOnly);
 /// Creating users when sign-up is closed (open sign-up needs no token at all).
 pub const CREATE_USER: (&str, Access) = ("createUser", Access::Admin(Scope::UsersWrite));
@@ -82,6 +86,10 @@ pub const ACCESS: &[(&str, Access)] = &[
     MFA_CONFIRM_TOTP,
     MFA_REMOVE_TOTP,
     MFA_RECOVERY_CODES,
+    MFA_ADD_PASSKEY,
+    MFA_CONFIRM_PASSKEY,
+    MFA_REMOVE_PASSKEY,
+    MFA_PASSKEY_CHALLENGE,
 ];
 
 /// The OpenAPI security requirements of an operation with this access: any of the bearer

@@ -1,10 +1,11 @@
 //! Browser sign-in over HTTP: the authorization endpoint and the hosted pages (sign-in,
-//! consent, RP-initiated logout), server-rendered from `pages/` with no script at all.
+//! consent, RP-initiated logout), server-rendered from `pages/`; the one script is
+//! `passkey.js`, which runs the WebAuthn ceremonies (everything else works without it).
 //! The decisions are `service::signin`'s; this module reads query strings and forms,
 //! keeps the CSRF and single-sign-on cookies, and renders.
 //!
 //! Every page is sent with a Content-Security-Policy that allows nothing but this
-//! service's stylesheet (no script, no frames: `frame-ancestors 'none'` and
+//! service's stylesheet and script (no inline script, no frames: `frame-ancestors 'none'` and
 //! `X-Frame-Options: DENY` against clickjacking of the sign-in and consent buttons),
 //! `Referrer-Policy: no-referrer` (the request in the URL must not leak) and
 //! `Cache-Control: no-store`. Errors the browser cannot be sent back with are pages too;
@@ -25,10 +26,11 @@ use super::security::{cookie, same_origin};
 use super::{BodyLimit, RequestCtx};
 use crate::auth::clients::{generate_secret, same_bytes};
 use crate::auth::Authentication;
-use crate::domain::{Client, Email, Identifier, Scope, Scopes, User};
+use crate::domain::{Client, Identifier, Scope, Scopes, User};
 use crate::service::{
-    AppState, AuthRequest, AuthorizeError, AuthorizeParams, FactorCheck, LogoutParams,
-    LogoutRequest, Next, PendingSignIn, SecondFactor, ServiceError, Sso, Verdict,
+    AppState, AuthRequest, AuthorizeError, AuthorizeParams, Ceremony, FactorCheck, LogoutParams,
+    LogoutRequest, Next, PasskeyAnswer, PasskeySignIn, PendingSignIn, SecondFactor, ServiceError,
+    Sso, Verdict,
 };
 
 /// The browser's single-sign-on cookie (`HttpOnly; SameSite=Lax`: the authorization
@@ -49,13 +51,13 @@ fn cookie_name(state: &AppState, name: &str) -> String {
 }
 
 /// The value of the page cookie `name` the request carries.
-fn page_cookie<'r>(req: &'r Request, state: &AppState, name: &str) -> Option<&'r str> {
+pub(super) fn page_cookie<'r>(req: &'r Request, state: &AppState, name: &str) -> Option<&'r str> {
     cookie(req, &cookie_name(state, name))
 }
 use crate::SERVICE_NAME;
 
-const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; \
-                   frame-ancestors 'none'";
+const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; script-src 'self'; \
+                   base-uri 'none'; frame-ancestors 'none'";
 
 static PAGES: LazyLock<Environment<'static>> = LazyLock::new(|| {
     let mut env = Environment::new();
@@ -67,6 +69,7 @@ static PAGES: LazyLock<Environment<'static>> = LazyLock::new(|| {
         ("logout.html", include_str!("pages/logout.html")),
         ("message.html", include_str!("pages/message.html")),
         ("mfa.html", include_str!("pages/mfa.html")),
+        ("account.html", include_str!("pages/account.html")),
     ] {
         env.add_template(name, source)
             .expect("the built-in page templates parse");
@@ -89,7 +92,13 @@ pub fn add_routes(route: Route) -> Route {
             poem::get(consent_page).post(consent_post),
         )
         .at("/signin/mfa", poem::post(signin_mfa_post))
+        .at("/signin/passkey", poem::post(signin_passkey_post))
         .at("/signin/style.css", poem::get(stylesheet))
+        .at("/signin/passkey.js", poem::get(script))
+        .at(
+            "/account",
+            poem::get(super::account::account_page).post(super::account::account_post),
+        )
 }
 
 /// The paths above and their methods, for the `Allow` header of a 405.
@@ -99,19 +108,22 @@ pub const PATHS: &[(&str, &str)] = &[
     ("/signin", "GET, HEAD, POST"),
     ("/signin/consent", "GET, HEAD, POST"),
     ("/signin/mfa", "POST"),
+    ("/signin/passkey", "POST"),
     ("/signin/style.css", "GET, HEAD"),
+    ("/signin/passkey.js", "GET, HEAD"),
+    ("/account", "GET, HEAD, POST"),
 ];
 
 /// A page about to be sent: its status, HTML and cookies.
-struct Page {
+pub(super) struct Page {
     status: StatusCode,
     html: String,
     cookies: Vec<String>,
-    retry_after: Option<Duration>,
+    pub(super) retry_after: Option<Duration>,
 }
 
 impl Page {
-    fn render(status: StatusCode, template: &str, ctx: minijinja::Value) -> Self {
+    pub(super) fn render(status: StatusCode, template: &str, ctx: minijinja::Value) -> Self {
         let html = PAGES
             .get_template(template)
             .and_then(|t| t.render(ctx))
@@ -127,7 +139,7 @@ impl Page {
         }
     }
 
-    fn message(
+    pub(super) fn message(
         status: StatusCode,
         title: &str,
         error: Option<&str>,
@@ -140,7 +152,7 @@ impl Page {
         )
     }
 
-    fn with_cookie(mut self, cookie: Option<String>) -> Self {
+    pub(super) fn with_cookie(mut self, cookie: Option<String>) -> Self {
         self.cookies.extend(cookie);
         self
     }
@@ -189,7 +201,7 @@ fn page_headers(resp: &mut Response) {
 
 /// A 303 to `location` (after a form, the browser follows it with a GET), with the
 /// pages' headers and `cookies`.
-fn see_other(location: &str, cookies: Vec<String>) -> Response {
+pub(super) fn see_other(location: &str, cookies: Vec<String>) -> Response {
     let mut resp = Response::builder()
         .status(StatusCode::SEE_OTHER)
         .body(Body::empty());
@@ -207,7 +219,7 @@ fn see_other(location: &str, cookies: Vec<String>) -> Response {
 
 /// An error for someone who cannot be sent back to the client: a page for browsers, the
 /// contract's `{"error": …}` for anything that does not accept HTML.
-fn error_answer(req: &Request, status: StatusCode, message: &str) -> Response {
+pub(super) fn error_answer(req: &Request, status: StatusCode, message: &str) -> Response {
     let html = req
         .header(header::ACCEPT)
         .is_some_and(|a| a.contains("text/html"));
@@ -220,7 +232,7 @@ fn error_answer(req: &Request, status: StatusCode, message: &str) -> Response {
 }
 
 /// A store or signing failure: nothing the person can fix; logged, not shown.
-fn unavailable(req: &Request, e: ServiceError) -> Response {
+pub(super) fn unavailable(req: &Request, e: ServiceError) -> Response {
     tracing::error!(error = %e, "browser sign-in could not be carried out");
     error_answer(
         req,
@@ -229,7 +241,7 @@ fn unavailable(req: &Request, e: ServiceError) -> Response {
     )
 }
 
-fn state(req: &Request) -> &Arc<AppState> {
+pub(super) fn state(req: &Request) -> &Arc<AppState> {
     req.data::<Arc<AppState>>()
         .expect("routes() is served with the AppState")
 }
@@ -254,7 +266,7 @@ fn set_cookie(
 
 /// The page's CSRF token: the browser's cookie if it has a well-formed one, else a new
 /// one (and the cookie that sets it).
-fn csrf_token(req: &Request, state: &AppState) -> (String, Option<String>) {
+pub(super) fn csrf_token(req: &Request, state: &AppState) -> (String, Option<String>) {
     match page_cookie(req, state, CSRF_COOKIE).filter(|v| {
         v.len() == 43
             && v.bytes()
@@ -285,7 +297,11 @@ fn csrf_ok(req: &Request, state: &AppState, form: &Fields) -> bool {
 }
 
 /// A page's form, read and checked for its CSRF token; `Err`: the answer to send instead.
-async fn csrf_form(req: &Request, state: &AppState, body: Body) -> Result<Fields, Response> {
+pub(super) async fn csrf_form(
+    req: &Request,
+    state: &AppState,
+    body: Body,
+) -> Result<Fields, Response> {
     let form = Fields::form(req, body)
         .await
         .map_err(|e| error_answer(req, StatusCode::BAD_REQUEST, &e))?;
@@ -305,7 +321,7 @@ fn csrf_refused() -> Page {
 }
 
 /// Query or form parameters; a parameter sent twice is refused (RFC 6749 §3.1).
-struct Fields(HashMap<String, String>);
+pub(super) struct Fields(HashMap<String, String>);
 
 impl Fields {
     fn parse(raw: &[u8]) -> Result<Self, String> {
@@ -331,11 +347,11 @@ impl Fields {
         Self::parse(&bytes)
     }
 
-    fn get(&self, name: &str) -> Option<&str> {
+    pub(super) fn get(&self, name: &str) -> Option<&str> {
         self.0.get(name).map(String::as_str)
     }
 
-    fn take(&mut self, name: &str) -> Option<String> {
+    pub(super) fn take(&mut self, name: &str) -> Option<String> {
         self.0.remove(name)
     }
 }
@@ -419,6 +435,29 @@ async fn authorize(req: &Request, ctx: RequestCtx) -> Response {
     }
 }
 
+/// A passkey ceremony as a page's form carries it.
+#[derive(Serialize)]
+pub(super) struct PasskeyForm {
+    ceremony: String,
+    /// The options, as JSON text (for the form's `data-options`).
+    options: String,
+}
+
+impl From<Ceremony> for PasskeyForm {
+    fn from(c: Ceremony) -> Self {
+        Self {
+            ceremony: c.ceremony,
+            options: c.options.to_string(),
+        }
+    }
+}
+
+/// An authentication ceremony for `user`'s passkeys, or for any passkey (`None`); `None`
+/// when there is none to offer (no passkeys here, or the account has none).
+fn passkey_form(state: &AppState, user: Option<&User>) -> Option<PasskeyForm> {
+    state.passkey_challenge(user).ok().map(PasskeyForm::from)
+}
+
 /// The sign-in form, for `request` (signed) if the sign-in belongs to an authorization.
 fn signin_form(
     req: &Request,
@@ -430,10 +469,11 @@ fn signin_form(
     error: Option<&str>,
 ) -> Page {
     let (csrf, set) = csrf_token(req, state);
+    let passkey = passkey_form(state, None);
     Page::render(
         status,
         "signin.html",
-        context! { service => SERVICE_NAME, title => "Sign in", client_name, request, csrf, email, error },
+        context! { service => SERVICE_NAME, title => "Sign in", client_name, request, csrf, email, error, passkey },
     )
     .with_cookie(set)
 }
@@ -448,7 +488,7 @@ fn signed_in_page(req: &Request, state: &AppState, sso: &Sso) -> Page {
     Page::render(
         StatusCode::OK,
         "message.html",
-        context! { service => SERVICE_NAME, title => "Signed in", message, request, csrf },
+        context! { service => SERVICE_NAME, title => "Signed in", message, request, csrf, account => true },
     )
     .with_cookie(set)
 }
@@ -497,6 +537,47 @@ async fn signin_page(req: &Request) -> Response {
     }
 }
 
+/// What a sign-in form continues: the signed authorization `request` it carries (empty
+/// for a sign-in of its own), that authorization and its client's name.
+struct Continuing {
+    request: String,
+    authorization: Option<(AuthRequest, Client)>,
+    client_name: Option<String>,
+}
+
+impl Continuing {
+    /// Reads it from the form; `Err`: the answer when it has expired or cannot be read.
+    async fn of(req: &Request, state: &AppState, form: &mut Fields) -> Result<Self, Response> {
+        let request = form.take("request").unwrap_or_default();
+        let authorization = authorization_of(req, state, &request).await?;
+        let client_name = authorization
+            .as_ref()
+            .map(|(_, c)| c.name.as_str().to_owned());
+        Ok(Self {
+            request,
+            authorization,
+            client_name,
+        })
+    }
+}
+
+/// The authorization a signed `request` is (`None` if empty); `Err`: the answer when it
+/// has expired or cannot be read.
+async fn authorization_of(
+    req: &Request,
+    state: &AppState,
+    request: &str,
+) -> Result<Option<(AuthRequest, Client)>, Response> {
+    if request.is_empty() {
+        return Ok(None);
+    }
+    match state.read_request(request).await {
+        Ok(Some(found)) => Ok(Some(found)),
+        Ok(None) => Err(expired_request().into_response()),
+        Err(e) => Err(unavailable(req, e)),
+    }
+}
+
 /// `POST /signin`: email and password, then on to the client (or its consent page).
 #[handler]
 async fn signin_post(req: &Request, body: Body, ctx: RequestCtx) -> Response {
@@ -505,19 +586,14 @@ async fn signin_post(req: &Request, body: Body, ctx: RequestCtx) -> Response {
         Ok(form) => form,
         Err(answer) => return answer,
     };
-    let request = form.take("request").unwrap_or_default();
-    let authorization = if request.is_empty() {
-        None
-    } else {
-        match state.read_request(&request).await {
-            Ok(Some(found)) => Some(found),
-            Ok(None) => return expired_request().into_response(),
-            Err(e) => return unavailable(req, e),
-        }
+    let Continuing {
+        request,
+        authorization,
+        client_name,
+    } = match Continuing::of(req, state, &mut form).await {
+        Ok(continuing) => continuing,
+        Err(answer) => return answer,
     };
-    let client_name = authorization
-        .as_ref()
-        .map(|(_, c)| c.name.as_str().to_owned());
     let email = form.take("email").unwrap_or_default();
     let again = |status, error: &str| {
         signin_form(
@@ -576,7 +652,7 @@ async fn signin_post(req: &Request, body: Body, ctx: RequestCtx) -> Response {
         };
         return match state.sign_pending(&pending) {
             Ok(signed) => {
-                mfa_form(req, state, StatusCode::OK, &signed, &user.email, None).into_response()
+                mfa_form(req, state, StatusCode::OK, &signed, &user, None).into_response()
             }
             Err(e) => unavailable(req, e),
         };
@@ -592,20 +668,23 @@ async fn signin_post(req: &Request, body: Body, ctx: RequestCtx) -> Response {
     .await
 }
 
-/// The second step's form, for the pending sign-in `pending` (signed).
+/// The second step's form, for `user`'s pending sign-in `pending` (signed): a code field
+/// if they have TOTP, a passkey button if they have passkeys, recovery codes always.
 fn mfa_form(
     req: &Request,
     state: &AppState,
     status: StatusCode,
     pending: &str,
-    email: &Email,
+    user: &User,
     error: Option<&str>,
 ) -> Page {
     let (csrf, set) = csrf_token(req, state);
+    let passkey = passkey_form(state, Some(user));
+    let totp = user.mfa.totp_enrolled();
     Page::render(
         status,
         "mfa.html",
-        context! { service => SERVICE_NAME, title => "Two-step verification", email => email.as_str(), pending, csrf, error },
+        context! { service => SERVICE_NAME, title => "Two-step verification", email => user.email.as_str(), pending, csrf, error, totp, passkey },
     )
     .with_cookie(set)
 }
@@ -624,20 +703,15 @@ async fn signin_mfa_post(req: &Request, body: Body, ctx: RequestCtx) -> Response
         Ok(None) => return expired_request().into_response(),
         Err(e) => return unavailable(req, e),
     };
-    let authorization = if pending.request.is_empty() {
-        None
-    } else {
-        match state.read_request(&pending.request).await {
-            Ok(Some(found)) => Some(found),
-            Ok(None) => return expired_request().into_response(),
-            Err(e) => return unavailable(req, e),
-        }
+    let authorization = match authorization_of(req, state, &pending.request).await {
+        Ok(found) => found,
+        Err(answer) => return answer,
     };
     let audit = ctx.audit();
     let again = |status, error: &str| {
-        mfa_form(req, state, status, signed, &user.email, Some(error)).into_response()
+        mfa_form(req, state, status, signed, &user, Some(error)).into_response()
     };
-    let presented = match SecondFactor::from_form(form.get("otp"), form.get("recovery_code")) {
+    let presented = match second_factor(&form) {
         Ok(presented) => presented,
         Err(e) => return again(StatusCode::BAD_REQUEST, e),
     };
@@ -663,7 +737,7 @@ async fn signin_mfa_post(req: &Request, body: Body, ctx: RequestCtx) -> Response
                 state,
                 StatusCode::TOO_MANY_REQUESTS,
                 signed,
-                &user.email,
+                &user,
                 Some(&message),
             );
             page.retry_after = Some(wait);
@@ -672,11 +746,86 @@ async fn signin_mfa_post(req: &Request, body: Body, ctx: RequestCtx) -> Response
         Err(_) => {
             return again(
                 StatusCode::UNAUTHORIZED,
-                "That code is not right, or was used already.",
+                "That code or passkey is not right, or was used already.",
             )
         }
     };
     signed_in(req, state, &user, authn, authorization, &audit).await
+}
+
+/// The second factor a page's form sends: a passkey's answer, a code or a recovery code.
+pub(super) fn second_factor(form: &Fields) -> Result<Option<SecondFactor>, &'static str> {
+    if let Some(answer) =
+        PasskeyAnswer::from_form(form.get("passkey_ceremony"), form.get("passkey_credential"))?
+    {
+        return Ok(Some(SecondFactor::Passkey(answer)));
+    }
+    SecondFactor::from_form(form.get("otp"), form.get("recovery_code"))
+}
+
+/// `POST /signin/passkey`: "Sign in with a passkey", the whole sign-in.
+#[handler]
+async fn signin_passkey_post(req: &Request, body: Body, ctx: RequestCtx) -> Response {
+    let state = state(req);
+    let mut form = match csrf_form(req, state, body).await {
+        Ok(form) => form,
+        Err(answer) => return answer,
+    };
+    let Continuing {
+        request,
+        authorization,
+        client_name,
+    } = match Continuing::of(req, state, &mut form).await {
+        Ok(continuing) => continuing,
+        Err(answer) => return answer,
+    };
+    let again = |status, error: &str| {
+        signin_form(
+            req,
+            state,
+            status,
+            &request,
+            client_name.as_deref(),
+            "",
+            Some(error),
+        )
+    };
+    let answer = match PasskeyAnswer::from_form(
+        form.get("passkey_ceremony"),
+        form.get("passkey_credential"),
+    ) {
+        Ok(Some(answer)) => answer,
+        Ok(None) | Err(_) => {
+            return again(
+                StatusCode::BAD_REQUEST,
+                "The passkey did not answer. Try again.",
+            )
+            .into_response()
+        }
+    };
+    let audit = ctx.audit();
+    match state.sign_in_with_passkey(&answer, &audit).await {
+        Ok(PasskeySignIn::Ok(user, authn)) => {
+            signed_in(req, state, &user, authn, authorization, &audit).await
+        }
+        Ok(PasskeySignIn::Invalid) => again(
+            StatusCode::UNAUTHORIZED,
+            "That passkey is not registered here, or this page has expired. Try again.",
+        )
+        .into_response(),
+        Ok(PasskeySignIn::Throttled(wait)) => {
+            let mut page = again(
+                StatusCode::TOO_MANY_REQUESTS,
+                &format!(
+                    "Too many failed attempts. Try again in {} seconds.",
+                    wait.as_secs().max(1)
+                ),
+            );
+            page.retry_after = Some(wait);
+            page.into_response()
+        }
+        Err(e) => unavailable(req, e),
+    }
 }
 
 /// `user` has signed in (as `authn` says): the single-sign-on cookie, then on to the
@@ -918,11 +1067,24 @@ async fn logout_post(req: &Request, body: Body, ctx: RequestCtx) -> Response {
 
 #[handler]
 fn stylesheet() -> Response {
+    asset("text/css; charset=utf-8", include_str!("pages/style.css"))
+}
+
+/// `GET /signin/passkey.js`: the pages' one script (the WebAuthn ceremonies).
+#[handler]
+fn script() -> Response {
+    asset(
+        "text/javascript; charset=utf-8",
+        include_str!("pages/passkey.js"),
+    )
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
     Response::builder()
-        .content_type("text/css; charset=utf-8")
+        .content_type(content_type)
         .header(header::CACHE_CONTROL, "public, max-age=3600")
         .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
-        .body(include_str!("pages/style.css"))
+        .body(body)
 }
 
 #[cfg(test)]
@@ -947,6 +1109,28 @@ mod tests {
             );
             assert!(page.html.contains("<h1>"), "{template}: {}", page.html);
             assert!(!page.html.contains("<script"), "{template}");
+        }
+        // A passkey's options go into an attribute, escaped; the one script is ours.
+        let passkey = PasskeyForm {
+            ceremony: "c".into(),
+            options: format!("{{\"x\":\"\\\"><{evil}\"}}"),
+        };
+        for template in ["signin.html", "mfa.html", "account.html"] {
+            let page = Page::render(
+                StatusCode::OK,
+                template,
+                context! { service => SERVICE_NAME, title => "t", email => evil, request => "r", csrf => "c", passkey, totp => true, step => "passkey-create", passkey_name => evil },
+            );
+            assert!(!page.html.contains("<script>"), "{template}: {}", page.html);
+            assert_eq!(
+                page.html.matches("<script").count(),
+                1,
+                "{template}: {}",
+                page.html
+            );
+            assert!(page
+                .html
+                .contains("<script src=\"/signin/passkey.js\" defer></script>"));
         }
     }
 

@@ -4,6 +4,7 @@ pub mod assertion;
 pub mod clients;
 pub mod id_token;
 pub mod keys;
+pub mod passkeys;
 pub mod passwords;
 pub mod refresh;
 pub mod signed;

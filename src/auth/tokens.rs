@@ -52,7 +52,8 @@ pub struct AccessClaims {
 /// How and when a person signed in, as their tokens say it (`auth_time`, `amr`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Authentication {
-    /// RFC 8176 values: `pwd`, and `otp` + `mfa` with a second factor.
+    /// RFC 8176 values: `pwd`; `otp`, or a passkey's `hwk`/`swk` + `user`; `mfa` with two
+    /// factors.
     pub amr: Vec<String>,
     pub auth_time: DateTime<Utc>,
 }
@@ -60,9 +61,17 @@ pub struct Authentication {
 impl Authentication {
     /// A password just entered, with a one-time code (`otp`) if `second_factor`.
     pub fn now(second_factor: bool) -> Self {
-        let mut amr = vec!["pwd".to_owned()];
-        if second_factor {
-            amr.extend(["otp".to_owned(), "mfa".to_owned()]);
+        Self::with_methods(if second_factor { &["otp"] } else { &[] }, true)
+    }
+
+    /// A sign-in just now by `methods` (RFC 8176), after the password if `password`;
+    /// `mfa` is added when they are more than one factor (a password and a code, or a
+    /// passkey's key and the verification that unlocked it).
+    pub fn with_methods(methods: &[&str], password: bool) -> Self {
+        let mut amr: Vec<String> = password.then(|| "pwd".to_owned()).into_iter().collect();
+        amr.extend(methods.iter().map(|m| (*m).to_owned()));
+        if amr.len() > 1 {
+            amr.push("mfa".to_owned());
         }
         Self {
             amr,

@@ -23,7 +23,7 @@ pub use email::Email;
 pub use error::DomainError;
 pub use identifier::{Identifier, MAX_IDENTIFIER_CHARS};
 pub use jwk::{thumbprint, ClientKeys, KeyAlgorithm, KeyMaterial, PublicKey};
-pub use mfa::{Mfa, Totp};
+pub use mfa::{Mfa, PasskeyCredential, Totp, MAX_PASSKEYS};
 pub use names::PersonName;
 pub use password::NewPassword;
 pub use redirect::{with_query, RedirectUri};

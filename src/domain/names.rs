@@ -17,6 +17,11 @@ impl PersonName {
         Ok((!name.is_empty()).then(|| Self(name.to_owned())))
     }
 
+    /// The name a passkey gets when its owner gives none.
+    pub fn passkey() -> Self {
+        Self("Passkey".to_owned())
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

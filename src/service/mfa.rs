@@ -9,12 +9,13 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde_json::json;
 
+use super::passkeys::PasskeyAnswer;
 use super::{AppState, ServiceError, Verdict};
 use crate::audit;
 use crate::auth::throttle;
 use crate::auth::totp::{self, accepted_step, recovery_code_hash};
 use crate::auth::Authentication;
-use crate::domain::{Totp, User};
+use crate::domain::{Mfa, Totp, User};
 use crate::store::StoreError;
 
 /// A second factor as presented (never printed: see its `Debug`).
@@ -24,6 +25,8 @@ pub enum SecondFactor {
     Totp(String),
     /// One of the recovery codes (single use).
     RecoveryCode(String),
+    /// A passkey's answer to a ceremony begun for the account.
+    Passkey(PasskeyAnswer),
 }
 
 impl std::fmt::Debug for SecondFactor {
@@ -31,6 +34,7 @@ impl std::fmt::Debug for SecondFactor {
         f.write_str(match self {
             Self::Totp(_) => "Totp([redacted])",
             Self::RecoveryCode(_) => "RecoveryCode([redacted])",
+            Self::Passkey(_) => "Passkey([redacted])",
         })
     }
 }
@@ -107,6 +111,14 @@ pub enum MfaRefusal {
     Throttled(Duration),
     /// KEYS_DIR has no key to seal TOTP secrets with.
     Unavailable,
+    /// PUBLIC_URL's host is an IP address, which WebAuthn does not allow.
+    PasskeysUnavailable,
+    /// The account has `MAX_PASSKEYS` already.
+    TooManyPasskeys,
+    /// This credential is registered to the account already.
+    PasskeyRegistered,
+    /// The ceremony expired, was used, or is another account's: start again.
+    CeremonyExpired,
 }
 
 /// What proves the person is there when removing a factor or renewing recovery codes.
@@ -149,9 +161,10 @@ impl AppState {
         let kind = match presented {
             SecondFactor::Totp(_) => "totp",
             SecondFactor::RecoveryCode(_) => "recovery_code",
+            SecondFactor::Passkey(_) => "passkey",
         };
         match judged {
-            Ok(true) => {
+            Ok(Some(methods)) => {
                 if let Err(error) = self.throttle.refund(&counted, true).await {
                     tracing::warn!(%error, "could not take back a second-factor attempt");
                 }
@@ -162,9 +175,11 @@ impl AppState {
                 };
                 self.audit
                     .record(event, Some(&subject), ctx, json!({ "factor": kind }));
-                Ok(FactorCheck::Passed(Authentication::now(true)))
+                Ok(FactorCheck::Passed(Authentication::with_methods(
+                    &methods, true,
+                )))
             }
-            Ok(false) => {
+            Ok(None) => {
                 self.metrics.mfa("failed");
                 self.audit
                     .record("mfa_failed", Some(&subject), ctx, json!({ "factor": kind }));
@@ -181,18 +196,25 @@ impl AppState {
 
     /// Judges `presented` for `user` and, if right, uses it up: atomically, under the
     /// store's lock on the user (the TOTP step must be newer than the last accepted one,
-    /// the recovery code must still be there).
+    /// the recovery code must still be there), or, for a passkey, its ceremony. Right:
+    /// the RFC 8176 methods it proves.
     async fn use_factor(
         &self,
         user: &User,
         presented: &SecondFactor,
-    ) -> Result<bool, ServiceError> {
+    ) -> Result<Option<Vec<&'static str>>, ServiceError> {
         let accepted = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&accepted);
         match presented {
+            SecondFactor::Passkey(answer) => {
+                return Ok(self
+                    .judge_passkey(Some(user), answer)
+                    .await?
+                    .map(|(_, methods)| methods.to_vec()));
+            }
             SecondFactor::Totp(code) => {
                 let Some(secret) = self.totp_secret(user) else {
-                    return Ok(false);
+                    return Ok(None);
                 };
                 let sealed = user.mfa.totp.as_ref().map(|t| t.sealed_secret.clone());
                 let code = code.trim().to_owned();
@@ -235,7 +257,7 @@ impl AppState {
                 absent_is_false(updated)?;
             }
         }
-        Ok(accepted.load(Ordering::SeqCst))
+        Ok(accepted.load(Ordering::SeqCst).then(|| vec!["otp"]))
     }
 
     /// The user's TOTP secret, opened with the seal key (`None`: none, or not openable).
@@ -257,7 +279,7 @@ impl AppState {
         password: &SecretString,
         ctx: &audit::Context,
     ) -> Result<Result<TotpEnrolment, MfaRefusal>, ServiceError> {
-        if user.mfa.enrolled() {
+        if user.mfa.totp_enrolled() {
             return Ok(Err(MfaRefusal::AlreadyEnrolled));
         }
         let Some(seal) = self.seal.as_ref() else {
@@ -277,7 +299,7 @@ impl AppState {
             .update_user(
                 user.id,
                 Box::new(move |u| {
-                    if u.mfa.enrolled() {
+                    if u.mfa.totp_enrolled() {
                         flag.store(true, Ordering::SeqCst);
                         return;
                     }
@@ -360,8 +382,7 @@ impl AppState {
                             u.mfa.recovery_codes = hashes;
                             codes_flag.store(true, Ordering::SeqCst);
                         }
-                        u.tokens_valid_after = crate::domain::now();
-                        u.kept_session = keep;
+                        end_password_only_sessions(u, keep);
                     }
                 }),
             )
@@ -400,7 +421,7 @@ impl AppState {
 
     /// Whether `proof` is right for `user` now: the current password (throttled as a
     /// re-authentication) or a second factor (used up).
-    async fn proven(
+    pub(super) async fn proven(
         &self,
         user: &User,
         proof: Proof,
@@ -434,7 +455,8 @@ impl AppState {
         }
     }
 
-    /// Removes TOTP (and the recovery codes with it), with a fresh proof.
+    /// Removes TOTP, with a fresh proof (an unconfirmed one needs none); the recovery
+    /// codes go with the account's last second factor.
     pub async fn remove_totp(
         &self,
         user: &User,
@@ -444,21 +466,39 @@ impl AppState {
         if user.mfa.totp.is_none() {
             return Ok(Err(MfaRefusal::NotStarted));
         }
-        if user.mfa.enrolled() {
+        if user.mfa.totp_enrolled() {
             if let Err(refused) = self.proven(user, proof, ctx).await? {
                 return Ok(Err(refused));
             }
         }
-        self.store
-            .update_user(user.id, Box::new(|u| u.mfa = Default::default()))
+        self.remove_factor(user, |m| m.totp = None, json!({ "factor": "totp" }), ctx)
             .await?;
-        self.audit.record(
-            "mfa_removed",
-            Some(&user.id.to_string()),
-            ctx,
-            json!({ "factor": "totp" }),
-        );
         Ok(Ok(()))
+    }
+
+    /// Removes one second factor (`remove` takes it out of the record) and audits it
+    /// (`fields`); the recovery codes go with the account's last one.
+    pub(super) async fn remove_factor(
+        &self,
+        user: &User,
+        remove: impl FnOnce(&mut Mfa) + Send + 'static,
+        fields: serde_json::Value,
+        ctx: &audit::Context,
+    ) -> Result<(), ServiceError> {
+        self.store
+            .update_user(
+                user.id,
+                Box::new(move |u| {
+                    remove(&mut u.mfa);
+                    if !u.mfa.enrolled() {
+                        u.mfa.recovery_codes.clear();
+                    }
+                }),
+            )
+            .await?;
+        self.audit
+            .record("mfa_removed", Some(&user.id.to_string()), ctx, fields);
+        Ok(())
     }
 
     /// New recovery codes (the old ones stop working), with a fresh proof; only for an
@@ -505,6 +545,13 @@ impl AppState {
             .await?;
         Ok(had.load(Ordering::SeqCst))
     }
+}
+
+/// A first second factor ends every session begun with the password alone, but `keep`
+/// (the one enrolling): they must not outlive it.
+pub(super) fn end_password_only_sessions(u: &mut User, keep: Option<uuid::Uuid>) {
+    u.tokens_valid_after = crate::domain::now();
+    u.kept_session = keep;
 }
 
 /// What a second-factor attempt is counted against: the account (apart from its

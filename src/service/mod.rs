@@ -9,6 +9,7 @@ mod clients;
 mod issue;
 mod login;
 mod mfa;
+mod passkeys;
 mod signin;
 mod state;
 
@@ -18,6 +19,7 @@ pub use clients::{ClientCredential, ClientVerdict, RECENT_SECRET_TTL};
 pub use issue::{Exchanged, Grant, Tokens};
 pub use login::{Attempt, Verdict};
 pub use mfa::{FactorCheck, MfaRefusal, Proof, SecondFactor, TotpEnrolment, MAX_OTP_CHARS};
+pub use passkeys::{Ceremony, PasskeyAnswer, PasskeySignIn};
 pub use signin::s256;
 pub use signin::{
     released_claims, AuthRequest, AuthorizeError, AuthorizeParams, LogoutParams, LogoutRequest,

@@ -491,7 +491,9 @@ impl AppState {
             expires_at: envelope.exp,
             user,
         };
-        if !sso.user.session_alive(None, sso.began()) {
+        // The browser session that enrolled a first second factor (or changed the
+        // password on the account page) is the one kept alive, by its `sid`.
+        if !sso.user.session_alive(Some(sso.claims.sid), sso.began()) {
             return Ok(None);
         }
         Ok(Some(sso))

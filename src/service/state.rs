@@ -9,6 +9,7 @@ use anyhow::Context;
 use crate::audit::Audit;
 use crate::auth::assertion::AssertionHistory;
 use crate::auth::clients::RecentSecrets;
+use crate::auth::passkeys::RelyingParty;
 use crate::auth::throttle::{LoginThrottle, Throttle};
 use crate::auth::totp::SealKey;
 use crate::auth::{KeySet, PasswordHasher, TokenService};
@@ -38,6 +39,9 @@ pub struct AppState {
     /// Seals TOTP secrets at rest (KEYS_DIR/mfa-seal.key); `None` when KEYS_DIR has none
     /// and cannot be written (a read-only mount): TOTP is then unavailable, the rest works.
     pub seal: Option<SealKey>,
+    /// The WebAuthn relying party (PUBLIC_URL's host); `None` when PUBLIC_URL's host is an
+    /// IP address, which browsers refuse as an RP id: passkeys are then unavailable.
+    pub passkeys: Option<RelyingParty>,
 }
 
 impl AppState {
@@ -97,8 +101,17 @@ impl AppState {
             config.argon2_queue,
         )
         .map_err(|e| anyhow::anyhow!("ARGON2_M_KIB/ARGON2_T/ARGON2_P: {e}"))?;
+        let public_url = config.public_url(config.api_port);
+        let passkeys = match RelyingParty::new(&public_url, crate::SERVICE_NAME) {
+            Ok(rp) => Some(rp),
+            Err(reason) => {
+                tracing::info!(%reason, "passkeys are unavailable");
+                None
+            }
+        };
         Ok(Self {
-            public_url: config.public_url(config.api_port),
+            public_url,
+            passkeys,
             config,
             store,
             tokens,

@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::domain::{
-    AuthCode, Client, ClientKeys, ClientName, Credential, Email, Mfa, PersonName, RedirectUri,
-    RefreshToken, Role, Scopes, Session, SignIn, Totp, User,
+    AuthCode, Client, ClientKeys, ClientName, Credential, Email, Mfa, PasskeyCredential,
+    PersonName, RedirectUri, RefreshToken, Role, Scopes, Session, SignIn, Totp, User,
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -36,6 +36,19 @@ pub struct MfaRecord {
     pub totp: Option<TotpRecord>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recovery_codes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub passkeys: Vec<PasskeyRecord>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PasskeyRecord {
+    pub id: Uuid,
+    pub name: String,
+    pub credential_id: String,
+    pub credential: String,
+    pub created_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -55,6 +68,18 @@ impl MfaRecord {
                 last_step: t.last_step,
             }),
             recovery_codes: mfa.recovery_codes.clone(),
+            passkeys: mfa
+                .passkeys
+                .iter()
+                .map(|p| PasskeyRecord {
+                    id: p.id,
+                    name: p.name.as_str().to_owned(),
+                    credential_id: p.credential_id.clone(),
+                    credential: p.credential.clone(),
+                    created_at: p.created_at,
+                    last_used_at: p.last_used_at,
+                })
+                .collect(),
         })
     }
 
@@ -69,6 +94,22 @@ impl MfaRecord {
                 last_step: t.last_step,
             }),
             recovery_codes: r.recovery_codes,
+            // A name that no longer parses (none should) reads back as "Passkey".
+            passkeys: r
+                .passkeys
+                .into_iter()
+                .map(|p| PasskeyCredential {
+                    id: p.id,
+                    name: PersonName::parse(&p.name, "name")
+                        .ok()
+                        .flatten()
+                        .unwrap_or_else(PersonName::passkey),
+                    credential_id: p.credential_id,
+                    credential: p.credential,
+                    created_at: p.created_at,
+                    last_used_at: p.last_used_at,
+                })
+                .collect(),
         }
     }
 }

@@ -46,6 +46,8 @@ macro_rules! suite {
         mod limits;
         #[path = "mfa.rs"]
         mod mfa;
+        #[path = "passkeys.rs"]
+        mod passkeys;
         #[path = "passwords.rs"]
         mod passwords;
         #[path = "refresh.rs"]

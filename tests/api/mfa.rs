@@ -97,7 +97,10 @@ fn an_enrolled_account_gets_no_token_with_its_password_alone() {
     let status = app
         .get("/api/v1/users/me/mfa", Some(&e.user.token))
         .expect(200);
-    assert_eq!(status, json!({ "totp": true, "recovery_codes_left": 10 }));
+    assert_eq!(
+        status,
+        json!({ "enrolled": true, "totp": true, "passkeys": [], "recovery_codes_left": 10, "passkeys_available": false })
+    );
 
     // Password grant: refused with a clear description, then a wrong code, then the code.
     let (status, body) = password_grant(&app, &e.user, &[]);
@@ -203,18 +206,8 @@ fn the_hosted_sign_in_page_asks_for_the_code_and_the_id_token_says_mfa() {
     let done = browser.submit(&second, &[("otp", &e.code(1))]);
     let callback = Browser::location(&done);
     assert!(callback.starts_with(CALLBACK), "{callback}");
-    let code = query_of(&callback)["code"].clone();
     let tokens = app
-        .post_form(
-            TOKEN,
-            &[
-                ("grant_type", "authorization_code"),
-                ("code", &code),
-                ("redirect_uri", CALLBACK),
-                ("code_verifier", &verifier),
-                ("client_id", &client_id),
-            ],
-        )
+        .exchange_code(&callback, CALLBACK, &client_id, &verifier)
         .expect(200);
     let id = claims_of(tokens["id_token"].as_str().unwrap());
     assert_eq!(id["amr"], json!(["pwd", "otp", "mfa"]));

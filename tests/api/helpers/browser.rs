@@ -83,10 +83,38 @@ impl Browser {
         self.send("GET", url, None)
     }
 
-    /// Submits the page's form (`action`) with its hidden fields and `fields`.
+    /// Submits the page's first form that is not a passkey's, with its hidden fields and
+    /// `fields`.
     pub fn submit(&mut self, page: &Resp, fields: &[(&str, &str)]) -> Resp {
-        let action = attribute(&page.body, "form", "action").expect("the page has a form");
-        let mut all: Vec<(String, String)> = hidden_fields(&page.body);
+        let form = forms(&page.body)
+            .into_iter()
+            .find(|f| !f.contains("data-options="))
+            .expect("the page has a form");
+        self.submit_form(form, fields)
+    }
+
+    /// Submits the page's form whose `action` is `action` and which has a hidden field
+    /// `marker` (its `action` field's value, or a field only it has).
+    pub fn submit_to(
+        &mut self,
+        page: &Resp,
+        marker: (&str, &str),
+        fields: &[(&str, &str)],
+    ) -> Resp {
+        let form = forms(&page.body)
+            .into_iter()
+            .find(|f| {
+                hidden_fields(f)
+                    .iter()
+                    .any(|(n, v)| n == marker.0 && (marker.1.is_empty() || v == marker.1))
+            })
+            .unwrap_or_else(|| panic!("no form with {marker:?}: {}", page.body));
+        self.submit_form(form, fields)
+    }
+
+    fn submit_form(&mut self, html: &str, fields: &[(&str, &str)]) -> Resp {
+        let action = attribute(html, "form", "action").expect("the form has an action");
+        let mut all: Vec<(String, String)> = hidden_fields(html);
         for (name, value) in fields {
             all.retain(|(n, _)| n != name);
             all.push((name.to_string(), value.to_string()));
@@ -100,6 +128,43 @@ impl Browser {
         assert_eq!(resp.status, 303, "expected a redirect: {}", resp.body);
         resp.header("location").unwrap().to_owned()
     }
+}
+
+/// Every `<form …>…</form>` of a page, in order.
+fn forms(html: &str) -> Vec<&str> {
+    html.match_indices("<form ")
+        .filter_map(|(start, _)| {
+            let end = html[start..].find("</form>")? + start;
+            Some(&html[start..end])
+        })
+        .collect()
+}
+
+/// The options the page's passkey form carries (`data-options`, unescaped) and its
+/// `passkey_ceremony`.
+pub fn passkey_form(html: &str) -> (Value, String) {
+    let form = forms(html)
+        .into_iter()
+        .find(|f| f.contains("data-options=\""))
+        .unwrap_or_else(|| panic!("no passkey form: {html}"));
+    let options = attribute(form, "form", "data-options").unwrap();
+    let options = options
+        .replace("&#34;", "\"")
+        .replace("&quot;", "\"")
+        .replace("&#x27;", "'")
+        .replace("&#x2f;", "/")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&");
+    let ceremony = hidden_fields(form)
+        .into_iter()
+        .find(|(n, _)| n == "passkey_ceremony")
+        .unwrap()
+        .1;
+    (
+        serde_json::from_str(&options).expect("data-options is JSON"),
+        ceremony,
+    )
 }
 
 /// The first `name="…"` attribute value of the first `<tag …>`.

@@ -197,6 +197,27 @@ impl Client {
         )
     }
 
+    /// A public client's exchange of the code its `callback` (to `redirect_uri`) carries.
+    pub fn exchange_code(
+        &self,
+        callback: &str,
+        redirect_uri: &str,
+        client_id: &str,
+        verifier: &str,
+    ) -> Resp {
+        let code = super::browser::query_of(callback)["code"].clone();
+        self.post_form(
+            TOKEN,
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", redirect_uri),
+                ("code_verifier", verifier),
+                ("client_id", client_id),
+            ],
+        )
+    }
+
     /// RFC 7009 revocation of an access or refresh token.
     pub fn revoke(&self, token: &str) -> Resp {
         self.post_form("/api/v1/auth/revoke", &[("token", token)])

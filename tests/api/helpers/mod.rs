@@ -12,6 +12,7 @@ pub mod cli;
 #[cfg(not(no_postgres))]
 pub mod database;
 pub mod http;
+pub mod passkey;
 pub mod process;
 
 use std::time::{Duration, Instant};
