@@ -6,7 +6,7 @@
 
 use minijinja::context;
 use poem::http::StatusCode;
-use poem::{handler, Body, IntoResponse, Request, Response};
+use poem::{handler, Body, IntoResponse, Request, Response, Route};
 use secrecy::SecretString;
 use serde::Serialize;
 
@@ -18,6 +18,14 @@ use super::RequestCtx;
 use crate::domain::{PersonName, User};
 use crate::service::{AppState, MfaRefusal, PasskeyAnswer, Proof, ServiceError, Sso};
 use crate::SERVICE_NAME;
+
+/// Adds `/account`, outside the OpenAPI service (a page, not JSON).
+pub fn add_routes(route: Route) -> Route {
+    route.at("/account", poem::get(account_page).post(account_post))
+}
+
+/// The path above and its methods, for the `Allow` header of a 405.
+pub const PATHS: &[(&str, &str)] = &[("/account", "GET, HEAD, POST")];
 
 /// A passkey as the page lists it.
 #[derive(Serialize)]
@@ -51,6 +59,12 @@ fn render(
     notice: Option<&str>,
 ) -> Page {
     let (csrf, set) = csrf_token(req, state);
+    let title = match step.name {
+        "totp-setup" => "Set up an authenticator app",
+        "passkey-create" => "Add a passkey",
+        "codes" => "Save your recovery codes",
+        _ => "Sign-in methods",
+    };
     let passkeys: Vec<PasskeyLine> = user
         .mfa
         .passkeys
@@ -67,7 +81,7 @@ fn render(
         "account.html",
         context! {
             service => SERVICE_NAME,
-            title => "Sign-in methods",
+            title,
             email => user.email.as_str(),
             csrf,
             error,
@@ -99,7 +113,7 @@ async fn signed_in(req: &Request, state: &AppState) -> Result<Sso, Response> {
 
 /// `GET /account`: the signed-in person's sign-in methods.
 #[handler]
-pub(super) async fn account_page(req: &Request) -> Response {
+async fn account_page(req: &Request) -> Response {
     let state = state(req);
     match signed_in(req, state).await {
         Ok(sso) => render(
@@ -171,7 +185,7 @@ enum Outcome {
 
 /// `POST /account`: one change, named by the form's `action`.
 #[handler]
-pub(super) async fn account_post(req: &Request, body: Body, ctx: RequestCtx) -> Response {
+async fn account_post(req: &Request, body: Body, ctx: RequestCtx) -> Response {
     let state = state(req);
     let mut form = match csrf_form(req, state, body).await {
         Ok(form) => form,

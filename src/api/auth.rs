@@ -266,7 +266,8 @@ async fn password_grant(
         FactorCheck::Required => OAuthError::new(
             OAuthErrorCode::InvalidGrant,
             "a second factor is required: send otp (the 6-digit code of the account's \
-             authenticator app) or recovery_code with the password",
+             authenticator app) or recovery_code with the password (a passkey signs in \
+             in a browser, through the authorization code flow)",
         ),
         _ => OAuthError::new(OAuthErrorCode::InvalidGrant, "invalid second factor"),
     })?;
@@ -525,6 +526,8 @@ impl AuthApi {
                 "redirect_uri is longer than 2000 characters",
             ));
         }
+        // The spec's bound on `otp` holds whatever the grant (only the password grant reads it).
+        SecondFactor::from_form(form.get("otp"), None).map_err(OAuthError::invalid_request)?;
         match form.get("grant_type") {
             None => Err(OAuthError::invalid_request("grant_type missing")),
             Some("password") => password_grant(&state, &form, &ctx).await,

@@ -133,6 +133,8 @@ impl BodyFormat for JsonOrFormFormat {
 /// can win over a malformed body, and each route answers in its own error shape.
 pub struct Body<T, F: BodyFormat> {
     fields: Result<F::Output, BodyError>,
+    /// Sent as `application/x-www-form-urlencoded` (every value a string).
+    form: bool,
     _schema: PhantomData<T>,
 }
 
@@ -146,6 +148,12 @@ pub type JsonOrForm<T> = Body<T, JsonOrFormFormat>;
 impl<T, F: BodyFormat> Body<T, F> {
     pub fn into_object(self) -> Result<F::Output, BodyError> {
         self.fields
+    }
+
+    /// Whether it came as a form: a member a JSON body sends as an object, a form can only
+    /// send as JSON text.
+    pub fn is_form(&self) -> bool {
+        self.form
     }
 }
 
@@ -177,16 +185,18 @@ impl<'a, T: Type, F: BodyFormat> ApiExtractor<'a> for Body<T, F> {
         body: &mut RequestBody,
         _: ExtractParamOptions<Self::ParamType>,
     ) -> poem::Result<Self> {
+        let media = media_type(req).filter(|m| F::accepts(m));
+        let form = media.as_deref().is_some_and(FormFormat::accepts);
         let fields = async {
             // The media type must say what the body is: this also keeps cross-site HTML
             // forms (which cannot send application/json) away from JSON routes.
-            let media = media_type(req).filter(|m| F::accepts(m));
             let media = media.ok_or(BodyError::WrongFormat)?;
             F::decode(&media, &read_limited(req, body).await?)
         }
         .await;
         Ok(Self {
             fields,
+            form,
             _schema: PhantomData,
         })
     }

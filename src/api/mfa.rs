@@ -107,7 +107,8 @@ pub struct PasskeyBody {
     /// The name you gave it.
     pub name: String,
     pub created_at: DateTime<Utc>,
-    /// When it last signed in or proved you there.
+    /// When it last signed in or proved you there (absent: never).
+    #[oai(skip_serializing_if_is_none)]
     pub last_used_at: Option<DateTime<Utc>>,
 }
 
@@ -253,13 +254,18 @@ fn refused(refusal: MfaRefusal) -> ApiError {
     }
 }
 
-/// A WebAuthn credential in a body: a JSON object, or (in a form) JSON text.
-fn credential_field(fields: &Map<String, Value>, name: &str) -> Result<Option<Value>, ApiError> {
+/// A WebAuthn credential in a body: a JSON object, or, in a `form`, JSON text of one;
+/// anything else (`null` included: the schema does not allow it) is a 400.
+fn credential_field(
+    fields: &Map<String, Value>,
+    name: &str,
+    form: bool,
+) -> Result<Option<Value>, ApiError> {
     match fields.get(name) {
-        None | Some(Value::Null) => Ok(None),
+        None => Ok(None),
         Some(Value::Object(_)) => Ok(fields.get(name).cloned()),
-        Some(Value::String(s)) if s.is_empty() => Ok(None),
-        Some(Value::String(s)) => serde_json::from_str::<Map<String, Value>>(s)
+        Some(Value::String(s)) if form && s.is_empty() => Ok(None),
+        Some(Value::String(s)) if form => serde_json::from_str::<Map<String, Value>>(s)
             .map(|m| Some(Value::Object(m)))
             .map_err(|_| ApiError::bad_request(format!("{name} must be a JSON object"))),
         Some(_) => Err(ApiError::bad_request(format!(
@@ -270,25 +276,30 @@ fn credential_field(fields: &Map<String, Value>, name: &str) -> Result<Option<Va
 
 /// The proof in a body: `current_password`, `otp` or `recovery_code`.
 fn proof(body: JsonOrForm<MfaProofRequest>) -> Result<Proof, ApiError> {
+    let form = body.is_form();
     let fields = body.into_object()?;
     let text = |name| -> Result<Option<String>, ApiError> {
         Ok(optional_str(&fields, name)?
             .filter(|v| !v.is_empty())
             .map(str::to_owned))
     };
-    if let Some(password) = text("current_password")? {
+    // Every field is read (and its type checked) before one is chosen.
+    let password = text("current_password")?;
+    let ceremony = text("passkey_ceremony")?;
+    let credential = credential_field(&fields, "passkey_credential", form)?;
+    let otp = text("otp")?;
+    let recovery = text("recovery_code")?;
+    if let Some(password) = password {
         return Ok(Proof::Password(SecretString::from(password)));
     }
-    if let Some(ceremony) = text("passkey_ceremony")? {
-        let credential = credential_field(&fields, "passkey_credential")?
-            .ok_or_else(|| ApiError::bad_request("passkey_credential missing"))?;
+    if let Some(ceremony) = ceremony {
+        let credential =
+            credential.ok_or_else(|| ApiError::bad_request("passkey_credential missing"))?;
         return Ok(Proof::Factor(SecondFactor::Passkey(PasskeyAnswer {
             ceremony,
             credential,
         })));
     }
-    let otp = text("otp")?;
-    let recovery = text("recovery_code")?;
     SecondFactor::from_form(otp.as_deref(), recovery.as_deref())
         .map_err(ApiError::bad_request)?
         .map(Proof::Factor)
@@ -476,6 +487,9 @@ impl MfaApi {
         let password = optional_str(&fields, "current_password")?
             .filter(|p| !p.is_empty())
             .ok_or_else(|| ApiError::bad_request("current_password missing"))?;
+        if fields.get("name").is_some_and(Value::is_null) {
+            return Err(ApiError::bad_request("name must be a string"));
+        }
         let name = match optional_str(&fields, "name")? {
             Some(raw) => PersonName::parse(raw, "name").map_err(|_| {
                 ApiError::bad_request("name: at most 100 characters, no control characters")
@@ -509,11 +523,12 @@ impl MfaApi {
     ) -> Result<PasskeyAddedResponse, ApiError> {
         caller.authorize(MFA_CONFIRM_PASSKEY, caller.user_id())?;
         let me = caller.require_user()?;
+        let form = body.is_form();
         let fields = body.into_object()?;
         let ceremony = optional_str(&fields, "ceremony")?
             .filter(|c| !c.is_empty())
             .ok_or_else(|| ApiError::bad_request("ceremony missing"))?;
-        let credential = credential_field(&fields, "credential")?
+        let credential = credential_field(&fields, "credential", form)?
             .ok_or_else(|| ApiError::bad_request("credential missing"))?;
         let (added, recovery_codes) = state
             .finish_passkey(me, ceremony, &credential, caller.session_id(), &ctx.audit())

@@ -100,7 +100,7 @@ impl AllowTable {
             .collect();
         table.push((segments("/openapi.json"), "GET, HEAD".into()));
         table.push((segments("/docs"), "GET, HEAD".into()));
-        for (path, methods) in super::signin::PATHS {
+        for (path, methods) in super::signin::PATHS.iter().chain(super::account::PATHS) {
             table.push((segments(path), (*methods).into()));
         }
         Self(table)

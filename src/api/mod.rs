@@ -188,7 +188,7 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
             receiver.get_response(page).await
         }
     });
-    signin::add_routes(Route::new())
+    account::add_routes(signin::add_routes(Route::new()))
         .nest("/", service)
         .at("/docs/oauth2-redirect.html", poem::get(oauth2_redirect))
         .nest("/docs", poem::get(docs))

@@ -95,10 +95,6 @@ pub fn add_routes(route: Route) -> Route {
         .at("/signin/passkey", poem::post(signin_passkey_post))
         .at("/signin/style.css", poem::get(stylesheet))
         .at("/signin/passkey.js", poem::get(script))
-        .at(
-            "/account",
-            poem::get(super::account::account_page).post(super::account::account_post),
-        )
 }
 
 /// The paths above and their methods, for the `Allow` header of a 405.
@@ -111,7 +107,6 @@ pub const PATHS: &[(&str, &str)] = &[
     ("/signin/passkey", "POST"),
     ("/signin/style.css", "GET, HEAD"),
     ("/signin/passkey.js", "GET, HEAD"),
-    ("/account", "GET, HEAD, POST"),
 ];
 
 /// A page about to be sent: its status, HTML and cookies.

@@ -7,9 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::SecretString;
-use serde_json::json;
+use serde_json::{json, Value};
 
-use super::passkeys::PasskeyAnswer;
 use super::{AppState, ServiceError, Verdict};
 use crate::audit;
 use crate::auth::throttle;
@@ -58,6 +57,37 @@ impl SecondFactor {
         Ok(present(otp)
             .map(Self::Totp)
             .or_else(|| present(recovery_code).map(Self::RecoveryCode)))
+    }
+}
+
+/// A passkey's answer to an authentication ceremony.
+#[derive(Clone)]
+pub struct PasskeyAnswer {
+    /// The `ceremony` value the options came with.
+    pub ceremony: String,
+    /// The browser's `PublicKeyCredential`, as JSON.
+    pub credential: Value,
+}
+
+impl PasskeyAnswer {
+    /// From a form's `passkey_ceremony` and `passkey_credential` (JSON text); `None` if
+    /// either is missing, `Err` if the credential is not JSON.
+    pub fn from_form(
+        ceremony: Option<&str>,
+        credential: Option<&str>,
+    ) -> Result<Option<Self>, &'static str> {
+        let (Some(ceremony), Some(credential)) = (
+            ceremony.filter(|c| !c.is_empty()),
+            credential.filter(|c| !c.is_empty()),
+        ) else {
+            return Ok(None);
+        };
+        let credential =
+            serde_json::from_str(credential).map_err(|_| "passkey_credential is not JSON")?;
+        Ok(Some(Self {
+            ceremony: ceremony.to_owned(),
+            credential,
+        }))
     }
 }
 
@@ -482,7 +512,7 @@ impl AppState {
         &self,
         user: &User,
         remove: impl FnOnce(&mut Mfa) + Send + 'static,
-        fields: serde_json::Value,
+        fields: Value,
         ctx: &audit::Context,
     ) -> Result<(), ServiceError> {
         self.store

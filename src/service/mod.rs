@@ -18,8 +18,10 @@ pub use accounts::NewAccount;
 pub use clients::{ClientCredential, ClientVerdict, RECENT_SECRET_TTL};
 pub use issue::{Exchanged, Grant, Tokens};
 pub use login::{Attempt, Verdict};
-pub use mfa::{FactorCheck, MfaRefusal, Proof, SecondFactor, TotpEnrolment, MAX_OTP_CHARS};
-pub use passkeys::{Ceremony, PasskeyAnswer, PasskeySignIn};
+pub use mfa::{
+    FactorCheck, MfaRefusal, PasskeyAnswer, Proof, SecondFactor, TotpEnrolment, MAX_OTP_CHARS,
+};
+pub use passkeys::{Ceremony, PasskeySignIn};
 pub use signin::s256;
 pub use signin::{
     released_claims, AuthRequest, AuthorizeError, AuthorizeParams, LogoutParams, LogoutRequest,

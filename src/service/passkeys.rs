@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 use webauthn_rs::prelude::{DiscoverableAuthentication, Passkey, PasskeyRegistration};
 
-use super::mfa::{end_password_only_sessions, Proof};
+use super::mfa::{end_password_only_sessions, PasskeyAnswer, Proof};
 use super::{AppState, MfaRefusal, ServiceError};
 use crate::audit;
 use crate::auth::passkeys::{self, RelyingParty};
@@ -39,37 +39,6 @@ const CEREMONIES: ClientId = Uuid::from_u128(0x5177_d0c5_0000_4000_8000_0000_000
 pub struct Ceremony {
     pub ceremony: String,
     pub options: Value,
-}
-
-/// A passkey's answer to an authentication ceremony.
-#[derive(Clone)]
-pub struct PasskeyAnswer {
-    /// The `ceremony` value the options came with.
-    pub ceremony: String,
-    /// The browser's `PublicKeyCredential`, as JSON.
-    pub credential: Value,
-}
-
-impl PasskeyAnswer {
-    /// From a form's `passkey_ceremony` and `passkey_credential` (JSON text); `None` if
-    /// either is missing, `Err` if the credential is not JSON.
-    pub fn from_form(
-        ceremony: Option<&str>,
-        credential: Option<&str>,
-    ) -> Result<Option<Self>, &'static str> {
-        let (Some(ceremony), Some(credential)) = (
-            ceremony.filter(|c| !c.is_empty()),
-            credential.filter(|c| !c.is_empty()),
-        ) else {
-            return Ok(None);
-        };
-        let credential =
-            serde_json::from_str(credential).map_err(|_| "passkey_credential is not JSON")?;
-        Ok(Some(Self {
-            ceremony: ceremony.to_owned(),
-            credential,
-        }))
-    }
 }
 
 /// A registration under way.

@@ -96,8 +96,14 @@ fn a_passkey_is_registered_with_the_password_and_then_the_password_alone_gets_no
         &json!({ "ceremony": begun["ceremony"], "credential": elsewhere }),
     )
     .expect(400);
-    // A ceremony that is not one: refused.
+    // A ceremony that is not one: refused; in JSON the credential is an object, not text.
     let (credential, _passkey) = SoftPasskey::register(&begun["options"], ORIGIN);
+    app.post_json(
+        &confirm,
+        Some(&user.token),
+        &json!({ "ceremony": begun["ceremony"], "credential": credential.to_string() }),
+    )
+    .expect(400);
     app.post_json(
         &confirm,
         Some(&user.token),
@@ -368,9 +374,30 @@ fn removing_a_passkey_needs_a_fresh_proof_which_a_passkey_can_give() {
 fn an_account_has_at_most_ten_passkeys() {
     let app = passkey_app();
     let user = app.new_user();
-    for n in 0..10 {
+    for n in 0..9 {
         register(&app, &user, &format!("Key {n}"));
     }
+    // The tenth as a form would send it: the credential as JSON text.
+    let begun = app
+        .post_json(
+            PASSKEYS,
+            Some(&user.token),
+            &json!({ "current_password": user.password }),
+        )
+        .expect(200);
+    let (credential, _) = SoftPasskey::register(&begun["options"], ORIGIN);
+    let fields = [
+        ("ceremony", begun["ceremony"].as_str().unwrap()),
+        ("credential", &credential.to_string()),
+    ];
+    app.request(
+        "POST",
+        &format!("{PASSKEYS}/confirm"),
+        Some(&user.token),
+        Some("application/x-www-form-urlencoded"),
+        Some(super::helpers::form(&fields)),
+    )
+    .expect(201);
     let resp = app.post_json(
         PASSKEYS,
         Some(&user.token),

@@ -11,11 +11,10 @@
 // Env: SIMPLE_API_URL, CLIENT_ID (a third-party client registered with --redirect-uri
 // REDIRECT_URI), CLIENT_NAME, REDIRECT_URI, SCREENSHOTS (directory).
 import assert from 'node:assert/strict';
-import { createHmac } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
-import { createServer } from 'node:http';
 import { join } from 'node:path';
 import { launch, offline } from './chromium.mjs';
+import { base32Decode, inspect, relyingParty, totp, viewports } from './pages_common.mjs';
 
 const base = process.env.SIMPLE_API_URL;
 const clientId = process.env.CLIENT_ID;
@@ -54,82 +53,10 @@ async function expectStatus(page, response, status, what) {
     + ` (the browser sent Origin: ${headers.origin ?? '(none)'})`);
 }
 
-const headerProblems = (h) => {
-  const problems = [];
-  const csp = h['content-security-policy'] ?? '';
-  if (!/frame-ancestors\s+'none'/.test(csp)) problems.push(`CSP without frame-ancestors 'none': ${csp}`);
-  const script = (csp.match(/(?:^|;)\s*script-src\s+([^;]*)/) ?? csp.match(/(?:^|;)\s*default-src\s+([^;]*)/) ?? [])[1];
-  if (script === undefined) problems.push(`CSP restricts no script (no script-src/default-src): ${csp}`);
-  else if (/'unsafe-inline'|'unsafe-eval'|\*/.test(script)) problems.push(`CSP script sources allow inline/eval/any: ${script}`);
-  if ((h['x-frame-options'] ?? '').toUpperCase() !== 'DENY') problems.push(`X-Frame-Options: ${h['x-frame-options']}`);
-  if ((h['referrer-policy'] ?? '').toLowerCase() !== 'no-referrer') problems.push(`Referrer-Policy: ${h['referrer-policy']}`);
-  if (!(h['cache-control'] ?? '').includes('no-store')) problems.push(`Cache-Control: ${h['cache-control']}`);
-  return problems;
-};
-
-/** The checks every hosted page gets; `response` is the navigation that produced it. */
-async function inspect(page, name, viewport, response, consoleErrors) {
-  const where = `${viewport}/${name}`;
-  assert.ok(/^text\/html/.test(response.headers()['content-type'] ?? ''), `${where}: text/html (${response.headers()['content-type']})`);
-  assert.ok(await page.locator('h1').count() >= 1, `${where}: an <h1>`);
-  const inline = await page.evaluate(() => ({
-    scripts: [...document.querySelectorAll('script')].filter((s) => !s.src).map((s) => s.textContent.slice(0, 80)),
-    handlers: [...document.querySelectorAll('*')].flatMap((el) => [...el.attributes]
-      .filter((a) => /^on/i.test(a.name) || /^\s*javascript:/i.test(a.value)).map((a) => `<${el.tagName.toLowerCase()} ${a.name}>`)),
-  }));
-  assert.deepEqual(inline, { scripts: [], handlers: [] }, `${where}: no inline script`);
-  const unlabelled = await page.evaluate(() => [...document.querySelectorAll('input, select, textarea')]
-    .filter((el) => el.type !== 'hidden' && el.type !== 'submit' && el.type !== 'button')
-    .filter((el) => !(el.labels?.length && [...el.labels].some((l) => l.textContent.trim()))
-      && !el.getAttribute('aria-label') && !el.getAttribute('aria-labelledby'))
-    .map((el) => el.outerHTML));
-  assert.deepEqual(unlabelled, [], `${where}: every input has a label`);
-  const sideways = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
-  assert.ok(sideways <= 0, `${where}: no horizontal scrolling (${sideways}px too wide)`);
-  assert.deepEqual(consoleErrors.splice(0), [], `${where}: no console errors (CSP violations included)`);
-  const problems = headerProblems(response.headers());
-  assert.deepEqual(problems, [], `${where}: security headers`);
-  const file = join(shots, viewport, `${name}.png`);
-  await page.screenshot({ path: file, fullPage: true });
-  ok(`${where}: h1, no inline script, inputs labelled, fits, CSP/X-Frame-Options/Referrer-Policy/no-store -> ${file}`);
-}
-
-/** RFC 4648 base32 (no padding) to bytes. */
-function base32Decode(text) {
-  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
-  let bits = 0, value = 0;
-  const out = [];
-  for (const c of text.replace(/=+$/, '')) {
-    value = (value << 5) | alphabet.indexOf(c);
-    bits += 5;
-    if (bits >= 8) { out.push((value >>> (bits - 8)) & 0xff); bits -= 8; }
-  }
-  return Buffer.from(out);
-}
-
-/** RFC 6238 TOTP (HMAC-SHA1, 6 digits) of time step `step`, as an authenticator app computes it. */
-function totp(secret, step) {
-  const counter = Buffer.alloc(8);
-  counter.writeBigUInt64BE(BigInt(step));
-  const mac = createHmac('sha1', secret).update(counter).digest();
-  const offset = mac[mac.length - 1] & 0x0f;
-  return String((mac.readUInt32BE(offset) & 0x7fffffff) % 1_000_000).padStart(6, '0');
-}
-
 const browser = await launch();
-// The relying party's side: its redirect_uri answers with a page and remembers the URL.
-const callbacks = [];
-const rp = createServer((req, res) => {
-  callbacks.push(new URL(req.url, redirectUri));
-  res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
-  res.end('<!doctype html><title>client</title><h1>The client got its answer</h1>');
-});
-await new Promise((resolve) => { rp.listen(Number(new URL(redirectUri).port), '127.0.0.1', resolve); });
+const rp = await relyingParty(redirectUri);
+const { callbacks } = rp;
 try {
-  const viewports = {
-    desktop: { viewport: { width: 1280, height: 800 } },
-    phone: { viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true, deviceScaleFactor: 2 },
-  };
   for (const [viewport, options] of Object.entries(viewports)) {
     console.log(`- ${viewport} (${options.viewport.width}x${options.viewport.height})`);
     mkdirSync(join(shots, viewport), { recursive: true });
@@ -157,7 +84,7 @@ try {
     await expectStatus(page, response, 400, 'unknown client');
     assert.equal(new URL(page.url()).pathname, '/api/v1/auth/authorize', 'unknown client: no redirect');
     assert.ok(await page.locator('.error').count() >= 1, 'the error page has class "error" on its message');
-    await inspect(page, 'error', viewport, response, consoleErrors);
+    ok(await inspect(page, 'error', viewport, response, consoleErrors, shots));
 
     // signin.png: authorize -> 303 /signin, the email prefilled from login_hint.
     response = await page.goto(await authorizeUrl(clientId, email));
@@ -165,7 +92,7 @@ try {
     await expectStatus(page, response, 200, 'the sign-in page');
     assert.equal(await page.getByLabel('Email').inputValue(), email, 'login_hint prefills the Email field');
     assert.equal(await page.getByLabel('Password').getAttribute('type'), 'password');
-    await inspect(page, 'signin', viewport, response, consoleErrors);
+    ok(await inspect(page, 'signin', viewport, response, consoleErrors, shots));
 
     // signin-error.png: a wrong password -> 401, the form again with an error message.
     await page.getByLabel('Password').fill('not-the-password');
@@ -177,7 +104,7 @@ try {
       'wrong password: the form again');
     const message = page.locator('.error, [role="alert"]');
     assert.ok(await message.count() >= 1 && (await message.first().innerText()).trim(), 'wrong password: an error message (.error or role=alert)');
-    await inspect(page, 'signin-error', viewport, response, consoleErrors);
+    ok(await inspect(page, 'signin-error', viewport, response, consoleErrors, shots));
     console.log(`      message: ${(await message.first().innerText()).trim()}`);
 
     // consent.png: the right password -> the consent page naming the client and the scopes.
@@ -192,7 +119,7 @@ try {
     assert.ok(consentText.includes(clientName), `consent names the client ${clientName}: ${consentText}`);
     assert.ok(await page.getByRole('button', { name: 'Allow' }).count() === 1 && await page.getByRole('button', { name: 'Deny' }).count() === 1,
       'consent: Allow and Deny');
-    await inspect(page, 'consent', viewport, response, consoleErrors);
+    ok(await inspect(page, 'consent', viewport, response, consoleErrors, shots));
     console.log(`      consent: ${consentText.replace(/\s+/g, ' ').slice(0, 300)}`);
     navigation = page.waitForURL((u) => u.href.startsWith(redirectUri)).catch((e) => {
       // e.g. a CSP form-action that does not allow the redirect after the form's POST
@@ -212,7 +139,7 @@ try {
     const everywhere = page.getByLabel('Sign out of every session');
     assert.equal(await everywhere.getAttribute('type'), 'checkbox', 'a "Sign out of every session" checkbox');
     assert.equal(await everywhere.isChecked(), false, '"Sign out of every session" is not ticked by default');
-    await inspect(page, 'logout', viewport, response, consoleErrors);
+    ok(await inspect(page, 'logout', viewport, response, consoleErrors, shots));
 
     // signed-out.png: Sign out -> the signed-out page (no post_logout_redirect_uri given).
     navigation = page.waitForNavigation();
@@ -220,7 +147,7 @@ try {
     response = await navigation;
     await expectStatus(page, response, 200, 'Sign out');
     assert.ok(!(await context.cookies(base)).some((c) => c.name === 'simple_api_sso'), 'the SSO cookie is gone');
-    await inspect(page, 'signed-out', viewport, response, consoleErrors);
+    ok(await inspect(page, 'signed-out', viewport, response, consoleErrors, shots));
 
     // Signed out for real: authorizing again asks for the password.
     await page.goto(await authorizeUrl(clientId, email));
@@ -252,7 +179,7 @@ try {
     response = await navigation;
     await expectStatus(page, response, 200, 'the second step');
     await page.getByRole('heading', { name: 'Two-step verification' }).waitFor();
-    await inspect(page, 'mfa', viewport, response, consoleErrors);
+    ok(await inspect(page, 'mfa', viewport, response, consoleErrors, shots));
     await page.getByLabel('Authentication code').fill(totp(secret, step + 1));
     const before = callbacks.length;
     await page.getByRole('button', { name: 'Verify' }).click();

@@ -7,23 +7,29 @@
 #                     on the hosted /signin page, Try it out
 #   pages.mjs         screenshots and checks of each hosted page (desktop and phone), for a
 #                     third-party client registered here with the CLI
-# Needs /usr/bin/chromium and node. Screenshots go to target/.
+#   passkeys.mjs      second factors with Chromium's virtual WebAuthn authenticator, on a
+#                     server at http://localhost:PORT (WebAuthn needs a host name), once on
+#                     the file store and once on PostgreSQL (a throwaway cluster)
+# Needs /usr/bin/chromium, node and PostgreSQL. Screenshots go to target/.
 # Usage: tests/browser/run.sh [path/to/simple-api]   (default target/debug/simple-api)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 bin="$(realpath "${1:-$root/target/debug/simple-api}")"
 (cd "$here" && npm ci --no-audit --no-fund --silent)
+source "$root/tests/postgres.sh"  # free_port, start_postgres, stop_postgres
 tmp="$(mktemp -d)"
-port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+port="$(free_port)"
 base="http://127.0.0.1:$port"
 DATA_DIR="$tmp/data" KEYS_DIR="$tmp/keys" API_PORT="$port" ARGON2_M_KIB=1024 ARGON2_T=1 \
   JWT_ISSUER="$base" PUBLIC_URL="$base" \
   AUDIT_LOG="$tmp/audit.log" "$bin" serve > "$tmp/server.log" 2>&1 &
 pid=$!
+pids=()
 cleanup() {
   local rc=$?
-  kill "$pid" 2>/dev/null || true
+  kill "$pid" "${pids[@]}" 2>/dev/null || true
+  stop_postgres
   if [ "$rc" -ne 0 ]; then
     echo "--- last lines of the server log" >&2; tail -n 20 "$tmp/server.log" >&2
     echo "FAILED: browser tests (exit $rc)" >&2
@@ -48,7 +54,7 @@ SIMPLE_API_URL="$base" TEST_EMAIL="$email" TEST_PASSWORD="$password" \
 
 echo "-- hosted pages: sign-in, wrong password, consent, logout, signed out, error"
 # A third-party relying party (consent screen), registered through the server's DATA_DIR.
-cb_port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+cb_port="$(free_port)"
 redirect_uri="http://127.0.0.1:$cb_port/callback"
 client_name="Acme Notes"
 registered="$(DATA_DIR="$tmp/data" KEYS_DIR="$tmp/keys" SIMPLE_API_URL="$base" "$bin" clients create \
@@ -57,4 +63,29 @@ client_id="$(python3 -c 'import json,sys; print(json.loads(sys.stdin.read().stri
 rm -rf "$root/target/screenshots"
 SIMPLE_API_URL="$base" CLIENT_ID="$client_id" CLIENT_NAME="$client_name" REDIRECT_URI="$redirect_uri" \
   SCREENSHOTS="$root/target/screenshots" node "$here/pages.mjs"
+
+# passkeys STORE [VAR=value...]: a server of its own at http://localhost:PORT on STORE's
+# storage, a first-party public client, and passkeys.mjs against it.
+passkeys() {
+  local store="$1"; shift
+  local dir="$tmp/$store" pk_port; pk_port="$(free_port)"
+  local url="http://localhost:$pk_port"
+  mkdir -p "$dir"
+  env DATA_DIR="$dir/data" KEYS_DIR="$dir/keys" API_PORT="$pk_port" ARGON2_M_KIB=1024 ARGON2_T=1 \
+    JWT_ISSUER="$url" PUBLIC_URL="$url" AUDIT_LOG="$dir/audit.log" "$@" \
+    "$bin" serve > "$tmp/server.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$pk_port/api/v1/status" > /dev/null && break; sleep 0.1; done
+  local cb; cb="http://127.0.0.1:$(free_port)/callback"
+  local made; made="$(env DATA_DIR="$dir/data" KEYS_DIR="$dir/keys" SIMPLE_API_URL="$url" "$@" "$bin" clients create \
+    --name "Passkey Notes" --scope openid --first-party --public --redirect-uri "$cb")"
+  local id; id="$(python3 -c 'import json,sys; print(json.loads(sys.stdin.read().strip().splitlines()[-1])["client_id"])' <<< "$made")"
+  SIMPLE_API_URL="$url" CLIENT_ID="$id" REDIRECT_URI="$cb" STORE="$store" \
+    SCREENSHOTS="$root/target/screenshots" node "$here/passkeys.mjs"
+}
+echo "-- second factors (authenticator app, passkeys) on the file store"
+passkeys file
+echo "-- second factors (authenticator app, passkeys) on PostgreSQL"
+start_postgres "$tmp"
+passkeys postgres DATABASE_URL="$pg_url"
 echo "-- browser tests passed"

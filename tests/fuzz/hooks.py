@@ -46,6 +46,14 @@ apply there.
   needs (not enrolled for an enrolment, a pending enrolment and the right code for a
   confirmation, enrolled and the password for a removal or new recovery codes); the others
   keep what schemathesis generated.
+- /users/me/mfa/passkeys…: as another throwaway user, whose passkeys a software
+  authenticator here makes (P-256, attestation "none", origin ST_PUBLIC_URL): an aimed
+  registration answers a ceremony the hooks began; an aimed removal targets one of its
+  passkeys with the password or (every other time) a passkey's answer to a challenge; a
+  challenge is asked once the account has a passkey. Its logins then take a recovery code.
+- Guard: PUT/DELETE /users/{id} and PUT /users/{id}/password never reach the second-factor
+  accounts above (the stateful phase finds them through GET /users' links): a disposable
+  user instead, so their logins keep working.
 - DELETE /users/{id}/consents/{client_id}: `me` and the relying party ST_RP, whose consent
   the hooks give first (on the consent page) so that there is one to withdraw.
 """
@@ -64,8 +72,12 @@ import time
 import uuid
 from collections import defaultdict
 
+import json
+
 import requests
 import schemathesis
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import statuses  # noqa: E402  (counts answers per operation)
@@ -76,6 +88,8 @@ PASSWORD = os.environ["ST_ADMIN_PASSWORD"]
 CLIENT_ID, _, CLIENT_SECRET = os.environ["ST_CLIENT"].partition(":")
 AS_CLIENT = os.environ.get("ST_AS", "admin") == "client"
 RP_ID = os.environ.get("ST_RP", "")
+# PUBLIC_URL of the fuzz server: a host name (WebAuthn allows no IP), the passkeys' origin.
+ORIGIN = os.environ.get("ST_PUBLIC_URL", BASE).rstrip("/")
 DOCS_CLIENT_ID = "5177d0c5-0000-4000-8000-000000000001"
 TOKEN_URL = f"{BASE}/api/v1/auth/token"
 LOCK = threading.RLock()
@@ -130,7 +144,8 @@ def browser_authorize(client_id: str, redirect_uri: str, scope: str) -> str | No
 
 def openid_token() -> str:
     """An access token of the admin with `openid`, through the /docs client's code flow."""
-    redirect_uri = f"{BASE}/docs/oauth2-redirect.html"
+    # The /docs client's redirect URI is on PUBLIC_URL.
+    redirect_uri = f"{ORIGIN}/docs/oauth2-redirect.html"
     code, verifier = browser_authorize(DOCS_CLIENT_ID, redirect_uri, "openid profile email").split(" ")
     return token_request({
         "grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri,
@@ -222,7 +237,29 @@ def totp_code(secret: bytes, step: int) -> str:
     return f"{value:06d}"
 
 
-class MfaUser:
+class TrackedUser:
+    """An account of the hooks' own whose credentials they track: `token()` logs it in (as
+    its second factors require), `call` sends a request with that token (again once after
+    a 401)."""
+
+    _token: str | None = None
+
+    def token(self) -> str:
+        raise NotImplementedError
+
+    def forget_token(self) -> None:
+        with LOCK:
+            self._token = None
+
+    def call(self, method: str, path: str, **kwargs) -> requests.Response:
+        resp = requests.request(method, f"{BASE}{path}", headers={"Authorization": f"Bearer {self.token()}"}, timeout=10, **kwargs)
+        if resp.status_code == 401:
+            self.forget_token()
+            resp = requests.request(method, f"{BASE}{path}", headers={"Authorization": f"Bearer {self.token()}"}, timeout=10, **kwargs)
+        return resp
+
+
+class MfaUser(TrackedUser):
     """The account whose second factors the fuzzer enrols, confirms, renews and removes."""
 
     def __init__(self) -> None:
@@ -246,17 +283,6 @@ class MfaUser:
                         data["otp"] = self.next_code()
                 self._token = token_request(data)["access_token"]
             return self._token
-
-    def forget_token(self) -> None:
-        with LOCK:
-            self._token = None
-
-    def call(self, method: str, path: str, **kwargs) -> requests.Response:
-        resp = requests.request(method, f"{BASE}{path}", headers={"Authorization": f"Bearer {self.token()}"}, timeout=10, **kwargs)
-        if resp.status_code == 401:
-            self.forget_token()
-            resp = requests.request(method, f"{BASE}{path}", headers={"Authorization": f"Bearer {self.token()}"}, timeout=10, **kwargs)
-        return resp
 
     def next_code(self) -> str:
         """A code for a step later than the last one used (a code counts once)."""
@@ -309,6 +335,176 @@ class MfaUser:
 
 MFA = MfaUser()
 MFA_OPS = ("getMfa", "enrolTotp", "confirmTotp", "removeTotp", "renewRecoveryCodes")
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def unb64url(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def cbor_head(major: int, length: int) -> bytes:
+    """An RFC 8949 head (lengths below 65536 are all a ceremony needs)."""
+    if length < 24:
+        return bytes([major << 5 | length])
+    if length < 256:
+        return bytes([major << 5 | 24, length])
+    return bytes([major << 5 | 25]) + length.to_bytes(2, "big")
+
+
+def cbor_text(text: str) -> bytes:
+    return cbor_head(3, len(text)) + text.encode()
+
+
+def cbor_bytes(data: bytes) -> bytes:
+    return cbor_head(2, len(data)) + data
+
+
+class SoftPasskey:
+    """A software authenticator's passkey (P-256, attestation "none", user verified), built
+    from WebAuthn's data formats, for the registration options `options` at ORIGIN."""
+
+    def __init__(self, options: dict) -> None:
+        pk = options["publicKey"]
+        self.rp_id = pk["rp"]["id"]
+        self.user_handle = unb64url(pk["user"]["id"])
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        self.credential_id = secrets.token_bytes(32)
+        numbers = self.key.public_key().public_numbers()
+        cose = (
+            b"\xa5\x01\x02\x03\x26\x20\x01\x21"
+            + cbor_bytes(numbers.x.to_bytes(32, "big"))
+            + b"\x22"
+            + cbor_bytes(numbers.y.to_bytes(32, "big"))
+        )
+        auth_data = (
+            hashlib.sha256(self.rp_id.encode()).digest()
+            + bytes([0x45])  # UP | UV | AT
+            + (0).to_bytes(4, "big")
+            + bytes(16)
+            + len(self.credential_id).to_bytes(2, "big")
+            + self.credential_id
+            + cose
+        )
+        attestation = (
+            b"\xa3" + cbor_text("fmt") + cbor_text("none") + cbor_text("attStmt") + b"\xa0"
+            + cbor_text("authData") + cbor_bytes(auth_data)
+        )
+        client_data = self.client_data("webauthn.create", pk["challenge"])
+        cid = b64url(self.credential_id)
+        self.registration = {
+            "id": cid,
+            "rawId": cid,
+            "type": "public-key",
+            "response": {"attestationObject": b64url(attestation), "clientDataJSON": b64url(client_data)},
+            "extensions": {},
+        }
+
+    def client_data(self, kind: str, challenge: str) -> bytes:
+        return json.dumps({"type": kind, "challenge": challenge, "origin": ORIGIN, "crossOrigin": False}).encode()
+
+    def answer(self, options: dict) -> dict:
+        """An assertion for authentication options (counter 0, as a synced passkey's)."""
+        client_data = self.client_data("webauthn.get", options["publicKey"]["challenge"])
+        auth_data = hashlib.sha256(self.rp_id.encode()).digest() + bytes([0x05]) + (0).to_bytes(4, "big")
+        signature = self.key.sign(auth_data + hashlib.sha256(client_data).digest(), ec.ECDSA(hashes.SHA256()))
+        cid = b64url(self.credential_id)
+        return {
+            "id": cid,
+            "rawId": cid,
+            "type": "public-key",
+            "response": {
+                "authenticatorData": b64url(auth_data),
+                "clientDataJSON": b64url(client_data),
+                "signature": b64url(signature),
+                "userHandle": b64url(self.user_handle),
+            },
+            "extensions": {},
+        }
+
+
+class PasskeyUser(TrackedUser):
+    """The account whose passkeys the fuzzer registers, challenges and removes (its own, so
+    that the TOTP account's state stays the MfaUser's). Once it has a passkey its logins
+    take a recovery code; the hooks renew those before they run out."""
+
+    def __init__(self) -> None:
+        self.email = f"fuzz-passkey-{uuid.uuid4().hex[:12]}@example.com"
+        self.password = "passkey-password-0"
+        self.id = ADMIN.create_user(self.email, self.password)
+        self.keys: dict[str, SoftPasskey] = {}
+        self.recovery: list[str] = []
+        self.pending: dict[str, SoftPasskey] = {}
+        self._token: str | None = None
+
+    def token(self) -> str:
+        with LOCK:
+            if self._token is None:
+                data = {"grant_type": "password", "username": self.email, "password": self.password}
+                if self.keys:
+                    data["recovery_code"] = self.recovery.pop()
+                self._token = token_request(data)["access_token"]
+                if self.keys and len(self.recovery) < 3:
+                    resp = self.call("POST", "/api/v1/users/me/mfa/recovery-codes", json={"current_password": self.password})
+                    if resp.status_code == 200:
+                        self.recovery = list(resp.json()["recovery_codes"])
+            return self._token
+
+    def begin(self) -> dict | None:
+        """A registration begun: its ceremony and options, and the key that will answer."""
+        resp = self.call("POST", PASSKEYS, json={"current_password": self.password, "name": "fuzz"})
+        if resp.status_code != 200:
+            return None
+        begun = resp.json()
+        self.pending[begun["ceremony"]] = SoftPasskey(begun["options"])
+        return begun
+
+    def added(self, ceremony: str, payload: dict) -> None:
+        key = self.pending.pop(ceremony, None)
+        if key is not None:
+            self.keys[payload["passkey"]["id"]] = key
+        if payload.get("recovery_codes"):
+            self.recovery = list(payload["recovery_codes"])
+
+    def removed(self, passkey_id: str) -> None:
+        self.keys.pop(passkey_id, None)
+        if not self.keys:
+            self.recovery = []
+
+    def register(self) -> None:
+        begun = self.begin()
+        if begun is not None:
+            credential = self.pending[begun["ceremony"]].registration
+            resp = self.call("POST", f"{PASSKEYS}/confirm", json={"ceremony": begun["ceremony"], "credential": credential})
+            if resp.status_code == 201:
+                self.added(begun["ceremony"], resp.json())
+
+    def ensure_one(self) -> None:
+        if not self.keys:
+            self.register()
+
+    def ensure_room(self) -> None:
+        """Fewer than 10 passkeys (the most an account may have), so one more can be added."""
+        while len(self.keys) >= 9:
+            passkey_id = next(iter(self.keys))
+            resp = self.call("DELETE", f"{PASSKEYS}/{passkey_id}", json={"current_password": self.password})
+            if resp.status_code != 200:
+                return
+            self.removed(passkey_id)
+
+    def proof(self) -> dict:
+        """A passkey's answer to a challenge for the account (ensure_one first)."""
+        resp = self.call("POST", f"{PASSKEYS}/challenge")
+        challenge = resp.json()
+        key = next(iter(self.keys.values()))
+        return {"passkey_ceremony": challenge["ceremony"], "passkey_credential": key.answer(challenge["options"])}
+
+
+PASSKEYS = "/api/v1/users/me/mfa/passkeys"
+PASSKEY = PasskeyUser()
+PASSKEY_OPS = ("addPasskey", "confirmPasskey", "removePasskey", "passkeyChallenge")
 
 
 class Disposable:
@@ -411,6 +607,8 @@ if not AS_CLIENT:
                 data = cached_openid_token()
             elif statuses.operation_id(case) in MFA_OPS:
                 data = MFA.token()
+            elif statuses.operation_id(case) in PASSKEY_OPS:
+                data = PASSKEY.token()
             case.headers["Authorization"] = f"Bearer {data}"
 
 
@@ -433,6 +631,10 @@ def before_call(context, case, kwargs):
     op = statuses.operation_id(case)
     params = case.path_parameters if case.path_parameters is not None else {}
     body = case.body if isinstance(case.body, dict) else None
+    # The accounts whose credentials the hooks track are not the fuzzer's to change (the
+    # stateful phase reaches them through GET /users' links): a disposable user instead.
+    if op in ("updateUser", "deleteUser", "changePassword") and params.get("id") in (MFA.id, PASSKEY.id):
+        params["id"] = DISPOSABLE.peek()
     if op in ("getUser", "updateUser"):
         k = turn(case)
         if k is not None:
@@ -465,6 +667,34 @@ def before_call(context, case, kwargs):
                         for field in ("otp", "recovery_code"):
                             body.pop(field, None)
                         body["current_password"] = MFA.password
+    elif op in PASSKEY_OPS:
+        k = turn(case)
+        if k is not None:
+            with LOCK:
+                if op == "addPasskey":
+                    PASSKEY.ensure_room()
+                    if body is not None:
+                        body["current_password"] = PASSKEY.password
+                elif op == "confirmPasskey":
+                    PASSKEY.ensure_room()
+                    begun = PASSKEY.begin()
+                    if body is not None and begun is not None:
+                        body["ceremony"] = begun["ceremony"]
+                        body["credential"] = PASSKEY.pending[begun["ceremony"]].registration
+                elif op == "passkeyChallenge":
+                    PASSKEY.ensure_one()
+                else:
+                    PASSKEY.ensure_one()
+                    if PASSKEY.keys:
+                        params["id"] = next(reversed(list(PASSKEY.keys)))
+                    if body is not None:
+                        for field in ("current_password", "otp", "recovery_code", "passkey_ceremony", "passkey_credential"):
+                            body.pop(field, None)
+                        # Every other aimed removal proves it with a passkey, the rest with the password.
+                        if k % 2 == 1 and PASSKEY.keys:
+                            body.update(PASSKEY.proof())
+                        else:
+                            body["current_password"] = PASSKEY.password
     elif op == "listConsents":
         if turn(case) is not None:
             params["id"] = "me"
@@ -525,6 +755,17 @@ def after_call(context, case, response):
                     MFA.removed()
                 elif op == "renewRecoveryCodes":
                     MFA.recovery = list(payload["recovery_codes"])
+    elif op in PASSKEY_OPS:
+        with LOCK:
+            if response.status_code == 401:
+                PASSKEY.forget_token()
+            elif op == "addPasskey" and response.status_code == 200:
+                # Begun by the fuzzer itself: never confirmed, nothing to keep.
+                pass
+            elif op == "confirmPasskey" and response.status_code == 201 and body is not None:
+                PASSKEY.added(body.get("ceremony"), response.json())
+            elif op == "removePasskey" and response.status_code == 200:
+                PASSKEY.removed((case.path_parameters or {}).get("id"))
     elif op in ("getUserInfo", "postUserInfo") and response.status_code == 401:
         cached_openid_token(fresh=True)
     elif op == "createToken" and body is not None and body.get("grant_type") == "refresh_token":

@@ -14,17 +14,22 @@ venv="$root/target/fuzz-venv"
 out="$root/target/schemathesis"
 st_version="4.32.5"
 
-if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "$st_version"; then
+if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "$st_version" \
+  || ! "$venv/bin/python" -c 'import cryptography' 2>/dev/null; then
   rm -rf "$venv"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$st_version"
+  # cryptography: the hooks' software passkey signs with P-256.
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$st_version" "cryptography>=42"
 fi
 st="$venv/bin/schemathesis"
 rm -rf "$out" && mkdir -p "$out"
 work="$(mktemp -d)"
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 base="http://127.0.0.1:$port"
-export ST_BASE_URL="$base" ST_ADMIN_EMAIL=admin@example.com ST_ADMIN_PASSWORD=admin-password-1
+# PUBLIC_URL names the host (WebAuthn allows no IP address as relying-party id): the
+# passkey operations are served.
+public="http://localhost:$port"
+export ST_BASE_URL="$base" ST_PUBLIC_URL="$public" ST_ADMIN_EMAIL=admin@example.com ST_ADMIN_PASSWORD=admin-password-1
 
 # A registered client for the introspection and client_credentials run.
 DATA_DIR="$work/data" KEYS_DIR="$work/keys" AUDIT_LOG="$work/audit.log" "$bin" clients create \
@@ -37,7 +42,7 @@ DATA_DIR="$work/data" KEYS_DIR="$work/keys" AUDIT_LOG="$work/audit.log" "$bin" c
 export ST_RP="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["client_id"])' "$work/rp.json")"
 
 # Cheap argon2 (hundreds of logins per run) and no login throttling: the fuzzer is not an attacker.
-ARGON2_M_KIB=1024 ARGON2_T=1 LOGIN_MAX_FAILURES=100000 API_PORT="$port" \
+ARGON2_M_KIB=1024 ARGON2_T=1 LOGIN_MAX_FAILURES=100000 API_PORT="$port" PUBLIC_URL="$public" \
   DATA_DIR="$work/data" KEYS_DIR="$work/keys" AUDIT_LOG="$work/audit.log" \
   ADMIN_EMAIL="$ST_ADMIN_EMAIL" ADMIN_PASSWORD="$ST_ADMIN_PASSWORD" \
   "$bin" serve > "$out/server.log" 2>&1 &
