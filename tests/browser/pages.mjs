@@ -14,7 +14,7 @@ import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { launch, offline } from './chromium.mjs';
-import { base32Decode, inspect, relyingParty, totp, viewports } from './pages_common.mjs';
+import { base32Decode, inspect, pkcePair, relyingParty, totp, viewports } from './pages_common.mjs';
 
 const base = process.env.SIMPLE_API_URL;
 const clientId = process.env.CLIENT_ID;
@@ -31,8 +31,7 @@ function ok(what) {
 
 /** base64url SHA-256 of a random verifier: a real S256 challenge. */
 async function challenge() {
-  const verifier = Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString('base64url');
-  return Buffer.from(await crypto.subtle.digest('SHA-256', new TextEncoder().encode(verifier))).toString('base64url');
+  return (await pkcePair()).challenge;
 }
 
 async function authorizeUrl(id, hint, extra = {}) {

@@ -85,3 +85,10 @@ export async function relyingParty(redirectUri) {
   await new Promise((resolve) => { server.listen(Number(new URL(redirectUri).port), '127.0.0.1', resolve); });
   return { callbacks, close: () => server.close() };
 }
+
+/** A PKCE pair (RFC 7636): a random verifier and its S256 challenge. */
+export async function pkcePair() {
+  const verifier = Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString('base64url');
+  const challenge = Buffer.from(await crypto.subtle.digest('SHA-256', new TextEncoder().encode(verifier))).toString('base64url');
+  return { verifier, challenge };
+}

@@ -16,7 +16,7 @@ import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { launch, offline } from './chromium.mjs';
-import { base32Decode, inspect, relyingParty, totp, viewports } from './pages_common.mjs';
+import { base32Decode, inspect, pkcePair, relyingParty, totp, viewports } from './pages_common.mjs';
 
 const base = process.env.SIMPLE_API_URL;
 const clientId = process.env.CLIENT_ID;
@@ -33,11 +33,6 @@ function ok(what) {
   console.log(`  ok  ${what}`);
 }
 
-async function pkcePair() {
-  const verifier = Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString('base64url');
-  const challenge = Buffer.from(await crypto.subtle.digest('SHA-256', new TextEncoder().encode(verifier))).toString('base64url');
-  return { verifier, challenge };
-}
 
 function payload(jwt) {
   return JSON.parse(Buffer.from(jwt.split('.')[1], 'base64url').toString());
