@@ -342,6 +342,9 @@ async fn act(
                 .await?
             {
                 Ok((_, codes)) => codes_or(codes, "The passkey is added."),
+                Err(MfaRefusal::WrongProof) => {
+                    Outcome::Invalid("The passkey could not be checked. Start again.")
+                }
                 Err(refused) => Outcome::Refused(refused),
             }
         }

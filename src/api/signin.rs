@@ -638,17 +638,25 @@ async fn signin_post(req: &Request, body: Body, ctx: RequestCtx) -> Response {
         Err(e) => return unavailable(req, e),
     };
     state.rehash_if_outdated(&user, &password).await;
-    // An account with a second factor: the next page asks for it.
-    if user.mfa.enrolled() {
+    // An account with a second factor (as it is now, not as the password check read it):
+    // the next page asks for it.
+    let factor = match state.check_second_factor(&user, None, &audit).await {
+        Ok(factor) => factor,
+        Err(e) => return unavailable(req, e),
+    };
+    if matches!(factor, FactorCheck::Required) {
         let pending = PendingSignIn {
             sub: user.id,
             request,
             password_at_ms: crate::domain::now().timestamp_millis(),
         };
+        // The form offers the factors the account has now.
+        let now = match state.store.user(user.id).await {
+            Ok(now) => now.map_or(user, |u| (*u).clone()),
+            Err(e) => return unavailable(req, e.into()),
+        };
         return match state.sign_pending(&pending) {
-            Ok(signed) => {
-                mfa_form(req, state, StatusCode::OK, &signed, &user, None).into_response()
-            }
+            Ok(signed) => mfa_form(req, state, StatusCode::OK, &signed, &now, None).into_response(),
             Err(e) => unavailable(req, e),
         };
     }

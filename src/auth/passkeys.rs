@@ -155,6 +155,14 @@ impl RelyingParty {
     }
 }
 
+/// The signature counter of a stored credential (webauthn-rs's JSON), 0 if it has none.
+pub fn counter(stored: &str) -> u32 {
+    serde_json::from_str::<Value>(stored)
+        .ok()
+        .and_then(|v| v.pointer("/cred/counter").and_then(Value::as_u64))
+        .map_or(0, |c| u32::try_from(c).unwrap_or(u32::MAX))
+}
+
 /// A credential's id, base64url: how the store and the API name it.
 pub fn credential_id(passkey: &Passkey) -> String {
     encode(passkey.cred_id().as_ref())
@@ -182,6 +190,13 @@ pub fn methods(result: &AuthenticationResult) -> [&'static str; 2] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stored_credentials_counter_reads_back() {
+        assert_eq!(counter(r#"{"cred":{"counter":7,"cred_id":"x"}}"#), 7);
+        assert_eq!(counter(r#"{"cred":{}}"#), 0);
+        assert_eq!(counter("not json"), 0);
+    }
 
     #[test]
     fn an_ip_address_is_no_relying_party_id() {

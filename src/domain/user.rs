@@ -50,9 +50,65 @@ impl User {
         }
     }
 
-    /// Whether a token or session of session `sid`, issued at `issued`, survived the
-    /// user's last "end sessions".
-    pub fn session_alive(&self, sid: Option<Uuid>, issued: DateTime<Utc>) -> bool {
-        issued >= self.tokens_valid_after || (sid.is_some() && sid == self.kept_session)
+    /// Whether a token or session of session `sid`, issued at `issued` after a sign-in
+    /// whose methods were `amr`, survived the user's last "end sessions", and, if the
+    /// account has a second factor, was signed in with one. The second rule closes a race
+    /// the first cannot: a password-only sign-in that read the account just before its
+    /// first factor was enrolled, and was issued just after. The session that enrolled
+    /// (`kept_session`) is exempt from both.
+    pub fn session_alive(&self, sid: Option<Uuid>, issued: DateTime<Utc>, amr: &[String]) -> bool {
+        let kept = sid.is_some() && sid == self.kept_session;
+        let second_factor = !self.mfa.enrolled() || amr.iter().any(|m| m == "mfa");
+        kept || (issued >= self.tokens_valid_after && second_factor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Email, Mfa, PasskeyCredential, PersonName, Role};
+
+    fn enrolled_after(user: &mut User, at: DateTime<Utc>) {
+        user.mfa = Mfa {
+            passkeys: vec![PasskeyCredential {
+                id: Uuid::new_v4(),
+                name: PersonName::passkey(),
+                credential_id: "x".into(),
+                credential: "{}".into(),
+                created_at: at,
+                last_used_at: None,
+            }],
+            ..Mfa::default()
+        };
+        user.tokens_valid_after = at;
+    }
+
+    #[test]
+    fn an_enrolled_account_keeps_only_sessions_with_a_second_factor_or_the_enrolling_one() {
+        let email = Email::parse("a@example.com").unwrap();
+        let mut user = User::new(email, "hash".into(), Role::User, None, None);
+        let t0 = crate::domain::now();
+        let pwd = vec!["pwd".to_owned()];
+        let mfa = vec!["pwd".to_owned(), "otp".to_owned(), "mfa".to_owned()];
+        assert!(
+            user.session_alive(None, t0, &pwd),
+            "no second factor: the password will do"
+        );
+        let enrolling = Uuid::new_v4();
+        enrolled_after(&mut user, t0);
+        user.kept_session = Some(enrolling);
+        let later = t0 + chrono::Duration::seconds(1);
+        // Issued after the enrolment with the password alone (the race): dead.
+        assert!(!user.session_alive(Some(Uuid::new_v4()), later, &pwd));
+        assert!(!user.session_alive(None, later, &[]));
+        // With a second factor: alive; before the enrolment: dead either way.
+        assert!(user.session_alive(Some(Uuid::new_v4()), later, &mfa));
+        assert!(!user.session_alive(
+            Some(Uuid::new_v4()),
+            t0 - chrono::Duration::seconds(1),
+            &mfa
+        ));
+        // The session that enrolled goes on.
+        assert!(user.session_alive(Some(enrolling), t0 - chrono::Duration::seconds(1), &pwd));
     }
 }

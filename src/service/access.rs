@@ -69,7 +69,8 @@ impl AppState {
                         return Err(TokenError::Invalid("the user no longer exists").into())
                     }
                 };
-                if !user.session_alive(sid, issued_instant(&claims)) {
+                let amr = claims.amr.as_deref().unwrap_or_default();
+                if !user.session_alive(sid, issued_instant(&claims), amr) {
                     return Err(TokenError::Revoked.into());
                 }
                 // What the role allows, and who they are (the OpenID scopes)...
@@ -143,7 +144,8 @@ impl AppState {
             .current()
             .filter(|t| t.hash == presented.hash && t.expires_at > now);
         let user = self.store.user(session.user_id).await?;
-        let alive = user.is_some_and(|u| u.session_alive(Some(session.id), session.created_at));
+        let alive = user
+            .is_some_and(|u| u.session_alive(Some(session.id), session.created_at, &session.amr));
         Ok(current
             .filter(|_| alive && session.is_live(now))
             .map(|t| ActiveRefresh {

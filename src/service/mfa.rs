@@ -169,9 +169,20 @@ impl AppState {
         presented: Option<SecondFactor>,
         ctx: &audit::Context,
     ) -> Result<FactorCheck, ServiceError> {
-        if !user.mfa.enrolled() {
-            return Ok(FactorCheck::NotEnrolled);
-        }
+        let fresh;
+        let user = if user.mfa.enrolled() {
+            user
+        } else {
+            // The account as it is now: a first second factor may have been enrolled while
+            // the password was being hashed (the caller read the account before).
+            match self.store.user(user.id).await? {
+                Some(now) if now.mfa.enrolled() => {
+                    fresh = now;
+                    &fresh
+                }
+                _ => return Ok(FactorCheck::NotEnrolled),
+            }
+        };
         let Some(presented) = presented else {
             return Ok(FactorCheck::Required);
         };
@@ -359,9 +370,10 @@ impl AppState {
     }
 
     /// Confirms a TOTP enrolment with a first right code. At the first enrolment the
-    /// account also gets its recovery codes, returned here once (stored hashed). Every
-    /// other session of the person ends (`keep`, the one confirming, goes on): sessions
-    /// begun with the password alone must not outlive the second factor.
+    /// account also gets its recovery codes, returned here once (stored hashed). If it is
+    /// the account's first second factor, every other session of the person ends (`keep`,
+    /// the one confirming, goes on): sessions begun with the password alone must not
+    /// outlive it.
     pub async fn confirm_totp(
         &self,
         user: &User,
@@ -408,11 +420,14 @@ impl AppState {
                         t.confirmed = true;
                         t.last_step = step;
                         flag.store(true, Ordering::SeqCst);
+                        let first = u.mfa.passkeys.is_empty();
                         if u.mfa.recovery_codes.is_empty() {
                             u.mfa.recovery_codes = hashes;
                             codes_flag.store(true, Ordering::SeqCst);
                         }
-                        end_password_only_sessions(u, keep);
+                        if first {
+                            end_password_only_sessions(u, keep);
+                        }
                     }
                 }),
             )

@@ -7,6 +7,7 @@
 //! once: the store's record of used assertions remembers its id (`CEREMONIES`), decided
 //! in one place, so two answers to one challenge cannot both pass, on any replica.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,6 +25,7 @@ use crate::auth::passkeys::{self, RelyingParty};
 use crate::auth::totp::{new_recovery_codes, recovery_code_hash};
 use crate::auth::{throttle, Authentication};
 use crate::domain::{ClientId, PasskeyCredential, PersonName, User, UserId, MAX_PASSKEYS};
+use crate::store::StoreError;
 
 const REGISTRATION_TYP: &str = "webauthn-registration+jwt";
 const AUTHENTICATION_TYP: &str = "webauthn-authentication+jwt";
@@ -347,26 +349,43 @@ impl AppState {
         let methods = passkeys::methods(&result);
         let stored_id = stored.id;
         let now = crate::domain::now();
+        // The counter is judged again under the store's lock, against the record as it is
+        // now: two answers of a cloned key racing each other cannot both pass.
+        let accepted = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&accepted);
         let kept = self
             .store
             .update_user(
                 user.id,
                 Box::new(move |u| {
-                    if let Some(p) = u.mfa.passkeys.iter_mut().find(|p| p.id == stored_id) {
-                        if let Some(mut current) = parsed(p) {
-                            if current.update_credential(&result) == Some(true) {
-                                if let Ok(json) = serde_json::to_string(&current) {
-                                    p.credential = json;
-                                }
-                            }
-                        }
-                        p.last_used_at = Some(now);
+                    let Some(p) = u.mfa.passkeys.iter_mut().find(|p| p.id == stored_id) else {
+                        return;
+                    };
+                    let Some(mut current) = parsed(p) else {
+                        return;
+                    };
+                    let (seen, count) = (passkeys::counter(&p.credential), result.counter());
+                    if (count > 0 || seen > 0) && count <= seen {
+                        return;
                     }
+                    if current.update_credential(&result) == Some(true) {
+                        if let Ok(json) = serde_json::to_string(&current) {
+                            p.credential = json;
+                        }
+                    }
+                    p.last_used_at = Some(now);
+                    flag.store(true, Ordering::SeqCst);
                 }),
             )
             .await;
-        if let Err(e) = kept {
-            tracing::warn!(error = %e, "a passkey's use could not be recorded");
+        match kept {
+            Ok(_) | Err(StoreError::NotFound) => {}
+            // Unrecorded, the counter would let this answer's clone pass: no sign-in.
+            Err(e) => return Err(e.into()),
+        }
+        if !accepted.load(Ordering::SeqCst) {
+            tracing::info!(user_id = %user.id, "a passkey answer lost to another (its counter is not beyond the last one)");
+            return Ok(None);
         }
         Ok(Some((user, methods)))
     }
@@ -380,7 +399,12 @@ impl AppState {
         answer: &PasskeyAnswer,
         ctx: &audit::Context,
     ) -> Result<PasskeySignIn, ServiceError> {
-        let counted = throttle::Attempt::new(None, ctx.client_ip);
+        // Without a known address (no peer address, an untrusted proxy chain) every such
+        // attempt shares one key: never unthrottled.
+        let counted = throttle::Attempt::new(
+            ctx.client_ip.is_none().then_some("passkey:unknown-address"),
+            ctx.client_ip,
+        );
         if let Some(blocked) = self.throttle.reserve(&counted).await? {
             self.metrics.login("throttled");
             return Ok(PasskeySignIn::Throttled(blocked.retry_after));

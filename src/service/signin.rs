@@ -491,9 +491,12 @@ impl AppState {
             expires_at: envelope.exp,
             user,
         };
-        // The browser session that enrolled a first second factor (or changed the
-        // password on the account page) is the one kept alive, by its `sid`.
-        if !sso.user.session_alive(Some(sso.claims.sid), sso.began()) {
+        // The browser session that enrolled a first second factor on the account page is
+        // the one kept alive, by its `sid`.
+        if !sso
+            .user
+            .session_alive(Some(sso.claims.sid), sso.began(), &sso.claims.amr)
+        {
             return Ok(None);
         }
         Ok(Some(sso))
@@ -526,7 +529,7 @@ impl AppState {
             .store
             .user(pending.sub)
             .await?
-            .filter(|u| u.session_alive(None, signed_at))
+            .filter(|u| signed_at >= u.tokens_valid_after)
             .map(|u| (pending, u)))
     }
 
@@ -806,7 +809,7 @@ impl AppState {
         let Some(user) = self.store.user(stored.user_id).await? else {
             return Ok(Err("the account no longer exists"));
         };
-        if !user.session_alive(None, stored.auth_time) {
+        if !user.session_alive(None, stored.auth_time, &stored.amr) {
             return Ok(Err("the person has signed out everywhere since"));
         }
         Ok(Ok((stored, user)))

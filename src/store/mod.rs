@@ -112,7 +112,9 @@ pub(crate) fn rotation<'a>(
     let Some(user) = user else {
         return Rotation::Invalid;
     };
-    if !session.is_live(now) || !user.session_alive(Some(session.id), session.created_at) {
+    if !session.is_live(now)
+        || !user.session_alive(Some(session.id), session.created_at, &session.amr)
+    {
         return Rotation::Invalid;
     }
     // A token of the family without a record was superseded longer ago than anything
