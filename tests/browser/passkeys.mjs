@@ -6,7 +6,8 @@
 //      code computed here as an app would), see the recovery codes, add a passkey;
 //   2. sign out; an authorization code flow of a first-party public client with "Sign in
 //      with a passkey" (no email, no password): its ID token's amr says hwk;
-//   3. sign out; password, then the passkey as the second factor ("Use a passkey").
+//   3. sign out; password, then the passkey as the second factor ("Use a passkey");
+//   4. sign out; password, then the authenticator app's code.
 // Screenshots (desktop and phone) of each page into SCREENSHOTS/<viewport>/ (and of the
 // desktop card alone into SCREENSHOTS/cards/, as tests/browser/screenshots/ has them), with the
 // checks pages.mjs makes (an <h1>, no inline script, labelled inputs, fits, security
@@ -180,6 +181,20 @@ try {
     const sso = (await context.cookies(base)).find((c) => c.name === 'simple_api_sso');
     assert.deepEqual(payload(sso.value).amr, ['pwd', 'hwk', 'user', 'mfa']);
     ok(`${viewport}: password, then "Use a passkey" -> signed in, amr pwd+hwk+user+mfa`);
+
+    // 4. Signed out: the password, then the authenticator app's code (computed here).
+    await signOut(page);
+    await page.goto(`${base}/signin`);
+    await page.getByLabel('Email').fill(email);
+    await page.getByLabel('Password').fill(password);
+    await submitWith(page, page.getByRole('button', { name: 'Sign in', exact: true }));
+    // The next step's code: the one confirming the enrolment may be this step's.
+    await page.getByLabel('Authentication code').fill(totp(secret, Math.floor(Date.now() / 30000) + 1));
+    await submitWith(page, page.getByRole('button', { name: 'Verify' }));
+    await page.getByText('You are signed in as').waitFor();
+    const withCode = (await context.cookies(base)).find((c) => c.name === 'simple_api_sso');
+    assert.deepEqual(payload(withCode.value).amr, ['pwd', 'otp', 'mfa']);
+    ok(`${viewport}: password, then the authenticator app's code -> signed in, amr pwd+otp+mfa`);
     assert.deepEqual(outside, [], 'nothing loaded from other hosts');
     await context.close();
   }
