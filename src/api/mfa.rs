@@ -52,7 +52,8 @@ pub struct ConfirmTotpRequest {
     pub code: String,
 }
 
-/// What proves you are there: your current password, or a second factor.
+/// What proves you are there: your current password, or a second factor (a code, a
+/// recovery code, or a passkey's answer).
 #[derive(Object)]
 pub struct MfaProofRequest {
     /// Your current password.
@@ -209,7 +210,8 @@ pub enum RecoveryCodesResponse {
 
 #[derive(ApiResponse)]
 pub enum RemovedResponse {
-    /// Removed, with the recovery codes: the password alone signs in again.
+    /// Removed (with the recovery codes if it was your last second factor, when the
+    /// password alone signs in again).
     #[oai(status = 200)]
     Ok(Json<Empty>),
 }
@@ -413,8 +415,9 @@ impl MfaApi {
 
     /// Remove the TOTP authenticator
     ///
-    /// With your current password, a code or a recovery code (JSON or form:
-    /// `current_password`, `otp` or `recovery_code`). The recovery codes go with it.
+    /// With your current password, a code, a recovery code or a passkey (JSON or form:
+    /// `current_password`, `otp`, `recovery_code`, or a passkey's `passkey_ceremony` and
+    /// `passkey_credential`). The recovery codes go with your last second factor.
     #[oai(
         path = "/users/me/mfa/totp",
         method = "delete",
@@ -440,7 +443,7 @@ impl MfaApi {
     /// New recovery codes
     ///
     /// Ten new single-use codes, shown this once; the old ones stop working. With your
-    /// current password, a code or a recovery code.
+    /// current password, a code, a recovery code or a passkey.
     #[oai(
         path = "/users/me/mfa/recovery-codes",
         method = "post",
