@@ -13,8 +13,8 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::domain::{
-    AuthCode, Client, ClientId, Consent, PresentedRefresh, RefreshToken, Scopes, Session, User,
-    UserCursor, UserId,
+    AuthCode, Client, ClientId, Consent, PresentedRefresh, QueuedMail, RefreshToken, Scopes,
+    Session, User, UserCursor, UserId,
 };
 
 pub use file::{spool, Export, FileStore, FileStoreOptions};
@@ -287,6 +287,30 @@ pub trait Store: Send + Sync + 'static {
     async fn consents(&self, user: UserId) -> Result<Vec<Consent>, StoreError>;
     /// Forgets what `user` allowed `client`; `false` if there was nothing.
     async fn delete_consent(&self, user: UserId, client: ClientId) -> Result<bool, StoreError>;
+
+    // Mail (a durable queue).
+
+    /// Queues a message for delivery.
+    async fn enqueue_mail(&self, mail: QueuedMail) -> Result<(), StoreError>;
+    /// Claims up to `limit` messages due at `now`, oldest first: each one's
+    /// `next_attempt_at` moves to `now + lease`, so it is this caller's until then. Decided
+    /// in one place (one lock, or `FOR UPDATE SKIP LOCKED`): no two workers, on any
+    /// replica, claim one message.
+    async fn claim_mail(
+        &self,
+        now: DateTime<Utc>,
+        lease: chrono::Duration,
+        limit: usize,
+    ) -> Result<Vec<QueuedMail>, StoreError>;
+    /// A claimed message failed: tried again at `next_attempt_at`, after `attempts`.
+    async fn retry_mail(
+        &self,
+        id: Uuid,
+        attempts: u32,
+        next_attempt_at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+    /// Forgets a message: delivered, or given up.
+    async fn delete_mail(&self, id: Uuid) -> Result<(), StoreError>;
 
     // Upkeep.
 

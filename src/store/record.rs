@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::domain::{
     AuthCode, Client, ClientKeys, ClientName, Credential, Email, Mfa, PasskeyCredential,
-    PersonName, RedirectUri, RefreshToken, Role, Scopes, Session, SignIn, Totp, User,
+    PersonName, QueuedMail, RedirectUri, RefreshToken, Role, Scopes, Session, SignIn, Totp, User,
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -384,5 +384,49 @@ impl AuthCodeRecord {
             amr: self.amr,
             expires_at: self.expires_at,
         })
+    }
+}
+
+/// A queued message as stored (the file store's log line; PostgreSQL has a row).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MailRecord {
+    pub id: Uuid,
+    pub recipient: String,
+    pub sealed: String,
+    pub purpose: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<Uuid>,
+    pub attempts: u32,
+    pub next_attempt_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<&QueuedMail> for MailRecord {
+    fn from(m: &QueuedMail) -> Self {
+        Self {
+            id: m.id,
+            recipient: m.recipient.clone(),
+            sealed: m.sealed.clone(),
+            purpose: m.purpose.clone(),
+            user_id: m.user_id,
+            attempts: m.attempts,
+            next_attempt_at: m.next_attempt_at,
+            created_at: m.created_at,
+        }
+    }
+}
+
+impl From<MailRecord> for QueuedMail {
+    fn from(r: MailRecord) -> Self {
+        Self {
+            id: r.id,
+            recipient: r.recipient,
+            sealed: r.sealed,
+            purpose: r.purpose,
+            user_id: r.user_id,
+            attempts: r.attempts,
+            next_attempt_at: r.next_attempt_at,
+            created_at: r.created_at,
+        }
     }
 }

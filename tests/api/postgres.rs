@@ -758,3 +758,55 @@ async fn a_restored_client_secret_never_undoes_a_deletion_or_a_rotation() {
         .unwrap());
     assert_eq!(store.client(read.id).await.unwrap(), None);
 }
+
+#[tokio::test]
+async fn the_mail_queue_gives_each_message_to_one_replica() {
+    let db = database();
+    // Leaked for the test's length: the two claimers borrow them.
+    let a: &'static _ = Box::leak(Box::new(open_store(&db.url).await));
+    let b: &'static _ = Box::leak(Box::new(open_store(&db.url).await));
+    let now = simple_api::domain::now();
+    let lease = chrono::Duration::seconds(60);
+    let mut ids = Vec::new();
+    for n in 0..40 {
+        let m = simple_api::domain::QueuedMail {
+            id: uuid::Uuid::now_v7(),
+            recipient: format!("r{n}@example.com"),
+            sealed: format!("sealed-{n}"),
+            purpose: "password_reset".into(),
+            user_id: None,
+            attempts: 0,
+            next_attempt_at: now,
+            created_at: now,
+        };
+        ids.push(m.id);
+        a.enqueue_mail(m).await.unwrap();
+    }
+    // Two replicas claiming at once, in small batches: every message once, none twice.
+    let claim = |s: &'static simple_api::store::postgres::PgStore| async move {
+        let mut got = Vec::new();
+        loop {
+            let batch = s.claim_mail(now, lease, 3).await.unwrap();
+            if batch.is_empty() {
+                return got;
+            }
+            got.extend(batch.into_iter().map(|m| m.id));
+        }
+    };
+    let (from_a, from_b) = tokio::join!(claim(a), claim(b));
+    let mut all: Vec<_> = from_a.iter().chain(&from_b).copied().collect();
+    all.sort();
+    assert_eq!(all, ids, "each message claimed exactly once");
+    // Retried and delivered, as in the file store; a lease that runs out frees it.
+    b.retry_mail(ids[0], 1, now).await.unwrap();
+    a.delete_mail(ids[1]).await.unwrap();
+    let again = a.claim_mail(now, lease, 10).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!((again[0].id, again[0].attempts), (ids[0], 1));
+    let later = a.claim_mail(now + lease, lease, 100).await.unwrap();
+    assert_eq!(
+        later.len(),
+        39,
+        "every lease ran out except the delivered one's"
+    );
+}

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::domain::ClientId;
-use crate::store::record::{ClientRecord, RefreshRecord, SessionRecord, UserRecord};
+use crate::store::record::{ClientRecord, MailRecord, RefreshRecord, SessionRecord, UserRecord};
 use crate::store::StoreError;
 
 /// One line of the store's log.
@@ -84,6 +84,20 @@ pub enum Entry {
     AssertionUse {
         key: AssertionKey,
         exp: i64,
+    },
+    /// A message queued for delivery (its body sealed).
+    MailPut {
+        mail: MailRecord,
+    },
+    /// A queued message claimed or failed: tried (again) at `next_attempt_at`.
+    MailRetry {
+        id: Uuid,
+        attempts: u32,
+        next_attempt_at: DateTime<Utc>,
+    },
+    /// A queued message delivered or given up.
+    MailDelete {
+        id: Uuid,
     },
 }
 

@@ -32,11 +32,11 @@ use self::log::Log;
 use self::state::State;
 use self::syncer::Syncer;
 use self::writer::{start_writer, Job};
-use super::record::{ClientRecord, RefreshRecord, SessionRecord, UserRecord};
+use super::record::{ClientRecord, MailRecord, RefreshRecord, SessionRecord, UserRecord};
 use super::{rotation, RefreshOutcome, Rotation, Store, StoreError, TokenStanding, UserUpdate};
 use crate::domain::{
-    AuthCode, Client, ClientId, Consent, Email, PresentedRefresh, RefreshToken, Session, User,
-    UserCursor, UserId,
+    AuthCode, Client, ClientId, Consent, Email, PresentedRefresh, QueuedMail, RefreshToken,
+    Session, User, UserCursor, UserId,
 };
 
 #[derive(Debug, Clone)]
@@ -677,6 +677,78 @@ impl Store for FileStore {
     async fn flush(&self) -> Result<(), StoreError> {
         self.flush_assertions().await;
         self.write(|_| Ok((Vec::new(), ()))).await
+    }
+
+    async fn enqueue_mail(&self, mail: QueuedMail) -> Result<(), StoreError> {
+        self.write(move |_| {
+            let entry = Entry::MailPut {
+                mail: MailRecord::from(&mail),
+            };
+            Ok((vec![entry], ()))
+        })
+        .await
+    }
+
+    async fn claim_mail(
+        &self,
+        now: DateTime<Utc>,
+        lease: chrono::Duration,
+        limit: usize,
+    ) -> Result<Vec<QueuedMail>, StoreError> {
+        self.write(move |state| {
+            let until = now + lease;
+            let due: Vec<QueuedMail> = state
+                .mail
+                .values()
+                .filter(|m| m.next_attempt_at <= now)
+                .take(limit)
+                .map(|m| QueuedMail {
+                    next_attempt_at: until,
+                    ..m.clone()
+                })
+                .collect();
+            let entries = due
+                .iter()
+                .map(|m| Entry::MailRetry {
+                    id: m.id,
+                    attempts: m.attempts,
+                    next_attempt_at: until,
+                })
+                .collect();
+            Ok((entries, due))
+        })
+        .await
+    }
+
+    async fn retry_mail(
+        &self,
+        id: Uuid,
+        attempts: u32,
+        next_attempt_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.write(move |state| {
+            if !state.mail.contains_key(&id) {
+                return Ok((Vec::new(), ()));
+            }
+            let entry = Entry::MailRetry {
+                id,
+                attempts,
+                next_attempt_at,
+            };
+            Ok((vec![entry], ()))
+        })
+        .await
+    }
+
+    async fn delete_mail(&self, id: Uuid) -> Result<(), StoreError> {
+        self.write(move |state| {
+            let entries = match state.mail.contains_key(&id) {
+                true => vec![Entry::MailDelete { id }],
+                false => Vec::new(),
+            };
+            Ok((entries, ()))
+        })
+        .await
     }
 
     async fn prune(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {

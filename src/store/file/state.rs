@@ -10,8 +10,10 @@ use uuid::Uuid;
 use super::codec::{AssertionKey, Entry};
 use super::email_index::EmailIndex;
 use super::ordered::Ordered;
-use crate::domain::{Client, ClientId, Consent, RefreshToken, Scopes, Session, User, UserId};
-use crate::store::record::{ClientRecord, SessionRecord, UserRecord};
+use crate::domain::{
+    Client, ClientId, Consent, QueuedMail, RefreshToken, Scopes, Session, User, UserId,
+};
+use crate::store::record::{ClientRecord, MailRecord, SessionRecord, UserRecord};
 
 #[derive(Default)]
 pub(super) struct State {
@@ -31,6 +33,8 @@ pub(super) struct State {
     pub(super) used_assertions: HashMap<AssertionKey, i64>,
     /// What each person allowed third-party clients (browser sign-in).
     pub(super) consents: HashMap<UserId, HashMap<ClientId, Consent>>,
+    /// Messages waiting to be delivered, by id (UUIDv7: oldest first).
+    pub(super) mail: std::collections::BTreeMap<Uuid, QueuedMail>,
 }
 
 impl State {
@@ -116,6 +120,22 @@ impl State {
                 // Over an expired use of the same assertion, if not yet pruned.
                 self.used_assertions.insert(key, exp);
             }
+            Entry::MailPut { mail } => {
+                self.mail.insert(mail.id, QueuedMail::from(mail));
+            }
+            Entry::MailRetry {
+                id,
+                attempts,
+                next_attempt_at,
+            } => {
+                if let Some(mail) = self.mail.get_mut(&id) {
+                    mail.attempts = attempts;
+                    mail.next_attempt_at = next_attempt_at;
+                }
+            }
+            Entry::MailDelete { id } => {
+                self.mail.remove(&id);
+            }
         }
         Ok(())
     }
@@ -180,6 +200,7 @@ impl State {
             + self.revoked_jtis.len()
             + self.clients.len()
             + self.used_assertions.len()
+            + self.mail.len()
             + self.consents.values().map(HashMap::len).sum::<usize>()) as u64
     }
 
@@ -211,12 +232,16 @@ impl State {
                 at: c.granted_at,
             })
         });
+        let mail = self.mail.values().map(|m| Entry::MailPut {
+            mail: MailRecord::from(m),
+        });
         users
             .chain(consents)
             .chain(clients)
             .chain(sessions)
             .chain(jtis)
             .chain(assertions)
+            .chain(mail)
     }
 }
 

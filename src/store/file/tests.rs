@@ -1049,3 +1049,66 @@ async fn flush_writes_the_used_assertions_held_back() {
     store.flush().await.unwrap();
     assert_eq!(store.log_entries(), entries + 1);
 }
+
+fn queued(n: u8, due: DateTime<Utc>) -> QueuedMail {
+    QueuedMail {
+        id: Uuid::now_v7(),
+        recipient: format!("r{n}@example.com"),
+        sealed: format!("sealed-{n}"),
+        purpose: "password_reset".into(),
+        user_id: None,
+        attempts: 0,
+        next_attempt_at: due,
+        created_at: due,
+    }
+}
+
+#[tokio::test]
+async fn the_mail_queue_is_durable_and_a_claim_is_a_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = crate::domain::now();
+    let lease = chrono::Duration::seconds(60);
+    let (first, second) = (queued(1, now), queued(2, now));
+    let later = queued(3, now + chrono::Duration::hours(1));
+    {
+        let store = open(dir.path());
+        for m in [&first, &second, &later] {
+            store.enqueue_mail(m.clone()).await.unwrap();
+        }
+        // Due ones, oldest first, up to the limit; each now leased.
+        let claimed = store.claim_mail(now, lease, 1).await.unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(claimed[0].id, first.id);
+        assert_eq!(claimed[0].next_attempt_at, now + lease);
+        let claimed = store.claim_mail(now, lease, 10).await.unwrap();
+        assert_eq!(
+            claimed.iter().map(|m| m.id).collect::<Vec<_>>(),
+            vec![second.id]
+        );
+        assert!(store.claim_mail(now, lease, 10).await.unwrap().is_empty());
+        store.delete_mail(second.id).await.unwrap();
+        store
+            .retry_mail(first.id, 1, now + chrono::Duration::seconds(5))
+            .await
+            .unwrap();
+    }
+    // Reopened (a restart): the first is due again once its retry time comes; the
+    // delivered one is gone; the later one waits.
+    let store = open(dir.path());
+    let at = now + chrono::Duration::seconds(5);
+    let claimed = store.claim_mail(at, lease, 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!((claimed[0].id, claimed[0].attempts), (first.id, 1));
+    assert_eq!(claimed[0].sealed, "sealed-1");
+    // A lease that ran out (the worker died): due again.
+    let claimed = store.claim_mail(at + lease, lease, 10).await.unwrap();
+    assert_eq!(
+        claimed.iter().map(|m| m.id).collect::<Vec<_>>(),
+        vec![first.id]
+    );
+    let claimed = store
+        .claim_mail(now + chrono::Duration::hours(2), lease, 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 2, "the first again and the later one");
+}

@@ -48,6 +48,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "second factors, sign-in methods of a session",
         sql: include_str!("0007_second_factors.sql"),
     },
+    Migration {
+        version: 8,
+        name: "mail queue",
+        sql: include_str!("0008_mail_queue.sql"),
+    },
 ];
 
 /// The advisory lock all simple-api migrations take ("simple-a" in ASCII).

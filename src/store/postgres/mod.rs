@@ -8,6 +8,7 @@ mod cache;
 mod clients;
 mod copy;
 mod failures;
+mod mail;
 mod migrations;
 mod password;
 mod sessions;
@@ -34,8 +35,8 @@ use uuid::Uuid;
 use self::cache::Cache;
 use super::{FailureCounts, RefreshOutcome, Store, StoreError, TokenStanding, UserUpdate};
 use crate::domain::{
-    AuthCode, Client, ClientId, Consent, PresentedRefresh, RefreshToken, Session, User, UserCursor,
-    UserId,
+    AuthCode, Client, ClientId, Consent, PresentedRefresh, QueuedMail, RefreshToken, Session, User,
+    UserCursor, UserId,
 };
 
 /// Connections a replica keeps at most. Requests needing the database are short; beyond
@@ -574,6 +575,44 @@ impl Store for PgStore {
     async fn delete_consent(&self, user: UserId, client: ClientId) -> Result<bool, StoreError> {
         self.with("delete a consent", async move |c| {
             signin::delete_consent(&*c, user, client).await
+        })
+        .await
+    }
+
+    async fn enqueue_mail(&self, mail: QueuedMail) -> Result<(), StoreError> {
+        self.with("queue a message", async move |c| {
+            mail::enqueue(&*c, &mail).await
+        })
+        .await
+    }
+
+    async fn claim_mail(
+        &self,
+        now: DateTime<Utc>,
+        lease: chrono::Duration,
+        limit: usize,
+    ) -> Result<Vec<QueuedMail>, StoreError> {
+        self.with("claim messages", async move |c| {
+            mail::claim(&*c, now, now + lease, limit).await
+        })
+        .await
+    }
+
+    async fn retry_mail(
+        &self,
+        id: Uuid,
+        attempts: u32,
+        next_attempt_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.with("reschedule a message", async move |c| {
+            mail::retry(&*c, id, attempts, next_attempt_at).await
+        })
+        .await
+    }
+
+    async fn delete_mail(&self, id: Uuid) -> Result<(), StoreError> {
+        self.with("forget a message", async move |c| {
+            mail::delete(&*c, id).await
         })
         .await
     }

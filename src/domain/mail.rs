@@ -1,0 +1,27 @@
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::UserId;
+
+/// A message waiting to be delivered (issue #19). It lives in the store, so a crash or a
+/// restart loses nothing and, on PostgreSQL, any replica may deliver it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedMail {
+    /// A UUIDv7: the queue's order.
+    pub id: Uuid,
+    /// The envelope's recipient.
+    pub recipient: String,
+    /// The whole RFC 5322 message, sealed (AES-256-GCM with the key in KEYS_DIR, the id as
+    /// associated data): it may carry a one-time code, which no store reader may see.
+    pub sealed: String,
+    /// What it is for (`password_reset`, …), for the audit log.
+    pub purpose: String,
+    /// Whose account it is about, if anyone's.
+    pub user_id: Option<UserId>,
+    /// Delivery attempts so far.
+    pub attempts: u32,
+    /// When it may be tried (again). Claiming it moves this forward by a lease, so a
+    /// worker that dies mid-send leaves it to another once the lease is over.
+    pub next_attempt_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+}
