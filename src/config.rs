@@ -123,6 +123,21 @@ pub struct Config {
     /// Seconds between re-reads of KEYS_DIR and of admin changes from the CLI (SIGHUP: at once).
     #[arg(long, env = "RELOAD_INTERVAL", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..), global = true)]
     pub reload_interval: u64,
+    /// SMTP server for the service's mail: `smtp://user:pass@host:587` (STARTTLS
+    /// required), `smtps://host:465`, or `smtp://127.0.0.1:2525?tls=none` (loopback only).
+    /// Unset: each message is written as an `.eml` file into DATA_DIR/outbox/.
+    #[arg(long, env = "SMTP_URL", hide_env_values = true, global = true)]
+    pub smtp_url: Option<String>,
+    /// The sender of the service's mail (default `simple-api <no-reply@PUBLIC_URL's host>`).
+    #[arg(long, env = "MAIL_FROM", global = true)]
+    pub mail_from: Option<String>,
+    /// Messages a minute per account (and, times 10, per client address): password
+    /// resets and the like; beyond that, 429 with Retry-After.
+    #[arg(long, env = "MAIL_LIMIT_MINUTE", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    pub mail_limit_minute: u32,
+    /// Messages a day per account (and, times 10, per client address).
+    #[arg(long, env = "MAIL_LIMIT_DAY", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    pub mail_limit_day: u32,
     /// Log format on stderr: `text` or `json`.
     #[arg(long, env = "LOG_FORMAT", default_value = "text", value_parser = ["text", "json"], global = true)]
     pub log_format: String,

@@ -10,7 +10,14 @@ const LAYERS: &[&str] = &[
     "domain", "store", "auth", "service", "api", "startup", "cli",
 ];
 /// Modules any layer may use; they themselves use only `domain`.
-const LEAVES: &[&str] = &["config", "audit", "metrics", "telemetry", "header_deadline"];
+const LEAVES: &[&str] = &[
+    "config",
+    "audit",
+    "metrics",
+    "telemetry",
+    "header_deadline",
+    "mail",
+];
 
 type Module = Vec<String>;
 

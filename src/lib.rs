@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod header_deadline;
+pub mod mail;
 pub mod metrics;
 pub mod service;
 pub mod startup;

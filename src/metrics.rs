@@ -26,6 +26,7 @@ pub struct Metrics {
     logins: Mutex<BTreeMap<&'static str, u64>>,
     tokens: Mutex<BTreeMap<&'static str, u64>>,
     mfa: Mutex<BTreeMap<&'static str, u64>>,
+    mail: Mutex<BTreeMap<&'static str, u64>>,
     pub refresh_reuse: AtomicU64,
     pub throttled: AtomicU64,
 }
@@ -65,6 +66,11 @@ impl Metrics {
     /// A second factor checked after a right password: `ok` or `failed`.
     pub fn mfa(&self, result: &'static str) {
         bump(&self.mfa, result);
+    }
+
+    /// A message `queued`, `sent`, `retried` (a transient failure) or `failed` (given up).
+    pub fn mail(&self, result: &'static str) {
+        bump(&self.mail, result);
     }
 
     /// `password`, `refresh_token`, `client_credentials` or `cookie`.
@@ -132,6 +138,13 @@ impl Metrics {
                 out,
                 "simple_api_second_factors_total{{result=\"{result}\"}} {n}"
             );
+        }
+        out.push_str(
+            "# HELP simple_api_mail_total Messages, by what happened (queued, sent, retried, failed).\n",
+        );
+        out.push_str("# TYPE simple_api_mail_total counter\n");
+        for (result, n) in self.mail.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = writeln!(out, "simple_api_mail_total{{result=\"{result}\"}} {n}");
         }
         out.push_str("# HELP simple_api_tokens_issued_total Access tokens issued, by grant.\n");
         out.push_str("# TYPE simple_api_tokens_issued_total counter\n");

@@ -98,6 +98,7 @@ impl Application {
     ) -> std::io::Result<()> {
         tracing::info!(address = %self.addr, "simple-api listening");
         let maintenance = tokio::spawn(maintain(self.state.clone()));
+        let mail = tokio::spawn(crate::service::run_mail_worker(self.state.clone()));
         let app = api::routes(self.state.clone()).boxed();
         // Idle or trickling connections are closed rather than held forever.
         let header_timeout = Duration::from_secs(self.state.config.header_timeout);
@@ -107,6 +108,8 @@ impl Application {
             .run_with_graceful_shutdown(app, shutdown, Some(Duration::from_secs(10)))
             .await;
         maintenance.abort();
+        // A delivery cut short is retried when its lease ends (here or on another replica).
+        mail.abort();
         if let Err(error) = self.state.store.flush().await {
             tracing::error!(%error, "could not write the store's last changes at shutdown");
         }

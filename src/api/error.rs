@@ -211,6 +211,13 @@ impl From<ServiceError> for ApiError {
             ServiceError::Store(e) => e.into(),
             ServiceError::Password(e) => e.into(),
             ServiceError::Token(e) => e.into(),
+            ServiceError::Mail(reason) => {
+                tracing::error!(%reason, "mail cannot be queued");
+                Self::Unavailable(
+                    body("Mail cannot be sent from this server right now; see its log"),
+                    None,
+                )
+            }
         }
     }
 }

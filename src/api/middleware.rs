@@ -100,7 +100,8 @@ impl AllowTable {
             .collect();
         table.push((segments("/openapi.json"), "GET, HEAD".into()));
         table.push((segments("/docs"), "GET, HEAD".into()));
-        for (path, methods) in super::signin::PATHS.iter().chain(super::account::PATHS) {
+        let pages = super::signin::PATHS.iter().chain(super::account::PATHS);
+        for (path, methods) in pages.chain(super::recovery::PATHS) {
             table.push((segments(path), (*methods).into()));
         }
         Self(table)

@@ -7,8 +7,10 @@ mod body;
 mod context;
 mod error;
 mod json;
+mod mail;
 mod mfa;
 mod middleware;
+mod recovery;
 mod security;
 mod sessions;
 mod signin;
@@ -39,8 +41,10 @@ pub enum ApiTags {
     Sessions,
     /// User accounts.
     Users,
-    /// Your second factors: a TOTP authenticator app and recovery codes.
+    /// Your second factors: a TOTP authenticator app, passkeys and recovery codes.
     Mfa,
+    /// Accounts by mail: password reset.
+    Mail,
     /// Published keys for verifying tokens offline.
     WellKnown,
 }
@@ -51,6 +55,7 @@ pub type Apis = (
     sessions::SessionsApi,
     users::UsersApi,
     mfa::MfaApi,
+    mail::MailApi,
     well_known::WellKnownApi,
 );
 
@@ -67,6 +72,7 @@ pub fn openapi_service() -> OpenApiService<Apis, ()> {
         sessions::SessionsApi,
         users::UsersApi,
         mfa::MfaApi,
+        mail::MailApi,
         well_known::WellKnownApi,
     );
     OpenApiService::new(apis, "simple-api", env!("CARGO_PKG_VERSION"))
@@ -188,7 +194,7 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
             receiver.get_response(page).await
         }
     });
-    account::add_routes(signin::add_routes(Route::new()))
+    recovery::add_routes(account::add_routes(signin::add_routes(Route::new())))
         .nest("/", service)
         .at("/docs/oauth2-redirect.html", poem::get(oauth2_redirect))
         .nest("/docs", poem::get(docs))

@@ -70,6 +70,7 @@ static PAGES: LazyLock<Environment<'static>> = LazyLock::new(|| {
         ("message.html", include_str!("pages/message.html")),
         ("mfa.html", include_str!("pages/mfa.html")),
         ("account.html", include_str!("pages/account.html")),
+        ("reset.html", include_str!("pages/reset.html")),
     ] {
         env.add_template(name, source)
             .expect("the built-in page templates parse");
@@ -329,7 +330,7 @@ impl Fields {
         Ok(Self(map))
     }
 
-    fn query(req: &Request) -> Result<Self, String> {
+    pub(super) fn query(req: &Request) -> Result<Self, String> {
         Self::parse(req.uri().query().unwrap_or("").as_bytes())
     }
 

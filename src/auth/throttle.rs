@@ -204,12 +204,28 @@ impl Throttle {
 pub struct LoginThrottle {
     local: Throttle,
     shared: Option<Arc<dyn Store>>,
+    /// Prefixed to the shared counters' names, so that throttles with other windows and
+    /// limits (the mail limits) never share a counter with this one.
+    namespace: &'static str,
 }
 
 impl LoginThrottle {
     pub fn new(local: Throttle, store: &Arc<dyn Store>) -> Self {
+        Self::namespaced(local, store, "")
+    }
+
+    /// A throttle whose shared counters are named `namespace…`.
+    pub fn namespaced(local: Throttle, store: &Arc<dyn Store>, namespace: &'static str) -> Self {
         let shared = store.failure_counts().map(|_| Arc::clone(store));
-        Self { local, shared }
+        Self {
+            local,
+            shared,
+            namespace,
+        }
+    }
+
+    fn shared_name(&self, key: &Key) -> String {
+        format!("{}{}", self.namespace, key.shared_name())
     }
 
     fn shared(&self) -> Option<&dyn FailureCounts> {
@@ -225,7 +241,7 @@ impl LoginThrottle {
         let keys: Vec<(String, u32)> = attempt
             .keys
             .iter()
-            .map(|key| (key.shared_name(), self.local.limit(key)))
+            .map(|key| (self.shared_name(key), self.local.limit(key)))
             .collect();
         let blocked = shared.reserve(&keys, self.local.window).await?;
         Ok(blocked.map(|(retry_after, key)| Blocked { retry_after, key }))
@@ -242,11 +258,11 @@ impl LoginThrottle {
             .keys
             .iter()
             .filter(|key| Some(**key) != account)
-            .map(Key::shared_name)
+            .map(|key| self.shared_name(key))
             .collect();
         shared.refund(&decrement).await?;
         if let Some(account) = account {
-            shared.clear(&account.shared_name()).await?;
+            shared.clear(&self.shared_name(&account)).await?;
         }
         Ok(())
     }

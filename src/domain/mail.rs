@@ -25,3 +25,17 @@ pub struct QueuedMail {
     pub next_attempt_at: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
 }
+
+/// A one-time code sent by mail: its SHA-256 (hex) and when it stops working. The code
+/// itself exists only in the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailCode {
+    pub hash: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// The codes an account has in flight (one of each kind: a new one replaces the last).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MailCodes {
+    pub password_reset: Option<MailCode>,
+}

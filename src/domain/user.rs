@@ -21,8 +21,10 @@ pub struct User {
     pub tokens_valid_after: DateTime<Utc>,
     /// ...except this session: the one that changed the password.
     pub kept_session: Option<Uuid>,
-    /// Second factors (TOTP, recovery codes).
+    /// Second factors (TOTP, passkeys, recovery codes).
     pub mfa: super::Mfa,
+    /// One-time codes sent by mail and not used yet (password reset).
+    pub mail_codes: super::MailCodes,
 }
 
 impl User {
@@ -47,6 +49,7 @@ impl User {
             tokens_valid_after: DateTime::<Utc>::UNIX_EPOCH,
             kept_session: None,
             mfa: super::Mfa::default(),
+            mail_codes: super::MailCodes::default(),
         }
     }
 

@@ -8,8 +8,10 @@ mod accounts;
 mod clients;
 mod issue;
 mod login;
+mod mail;
 mod mfa;
 mod passkeys;
+mod reset;
 mod signin;
 mod state;
 
@@ -18,10 +20,12 @@ pub use accounts::NewAccount;
 pub use clients::{ClientCredential, ClientVerdict, RECENT_SECRET_TTL};
 pub use issue::{Exchanged, Grant, Tokens};
 pub use login::{Attempt, Verdict};
+pub use mail::{run_mail_worker, Letter, Mailer};
 pub use mfa::{
     FactorCheck, MfaRefusal, PasskeyAnswer, Proof, SecondFactor, TotpEnrolment, MAX_OTP_CHARS,
 };
 pub use passkeys::{Ceremony, PasskeySignIn};
+pub use reset::{ResetRefusal, ResetRequested, RESET_CODE_TTL};
 pub use signin::s256;
 pub use signin::{
     released_claims, AuthRequest, AuthorizeError, AuthorizeParams, LogoutParams, LogoutRequest,
@@ -43,4 +47,7 @@ pub enum ServiceError {
     /// A token was refused, or could not be signed.
     #[error(transparent)]
     Token(#[from] TokenError),
+    /// A message cannot be composed or queued (a template, MAIL_FROM, no seal key).
+    #[error("mail: {0}")]
+    Mail(String),
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use super::Mailer;
 use crate::audit::Audit;
 use crate::auth::assertion::AssertionHistory;
 use crate::auth::clients::RecentSecrets;
@@ -42,6 +43,11 @@ pub struct AppState {
     /// The WebAuthn relying party (PUBLIC_URL's host); `None` when PUBLIC_URL's host is an
     /// IP address, which browsers refuse as an RP id: passkeys are then unavailable.
     pub passkeys: Option<RelyingParty>,
+    /// Where mail goes (SMTP_URL, or DATA_DIR/outbox) and the delivery worker's wake-up.
+    pub mailer: Mailer,
+    /// Messages sent per account and address: MAIL_LIMIT_MINUTE a minute and
+    /// MAIL_LIMIT_DAY a day (shared by replicas on PostgreSQL).
+    pub mail_limits: [LoginThrottle; 2],
 }
 
 impl AppState {
@@ -109,9 +115,25 @@ impl AppState {
                 None
             }
         };
+        let transport = crate::mail::Transport::new(config.smtp_url.as_deref(), &config.data_dir)
+            .map_err(|e| anyhow::anyhow!(e))?;
+        let mail_limits = [
+            LoginThrottle::namespaced(
+                Throttle::new(config.mail_limit_minute, Duration::from_secs(60)),
+                &store,
+                "mail-minute:",
+            ),
+            LoginThrottle::namespaced(
+                Throttle::new(config.mail_limit_day, Duration::from_secs(86_400)),
+                &store,
+                "mail-day:",
+            ),
+        ];
         Ok(Self {
             public_url,
             passkeys,
+            mailer: Mailer::new(transport),
+            mail_limits,
             config,
             store,
             tokens,

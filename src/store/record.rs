@@ -7,8 +7,9 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::domain::{
-    AuthCode, Client, ClientKeys, ClientName, Credential, Email, Mfa, PasskeyCredential,
-    PersonName, QueuedMail, RedirectUri, RefreshToken, Role, Scopes, Session, SignIn, Totp, User,
+    AuthCode, Client, ClientKeys, ClientName, Credential, Email, MailCode, MailCodes, Mfa,
+    PasskeyCredential, PersonName, QueuedMail, RedirectUri, RefreshToken, Role, Scopes, Session,
+    SignIn, Totp, User,
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -27,6 +28,52 @@ pub struct UserRecord {
     /// Second factors; absent when there are none (and in records from before them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mfa: Option<MfaRecord>,
+    /// One-time codes sent by mail; absent when there are none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mail_codes: Option<MailCodesRecord>,
+}
+
+/// An account's codes in flight as stored (PostgreSQL: JSON in `users.mail_codes`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MailCodesRecord {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_reset: Option<MailCodeRecord>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MailCodeRecord {
+    pub hash: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+impl MailCodesRecord {
+    /// `None` for an account without codes in flight.
+    pub fn of(codes: &MailCodes) -> Option<Self> {
+        let code = |c: &Option<MailCode>| {
+            c.as_ref().map(|c| MailCodeRecord {
+                hash: c.hash.clone(),
+                expires_at: c.expires_at,
+            })
+        };
+        (codes != &MailCodes::default()).then(|| Self {
+            password_reset: code(&codes.password_reset),
+        })
+    }
+
+    pub fn into_codes(record: Option<Self>) -> MailCodes {
+        let Some(r) = record else {
+            return MailCodes::default();
+        };
+        let code = |c: Option<MailCodeRecord>| {
+            c.map(|c| MailCode {
+                hash: c.hash,
+                expires_at: c.expires_at,
+            })
+        };
+        MailCodes {
+            password_reset: code(r.password_reset),
+        }
+    }
 }
 
 /// A person's second factors as stored (PostgreSQL keeps this as JSON in `users.mfa`).
@@ -128,6 +175,7 @@ impl From<&User> for UserRecord {
             tokens_valid_after: user.tokens_valid_after,
             kept_session: user.kept_session,
             mfa: MfaRecord::of(&user.mfa),
+            mail_codes: MailCodesRecord::of(&user.mail_codes),
         }
     }
 }
@@ -154,6 +202,7 @@ impl TryFrom<UserRecord> for User {
             tokens_valid_after: r.tokens_valid_after,
             kept_session: r.kept_session,
             mfa: MfaRecord::into_mfa(r.mfa),
+            mail_codes: MailCodesRecord::into_codes(r.mail_codes),
         })
     }
 }

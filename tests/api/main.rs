@@ -44,6 +44,8 @@ macro_rules! suite {
         mod keys;
         #[path = "limits.rs"]
         mod limits;
+        #[path = "mail.rs"]
+        mod mail;
         #[path = "mfa.rs"]
         mod mfa;
         #[path = "passkeys.rs"]

@@ -12,3 +12,5 @@ CREATE TABLE mail_queue (
     created_at timestamptz NOT NULL
 );
 CREATE INDEX mail_queue_due ON mail_queue (next_attempt_at, id);
+-- One-time codes sent by mail (password reset), hashed: JSON (`MailCodesRecord`).
+ALTER TABLE users ADD COLUMN mail_codes text;

@@ -50,7 +50,7 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 8,
-        name: "mail queue",
+        name: "mail queue and codes",
         sql: include_str!("0008_mail_queue.sql"),
     },
 ];

@@ -12,12 +12,12 @@ use uuid::Uuid;
 
 use super::{database, exec, row_one, row_opt, rows};
 use crate::domain::{Role, User, UserCursor, UserId};
-use crate::store::record::{MfaRecord, UserRecord};
+use crate::store::record::{MailCodesRecord, MfaRecord, UserRecord};
 use crate::store::{StoreError, UserUpdate};
 
 pub(super) const COLUMNS: &str =
     "id, email, first_name, last_name, role, password_hash, created_at, \
-                       updated_at, tokens_valid_after, kept_session, mfa";
+                       updated_at, tokens_valid_after, kept_session, mfa, mail_codes";
 
 /// A user row, checked as the file store checks its records.
 pub(super) fn user_of(row: &Row) -> Result<User, StoreError> {
@@ -39,6 +39,10 @@ pub(super) fn user_of(row: &Row) -> Result<User, StoreError> {
             Some(json) => Some(serde_json::from_str(json).map_err(|e| corrupt(e.to_string()))?),
             None => None,
         },
+        mail_codes: match row.get::<_, Option<&str>>("mail_codes") {
+            Some(json) => Some(serde_json::from_str(json).map_err(|e| corrupt(e.to_string()))?),
+            None => None,
+        },
         tokens_valid_after: row.get::<_, DateTime<Utc>>("tokens_valid_after"),
         kept_session: row.get::<_, Option<Uuid>>("kept_session"),
     };
@@ -53,6 +57,7 @@ pub(super) struct Columns<'a> {
     role: &'static str,
     key: String,
     mfa: Option<String>,
+    mail_codes: Option<String>,
 }
 
 impl<'a> Columns<'a> {
@@ -65,12 +70,14 @@ impl<'a> Columns<'a> {
             key: user.email.key(),
             mfa: MfaRecord::of(&user.mfa)
                 .map(|r| serde_json::to_string(&r).expect("a record serializes")),
+            mail_codes: MailCodesRecord::of(&user.mail_codes)
+                .map(|r| serde_json::to_string(&r).expect("a record serializes")),
         }
     }
 
-    /// `COLUMNS` in order, then the email key: `$1`…`$12` of both the INSERT and the
+    /// `COLUMNS` in order, then the email key: `$1`…`$13` of both the INSERT and the
     /// UPDATE.
-    pub(super) fn params(&'a self, user: &'a User) -> [&'a (dyn ToSql + Sync); 12] {
+    pub(super) fn params(&'a self, user: &'a User) -> [&'a (dyn ToSql + Sync); 13] {
         [
             &user.id,
             &self.email,
@@ -83,6 +90,7 @@ impl<'a> Columns<'a> {
             &user.tokens_valid_after,
             &user.kept_session,
             &self.mfa,
+            &self.mail_codes,
             &self.key,
         ]
     }
@@ -106,7 +114,7 @@ pub async fn insert(client: &impl GenericClient, user: &User) -> Result<(), Stor
         client,
         &format!(
             "INSERT INTO users ({COLUMNS}, email_key) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
         ),
         &columns.params(user),
     )
@@ -167,7 +175,7 @@ pub async fn update(
         &tx,
         "UPDATE users SET email = $2, first_name = $3, last_name = $4, role = $5, \
          password_hash = $6, created_at = $7, updated_at = $8, tokens_valid_after = $9, \
-         kept_session = $10, mfa = $11, email_key = $12 WHERE id = $1",
+         kept_session = $10, mfa = $11, mail_codes = $12, email_key = $13 WHERE id = $1",
         &columns.params(&user),
     )
     .await

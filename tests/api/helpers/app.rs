@@ -70,6 +70,10 @@ pub fn test_config(data_dir: PathBuf, keys_dir: PathBuf) -> Config {
         audit_log: None,
         header_timeout: 10,
         reload_interval: 2,
+        smtp_url: None,
+        mail_from: None,
+        mail_limit_minute: 1,
+        mail_limit_day: 10,
         log_format: "text".into(),
     }
 }
