@@ -10,7 +10,7 @@ use secrecy::SecretString;
 
 use super::body::{optional_str, JsonOrForm};
 use super::{ApiError, ApiTags, Empty, ErrorBody, RequestCtx};
-use crate::domain::{Email, NewPassword};
+use crate::domain::{Identifier, NewPassword};
 use crate::service::{AppState, ResetRefusal, ResetRequested};
 
 pub struct MailApi;
@@ -19,7 +19,11 @@ pub struct MailApi;
 #[derive(Object)]
 pub struct PasswordResetRequest {
     /// The account's email address.
-    #[oai(validator(max_length = 320, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"))]
+    #[oai(validator(
+        min_length = 1,
+        max_length = 320,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+    ))]
     pub email: String,
 }
 
@@ -27,10 +31,14 @@ pub struct PasswordResetRequest {
 #[derive(Object)]
 pub struct PasswordResetConfirm {
     /// The account's email address.
-    #[oai(validator(max_length = 320, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"))]
+    #[oai(validator(
+        min_length = 1,
+        max_length = 320,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+    ))]
     pub email: String,
     /// The code the message shows (on a line of its own).
-    #[oai(validator(max_length = 64))]
+    #[oai(validator(min_length = 1, max_length = 64))]
     pub code: String,
     /// The new password (8 to 256 characters).
     #[oai(validator(min_length = 8, max_length = 256))]
@@ -71,7 +79,7 @@ impl MailApi {
     ///
     /// Sends a message with a one-time code (valid 15 minutes, usable once; a new request
     /// replaces it) to the address, if it has an account. Always `202 {}`, as fast
-    /// whether or not it has one. Limited per address and per client (MAIL_LIMIT_MINUTE,
+    /// whether or not it has one (or is an address at all). Limited per address and per client (MAIL_LIMIT_MINUTE,
     /// MAIL_LIMIT_DAY): 429 with Retry-After beyond.
     #[oai(
         path = "/auth/password-reset",
@@ -85,7 +93,9 @@ impl MailApi {
         body: JsonOrForm<PasswordResetRequest>,
     ) -> Result<ResetRequestedResponse, ApiError> {
         let fields = body.into_object()?;
-        let email = Email::parse(required(&fields, "email")?)?;
+        // Any string the schema allows: one that is no address has no account, and gets
+        // the same answer.
+        let email = Identifier::parse(required(&fields, "email")?, "email")?;
         match state
             .request_password_reset(email.as_str(), &ctx.audit())
             .await?

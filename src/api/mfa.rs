@@ -281,6 +281,10 @@ fn proof(body: JsonOrForm<MfaProofRequest>) -> Result<Proof, ApiError> {
     let form = body.is_form();
     let fields = body.into_object()?;
     let text = |name| -> Result<Option<String>, ApiError> {
+        // `null` is not a string: the schema does not allow it here.
+        if fields.get(name).is_some_and(Value::is_null) {
+            return Err(ApiError::bad_request(format!("{name} must be a string")));
+        }
         Ok(optional_str(&fields, name)?
             .filter(|v| !v.is_empty())
             .map(str::to_owned))

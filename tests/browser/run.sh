@@ -10,6 +10,8 @@
 #   passkeys.mjs      second factors with Chromium's virtual WebAuthn authenticator, on a
 #                     server at http://localhost:PORT (WebAuthn needs a host name), once on
 #                     the file store and once on PostgreSQL (a throwaway cluster)
+#   mail.mjs          password reset by mail on the hosted pages, the message (from the
+#                     outbox) rendered and followed
 # Needs /usr/bin/chromium, node and PostgreSQL. Screenshots go to target/.
 # Usage: tests/browser/run.sh [path/to/simple-api]   (default target/debug/simple-api)
 set -euo pipefail
@@ -82,9 +84,13 @@ passkeys() {
   local id; id="$(python3 -c 'import json,sys; print(json.loads(sys.stdin.read().strip().splitlines()[-1])["client_id"])' <<< "$made")"
   SIMPLE_API_URL="$url" CLIENT_ID="$id" REDIRECT_URI="$cb" STORE="$store" \
     SCREENSHOTS="$root/target/screenshots" node "$here/passkeys.mjs"
+  last_url="$url"; last_dir="$dir"
 }
 echo "-- second factors (authenticator app, passkeys) on the file store"
 passkeys file
+echo "-- password reset by mail (no SMTP_URL: the outbox), the message rendered"
+SIMPLE_API_URL="$last_url" OUTBOX="$last_dir/data/outbox" SCREENSHOTS="$root/target/screenshots" \
+  node "$here/mail.mjs"
 echo "-- second factors (authenticator app, passkeys) on PostgreSQL"
 start_postgres "$tmp"
 passkeys postgres DATABASE_URL="$pg_url"

@@ -51,8 +51,10 @@ apply there.
   registration answers a ceremony the hooks began; an aimed removal targets one of its
   passkeys with the password or (every other time) a passkey's answer to a challenge; a
   challenge is asked once the account has a passkey. Its logins then take a recovery code.
+- POST /auth/password-reset: a throwaway account's address; …/confirm: a code the hooks
+  asked for and read from the server's outbox (ST_OUTBOX), with the generated password.
 - Guard: PUT/DELETE /users/{id} and PUT /users/{id}/password never reach the second-factor
-  accounts above (the stateful phase finds them through GET /users' links): a disposable
+  and reset accounts above (the stateful phase finds them through GET /users' links): a disposable
   user instead, so their logins keep working.
 - DELETE /users/{id}/consents/{client_id}: `me` and the relying party ST_RP, whose consent
   the hooks give first (on the consent page) so that there is one to withdraw.
@@ -502,8 +504,45 @@ class PasskeyUser(TrackedUser):
         return {"passkey_ceremony": challenge["ceremony"], "passkey_credential": key.answer(challenge["options"])}
 
 
+class ResetUser:
+    """The account whose password the fuzzer resets: the hooks ask for a code, read it
+    from the server's outbox (ST_OUTBOX: no SMTP_URL, so each message is a file there) and
+    keep the password the reset set."""
+
+    def __init__(self) -> None:
+        self.email = f"fuzz-reset-{uuid.uuid4().hex[:12]}@example.com"
+        self.password = "reset-password-0"
+        self.id = ADMIN.create_user(self.email, self.password)
+
+    def code(self) -> str | None:
+        """A fresh code: asks for one and reads the newest message to this account."""
+        outbox = os.environ.get("ST_OUTBOX", "")
+        listing = lambda: set(os.listdir(outbox)) if os.path.isdir(outbox) else set()  # noqa: E731
+        seen = listing()
+        before = time.time()
+        resp = requests.post(f"{BASE}/api/v1/auth/password-reset", json={"email": self.email}, timeout=10)
+        if resp.status_code != 202:
+            return None
+        # Only a message that arrived after this request carries the code that counts (a
+        # new request replaces the last code).
+        while time.time() - before < 10:
+            for name in sorted(listing() - seen, reverse=True):
+                path = os.path.join(outbox, name)
+                if not name.endswith(".eml"):
+                    continue
+                text = open(path, encoding="utf-8", errors="replace").read()
+                if f"To: {self.email}" not in text or "Reset your password" not in text:
+                    continue
+                for line in text.splitlines():
+                    if re.fullmatch(r"[A-Z2-7]{26}", line.strip()):
+                        return line.strip()
+            time.sleep(0.05)
+        return None
+
+
 PASSKEYS = "/api/v1/users/me/mfa/passkeys"
 PASSKEY = PasskeyUser()
+RESET = ResetUser()
 PASSKEY_OPS = ("addPasskey", "confirmPasskey", "removePasskey", "passkeyChallenge")
 
 
@@ -633,7 +672,7 @@ def before_call(context, case, kwargs):
     body = case.body if isinstance(case.body, dict) else None
     # The accounts whose credentials the hooks track are not the fuzzer's to change (the
     # stateful phase reaches them through GET /users' links): a disposable user instead.
-    if op in ("updateUser", "deleteUser", "changePassword") and params.get("id") in (MFA.id, PASSKEY.id):
+    if op in ("updateUser", "deleteUser", "changePassword") and params.get("id") in (MFA.id, PASSKEY.id, RESET.id):
         params["id"] = DISPOSABLE.peek()
     if op in ("getUser", "updateUser"):
         k = turn(case)
@@ -664,7 +703,7 @@ def before_call(context, case, kwargs):
                 else:
                     MFA.ensure_enrolled()
                     if body is not None:
-                        for field in ("otp", "recovery_code"):
+                        for field in ("otp", "recovery_code", "passkey_ceremony", "passkey_credential"):
                             body.pop(field, None)
                         body["current_password"] = MFA.password
     elif op in PASSKEY_OPS:
@@ -695,6 +734,15 @@ def before_call(context, case, kwargs):
                             body.update(PASSKEY.proof())
                         else:
                             body["current_password"] = PASSKEY.password
+    elif op == "requestPasswordReset":
+        if body is not None and turn(case) is not None:
+            body["email"] = RESET.email
+    elif op == "confirmPasswordReset":
+        if body is not None and turn(case) is not None:
+            with LOCK:
+                code = RESET.code()
+            if code is not None:
+                body["email"], body["code"] = RESET.email, code
     elif op == "listConsents":
         if turn(case) is not None:
             params["id"] = "me"

@@ -41,8 +41,12 @@ DATA_DIR="$work/data" KEYS_DIR="$work/keys" AUDIT_LOG="$work/audit.log" "$bin" c
   --name fuzz-rp --scope "openid profile" --redirect-uri http://127.0.0.1:9/callback > "$work/rp.json" 2>/dev/null
 export ST_RP="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["client_id"])' "$work/rp.json")"
 
-# Cheap argon2 (hundreds of logins per run) and no login throttling: the fuzzer is not an attacker.
-ARGON2_M_KIB=1024 ARGON2_T=1 LOGIN_MAX_FAILURES=100000 API_PORT="$port" PUBLIC_URL="$public" \
+# Cheap argon2 (hundreds of logins per run), no login throttling and no mail limits: the
+# fuzzer is not an attacker. No SMTP_URL: messages land in the outbox, where the hooks read
+# the reset codes.
+export ST_OUTBOX="$work/data/outbox"
+ARGON2_M_KIB=1024 ARGON2_T=1 LOGIN_MAX_FAILURES=100000 MAIL_LIMIT_MINUTE=100000 MAIL_LIMIT_DAY=100000 \
+  API_PORT="$port" PUBLIC_URL="$public" \
   DATA_DIR="$work/data" KEYS_DIR="$work/keys" AUDIT_LOG="$work/audit.log" \
   ADMIN_EMAIL="$ST_ADMIN_EMAIL" ADMIN_PASSWORD="$ST_ADMIN_PASSWORD" \
   "$bin" serve > "$out/server.log" 2>&1 &
