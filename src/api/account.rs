@@ -16,7 +16,7 @@ use super::signin::{
 };
 use super::RequestCtx;
 use crate::domain::{PersonName, User};
-use crate::service::{AppState, MfaRefusal, PasskeyAnswer, Proof, ServiceError, Sso};
+use crate::service::{AppState, MfaRefusal, Proof, ServiceError, Sso};
 use crate::SERVICE_NAME;
 
 /// Adds `/account`, outside the OpenAPI service (a page, not JSON).
@@ -326,19 +326,18 @@ async fn act(
             }
         }
         "passkey-confirm" => {
-            let answer = match PasskeyAnswer::from_form(
-                form.get("passkey_ceremony"),
-                form.get("passkey_credential"),
-            ) {
-                Ok(Some(answer)) => answer,
-                _ => {
-                    return Ok(Outcome::Invalid(
-                        "The passkey was not created. Start again.",
-                    ))
-                }
+            // The registration's ceremony and the browser's new credential (JSON text).
+            let ceremony = form.get("passkey_ceremony").filter(|c| !c.is_empty());
+            let credential = form
+                .get("passkey_credential")
+                .and_then(|c| serde_json::from_str::<serde_json::Value>(c).ok());
+            let (Some(ceremony), Some(credential)) = (ceremony, credential) else {
+                return Ok(Outcome::Invalid(
+                    "The passkey was not created. Start again.",
+                ));
             };
             match state
-                .finish_passkey(user, &answer.ceremony, &answer.credential, keep, &audit)
+                .finish_passkey(user, ceremony, &credential, keep, &audit)
                 .await?
             {
                 Ok((_, codes)) => codes_or(codes, "The passkey is added."),

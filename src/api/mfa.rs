@@ -22,7 +22,9 @@ use super::security::{
 };
 use super::{ApiError, ApiTags, Caller, Empty, ErrorBody, RequestCtx};
 use crate::domain::{PasskeyCredential, PersonName};
-use crate::service::{AppState, Ceremony, MfaRefusal, PasskeyAnswer, Proof, SecondFactor};
+use crate::service::{
+    AppState, Ceremony, CeremonyUse, MfaRefusal, PasskeyAnswer, Proof, SecondFactor,
+};
 
 pub struct MfaApi;
 
@@ -304,6 +306,7 @@ fn proof(body: JsonOrForm<MfaProofRequest>) -> Result<Proof, ApiError> {
         return Ok(Proof::Factor(SecondFactor::Passkey(PasskeyAnswer {
             ceremony,
             credential,
+            purpose: CeremonyUse::Proof,
         })));
     }
     SecondFactor::from_form(otp.as_deref(), recovery.as_deref())
@@ -596,6 +599,9 @@ impl MfaApi {
     ) -> Result<CeremonyResponse, ApiError> {
         caller.authorize(MFA_PASSKEY_CHALLENGE, caller.user_id())?;
         let me = caller.require_user()?;
-        Ok(state.passkey_challenge(Some(me)).map_err(refused)?.into())
+        Ok(state
+            .passkey_challenge(CeremonyUse::Proof, Some(me))
+            .map_err(refused)?
+            .into())
     }
 }

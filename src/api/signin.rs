@@ -28,9 +28,9 @@ use crate::auth::clients::{generate_secret, same_bytes};
 use crate::auth::Authentication;
 use crate::domain::{Client, Identifier, Scope, Scopes, User};
 use crate::service::{
-    AppState, AuthRequest, AuthorizeError, AuthorizeParams, Ceremony, FactorCheck, LogoutParams,
-    LogoutRequest, Next, PasskeyAnswer, PasskeySignIn, PendingSignIn, SecondFactor, ServiceError,
-    Sso, Verdict,
+    AppState, AuthRequest, AuthorizeError, AuthorizeParams, Ceremony, CeremonyUse, FactorCheck,
+    LogoutParams, LogoutRequest, Next, PasskeyAnswer, PasskeySignIn, PendingSignIn, SecondFactor,
+    ServiceError, Sso, Verdict,
 };
 
 /// The browser's single-sign-on cookie (`HttpOnly; SameSite=Lax`: the authorization
@@ -448,10 +448,18 @@ impl From<Ceremony> for PasskeyForm {
     }
 }
 
-/// An authentication ceremony for `user`'s passkeys, or for any passkey (`None`); `None`
-/// when there is none to offer (no passkeys here, or the account has none).
+/// An authentication ceremony for `user`'s passkeys (a sign-in's second step), or for any
+/// passkey (`None`: "Sign in with a passkey"); `None` when there is none to offer (no
+/// passkeys here, or the account has none).
 fn passkey_form(state: &AppState, user: Option<&User>) -> Option<PasskeyForm> {
-    state.passkey_challenge(user).ok().map(PasskeyForm::from)
+    let purpose = match user {
+        Some(_) => CeremonyUse::SecondFactor,
+        None => CeremonyUse::SignIn,
+    };
+    state
+        .passkey_challenge(purpose, user)
+        .ok()
+        .map(PasskeyForm::from)
 }
 
 /// The sign-in form, for `request` (signed) if the sign-in belongs to an authorization.
@@ -759,9 +767,11 @@ async fn signin_mfa_post(req: &Request, body: Body, ctx: RequestCtx) -> Response
 
 /// The second factor a page's form sends: a passkey's answer, a code or a recovery code.
 pub(super) fn second_factor(form: &Fields) -> Result<Option<SecondFactor>, &'static str> {
-    if let Some(answer) =
-        PasskeyAnswer::from_form(form.get("passkey_ceremony"), form.get("passkey_credential"))?
-    {
+    if let Some(answer) = PasskeyAnswer::from_form(
+        form.get("passkey_ceremony"),
+        form.get("passkey_credential"),
+        CeremonyUse::SecondFactor,
+    )? {
         return Ok(Some(SecondFactor::Passkey(answer)));
     }
     SecondFactor::from_form(form.get("otp"), form.get("recovery_code"))
@@ -797,6 +807,7 @@ async fn signin_passkey_post(req: &Request, body: Body, ctx: RequestCtx) -> Resp
     let answer = match PasskeyAnswer::from_form(
         form.get("passkey_ceremony"),
         form.get("passkey_credential"),
+        CeremonyUse::SignIn,
     ) {
         Ok(Some(answer)) => answer,
         Ok(None) | Err(_) => {

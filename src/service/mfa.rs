@@ -60,6 +60,19 @@ impl SecondFactor {
     }
 }
 
+/// What an authentication ceremony is for: an answer counts only where its ceremony was
+/// begun for (a proof for a removal is not a sign-in's second step, nor the reverse).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CeremonyUse {
+    /// "Sign in with a passkey": no account named beforehand.
+    SignIn,
+    /// The second step of a sign-in whose password was right.
+    SecondFactor,
+    /// Proving the signed-in person is there (removing a factor, new recovery codes).
+    Proof,
+}
+
 /// A passkey's answer to an authentication ceremony.
 #[derive(Clone)]
 pub struct PasskeyAnswer {
@@ -67,14 +80,17 @@ pub struct PasskeyAnswer {
     pub ceremony: String,
     /// The browser's `PublicKeyCredential`, as JSON.
     pub credential: Value,
+    /// What it is presented for (it must be what the ceremony was begun for).
+    pub purpose: CeremonyUse,
 }
 
 impl PasskeyAnswer {
-    /// From a form's `passkey_ceremony` and `passkey_credential` (JSON text); `None` if
-    /// either is missing, `Err` if the credential is not JSON.
+    /// From a form's `passkey_ceremony` and `passkey_credential` (JSON text), presented
+    /// for `purpose`; `None` if either is missing, `Err` if the credential is not JSON.
     pub fn from_form(
         ceremony: Option<&str>,
         credential: Option<&str>,
+        purpose: CeremonyUse,
     ) -> Result<Option<Self>, &'static str> {
         let (Some(ceremony), Some(credential)) = (
             ceremony.filter(|c| !c.is_empty()),
@@ -87,6 +103,7 @@ impl PasskeyAnswer {
         Ok(Some(Self {
             ceremony: ceremony.to_owned(),
             credential,
+            purpose,
         }))
     }
 }

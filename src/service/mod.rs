@@ -22,7 +22,8 @@ pub use issue::{Exchanged, Grant, Tokens};
 pub use login::{Attempt, Verdict};
 pub use mail::{run_mail_worker, Letter, Mailer};
 pub use mfa::{
-    FactorCheck, MfaRefusal, PasskeyAnswer, Proof, SecondFactor, TotpEnrolment, MAX_OTP_CHARS,
+    CeremonyUse, FactorCheck, MfaRefusal, PasskeyAnswer, Proof, SecondFactor, TotpEnrolment,
+    MAX_OTP_CHARS,
 };
 pub use passkeys::{Ceremony, PasskeySignIn};
 pub use reset::{ResetRefusal, ResetRequested, RESET_CODE_TTL};

@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 use webauthn_rs::prelude::{DiscoverableAuthentication, Passkey, PasskeyRegistration};
 
-use super::mfa::{end_password_only_sessions, PasskeyAnswer, Proof};
+use super::mfa::{end_password_only_sessions, CeremonyUse, PasskeyAnswer, Proof};
 use super::{AppState, MfaRefusal, ServiceError};
 use crate::audit;
 use crate::auth::passkeys::{self, RelyingParty};
@@ -59,6 +59,7 @@ struct Authenticating {
     jti: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     sub: Option<UserId>,
+    purpose: CeremonyUse,
     state: DiscoverableAuthentication,
 }
 
@@ -255,10 +256,17 @@ impl AppState {
         Ok(Ok(()))
     }
 
-    /// Starts an authentication: for `user`'s passkeys (a second factor, or a proof), or
-    /// for any discoverable passkey (`None`: "Sign in with a passkey").
-    pub fn passkey_challenge(&self, user: Option<&User>) -> Result<Ceremony, MfaRefusal> {
+    /// Starts an authentication for `purpose`: for `user`'s passkeys (a second factor, or
+    /// a proof), or for any discoverable passkey ("Sign in with a passkey", no user).
+    pub fn passkey_challenge(
+        &self,
+        purpose: CeremonyUse,
+        user: Option<&User>,
+    ) -> Result<Ceremony, MfaRefusal> {
         let rp = self.relying_party()?;
+        if (purpose == CeremonyUse::SignIn) != user.is_none() {
+            return Err(MfaRefusal::NotStarted);
+        }
         let allowed: Vec<Passkey> = user
             .map(|u| u.mfa.passkeys.iter().filter_map(parsed).collect())
             .unwrap_or_default();
@@ -272,6 +280,7 @@ impl AppState {
         let authenticating = Authenticating {
             jti: Uuid::new_v4().to_string(),
             sub: user.map(|u| u.id),
+            purpose,
             state,
         };
         let ceremony = self
@@ -302,10 +311,11 @@ impl AppState {
             return Ok(None);
         };
         let authenticating = envelope.value;
-        // A ceremony begun for one account finishes for that account only, and one begun
-        // without an account ("Sign in with a passkey") does not stand in for a second
-        // factor, nor the reverse.
-        if authenticating.sub != expected.map(|u| u.id) {
+        // A ceremony begun for one account finishes for that account only, and for what it
+        // was begun for: one of "Sign in with a passkey" does not stand in for a second
+        // factor, nor a proof's for a sign-in's second step, nor the reverse.
+        if authenticating.sub != expected.map(|u| u.id) || authenticating.purpose != answer.purpose
+        {
             return Ok(None);
         }
         let Ok((handle, credential_id)) = RelyingParty::identify(&answer.credential) else {

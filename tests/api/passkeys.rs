@@ -302,6 +302,40 @@ fn a_passkey_is_the_second_factor_after_the_password() {
         ],
     );
     assert_eq!(refused.status, 401);
+    // Nor is a proof's (the API's challenge, for removing a factor), though it is this
+    // account's: an answer counts only for what its ceremony was begun for.
+    let challenge = app
+        .post_json(&format!("{PASSKEYS}/challenge"), Some(&user.token), &json!({}))
+        .expect(200);
+    let proof = passkey.assert_with(
+        challenge["options"]["publicKey"]["challenge"].as_str().unwrap(),
+        ORIGIN,
+        20,
+    );
+    let refused = again.submit_to(
+        &second,
+        ("passkey_ceremony", ""),
+        &[
+            ("passkey_ceremony", challenge["ceremony"].as_str().unwrap()),
+            ("passkey_credential", &proof.to_string()),
+        ],
+    );
+    assert_eq!(refused.status, 401);
+    // The same answer is a proof where it belongs.
+    let status = app.get("/api/v1/users/me/mfa", Some(&user.token)).expect(200);
+    let id = status["passkeys"][0]["id"].as_str().unwrap();
+    let removed = app.request(
+        "DELETE",
+        &format!("{PASSKEYS}/{id}"),
+        Some(&user.token),
+        Some("application/json"),
+        Some(
+            json!({ "passkey_ceremony": challenge["ceremony"], "passkey_credential": proof })
+                .to_string()
+                .into_bytes(),
+        ),
+    );
+    assert_eq!(removed.status, 200, "{}", removed.body);
 }
 
 #[test]
