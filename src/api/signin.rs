@@ -550,6 +550,14 @@ struct Continuing {
 }
 
 impl Continuing {
+    /// A sign-in form (`POST /signin`, `/signin/passkey`), checked for its CSRF token, and
+    /// what it continues; `Err`: the answer instead (a bad form, an expired request).
+    async fn form(req: &Request, state: &AppState, body: Body) -> Result<(Fields, Self), Response> {
+        let mut form = csrf_form(req, state, body).await?;
+        let continuing = Self::of(req, state, &mut form).await?;
+        Ok((form, continuing))
+    }
+
     /// Reads it from the form; `Err`: the answer when it has expired or cannot be read.
     async fn of(req: &Request, state: &AppState, form: &mut Fields) -> Result<Self, Response> {
         let request = form.take("request").unwrap_or_default();
@@ -586,18 +594,15 @@ async fn authorization_of(
 #[handler]
 async fn signin_post(req: &Request, body: Body, ctx: RequestCtx) -> Response {
     let state = state(req);
-    let mut form = match csrf_form(req, state, body).await {
-        Ok(form) => form,
+    let (mut form, continuing) = match Continuing::form(req, state, body).await {
+        Ok(read) => read,
         Err(answer) => return answer,
     };
     let Continuing {
         request,
         authorization,
         client_name,
-    } = match Continuing::of(req, state, &mut form).await {
-        Ok(continuing) => continuing,
-        Err(answer) => return answer,
-    };
+    } = continuing;
     let email = form.take("email").unwrap_or_default();
     let again = |status, error: &str| {
         signin_form(
@@ -781,18 +786,15 @@ pub(super) fn second_factor(form: &Fields) -> Result<Option<SecondFactor>, &'sta
 #[handler]
 async fn signin_passkey_post(req: &Request, body: Body, ctx: RequestCtx) -> Response {
     let state = state(req);
-    let mut form = match csrf_form(req, state, body).await {
-        Ok(form) => form,
+    let (mut form, continuing) = match Continuing::form(req, state, body).await {
+        Ok(read) => read,
         Err(answer) => return answer,
     };
     let Continuing {
         request,
         authorization,
         client_name,
-    } = match Continuing::of(req, state, &mut form).await {
-        Ok(continuing) => continuing,
-        Err(answer) => return answer,
-    };
+    } = continuing;
     let again = |status, error: &str| {
         signin_form(
             req,

@@ -28,16 +28,19 @@ const POLL: Duration = Duration::from_secs(5);
 /// 30 s to an hour: about 9 hours in all).
 pub const MAX_ATTEMPTS: u32 = 12;
 
-/// The transport and the worker's wake-up call.
+/// The transport, the sender and the worker's wake-up call.
 pub struct Mailer {
     pub transport: Transport,
+    /// MAIL_FROM, or `simple-api <no-reply@PUBLIC_URL's host>`: checked at start-up.
+    pub from: Mailbox,
     wake: Notify,
 }
 
 impl Mailer {
-    pub fn new(transport: Transport) -> Self {
+    pub fn new(transport: Transport, from: Mailbox) -> Self {
         Self {
             transport,
+            from,
             wake: Notify::new(),
         }
     }
@@ -88,16 +91,6 @@ pub struct Letter<'a, C: Serialize> {
 }
 
 impl AppState {
-    /// The sender: MAIL_FROM, or `simple-api <no-reply@PUBLIC_URL's host>`.
-    fn sender(&self) -> Result<Mailbox, ServiceError> {
-        crate::mail::sender(
-            self.config.mail_from.as_deref(),
-            &self.public_url,
-            crate::SERVICE_NAME,
-        )
-        .map_err(ServiceError::Mail)
-    }
-
     /// Composes `letter` from its templates, seals it and queues it; the worker delivers
     /// it. Never waits for the mail server.
     pub async fn send_mail<C: Serialize>(&self, letter: Letter<'_, C>) -> Result<(), ServiceError> {
@@ -114,7 +107,7 @@ impl AppState {
                 .map_err(|e| ServiceError::Mail(format!("template {}: {e}", letter.purpose)))
         };
         let raw = compose(
-            &self.sender()?,
+            &self.mailer.from,
             letter.to,
             letter.subject,
             render("txt")?,
@@ -186,11 +179,11 @@ impl AppState {
             );
             return Ok(());
         };
-        let from = self.sender()?.email;
+        let from = &self.mailer.from.email;
         match self
             .mailer
             .transport
-            .deliver(&from, &mail.recipient, &raw, &mail.id.to_string())
+            .deliver(from, &mail.recipient, &raw, &mail.id.to_string())
             .await
         {
             Ok(()) => {

@@ -48,7 +48,7 @@ pub enum ServiceError {
     /// A token was refused, or could not be signed.
     #[error(transparent)]
     Token(#[from] TokenError),
-    /// A message cannot be composed or queued (a template, MAIL_FROM, no seal key).
+    /// A message cannot be composed or queued (a template, or no seal key).
     #[error("mail: {0}")]
     Mail(String),
 }

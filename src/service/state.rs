@@ -117,6 +117,13 @@ impl AppState {
         };
         let transport = crate::mail::Transport::new(config.smtp_url.as_deref(), &config.data_dir)
             .map_err(|e| anyhow::anyhow!(e))?;
+        // From PUBLIC_URL's host, which binding port 0 later does not change.
+        let from = crate::mail::sender(
+            config.mail_from.as_deref(),
+            &public_url,
+            crate::SERVICE_NAME,
+        )
+        .map_err(|e| anyhow::anyhow!(e))?;
         let mail_limits = [
             LoginThrottle::namespaced(
                 Throttle::new(config.mail_limit_minute, Duration::from_secs(60)),
@@ -132,7 +139,7 @@ impl AppState {
         Ok(Self {
             public_url,
             passkeys,
-            mailer: Mailer::new(transport),
+            mailer: Mailer::new(transport, from),
             mail_limits,
             config,
             store,

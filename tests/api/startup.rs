@@ -37,6 +37,15 @@ fn bad_values_stop_start_up_with_one_line_naming_the_variable() {
     }
     let line = one_line_failure(command(dir.path()).env_remove("ADMIN_PASSWORD"));
     assert!(line.contains("ADMIN_PASSWORD"), "{line}");
+    // Mail settings are checked at start, not at the first message.
+    for (var, value) in [
+        ("MAIL_FROM", "not an address"),
+        ("SMTP_URL", "smtp://mail.example.com?tls=none"),
+        ("SMTP_URL", "http://mail.example.com"),
+    ] {
+        let line = one_line_failure(command(dir.path()).env(var, value));
+        assert!(line.contains(var), "{var}: {line}");
+    }
 }
 
 #[test]

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { launch, offline } from './chromium.mjs';
-import { inspect, viewports } from './pages_common.mjs';
+import { consoleErrorsOf, inspect, viewports } from './pages_common.mjs';
 
 const base = process.env.SIMPLE_API_URL;
 const outbox = process.env.OUTBOX;
@@ -68,11 +68,7 @@ try {
   const context = await browser.newContext(options);
   const outside = await offline(context, (url) => url.origin === base);
   const page = await context.newPage();
-  const consoleErrors = [];
-  page.on('console', (m) => {
-    if (m.type() === 'error' && !/^Failed to load resource: the server responded with a status of 40[01]/.test(m.text())) consoleErrors.push(m.text());
-  });
-  page.on('pageerror', (e) => consoleErrors.push(e.message));
+  const consoleErrors = consoleErrorsOf(page);
   const card = async (name) => page.locator('main.card').screenshot({ path: join(shots, 'cards', `${name}.png`) });
 
   await page.goto(`${base}/signin`);

@@ -92,3 +92,16 @@ export async function pkcePair() {
   const challenge = Buffer.from(await crypto.subtle.digest('SHA-256', new TextEncoder().encode(verifier))).toString('base64url');
   return { verifier, challenge };
 }
+
+/** Collects `page`'s console errors and page errors (CSP violations among them) for
+ *  `inspect`. Chromium logs a 400 or 401 answer itself: those are expected. */
+export function consoleErrorsOf(page) {
+  const errors = [];
+  page.on('console', (m) => {
+    if (m.type() === 'error' && !/^Failed to load resource: the server responded with a status of 40[01]/.test(m.text())) {
+      errors.push(m.text());
+    }
+  });
+  page.on('pageerror', (e) => errors.push(e.message));
+  return errors;
+}

@@ -17,7 +17,7 @@ import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { launch, offline } from './chromium.mjs';
-import { base32Decode, inspect, pkcePair, relyingParty, totp, viewports } from './pages_common.mjs';
+import { base32Decode, consoleErrorsOf, inspect, pkcePair, relyingParty, totp, viewports } from './pages_common.mjs';
 
 const base = process.env.SIMPLE_API_URL;
 const clientId = process.env.CLIENT_ID;
@@ -77,13 +77,7 @@ try {
     const context = await browser.newContext(options);
     const outside = await offline(context, (url) => url.origin === base || url.href.startsWith(redirectUri));
     const page = await context.newPage();
-    const consoleErrors = [];
-    page.on('console', (m) => {
-      if (m.type() === 'error' && !/^Failed to load resource: the server responded with a status of 40[01]/.test(m.text())) {
-        consoleErrors.push(m.text());
-      }
-    });
-    page.on('pageerror', (e) => consoleErrors.push(e.message));
+    const consoleErrors = consoleErrorsOf(page);
     // The virtual authenticator: a platform passkey provider that verifies its user.
     const cdp = await context.newCDPSession(page);
     await cdp.send('WebAuthn.enable', { enableUI: false });
