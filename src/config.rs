@@ -138,6 +138,13 @@ pub struct Config {
     /// Messages a day per account (and, times 10, per client address).
     #[arg(long, env = "MAIL_LIMIT_DAY", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..), global = true)]
     pub mail_limit_day: u32,
+    /// Refuse tokens to accounts whose email address is not verified (a refused sign-in
+    /// sends a new code, within the mail limits).
+    #[arg(long, env = "REQUIRE_VERIFIED_EMAIL", default_value = "false", action = ArgAction::Set, value_parser = BoolishValueParser::new(), global = true)]
+    pub require_verified_email: bool,
+    /// The service's name in its mail, hosted pages, authenticator apps and passkeys.
+    #[arg(long, env = "SERVICE_NAME", default_value = "simple-api", global = true)]
+    pub service_name: String,
     /// Log format on stderr: `text` or `json`.
     #[arg(long, env = "LOG_FORMAT", default_value = "text", value_parser = ["text", "json"], global = true)]
     pub log_format: String,
@@ -179,6 +186,13 @@ impl Config {
                     "must be a postgres:// or postgresql:// URL (or unset, for the file store in DATA_DIR)",
                 );
             }
+        }
+        let name = self.service_name.trim();
+        if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
+            return err(
+                "SERVICE_NAME",
+                "must be 1 to 64 characters, without control characters",
+            );
         }
         if self.jwt_issuer.trim().is_empty() {
             return err("JWT_ISSUER", "must not be empty");

@@ -22,7 +22,7 @@ use crate::auth::clients::parse_basic;
 use crate::domain::{Client, Identifier, Scopes};
 use crate::service::{
     released_claims, AppState, ClientCredential, ClientVerdict, Exchanged, FactorCheck, Grant,
-    SecondFactor, Tokens, Verdict, Verified,
+    SecondFactor, ServiceError, Tokens, Verdict, Verified,
 };
 
 pub struct AuthApi;
@@ -257,6 +257,9 @@ async fn password_grant(
             ))
         }
     };
+    if state.refuse_unverified(&user, &ctx.audit()).await {
+        return Err(ServiceError::EmailNotVerified.into());
+    }
     let scopes = narrow(form.get("scope"), user.role.scopes())?;
     let checked = state
         .check_second_factor(&user, presented, &ctx.audit())

@@ -31,7 +31,8 @@ pub enum ApiError {
     /// Log in again and send `Authorization: Bearer <access_token>`.
     #[oai(status = 401)]
     Unauthorized(Json<ErrorBody>, #[oai(header = "WWW-Authenticate")] String),
-    /// The token is valid but may not do this (another user's record, a missing scope).
+    /// The token is valid but may not do this (another user's record, a missing scope),
+    /// or (REQUIRE_VERIFIED_EMAIL) the account's email address is not verified yet.
     #[oai(status = 403)]
     Forbidden(Json<ErrorBody>),
     /// No such user.
@@ -211,6 +212,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::Store(e) => e.into(),
             ServiceError::Password(e) => e.into(),
             ServiceError::Token(e) => e.into(),
+            ServiceError::EmailNotVerified => Self::Forbidden(body(UNVERIFIED)),
             ServiceError::Mail(reason) => {
                 tracing::error!(%reason, "mail cannot be queued");
                 Self::Unavailable(
@@ -365,9 +367,16 @@ impl From<ApiError> for OAuthError {
 
 impl From<ServiceError> for OAuthError {
     fn from(e: ServiceError) -> Self {
-        ApiError::from(e).into()
+        match e {
+            ServiceError::EmailNotVerified => Self::new(OAuthErrorCode::InvalidGrant, UNVERIFIED),
+            e => ApiError::from(e).into(),
+        }
     }
 }
+
+/// The refusal of a token to an account whose address is unproven (REQUIRE_VERIFIED_EMAIL).
+pub const UNVERIFIED: &str = "email not verified: enter the code sent to the address \
+     (POST /api/v1/auth/verify-email); a refused sign-in sends a new one";
 
 /// The last line of defence: whatever poem itself answers with (unknown route, wrong
 /// method, unparsable parameter) becomes a JSON `{"error": ...}` body.

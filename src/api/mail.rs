@@ -1,4 +1,5 @@
-//! Accounts by mail (issue #19): password reset. The decisions are `service::reset`'s.
+//! Accounts by mail (issue #19): password reset, proving an address, changing it. The
+//! decisions are `service::reset`'s and `service::address`'s.
 
 use std::sync::Arc;
 
@@ -9,9 +10,10 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 use secrecy::SecretString;
 
 use super::body::{optional_str, JsonOrForm};
-use super::{ApiError, ApiTags, Empty, ErrorBody, RequestCtx};
-use crate::domain::{Identifier, NewPassword};
-use crate::service::{AppState, ResetRefusal, ResetRequested};
+use super::security::{CHANGE_EMAIL, RESEND_VERIFICATION};
+use super::{ApiError, ApiTags, Caller, Empty, ErrorBody, RequestCtx};
+use crate::domain::{Email, Identifier, NewPassword};
+use crate::service::{AddressChange, AppState, CodeRefusal, Confirmed, MailRequested};
 
 pub struct MailApi;
 
@@ -45,6 +47,46 @@ pub struct PasswordResetConfirm {
     pub new_password: Password,
 }
 
+/// A code sent by mail to prove an address.
+#[derive(Object)]
+pub struct VerifyEmailRequest {
+    /// The address the message went to: the account's, or the one it is moving to.
+    #[oai(validator(
+        min_length = 1,
+        max_length = 320,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+    ))]
+    pub email: String,
+    /// The code the message shows (on a line of its own).
+    #[oai(validator(min_length = 1, max_length = 64))]
+    pub code: String,
+}
+
+/// A move to another address.
+#[derive(Object)]
+pub struct ChangeEmailRequest {
+    /// The new address. A code goes there; the account moves when it comes back.
+    #[oai(validator(min_length = 1, max_length = 254))]
+    pub email: String,
+    /// Your current password.
+    #[oai(validator(min_length = 1))]
+    pub current_password: Password,
+}
+
+/// What a code confirmed.
+#[derive(Object)]
+pub struct EmailConfirmedBody {
+    /// `verified`: the account's address is proven. `changed`: the account moved to it.
+    pub result: EmailConfirmed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, poem_openapi::Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum EmailConfirmed {
+    Verified,
+    Changed,
+}
+
 #[derive(ApiResponse)]
 pub enum ResetRequestedResponse {
     /// Accepted: if the address has an account, a message with a code is on its way
@@ -54,6 +96,31 @@ pub enum ResetRequestedResponse {
     /// Too many messages to this address, or from this client, lately.
     #[oai(status = 429)]
     TooMany(Json<ErrorBody>, #[oai(header = "Retry-After")] String),
+}
+
+#[derive(ApiResponse)]
+pub enum MailSentResponse {
+    /// Accepted: the message is on its way.
+    #[oai(status = 202)]
+    Accepted(Json<Empty>),
+    /// Too many messages to this address or account, or from this client, lately.
+    #[oai(status = 429)]
+    TooMany(Json<ErrorBody>, #[oai(header = "Retry-After")] String),
+}
+
+#[derive(ApiResponse)]
+pub enum EmailConfirmedResponse {
+    /// The code was right: the address is verified, or the account moved to it.
+    #[oai(status = 200)]
+    Ok(Json<EmailConfirmedBody>),
+}
+
+/// 429 with Retry-After, for too many messages.
+fn too_many(wait: std::time::Duration) -> (Json<ErrorBody>, String) {
+    (
+        ErrorBody::json("Too many messages; try again later"),
+        wait.as_secs().max(1).to_string(),
+    )
 }
 
 #[derive(ApiResponse)]
@@ -100,11 +167,11 @@ impl MailApi {
             .request_password_reset(email.as_str(), &ctx.audit())
             .await?
         {
-            ResetRequested::Accepted => Ok(ResetRequestedResponse::Accepted(Json(Empty {}))),
-            ResetRequested::Throttled(wait) => Ok(ResetRequestedResponse::TooMany(
-                ErrorBody::json("Too many messages; try again later"),
-                wait.as_secs().max(1).to_string(),
-            )),
+            MailRequested::Accepted => Ok(ResetRequestedResponse::Accepted(Json(Empty {}))),
+            MailRequested::Throttled(wait) => {
+                let (body, retry) = too_many(wait);
+                Ok(ResetRequestedResponse::TooMany(body, retry))
+            }
         }
     }
 
@@ -137,10 +204,121 @@ impl MailApi {
             .await?
         {
             Ok(()) => Ok(ResetConfirmedResponse::Ok(Json(Empty {}))),
-            Err(ResetRefusal::InvalidCode) => Err(ApiError::bad_request(
-                "the code is not right, was used already or has expired: ask for a new one",
-            )),
-            Err(ResetRefusal::Throttled(wait)) => Err(ApiError::throttled(wait)),
+            Err(refusal) => Err(code_refused(refusal)),
         }
+    }
+
+    /// Confirm an email address
+    ///
+    /// With the code from a message: proves the account's address (`verified`), or moves
+    /// the account to the address a change was asked for (`changed`). A wrong, used or
+    /// expired code, or an address without an account, is the same 400; attempts are
+    /// limited like logins (429). 409 if the new address got an account meanwhile.
+    #[oai(
+        path = "/auth/verify-email",
+        method = "post",
+        operation_id = "verifyEmail"
+    )]
+    async fn verify_email(
+        &self,
+        state: Data<&Arc<AppState>>,
+        ctx: RequestCtx,
+        body: JsonOrForm<VerifyEmailRequest>,
+    ) -> Result<EmailConfirmedResponse, ApiError> {
+        let fields = body.into_object()?;
+        let email = Identifier::parse(required(&fields, "email")?, "email")?;
+        let code = required(&fields, "code")?;
+        if code.chars().count() > 64 {
+            return Err(ApiError::bad_request("code is longer than 64 characters"));
+        }
+        let result = match state
+            .confirm_email(email.as_str(), code, &ctx.audit())
+            .await?
+        {
+            Ok(Confirmed::Address) => EmailConfirmed::Verified,
+            Ok(Confirmed::Moved) => EmailConfirmed::Changed,
+            Err(refusal) => return Err(code_refused(refusal)),
+        };
+        Ok(EmailConfirmedResponse::Ok(Json(EmailConfirmedBody {
+            result,
+        })))
+    }
+
+    /// Send the verification message again
+    ///
+    /// A new code (the last one stops working) to your address, if it is not verified
+    /// yet (400 if it is). Limited like every message (429 with Retry-After).
+    #[oai(
+        path = "/users/me/verification",
+        method = "post",
+        operation_id = "resendVerification"
+    )]
+    async fn resend_verification(
+        &self,
+        state: Data<&Arc<AppState>>,
+        caller: Caller,
+        ctx: RequestCtx,
+    ) -> Result<MailSentResponse, ApiError> {
+        caller.authorize(RESEND_VERIFICATION, caller.user_id())?;
+        let me = caller.require_user()?;
+        if me.email_verified {
+            return Err(ApiError::bad_request("your email address is verified already"));
+        }
+        match state.send_verification(me, &ctx.audit()).await? {
+            MailRequested::Accepted => Ok(MailSentResponse::Accepted(Json(Empty {}))),
+            MailRequested::Throttled(wait) => {
+                let (body, retry) = too_many(wait);
+                Ok(MailSentResponse::TooMany(body, retry))
+            }
+        }
+    }
+
+    /// Change your email address
+    ///
+    /// With your current password: a code goes to the new address and a notice to the
+    /// one in use now. Nothing changes until the code comes back
+    /// (`POST /api/v1/auth/verify-email` with the new address); the address must still
+    /// be free then. A new request replaces the last; changing or resetting the password
+    /// cancels it. Whether the new address has an account is not said here.
+    #[oai(path = "/users/me/email", method = "post", operation_id = "changeEmail")]
+    async fn change_email(
+        &self,
+        state: Data<&Arc<AppState>>,
+        caller: Caller,
+        ctx: RequestCtx,
+        body: JsonOrForm<ChangeEmailRequest>,
+    ) -> Result<MailSentResponse, ApiError> {
+        caller.authorize(CHANGE_EMAIL, caller.user_id())?;
+        let me = caller.require_user()?;
+        let fields = body.into_object()?;
+        let new = Email::parse(required(&fields, "email")?)?;
+        let password = SecretString::from(required(&fields, "current_password")?);
+        match state
+            .request_address_change(me, new, &password, &ctx.audit())
+            .await?
+        {
+            AddressChange::Requested => Ok(MailSentResponse::Accepted(Json(Empty {}))),
+            AddressChange::WrongPassword => {
+                Err(ApiError::bad_request("current password is incorrect"))
+            }
+            AddressChange::Same => Err(ApiError::bad_request(
+                "that is your email address already",
+            )),
+            AddressChange::Throttled(wait) => {
+                let (body, retry) = too_many(wait);
+                Ok(MailSentResponse::TooMany(body, retry))
+            }
+        }
+    }
+}
+
+/// A code sent by mail, refused.
+fn code_refused(refusal: CodeRefusal) -> ApiError {
+    match refusal {
+        CodeRefusal::InvalidCode => ApiError::bad_request(
+            "the code is not right, was used already or has expired: ask for a new one",
+        ),
+        CodeRefusal::Throttled(wait) => ApiError::throttled(wait),
+        CodeRefusal::AddressTaken => ApiError::from(crate::store::StoreError::DuplicateEmail),
     }
 }

@@ -11,7 +11,7 @@ use secrecy::SecretString;
 use super::signin::{csrf_form, csrf_token, state, unavailable, Fields, Page};
 use super::RequestCtx;
 use crate::domain::{Email, NewPassword};
-use crate::service::{AppState, ResetRefusal, ResetRequested};
+use crate::service::{AppState, CodeRefusal, MailRequested};
 use crate::SERVICE_NAME;
 
 /// Adds the pages, outside the OpenAPI service.
@@ -99,7 +99,7 @@ async fn forgot_post(req: &Request, body: Body, ctx: RequestCtx) -> Response {
         .request_password_reset(email.as_str(), &ctx.audit())
         .await
     {
-        Ok(ResetRequested::Accepted) => page(
+        Ok(MailRequested::Accepted) => page(
             req,
             state,
             StatusCode::OK,
@@ -109,7 +109,7 @@ async fn forgot_post(req: &Request, body: Body, ctx: RequestCtx) -> Response {
             Some("If this address has an account, a message with a code is on its way. It works for 15 minutes."),
         )
         .into_response(),
-        Ok(ResetRequested::Throttled(wait)) => {
+        Ok(MailRequested::Throttled(wait)) => {
             let message = format!(
                 "Too many messages lately. Try again in {} seconds.",
                 wait.as_secs().max(1)
@@ -167,11 +167,11 @@ async fn reset_post(req: &Request, body: Body, ctx: RequestCtx) -> Response {
             Some("Your password is changed and every session of your account has ended. You can sign in with the new one now."),
         )
         .into_response(),
-        Ok(Err(ResetRefusal::InvalidCode)) => again(
+        Ok(Err(CodeRefusal::InvalidCode | CodeRefusal::AddressTaken)) => again(
             StatusCode::BAD_REQUEST,
             "That code is not right, was used already or has expired. Send a new one.",
         ),
-        Ok(Err(ResetRefusal::Throttled(wait))) => {
+        Ok(Err(CodeRefusal::Throttled(wait))) => {
             let mut answer = page(
                 req,
                 state,

@@ -64,6 +64,8 @@ pub const MFA_CONFIRM_PASSKEY: (&str, Access) = ("confirmPasskey", Access::SelfO
 pub const MFA_REMOVE_PASSKEY: (&str, Access) = ("removePasskey", Access::SelfOnly);
 pub const MFA_PASSKEY_CHALLENGE: (&str, Access) = ("passkeyChallenge", Access::SelfOnly);
 pub const DELETE_CONSENT: (&str, Access) = ("deleteConsent", Access::SelfOnly);
+pub const RESEND_VERIFICATION: (&str, Access) = ("resendVerification", Access::SelfOnly);
+pub const CHANGE_EMAIL: (&str, Access) = ("changeEmail", Access::SelfOnly);
 /// Creating users when sign-up is closed (open sign-up needs no token at all).
 pub const CREATE_USER: (&str, Access) = ("createUser", Access::Admin(Scope::UsersWrite));
 
@@ -90,6 +92,8 @@ pub const ACCESS: &[(&str, Access)] = &[
     MFA_CONFIRM_PASSKEY,
     MFA_REMOVE_PASSKEY,
     MFA_PASSKEY_CHALLENGE,
+    RESEND_VERIFICATION,
+    CHANGE_EMAIL,
 ];
 
 /// The OpenAPI security requirements of an operation with this access: any of the bearer

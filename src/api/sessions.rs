@@ -15,7 +15,7 @@ use super::security::{same_origin, LOGOUT};
 use super::users::UserBody;
 use super::{ApiError, ApiTags, Caller, Empty, ErrorBody, RequestCtx};
 use crate::domain::Identifier;
-use crate::service::{AppState, FactorCheck, Grant, SecondFactor, Verdict};
+use crate::service::{AppState, FactorCheck, Grant, SecondFactor, ServiceError, Verdict};
 
 pub struct SessionsApi;
 
@@ -142,6 +142,9 @@ impl SessionsApi {
                 super::error::REALM.to_owned(),
             ));
         };
+        if state.refuse_unverified(&user, &ctx.audit()).await {
+            return Err(ServiceError::EmailNotVerified.into());
+        }
         let checked = state
             .check_second_factor(&user, presented, &ctx.audit())
             .await?;

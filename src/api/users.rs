@@ -31,6 +31,9 @@ pub struct UserBody {
     pub id: Uuid,
     /// The email, as given at sign-up (trimmed). Unique regardless of case.
     pub email: String,
+    /// Whether the address is proven: a code sent there came back
+    /// (`POST /api/v1/auth/verify-email`), or an operator vouched for it.
+    pub email_verified: bool,
     /// First name, or null.
     #[oai(nullable)]
     pub first_name: Option<String>,
@@ -52,9 +55,10 @@ impl serde::Serialize for UserView {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
         let u = &*self.0;
-        let mut body = serializer.serialize_struct("UserBody", 7)?;
+        let mut body = serializer.serialize_struct("UserBody", 8)?;
         body.serialize_field("id", &u.id)?;
         body.serialize_field("email", u.email.as_str())?;
+        body.serialize_field("email_verified", &u.email_verified)?;
         body.serialize_field("first_name", &u.first_name.as_ref().map(|n| n.as_str()))?;
         body.serialize_field("last_name", &u.last_name.as_ref().map(|n| n.as_str()))?;
         body.serialize_field("role", &UserRole::from(u.role))?;
@@ -69,6 +73,7 @@ impl From<&User> for UserBody {
         Self {
             id: u.id,
             email: u.email.as_str().to_owned(),
+            email_verified: u.email_verified,
             first_name: u.first_name.as_ref().map(|n| n.as_str().to_owned()),
             last_name: u.last_name.as_ref().map(|n| n.as_str().to_owned()),
             role: u.role.into(),
@@ -121,6 +126,9 @@ pub struct NewUserRequest {
     pub last_name: Option<String>,
     // Documented on UserRole: a doc comment here would wrap the $ref in allOf.
     pub role: Option<UserRole>,
+    /// Admins only: `true` vouches for the address (no verification message is sent).
+    /// Default false: a message with a code goes to the address.
+    pub email_verified: Option<bool>,
 }
 
 /// Changes to an account; absent fields stay as they are, `null` clears a name.
@@ -141,6 +149,8 @@ pub struct UpdateUserRequest {
     pub last_name: Option<String>,
     // Only an admin may change it (see UserRole).
     pub role: Option<UserRole>,
+    /// Admins only: vouch for the address (`true`), or withdraw that (`false`).
+    pub email_verified: Option<bool>,
 }
 
 /// A password change: form-encoded or JSON.
@@ -220,6 +230,16 @@ fn role_field(fields: &Map<String, Value>) -> Result<Option<Role>, ApiError> {
     }
 }
 
+/// Optional `email_verified`: absent → unchanged / default; only an admin may send it.
+fn verified_field(fields: &Map<String, Value>, is_admin: bool) -> Result<Option<bool>, ApiError> {
+    match fields.get("email_verified") {
+        None => Ok(None),
+        Some(Value::Bool(_)) if !is_admin => Err(ApiError::forbidden()),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(ApiError::bad_request("email_verified must be true or false")),
+    }
+}
+
 /// Sign-up or admin creation, from the raw JSON object.
 async fn create(
     state: &AppState,
@@ -244,12 +264,14 @@ async fn create(
     if role != Role::User && !is_admin {
         return Err(ApiError::forbidden());
     }
+    let email_verified = verified_field(&fields, is_admin)?.unwrap_or(false);
     let new = NewAccount {
         email,
         password,
         role,
         first_name,
         last_name,
+        email_verified,
     };
     let user = state.create_account(new).await?;
     let fields = serde_json::json!({ "by": caller.map(Caller::label), "role": user.role.as_str() });
@@ -257,6 +279,14 @@ async fn create(
     state
         .audit
         .record("user_created", Some(&subject), audit, fields);
+    if !user.email_verified {
+        // The account exists either way, so this cannot fail the sign-up: a message the
+        // limits hold back (or that cannot be queued) is sent again on request
+        // (`resendVerification`), or by a sign-in REQUIRE_VERIFIED_EMAIL refuses.
+        if let Err(error) = state.send_verification(&user, audit).await {
+            tracing::warn!(%error, "a verification message could not be queued");
+        }
+    }
     Ok(user)
 }
 
@@ -396,6 +426,7 @@ impl UsersApi {
         if role.is_some_and(|r| r != current.role) && !may_set_role {
             return Err(ApiError::forbidden());
         }
+        let verified = verified_field(&fields, may_set_role)?;
         // Decided again inside the atomic update: a concurrent demotion must not be undone
         // by a non-admin "restating" the role they had a moment ago.
         let role = role.filter(|_| may_set_role);
@@ -412,6 +443,10 @@ impl UsersApi {
                     }
                     if let Some(role) = role {
                         u.role = role;
+                    }
+                    if let Some(verified) = verified {
+                        u.email_verified = verified;
+                        u.mail_codes.verification = None;
                     }
                     u.updated_at = crate::domain::now();
                 }),
@@ -593,6 +628,7 @@ impl poem_openapi::types::Example for NewUserRequest {
             first_name: Some("Ada".into()),
             last_name: Some("Lovelace".into()),
             role: None,
+            email_verified: None,
         }
     }
 }
@@ -603,6 +639,7 @@ impl poem_openapi::types::Example for UpdateUserRequest {
             first_name: Some("Grace".into()),
             last_name: Some("Hopper".into()),
             role: None,
+            email_verified: None,
         }
     }
 }

@@ -34,8 +34,30 @@ pub struct MailCode {
     pub expires_at: DateTime<Utc>,
 }
 
+impl MailCode {
+    /// Whether `presented` (a code's hash) is this code, still in time. Constant time.
+    pub fn matches(&self, presented: &str, now: DateTime<Utc>) -> bool {
+        let same = aws_lc_rs::constant_time::verify_slices_are_equal(
+            self.hash.as_bytes(),
+            presented.as_bytes(),
+        );
+        self.expires_at > now && same.is_ok()
+    }
+}
+
+/// A change of address waiting for its confirmation: the new address, and the code sent
+/// to it. Whether the address is still free is judged when the code comes back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmailChange {
+    pub new_email: super::Email,
+    pub code: MailCode,
+}
+
 /// The codes an account has in flight (one of each kind: a new one replaces the last).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MailCodes {
     pub password_reset: Option<MailCode>,
+    /// Proves the account's current address (sent at sign-up, and on request).
+    pub verification: Option<MailCode>,
+    pub email_change: Option<EmailChange>,
 }

@@ -24,7 +24,7 @@ pub use email::Email;
 pub use error::DomainError;
 pub use identifier::{Identifier, MAX_IDENTIFIER_CHARS};
 pub use jwk::{thumbprint, ClientKeys, KeyAlgorithm, KeyMaterial, PublicKey};
-pub use mail::{MailCode, MailCodes, QueuedMail};
+pub use mail::{EmailChange, MailCode, MailCodes, QueuedMail};
 pub use mfa::{Mfa, PasskeyCredential, Totp, MAX_PASSKEYS};
 pub use names::PersonName;
 pub use password::NewPassword;

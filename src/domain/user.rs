@@ -10,6 +10,9 @@ pub type UserId = Uuid;
 pub struct User {
     pub id: UserId,
     pub email: Email,
+    /// Whether the owner of `email` proved it (a code sent there came back), or an
+    /// operator vouched for it.
+    pub email_verified: bool,
     pub first_name: Option<PersonName>,
     pub last_name: Option<PersonName>,
     pub role: Role,
@@ -23,7 +26,7 @@ pub struct User {
     pub kept_session: Option<Uuid>,
     /// Second factors (TOTP, passkeys, recovery codes).
     pub mfa: super::Mfa,
-    /// One-time codes sent by mail and not used yet (password reset).
+    /// One-time codes sent by mail and not used yet.
     pub mail_codes: super::MailCodes,
 }
 
@@ -40,6 +43,7 @@ impl User {
         Self {
             id: Uuid::now_v7(),
             email,
+            email_verified: false,
             first_name,
             last_name,
             role,

@@ -1,6 +1,9 @@
 //! Account changes that need a password hash: creating accounts (sign-up, admins, the
 //! CLI, the ADMIN_EMAIL bootstrap), changing a password, upgrading outdated hashes.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use anyhow::Context;
 use secrecy::SecretString;
 use serde_json::json;
@@ -19,6 +22,8 @@ pub struct NewAccount {
     pub role: Role,
     pub first_name: Option<PersonName>,
     pub last_name: Option<PersonName>,
+    /// Vouched for by an admin or the operator: no verification message.
+    pub email_verified: bool,
 }
 
 impl AppState {
@@ -36,13 +41,15 @@ impl AppState {
             return Err(StoreError::DuplicateEmail.into());
         }
         let hash = self.passwords.hash(new.password.secret()).await?;
-        let user = User::new(new.email, hash, new.role, new.first_name, new.last_name);
+        let mut user = User::new(new.email, hash, new.role, new.first_name, new.last_name);
+        user.email_verified = new.email_verified;
         self.store.create_user(user.clone()).await?;
         Ok(user)
     }
 
     /// Creates an account from plain inputs (CLI and ADMIN_EMAIL bootstrap), with errors
-    /// that name the input at fault.
+    /// that name the input at fault. The operator typed the address: it counts as
+    /// verified.
     pub async fn create_user(
         &self,
         email: &str,
@@ -59,6 +66,7 @@ impl AppState {
             role,
             first_name,
             last_name,
+            email_verified: true,
         };
         Ok(self.create_account(new).await?)
     }
@@ -156,6 +164,8 @@ impl AppState {
                     u.password_hash = hash;
                     u.tokens_valid_after = now;
                     u.kept_session = keep;
+                    // A change of address asked for with the old password is off.
+                    u.mail_codes.email_change = None;
                     u.updated_at = now;
                 }),
             )
@@ -167,6 +177,29 @@ impl AppState {
             json!({}),
         );
         Ok(Verdict::Ok(()))
+    }
+
+    /// Applies `change` to the account as the store has it now (under its lock, so the
+    /// decision and the write are one step), and says whether it changed anything:
+    /// `change` returns whether it did.
+    pub(super) async fn update_user_if(
+        &self,
+        id: crate::domain::UserId,
+        change: impl FnOnce(&mut User) -> bool + Send + 'static,
+    ) -> Result<bool, ServiceError> {
+        let done = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&done);
+        self.store
+            .update_user(
+                id,
+                Box::new(move |u| {
+                    if change(u) {
+                        flag.store(true, Ordering::SeqCst);
+                    }
+                }),
+            )
+            .await?;
+        Ok(done.load(Ordering::SeqCst))
     }
 
     /// Upgrades a hash made with older argon2 parameters while the password is at hand.

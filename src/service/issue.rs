@@ -49,6 +49,17 @@ pub enum Grant<'a> {
 }
 
 impl Grant<'_> {
+    /// The person tokens are granted to (none for a client's own token).
+    fn user(&self) -> Option<&User> {
+        match self {
+            Self::Password { user, .. }
+            | Self::RefreshToken { user, .. }
+            | Self::Cookie { user, .. }
+            | Self::AuthorizationCode { user, .. } => Some(user),
+            Self::ClientCredentials(_) => None,
+        }
+    }
+
     /// The label in metrics and logs.
     fn name(&self) -> &'static str {
         match self {
@@ -95,6 +106,12 @@ impl AppState {
     /// the signed access token, counted in the metrics and logged. The only place an
     /// access token is issued.
     pub async fn issue(&self, grant: Grant<'_>, scopes: Scopes) -> Result<Tokens, ServiceError> {
+        // REQUIRE_VERIFIED_EMAIL holds for every grant, refreshes and codes included (the
+        // callers that can say more, and send a new code, ask `refuse_unverified` first).
+        let unverified = grant.user().is_some_and(|u| !u.email_verified);
+        if unverified && self.config.require_verified_email {
+            return Err(ServiceError::EmailNotVerified);
+        }
         let user = |user: &User, sid, client| Principal::User {
             id: user.id,
             role: user.role,

@@ -13,8 +13,48 @@ use serde_json::json;
 use tokio::sync::Notify;
 
 use super::{AppState, ServiceError};
-use crate::domain::{QueuedMail, UserId};
+use crate::audit;
+use crate::auth::throttle;
+use crate::domain::{MailCode, QueuedMail, UserId};
 use crate::mail::{compose, Transport};
+
+/// How long a code sent by mail works (API.md: 15 minutes).
+pub const CODE_TTL: chrono::TimeDelta = chrono::TimeDelta::minutes(15);
+
+/// The answer to a request that sends mail (the same whether or not an account exists).
+pub enum MailRequested {
+    Accepted,
+    /// Too many messages for this address or account, or from this client, lately.
+    Throttled(Duration),
+}
+
+/// Why a code sent by mail was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CodeRefusal {
+    /// Unknown account, wrong, used or expired code: the caller cannot tell which.
+    InvalidCode,
+    Throttled(Duration),
+    /// The code was right, but the new address has been taken since it was sent.
+    AddressTaken,
+}
+
+/// A new code and what the account keeps of it: 128 random bits in base32 (26
+/// characters, no padding, typed or pasted), kept as SHA-256, valid `CODE_TTL`.
+pub(super) fn new_code() -> (String, MailCode) {
+    let mut bytes = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut bytes).expect("the system CSPRNG is available");
+    let code = crate::auth::totp::encoded(&bytes);
+    let stored = MailCode {
+        hash: code_hash(&code),
+        expires_at: crate::domain::now() + CODE_TTL,
+    };
+    (code, stored)
+}
+
+/// What a presented code is compared as (case, spaces and dashes do not matter).
+pub(super) fn code_hash(code: &str) -> String {
+    crate::auth::totp::recovery_code_hash(code)
+}
 
 /// How long a claimed message is the claimer's (a delivery that takes longer is retried
 /// by whoever claims it next).
@@ -55,6 +95,8 @@ pub fn backoff(attempts: u32) -> chrono::TimeDelta {
 /// The mail templates: `<name>.txt` (plain text) and `<name>.html` (auto-escaped) each.
 static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
     let mut env = Environment::new();
+    // A variable a template names and the letter lacks is an error, not an empty string.
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
     for (name, source) in [
         ("base.html", include_str!("mail/base.html")),
         (
@@ -72,6 +114,18 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
         (
             "password_changed.html",
             include_str!("mail/password_changed.html"),
+        ),
+        ("verify_email.txt", include_str!("mail/verify_email.txt")),
+        ("verify_email.html", include_str!("mail/verify_email.html")),
+        ("email_change.txt", include_str!("mail/email_change.txt")),
+        ("email_change.html", include_str!("mail/email_change.html")),
+        (
+            "email_change_notice.txt",
+            include_str!("mail/email_change_notice.txt"),
+        ),
+        (
+            "email_change_notice.html",
+            include_str!("mail/email_change_notice.html"),
         ),
     ] {
         env.add_template(name, source)
@@ -91,6 +145,63 @@ pub struct Letter<'a, C: Serialize> {
 }
 
 impl AppState {
+    /// Counts one message to `email` from `ctx`'s address against both mail limits
+    /// (per account and, scaled, per address); the wait if one of them is spent.
+    pub(super) async fn count_mail(
+        &self,
+        email: &str,
+        ctx: &audit::Context,
+    ) -> Result<Option<Duration>, ServiceError> {
+        let key = format!("mail:{}", crate::domain::Email::key_of(email));
+        let attempt = throttle::Attempt::new(Some(&key), ctx.client_ip);
+        for limit in &self.mail_limits {
+            if let Some(blocked) = limit.reserve(&attempt).await? {
+                return Ok(Some(blocked.retry_after));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Counts an attempt at a `kind` code for `email` (and from `ctx`'s address) before
+    /// it is judged, under the login throttle: a guesser gets LOGIN_MAX_FAILURES tries a
+    /// window, however many requests run at once.
+    pub(super) async fn count_code_attempt(
+        &self,
+        kind: &str,
+        email: &str,
+        ctx: &audit::Context,
+    ) -> Result<Result<throttle::Attempt, CodeRefusal>, ServiceError> {
+        let key = format!("{kind}:{}", crate::domain::Email::key_of(email));
+        let attempt = throttle::Attempt::new(Some(&key), ctx.client_ip);
+        if let Some(blocked) = self.throttle.reserve(&attempt).await? {
+            return Ok(Err(CodeRefusal::Throttled(blocked.retry_after)));
+        }
+        Ok(Ok(attempt))
+    }
+
+    /// A right code: its attempt is taken back (best effort: a failure only leaves one
+    /// right attempt counted).
+    pub(super) async fn code_attempt_succeeded(&self, attempt: &throttle::Attempt) {
+        if let Err(error) = self.throttle.refund(attempt, true).await {
+            tracing::warn!(%error, "could not take back a code attempt");
+        }
+    }
+
+    /// A hosted page's URL for `email` (and `code`, which the page only fills in: a mail
+    /// scanner opening the link uses nothing up).
+    pub(super) fn page_link(&self, path: &str, email: &str, code: Option<&str>) -> String {
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        query.append_pair("email", email);
+        if let Some(code) = code {
+            query.append_pair("code", code);
+        }
+        format!(
+            "{}{path}?{}",
+            self.public_url.trim_end_matches('/'),
+            query.finish()
+        )
+    }
+
     /// Composes `letter` from its templates, seals it and queues it; the worker delivers
     /// it. Never waits for the mail server.
     pub async fn send_mail<C: Serialize>(&self, letter: Letter<'_, C>) -> Result<(), ServiceError> {
@@ -259,11 +370,11 @@ mod tests {
             let out = TEMPLATES
                 .get_template(&name)
                 .unwrap()
-                .render(minijinja::context! { service => "s", public_url => "http://x", subject => "S", code => "123456", email => "<a@b>", link => "http://x/reset?x=1&y=2" })
+                .render(minijinja::context! { service => "s", public_url => "http://x", subject => "S", code => "123456", email => "<a@b>", old_email => "<o@b>", new_email => "<n@b>", link => "http://x/reset?x=1&y=2" })
                 .unwrap();
             assert!(!out.trim().is_empty(), "{name}");
             if name.ends_with(".html") {
-                assert!(!out.contains("<a@b>"), "{name} escapes");
+                assert!(!out.contains("<a@b>") && !out.contains("<n@b>") && !out.contains("<o@b>"), "{name} escapes");
             }
         }
     }

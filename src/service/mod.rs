@@ -5,6 +5,7 @@
 
 mod access;
 mod accounts;
+mod address;
 mod clients;
 mod issue;
 mod login;
@@ -17,16 +18,16 @@ mod state;
 
 pub use access::{Account, ActiveRefresh, Verified};
 pub use accounts::NewAccount;
+pub use address::{AddressChange, Confirmed};
 pub use clients::{ClientCredential, ClientVerdict, RECENT_SECRET_TTL};
 pub use issue::{Exchanged, Grant, Tokens};
 pub use login::{Attempt, Verdict};
-pub use mail::{run_mail_worker, Letter, Mailer};
+pub use mail::{run_mail_worker, CodeRefusal, Letter, MailRequested, Mailer, CODE_TTL};
 pub use mfa::{
     CeremonyUse, FactorCheck, MfaRefusal, PasskeyAnswer, Proof, SecondFactor, TotpEnrolment,
     MAX_OTP_CHARS,
 };
 pub use passkeys::{Ceremony, PasskeySignIn};
-pub use reset::{ResetRefusal, ResetRequested, RESET_CODE_TTL};
 pub use signin::s256;
 pub use signin::{
     released_claims, AuthRequest, AuthorizeError, AuthorizeParams, LogoutParams, LogoutRequest,
@@ -51,4 +52,7 @@ pub enum ServiceError {
     /// A message cannot be composed or queued (a template, or no seal key).
     #[error("mail: {0}")]
     Mail(String),
+    /// REQUIRE_VERIFIED_EMAIL is on and the account's address is not verified.
+    #[error("the account's email address is not verified")]
+    EmailNotVerified,
 }

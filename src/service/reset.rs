@@ -4,68 +4,25 @@
 //! kept as SHA-256, valid 15 minutes, used once; a new request replaces the last code.
 //! Confirming sets the password, ends every session and sends a notice.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::json;
 
+use super::mail::{code_hash, new_code, CodeRefusal, MailRequested};
 use super::{AppState, Letter, ServiceError};
 use crate::audit;
-use crate::auth::throttle;
-use crate::auth::totp::recovery_code_hash;
-use crate::domain::{Email, MailCode, NewPassword};
-
-/// How long a reset code works.
-pub const RESET_CODE_TTL: chrono::TimeDelta = chrono::TimeDelta::minutes(15);
-
-/// The answer to a reset request (the same whether or not the account exists).
-pub enum ResetRequested {
-    Accepted,
-    /// Too many messages for this address or account lately.
-    Throttled(Duration),
-}
-
-/// Why a confirmation was refused.
-#[derive(Debug, PartialEq, Eq)]
-pub enum ResetRefusal {
-    /// Unknown account, wrong, used or expired code: the caller cannot tell which.
-    InvalidCode,
-    Throttled(Duration),
-}
-
-/// A new code: 128 random bits in base32 (26 characters, no padding), typed or pasted.
-fn new_code() -> String {
-    let mut bytes = [0u8; 16];
-    aws_lc_rs::rand::fill(&mut bytes).expect("the system CSPRNG is available");
-    crate::auth::totp::encoded(&bytes)
-}
+use crate::domain::{Email, NewPassword};
 
 impl AppState {
-    /// Counts one message to `email` from `ctx`'s address against both mail limits.
-    async fn count_mail(
-        &self,
-        email: &str,
-        ctx: &audit::Context,
-    ) -> Result<Option<Duration>, ServiceError> {
-        let attempt = throttle::Attempt::new(Some(&format!("mail:{email}")), ctx.client_ip);
-        for limit in &self.mail_limits {
-            if let Some(blocked) = limit.reserve(&attempt).await? {
-                return Ok(Some(blocked.retry_after));
-            }
-        }
-        Ok(None)
-    }
-
     /// `POST /api/v1/auth/password-reset`: counted against the limits, then answered;
     /// the rest happens after the answer.
     pub async fn request_password_reset(
         self: &Arc<Self>,
         email: &str,
         ctx: &audit::Context,
-    ) -> Result<ResetRequested, ServiceError> {
+    ) -> Result<MailRequested, ServiceError> {
         if let Some(wait) = self.count_mail(email, ctx).await? {
-            return Ok(ResetRequested::Throttled(wait));
+            return Ok(MailRequested::Throttled(wait));
         }
         let (state, email, ctx) = (Arc::clone(self), email.to_owned(), ctx.clone());
         tokio::spawn(async move {
@@ -73,7 +30,7 @@ impl AppState {
                 tracing::error!(%error, "a password reset could not be queued");
             }
         });
-        Ok(ResetRequested::Accepted)
+        Ok(MailRequested::Accepted)
     }
 
     /// A new code for `email`'s account, if it has one, and the message that carries it.
@@ -87,22 +44,14 @@ impl AppState {
             );
             return Ok(());
         };
-        let code = new_code();
-        let stored = MailCode {
-            hash: recovery_code_hash(&code),
-            expires_at: crate::domain::now() + RESET_CODE_TTL,
-        };
+        let (code, stored) = new_code();
         self.store
             .update_user(
                 user.id,
                 Box::new(move |u| u.mail_codes.password_reset = Some(stored)),
             )
             .await?;
-        let link = format!(
-            "{}/signin/reset?email={}",
-            self.public_url.trim_end_matches('/'),
-            form_urlencoded::byte_serialize(user.email.as_str().as_bytes()).collect::<String>()
-        );
+        let link = self.page_link("/signin/reset", user.email.as_str(), Some(&code));
         self.send_mail(Letter {
             purpose: "password_reset",
             subject: "Reset your password",
@@ -129,58 +78,54 @@ impl AppState {
         code: &str,
         new_password: NewPassword,
         ctx: &audit::Context,
-    ) -> Result<Result<(), ResetRefusal>, ServiceError> {
-        let attempt = throttle::Attempt::new(Some(&format!("reset:{email}")), ctx.client_ip);
-        if let Some(blocked) = self.throttle.reserve(&attempt).await? {
-            return Ok(Err(ResetRefusal::Throttled(blocked.retry_after)));
-        }
+    ) -> Result<Result<(), CodeRefusal>, ServiceError> {
+        let attempt = match self.count_code_attempt("reset", email, ctx).await? {
+            Ok(attempt) => attempt,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
         let hash = self.passwords.hash(new_password.secret()).await?;
-        let presented = recovery_code_hash(code.trim());
+        let presented = code_hash(code);
         let user = match Email::parse(email) {
             Ok(_) => self.store.user_by_email(email).await?,
             Err(_) => None,
         };
         let Some(user) = user else {
-            return Ok(Err(ResetRefusal::InvalidCode));
+            return Ok(Err(CodeRefusal::InvalidCode));
         };
-        let done = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&done);
         let now = crate::domain::now();
-        self.store
-            .update_user(
-                user.id,
-                Box::new(move |u| {
-                    let right = u.mail_codes.password_reset.as_ref().is_some_and(|c| {
-                        c.expires_at > now
-                            && crate::auth::clients::same_bytes(
-                                c.hash.as_bytes(),
-                                presented.as_bytes(),
-                            )
-                    });
+        let done = self
+            .update_user_if(user.id, move |u| {
+                    let codes = &mut u.mail_codes;
+                    let right = codes
+                        .password_reset
+                        .as_ref()
+                        .is_some_and(|c| c.matches(&presented, now));
                     if right {
-                        u.mail_codes.password_reset = None;
+                        codes.password_reset = None;
+                        // The code came to this address: it is the owner's. A change of
+                        // address someone else asked for (with the old password) is off.
+                        codes.email_change = None;
+                        codes.verification = None;
+                        u.email_verified = true;
                         u.password_hash = hash;
                         u.updated_at = now;
                         // Every session ends: whoever had the old password is out.
                         u.tokens_valid_after = now;
                         u.kept_session = None;
-                        flag.store(true, Ordering::SeqCst);
                     }
-                }),
-            )
+                    right
+                })
             .await?;
         let subject = user.id.to_string();
-        if !done.load(Ordering::SeqCst) {
+        if !done {
             self.audit
                 .record("password_reset_failed", Some(&subject), ctx, json!({}));
-            return Ok(Err(ResetRefusal::InvalidCode));
+            return Ok(Err(CodeRefusal::InvalidCode));
         }
-        if let Err(error) = self.throttle.refund(&attempt, true).await {
-            tracing::warn!(%error, "could not take back a reset attempt");
-        }
+        self.code_attempt_succeeded(&attempt).await;
         self.audit
             .record("password_reset", Some(&subject), ctx, json!({}));
-        let link = format!("{}/signin/reset", self.public_url.trim_end_matches('/'));
+        let link = self.page_link("/signin/forgot", user.email.as_str(), None);
         self.send_mail(Letter {
             purpose: "password_changed",
             subject: "Your password was changed",
@@ -190,20 +135,5 @@ impl AppState {
         })
         .await?;
         Ok(Ok(()))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn codes_are_128_bits_of_base32() {
-        let a = new_code();
-        assert_eq!(a.len(), 26);
-        assert!(a
-            .chars()
-            .all(|c| c.is_ascii_uppercase() || ('2'..='7').contains(&c)));
-        assert_ne!(a, new_code());
     }
 }

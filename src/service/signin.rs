@@ -965,8 +965,7 @@ pub fn released_claims(user: &User, scope: Scopes) -> serde_json::Map<String, se
     claims.insert("sub".into(), json!(user.id));
     if scope.contains(Scope::Email) {
         claims.insert("email".into(), json!(user.email.as_str()));
-        // Addresses are not verified yet (see the README): say so rather than pretend.
-        claims.insert("email_verified".into(), json!(false));
+        claims.insert("email_verified".into(), json!(user.email_verified));
     }
     if scope.contains(Scope::Profile) {
         let given = user.first_name.as_ref().map(|n| n.as_str());

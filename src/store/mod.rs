@@ -192,6 +192,9 @@ pub trait Store: Send + Sync + 'static {
     async fn user(&self, id: UserId) -> Result<Option<Arc<User>>, StoreError>;
     /// Looks up by email, ignoring case and surrounding spaces.
     async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError>;
+    /// The accounts waiting to move to `email` (a change of address not confirmed yet),
+    /// ignoring case. Few: each such change sent a message there, within the mail limits.
+    async fn users_moving_to(&self, email: &str) -> Result<Vec<User>, StoreError>;
     /// Users ordered by `created_at` (then id), a page at a time. Costs O(offset) on
     /// PostgreSQL; `list_users_after` does not.
     async fn list_users(&self, offset: usize, limit: usize) -> Result<Vec<Arc<User>>, StoreError>;

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::domain::{
-    AuthCode, Client, ClientKeys, ClientName, Credential, Email, MailCode, MailCodes, Mfa,
+    AuthCode, Client, ClientKeys, ClientName, Credential, Email, EmailChange, MailCode, MailCodes, Mfa,
     PasskeyCredential, PersonName, QueuedMail, RedirectUri, RefreshToken, Role, Scopes, Session,
     SignIn, Totp, User,
 };
@@ -16,6 +16,9 @@ use crate::domain::{
 pub struct UserRecord {
     pub id: Uuid,
     pub email: String,
+    /// Absent (false) in records from before verification.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub email_verified: bool,
     pub first_name: Option<String>,
     pub last_name: Option<String>,
     pub role: Role,
@@ -38,6 +41,17 @@ pub struct UserRecord {
 pub struct MailCodesRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_reset: Option<MailCodeRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<MailCodeRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email_change: Option<EmailChangeRecord>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EmailChangeRecord {
+    pub new_email: String,
+    #[serde(flatten)]
+    pub code: MailCodeRecord,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -49,14 +63,17 @@ pub struct MailCodeRecord {
 impl MailCodesRecord {
     /// `None` for an account without codes in flight.
     pub fn of(codes: &MailCodes) -> Option<Self> {
-        let code = |c: &Option<MailCode>| {
-            c.as_ref().map(|c| MailCodeRecord {
-                hash: c.hash.clone(),
-                expires_at: c.expires_at,
-            })
+        let code = |c: &MailCode| MailCodeRecord {
+            hash: c.hash.clone(),
+            expires_at: c.expires_at,
         };
         (codes != &MailCodes::default()).then(|| Self {
-            password_reset: code(&codes.password_reset),
+            password_reset: codes.password_reset.as_ref().map(code),
+            verification: codes.verification.as_ref().map(code),
+            email_change: codes.email_change.as_ref().map(|c| EmailChangeRecord {
+                new_email: c.new_email.as_str().to_owned(),
+                code: code(&c.code),
+            }),
         })
     }
 
@@ -64,14 +81,22 @@ impl MailCodesRecord {
         let Some(r) = record else {
             return MailCodes::default();
         };
-        let code = |c: Option<MailCodeRecord>| {
-            c.map(|c| MailCode {
-                hash: c.hash,
-                expires_at: c.expires_at,
-            })
+        let code = |c: MailCodeRecord| MailCode {
+            hash: c.hash,
+            expires_at: c.expires_at,
         };
+        // A pending address that no longer parses (none should) is dropped: the change
+        // is asked for again.
+        let email_change = r.email_change.and_then(|c| {
+            Some(EmailChange {
+                new_email: Email::parse(&c.new_email).ok()?,
+                code: code(c.code),
+            })
+        });
         MailCodes {
-            password_reset: code(r.password_reset),
+            password_reset: r.password_reset.map(code),
+            verification: r.verification.map(code),
+            email_change,
         }
     }
 }
@@ -166,6 +191,7 @@ impl From<&User> for UserRecord {
         Self {
             id: user.id,
             email: user.email.as_str().to_owned(),
+            email_verified: user.email_verified,
             first_name: user.first_name.as_ref().map(|n| n.as_str().to_owned()),
             last_name: user.last_name.as_ref().map(|n| n.as_str().to_owned()),
             role: user.role,
@@ -193,6 +219,7 @@ impl TryFrom<UserRecord> for User {
         Ok(User {
             id: r.id,
             email: Email::parse(&r.email).map_err(|e| format!("user {}: {e}", r.id))?,
+            email_verified: r.email_verified,
             first_name: name(r.first_name, "first_name")?,
             last_name: name(r.last_name, "last_name")?,
             role: r.role,

@@ -285,6 +285,11 @@ impl Store for FileStore {
         self.write(move |state| {
             let mut user = User::clone(state.users.get(&id).ok_or(StoreError::NotFound)?);
             update(&mut user);
+            // A new address must be free (a confirmed change of address).
+            let holder = state.by_email.get(&user.email.key(), &state.users);
+            if holder.is_some_and(|holder| holder != id) {
+                return Err(StoreError::DuplicateEmail);
+            }
             let entry = Entry::UserPut {
                 user: UserRecord::from(&user),
             };
@@ -312,6 +317,17 @@ impl Store for FileStore {
             .get(&Email::key_of(email), &state.users)
             .and_then(|id| state.users.get(&id))
             .map(|u| User::clone(u)))
+    }
+
+    async fn users_moving_to(&self, email: &str) -> Result<Vec<User>, StoreError> {
+        let state = read(&self.inner.state);
+        let ids = state.moving_to.get(&Email::key_of(email));
+        Ok(ids
+            .into_iter()
+            .flatten()
+            .filter_map(|id| state.users.get(id))
+            .map(|u| User::clone(u))
+            .collect())
     }
 
     async fn list_users(&self, offset: usize, limit: usize) -> Result<Vec<Arc<User>>, StoreError> {

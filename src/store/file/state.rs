@@ -20,6 +20,9 @@ pub(super) struct State {
     /// Shared with readers: a request checking a token takes a reference, not a copy.
     pub(super) users: HashMap<UserId, Arc<User>>,
     pub(super) by_email: EmailIndex,
+    /// Pending new address (its key) → the accounts waiting to move there. Small: a
+    /// change of address is rare and short-lived.
+    pub(super) moving_to: HashMap<String, Vec<UserId>>,
     pub(super) by_created: Ordered<(DateTime<Utc>, UserId)>,
     /// Sessions by id: a refresh token names its session (`auth::refresh`).
     pub(super) sessions: HashMap<Uuid, Session>,
@@ -49,6 +52,10 @@ impl State {
                 self.by_email
                     .insert(&user.email.key(), user.id, &self.users);
                 self.by_created.insert((user.created_at, user.id));
+                if let Some(change) = &user.mail_codes.email_change {
+                    let ids = self.moving_to.entry(change.new_email.key()).or_default();
+                    ids.push(user.id);
+                }
             }
             Entry::UserDelete { id } => {
                 self.remove_user(id);
@@ -192,6 +199,15 @@ impl State {
     fn unindex(&mut self, old: &User) {
         self.by_email.remove(&old.email.key(), old.id);
         self.by_created.remove(&(old.created_at, old.id));
+        if let Some(change) = &old.mail_codes.email_change {
+            let key = change.new_email.key();
+            if let Some(ids) = self.moving_to.get_mut(&key) {
+                ids.retain(|id| *id != old.id);
+                if ids.is_empty() {
+                    self.moving_to.remove(&key);
+                }
+            }
+        }
     }
 
     pub(super) fn live_records(&self) -> u64 {

@@ -53,6 +53,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "mail queue and codes",
         sql: include_str!("0008_mail_queue.sql"),
     },
+    Migration {
+        version: 9,
+        name: "verified addresses, pending changes of address",
+        sql: include_str!("0009_email_verification.sql"),
+    },
 ];
 
 /// The advisory lock all simple-api migrations take ("simple-a" in ASCII).

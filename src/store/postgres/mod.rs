@@ -332,6 +332,14 @@ impl Store for PgStore {
         .await
     }
 
+    async fn users_moving_to(&self, email: &str) -> Result<Vec<User>, StoreError> {
+        let email = email.to_owned();
+        self.with("read a user", async move |c| {
+            users::moving_to(&*c, &email).await
+        })
+        .await
+    }
+
     async fn list_users(&self, offset: usize, limit: usize) -> Result<Vec<Arc<User>>, StoreError> {
         let users = self
             .with("list users", async move |c| {

@@ -17,7 +17,7 @@ use crate::store::{StoreError, UserUpdate};
 
 pub(super) const COLUMNS: &str =
     "id, email, first_name, last_name, role, password_hash, created_at, \
-                       updated_at, tokens_valid_after, kept_session, mfa, mail_codes";
+                       updated_at, tokens_valid_after, kept_session, mfa, mail_codes, email_verified";
 
 /// A user row, checked as the file store checks its records.
 pub(super) fn user_of(row: &Row) -> Result<User, StoreError> {
@@ -29,6 +29,7 @@ pub(super) fn user_of(row: &Row) -> Result<User, StoreError> {
     let record = UserRecord {
         id: row.get("id"),
         email: row.get("email"),
+        email_verified: row.get("email_verified"),
         first_name: row.get("first_name"),
         last_name: row.get("last_name"),
         role: Role::parse(&role).map_err(|e| corrupt(e.to_string()))?,
@@ -58,6 +59,8 @@ pub(super) struct Columns<'a> {
     key: String,
     mfa: Option<String>,
     mail_codes: Option<String>,
+    /// The pending new address's key (`users_moving_to`), if a change waits.
+    moving_to: Option<String>,
 }
 
 impl<'a> Columns<'a> {
@@ -72,12 +75,13 @@ impl<'a> Columns<'a> {
                 .map(|r| serde_json::to_string(&r).expect("a record serializes")),
             mail_codes: MailCodesRecord::of(&user.mail_codes)
                 .map(|r| serde_json::to_string(&r).expect("a record serializes")),
+            moving_to: user.mail_codes.email_change.as_ref().map(|c| c.new_email.key()),
         }
     }
 
-    /// `COLUMNS` in order, then the email key: `$1`…`$13` of both the INSERT and the
-    /// UPDATE.
-    pub(super) fn params(&'a self, user: &'a User) -> [&'a (dyn ToSql + Sync); 13] {
+    /// `COLUMNS` in order, then the email key and the pending address's key: `$1`…`$15`
+    /// of both the INSERT and the UPDATE.
+    pub(super) fn params(&'a self, user: &'a User) -> [&'a (dyn ToSql + Sync); 15] {
         [
             &user.id,
             &self.email,
@@ -91,7 +95,9 @@ impl<'a> Columns<'a> {
             &user.kept_session,
             &self.mfa,
             &self.mail_codes,
+            &user.email_verified,
             &self.key,
+            &self.moving_to,
         ]
     }
 }
@@ -113,8 +119,8 @@ pub async fn insert(client: &impl GenericClient, user: &User) -> Result<(), Stor
     exec(
         client,
         &format!(
-            "INSERT INTO users ({COLUMNS}, email_key) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+            "INSERT INTO users ({COLUMNS}, email_key, moving_to_key) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
         ),
         &columns.params(user),
     )
@@ -150,6 +156,16 @@ pub async fn by_email(
     one(client, &sql, &[&key], "read a user").await
 }
 
+/// The accounts whose pending change of address is to `email`.
+pub async fn moving_to(client: &impl GenericClient, email: &str) -> Result<Vec<User>, StoreError> {
+    let sql = format!("SELECT {COLUMNS} FROM users WHERE moving_to_key = $1");
+    let key = crate::domain::Email::key_of(email);
+    let found = rows(client, &sql, &[&key])
+        .await
+        .map_err(database("read a user"))?;
+    found.iter().map(user_of).collect()
+}
+
 /// `update` runs on the row as it is now, under its lock, then the row is written back.
 pub async fn update(
     client: &mut impl GenericClient,
@@ -175,7 +191,8 @@ pub async fn update(
         &tx,
         "UPDATE users SET email = $2, first_name = $3, last_name = $4, role = $5, \
          password_hash = $6, created_at = $7, updated_at = $8, tokens_valid_after = $9, \
-         kept_session = $10, mfa = $11, mail_codes = $12, email_key = $13 WHERE id = $1",
+         kept_session = $10, mfa = $11, mail_codes = $12, email_verified = $13, \
+         email_key = $14, moving_to_key = $15 WHERE id = $1",
         &columns.params(&user),
     )
     .await

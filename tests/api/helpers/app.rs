@@ -74,6 +74,8 @@ pub fn test_config(data_dir: PathBuf, keys_dir: PathBuf) -> Config {
         mail_from: None,
         mail_limit_minute: 1,
         mail_limit_day: 10,
+        require_verified_email: false,
+        service_name: "simple-api".into(),
         log_format: "text".into(),
     }
 }
