@@ -143,7 +143,12 @@ pub struct Config {
     #[arg(long, env = "REQUIRE_VERIFIED_EMAIL", default_value = "false", action = ArgAction::Set, value_parser = BoolishValueParser::new(), global = true)]
     pub require_verified_email: bool,
     /// The service's name in its mail, hosted pages, authenticator apps and passkeys.
-    #[arg(long, env = "SERVICE_NAME", default_value = "simple-api", global = true)]
+    #[arg(
+        long,
+        env = "SERVICE_NAME",
+        default_value = "simple-api",
+        global = true
+    )]
     pub service_name: String,
     /// Log format on stderr: `text` or `json`.
     #[arg(long, env = "LOG_FORMAT", default_value = "text", value_parser = ["text", "json"], global = true)]

@@ -1,5 +1,6 @@
-//! The hosted "sign-in methods" page (`/account`): a signed-in browser's second factors —
-//! set up or turn off an authenticator app, add or remove passkeys, new recovery codes.
+//! The hosted "sign-in methods" page (`/account`): a signed-in browser's address and second
+//! factors — confirm or change the address, set up or turn off an authenticator app, add
+//! or remove passkeys, new recovery codes.
 //! Every change asks for the current password, as the API does (a borrowed browser must
 //! not be able to add its borrower's key); the decisions are `service::mfa`'s and
 //! `service::passkeys`'. The forms post back to `/account` with an `action`.
@@ -15,8 +16,10 @@ use super::signin::{
     SSO_COOKIE,
 };
 use super::RequestCtx;
-use crate::domain::{PersonName, User};
-use crate::service::{AppState, MfaRefusal, Proof, ServiceError, Sso};
+use crate::domain::{Email, PersonName, User};
+use crate::service::{
+    AddressChange, AppState, MailRequested, MfaRefusal, Proof, ServiceError, Sso,
+};
 use crate::SERVICE_NAME;
 
 /// Adds `/account`, outside the OpenAPI service (a page, not JSON).
@@ -83,6 +86,8 @@ fn render(
             service => SERVICE_NAME,
             title,
             email => user.email.as_str(),
+            email_verified => user.email_verified,
+            moving_to => user.mail_codes.email_change.as_ref().map(|c| c.new_email.as_str()),
             csrf,
             error,
             notice,
@@ -181,6 +186,8 @@ enum Outcome {
     Refused(MfaRefusal),
     /// The form lacks something.
     Invalid(&'static str),
+    /// The mail limits hold a message back for this long.
+    TooManyMessages(std::time::Duration),
 }
 
 /// `POST /account`: one change, named by the form's `action`.
@@ -241,6 +248,24 @@ async fn account_post(req: &Request, body: Body, ctx: RequestCtx) -> Response {
             }
             page
         }
+        Outcome::TooManyMessages(wait) => {
+            let error = format!(
+                "Too many messages lately. Try again in {} seconds.",
+                wait.as_secs().max(1)
+            );
+            let status = StatusCode::TOO_MANY_REQUESTS;
+            let mut page = render(
+                req,
+                state,
+                &user,
+                status,
+                Step::default(),
+                Some(&error),
+                None,
+            );
+            page.retry_after = Some(wait);
+            page
+        }
     };
     page.into_response()
 }
@@ -263,7 +288,12 @@ async fn act(
     let action = form.take("action").unwrap_or_default();
     let needs_password = matches!(
         action.as_str(),
-        "totp-begin" | "totp-remove" | "passkey-begin" | "passkey-remove" | "codes-renew"
+        "totp-begin"
+            | "totp-remove"
+            | "passkey-begin"
+            | "passkey-remove"
+            | "codes-renew"
+            | "email-change"
     );
     let password = match password {
         Some(password) => password,
@@ -282,6 +312,31 @@ async fn act(
         }
     };
     Ok(match action.as_str() {
+        "verify-resend" if !user.email_verified => {
+            match state.send_verification(user, &audit).await? {
+                MailRequested::Accepted => Outcome::Done(
+                    "A new code is on its way to your address: open the link in its message.",
+                ),
+                MailRequested::Throttled(wait) => Outcome::TooManyMessages(wait),
+            }
+        }
+        "verify-resend" => Outcome::Done("Your address is confirmed already."),
+        "email-change" => {
+            let Ok(new) = Email::parse(form.get("email").unwrap_or_default()) else {
+                return Ok(Outcome::Invalid("Enter the new email address."));
+            };
+            match state
+                .request_address_change(user, new, &password, &audit)
+                .await?
+            {
+                AddressChange::Requested => Outcome::Done(
+                    "A code is on its way to the new address. Your address changes once it is entered.",
+                ),
+                AddressChange::WrongPassword => Outcome::Refused(MfaRefusal::WrongProof),
+                AddressChange::Same => Outcome::Invalid("That is your address already."),
+                AddressChange::Throttled(wait) => Outcome::TooManyMessages(wait),
+            }
+        }
         "totp-begin" => match state.begin_totp(user, &password, &audit).await? {
             Ok(enrolment) => Outcome::Step(Step {
                 name: "totp-setup",

@@ -76,10 +76,11 @@ pub struct ChangeEmailRequest {
 /// What a code confirmed.
 #[derive(Object)]
 pub struct EmailConfirmedBody {
-    /// `verified`: the account's address is proven. `changed`: the account moved to it.
+    // Documented on EmailConfirmed: a doc comment here would wrap the $ref in allOf.
     pub result: EmailConfirmed,
 }
 
+/// `verified`: the account's address is proven. `changed`: the account moved to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, poem_openapi::Enum)]
 #[oai(rename_all = "lowercase")]
 pub enum EmailConfirmed {
@@ -262,7 +263,9 @@ impl MailApi {
         caller.authorize(RESEND_VERIFICATION, caller.user_id())?;
         let me = caller.require_user()?;
         if me.email_verified {
-            return Err(ApiError::bad_request("your email address is verified already"));
+            return Err(ApiError::bad_request(
+                "your email address is verified already",
+            ));
         }
         match state.send_verification(me, &ctx.audit()).await? {
             MailRequested::Accepted => Ok(MailSentResponse::Accepted(Json(Empty {}))),
@@ -280,7 +283,11 @@ impl MailApi {
     /// (`POST /api/v1/auth/verify-email` with the new address); the address must still
     /// be free then. A new request replaces the last; changing or resetting the password
     /// cancels it. Whether the new address has an account is not said here.
-    #[oai(path = "/users/me/email", method = "post", operation_id = "changeEmail")]
+    #[oai(
+        path = "/users/me/email",
+        method = "post",
+        operation_id = "changeEmail"
+    )]
     async fn change_email(
         &self,
         state: Data<&Arc<AppState>>,
@@ -301,9 +308,7 @@ impl MailApi {
             AddressChange::WrongPassword => {
                 Err(ApiError::bad_request("current password is incorrect"))
             }
-            AddressChange::Same => Err(ApiError::bad_request(
-                "that is your email address already",
-            )),
+            AddressChange::Same => Err(ApiError::bad_request("that is your email address already")),
             AddressChange::Throttled(wait) => {
                 let (body, retry) = too_many(wait);
                 Ok(MailSentResponse::TooMany(body, retry))

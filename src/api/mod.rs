@@ -43,7 +43,7 @@ pub enum ApiTags {
     Users,
     /// Your second factors: a TOTP authenticator app, passkeys and recovery codes.
     Mfa,
-    /// Accounts by mail: password reset.
+    /// Accounts by mail: password reset, verifying and changing the email address.
     Mail,
     /// Published keys for verifying tokens offline.
     WellKnown,

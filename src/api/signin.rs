@@ -26,12 +26,15 @@ use super::security::{cookie, same_origin};
 use super::{BodyLimit, RequestCtx};
 use crate::auth::clients::{generate_secret, same_bytes};
 use crate::auth::Authentication;
-use crate::domain::{Client, Identifier, Scope, Scopes, User};
+use crate::domain::{
+    Client, Email, Identifier, NewPassword, PersonName, Role, Scope, Scopes, User,
+};
 use crate::service::{
     AppState, AuthRequest, AuthorizeError, AuthorizeParams, Ceremony, CeremonyUse, FactorCheck,
-    LogoutParams, LogoutRequest, Next, PasskeyAnswer, PasskeySignIn, PendingSignIn, SecondFactor,
-    ServiceError, Sso, Verdict,
+    LogoutParams, LogoutRequest, NewAccount, Next, PasskeyAnswer, PasskeySignIn, PendingSignIn,
+    SecondFactor, ServiceError, Sso, Verdict,
 };
+use crate::store::StoreError;
 
 /// The browser's single-sign-on cookie (`HttpOnly; SameSite=Lax`: the authorization
 /// request arrives as a cross-site top-level navigation, which must carry it).
@@ -71,6 +74,7 @@ static PAGES: LazyLock<Environment<'static>> = LazyLock::new(|| {
         ("mfa.html", include_str!("pages/mfa.html")),
         ("account.html", include_str!("pages/account.html")),
         ("reset.html", include_str!("pages/reset.html")),
+        ("signup.html", include_str!("pages/signup.html")),
     ] {
         env.add_template(name, source)
             .expect("the built-in page templates parse");
@@ -88,6 +92,7 @@ pub fn add_routes(route: Route) -> Route {
             poem::get(logout_get).post(logout_post),
         )
         .at("/signin", poem::get(signin_page).post(signin_post))
+        .at("/signup", poem::get(signup_page).post(signup_post))
         .at(
             "/signin/consent",
             poem::get(consent_page).post(consent_post),
@@ -103,6 +108,7 @@ pub const PATHS: &[(&str, &str)] = &[
     ("/api/v1/auth/authorize", "GET, HEAD"),
     ("/api/v1/auth/logout", "GET, HEAD, POST"),
     ("/signin", "GET, HEAD, POST"),
+    ("/signup", "GET, HEAD, POST"),
     ("/signin/consent", "GET, HEAD, POST"),
     ("/signin/mfa", "POST"),
     ("/signin/passkey", "POST"),
@@ -474,12 +480,195 @@ fn signin_form(
 ) -> Page {
     let (csrf, set) = csrf_token(req, state);
     let passkey = passkey_form(state, None);
+    let signup = state.config.signup_enabled;
     Page::render(
         status,
         "signin.html",
-        context! { service => SERVICE_NAME, title => "Sign in", client_name, request, csrf, email, error, passkey },
+        context! { service => SERVICE_NAME, title => "Sign in", client_name, request, csrf, email, error, passkey, signup },
     )
     .with_cookie(set)
+}
+
+/// Which form a page shows (`forgot`, `reset` or `verify`), filled in with the address
+/// and the code from the message's link, if any.
+#[derive(Clone, Copy)]
+pub(super) struct Shown<'a> {
+    pub(super) step: &'a str,
+    pub(super) email: &'a str,
+    pub(super) code: &'a str,
+}
+
+impl<'a> Shown<'a> {
+    pub(super) fn new(step: &'a str, email: &'a str) -> Self {
+        Self {
+            step,
+            email,
+            code: "",
+        }
+    }
+}
+
+/// The page of accounts by mail (`reset.html`) showing `shown`, with an error or a notice.
+pub(super) fn page(
+    req: &Request,
+    state: &AppState,
+    status: StatusCode,
+    shown: Shown,
+    error: Option<&str>,
+    notice: Option<&str>,
+) -> Page {
+    let Shown { step, email, code } = shown;
+    let (csrf, set) = csrf_token(req, state);
+    let title = match step {
+        "forgot" => "Forgot your password?",
+        "verify" => "Confirm your email address",
+        _ => "Choose a new password",
+    };
+    Page::render(
+        status,
+        "reset.html",
+        context! { service => SERVICE_NAME, title, step, email, code, csrf, error, notice },
+    )
+    .with_cookie(set)
+}
+
+/// The answer to a sign-in REQUIRE_VERIFIED_EMAIL refused (`refuse_unverified` has sent a
+/// new code, within the mail limits): the confirmation form, with the address filled in.
+fn unverified(req: &Request, state: &AppState, user: &User) -> Response {
+    let notice = format!(
+        "Confirm your email address first: a message with a code is on its way to {} \
+         (one a minute at most). Then sign in again.",
+        user.email.as_str()
+    );
+    let shown = Shown::new("verify", user.email.as_str());
+    page(
+        req,
+        state,
+        StatusCode::FORBIDDEN,
+        shown,
+        None,
+        Some(&notice),
+    )
+    .into_response()
+}
+
+/// The sign-up form, for `request` (signed) if it belongs to an authorization, filled in
+/// with what was entered (never the password).
+fn signup_form(
+    req: &Request,
+    state: &AppState,
+    status: StatusCode,
+    continuing: &Continuing,
+    entered: &Fields,
+    error: Option<&str>,
+) -> Page {
+    let (csrf, set) = csrf_token(req, state);
+    let field = |name| entered.get(name).unwrap_or_default();
+    Page::render(
+        status,
+        "signup.html",
+        context! {
+            service => SERVICE_NAME, title => "Create an account",
+            client_name => continuing.client_name, request => continuing.request, csrf, error,
+            email => field("email"), first_name => field("first_name"), last_name => field("last_name"),
+        },
+    )
+    .with_cookie(set)
+}
+
+/// Sign-up is closed (SIGNUP_ENABLED=false): accounts are made by admins.
+fn signup_closed() -> Response {
+    Page::message(
+        StatusCode::FORBIDDEN,
+        "Sign-up is closed",
+        Some("Accounts on this server are created by its administrators."),
+        None,
+    )
+    .into_response()
+}
+
+/// `GET /signup`: the sign-up page (`?request=` from the sign-in page of an authorization).
+#[handler]
+async fn signup_page(req: &Request) -> Response {
+    let state = state(req);
+    if !state.config.signup_enabled {
+        return signup_closed();
+    }
+    let mut query = match Fields::query(req) {
+        Ok(q) => q,
+        Err(e) => return error_answer(req, StatusCode::BAD_REQUEST, &e),
+    };
+    let continuing = match Continuing::of(req, state, &mut query).await {
+        Ok(continuing) => continuing,
+        Err(answer) => return answer,
+    };
+    // The query may fill in the form (`?email=`); a password never comes that way.
+    query.take("password");
+    signup_form(req, state, StatusCode::OK, &continuing, &query, None).into_response()
+}
+
+/// `POST /signup`: a new account (as `POST /api/v1/users` makes it: a verification
+/// message goes out), signed in at once unless REQUIRE_VERIFIED_EMAIL wants the address
+/// confirmed first; then on to the authorization it belongs to, if any.
+#[handler]
+async fn signup_post(req: &Request, body: Body, ctx: RequestCtx) -> Response {
+    let state = state(req);
+    if !state.config.signup_enabled {
+        return signup_closed();
+    }
+    let (mut form, continuing) = match Continuing::form(req, state, body).await {
+        Ok(read) => read,
+        Err(answer) => return answer,
+    };
+    let password = form.take("password").unwrap_or_default();
+    let again = |status, error: &str| {
+        signup_form(req, state, status, &continuing, &form, Some(error)).into_response()
+    };
+    let Ok(email) = Email::parse(form.get("email").unwrap_or_default()) else {
+        return again(StatusCode::BAD_REQUEST, "Enter a valid email address.");
+    };
+    let Ok(password) = NewPassword::parse(SecretString::from(password)) else {
+        return again(
+            StatusCode::BAD_REQUEST,
+            "A password has 8 to 256 characters.",
+        );
+    };
+    let name = |field| PersonName::parse(form.get(field).unwrap_or_default(), field);
+    let (Ok(first_name), Ok(last_name)) = (name("first_name"), name("last_name")) else {
+        return again(
+            StatusCode::BAD_REQUEST,
+            "A name has at most 100 characters and no control characters.",
+        );
+    };
+    let new = NewAccount {
+        email,
+        password,
+        role: Role::User,
+        first_name,
+        last_name,
+        email_verified: false,
+    };
+    let audit = ctx.audit();
+    let user = match state.sign_up(new, Some("signup-page".into()), &audit).await {
+        Ok(user) => user,
+        Err(ServiceError::Store(StoreError::DuplicateEmail)) => {
+            return again(
+                StatusCode::CONFLICT,
+                "That address has an account already: sign in, or reset its password.",
+            )
+        }
+        Err(e) => return unavailable(req, e),
+    };
+    let Continuing { authorization, .. } = continuing;
+    signed_in(
+        req,
+        state,
+        &user,
+        Authentication::now(false),
+        authorization,
+        &audit,
+    )
+    .await
 }
 
 /// A page for a browser already signed in, with a way to sign out.
@@ -651,6 +840,10 @@ async fn signin_post(req: &Request, body: Body, ctx: RequestCtx) -> Response {
         }
         Err(e) => return unavailable(req, e),
     };
+    // Before the second step: a second factor entered in vain would only annoy.
+    if state.refuse_unverified(&user, &audit).await {
+        return unverified(req, state, &user);
+    }
     state.rehash_if_outdated(&user, &password).await;
     // An account with a second factor (as it is now, not as the password check read it):
     // the next page asks for it.
@@ -855,6 +1048,9 @@ async fn signed_in(
     authorization: Option<(AuthRequest, Client)>,
     audit: &crate::audit::Context,
 ) -> Response {
+    if state.refuse_unverified(user, audit).await {
+        return unverified(req, state, user);
+    }
     let (value, ttl) = match state.start_sso(user, &authn, audit) {
         Ok(started) => started,
         Err(e) => return unavailable(req, e),

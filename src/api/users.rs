@@ -236,7 +236,9 @@ fn verified_field(fields: &Map<String, Value>, is_admin: bool) -> Result<Option<
         None => Ok(None),
         Some(Value::Bool(_)) if !is_admin => Err(ApiError::forbidden()),
         Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(_) => Err(ApiError::bad_request("email_verified must be true or false")),
+        Some(_) => Err(ApiError::bad_request(
+            "email_verified must be true or false",
+        )),
     }
 }
 
@@ -273,21 +275,7 @@ async fn create(
         last_name,
         email_verified,
     };
-    let user = state.create_account(new).await?;
-    let fields = serde_json::json!({ "by": caller.map(Caller::label), "role": user.role.as_str() });
-    let subject = user.id.to_string();
-    state
-        .audit
-        .record("user_created", Some(&subject), audit, fields);
-    if !user.email_verified {
-        // The account exists either way, so this cannot fail the sign-up: a message the
-        // limits hold back (or that cannot be queued) is sent again on request
-        // (`resendVerification`), or by a sign-in REQUIRE_VERIFIED_EMAIL refuses.
-        if let Err(error) = state.send_verification(&user, audit).await {
-            tracing::warn!(%error, "a verification message could not be queued");
-        }
-    }
-    Ok(user)
+    Ok(state.sign_up(new, caller.map(Caller::label), audit).await?)
 }
 
 #[OpenApi(prefix_path = "/api/v1", tag = "ApiTags::Users")]

@@ -47,6 +47,30 @@ impl AppState {
         Ok(user)
     }
 
+    /// A sign-up (the API or the hosted page) or an admin's new account, `by` whom:
+    /// created, audited, and a verification message sent to an address nobody vouched for.
+    pub async fn sign_up(
+        &self,
+        new: NewAccount,
+        by: Option<String>,
+        ctx: &audit::Context,
+    ) -> Result<User, ServiceError> {
+        let user = self.create_account(new).await?;
+        let fields = json!({ "by": by, "role": user.role.as_str() });
+        let subject = user.id.to_string();
+        self.audit
+            .record("user_created", Some(&subject), ctx, fields);
+        if !user.email_verified {
+            // The account exists either way, so this cannot fail the sign-up: a message
+            // the limits hold back (or that cannot be queued) is sent again on request
+            // (`resendVerification`), or by a sign-in REQUIRE_VERIFIED_EMAIL refuses.
+            if let Err(error) = self.send_verification(&user, ctx).await {
+                tracing::warn!(%error, "a verification message could not be queued");
+            }
+        }
+        Ok(user)
+    }
+
     /// Creates an account from plain inputs (CLI and ADMIN_EMAIL bootstrap), with errors
     /// that name the input at fault. The operator typed the address: it counts as
     /// verified.

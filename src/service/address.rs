@@ -190,20 +190,24 @@ impl AppState {
         to: &Email,
         presented: &str,
     ) -> Result<bool, ServiceError> {
-        let (presented, to) = (presented.to_owned(), to.clone());
+        let (presented, to) = (presented.to_owned(), to.key());
         let now = crate::domain::now();
         self.update_user_if(user.id, move |u| {
-            let right = u.mail_codes.email_change.as_ref().is_some_and(|c| {
-                c.new_email.key() == to.key() && c.code.matches(&presented, now)
-            });
-            if right {
-                // Codes sent to the old address are for the old address.
-                u.mail_codes = MailCodes::default();
-                u.email = to;
-                u.email_verified = true;
-                u.updated_at = now;
-            }
-            right
+            let asked = u
+                .mail_codes
+                .email_change
+                .as_ref()
+                .filter(|c| c.new_email.key() == to && c.code.matches(&presented, now));
+            // The address as it was asked for (not as the confirmation typed it).
+            let Some(new_email) = asked.map(|c| c.new_email.clone()) else {
+                return false;
+            };
+            // Codes sent to the old address are for the old address.
+            u.mail_codes = MailCodes::default();
+            u.email = new_email;
+            u.email_verified = true;
+            u.updated_at = now;
+            true
         })
         .await
     }

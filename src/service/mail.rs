@@ -374,7 +374,10 @@ mod tests {
                 .unwrap();
             assert!(!out.trim().is_empty(), "{name}");
             if name.ends_with(".html") {
-                assert!(!out.contains("<a@b>") && !out.contains("<n@b>") && !out.contains("<o@b>"), "{name} escapes");
+                assert!(
+                    !out.contains("<a@b>") && !out.contains("<n@b>") && !out.contains("<o@b>"),
+                    "{name} escapes"
+                );
             }
         }
     }

@@ -618,7 +618,10 @@ impl AppState {
             // max_age=0 is prompt=login (OIDC Core §3.1.2.1): to the millisecond, a sign-in
             // a moment ago is not "older than 0".
             let must_be_new = request.prompt_login || request.max_age == Some(0);
-            !lacks_mfa && (for_this_request || (!must_be_new && !too_old))
+            // A session from before REQUIRE_VERIFIED_EMAIL was turned on signs in again
+            // (and meets the confirmation page) rather than get a code no token follows.
+            let unverified = self.config.require_verified_email && !s.user.email_verified;
+            !lacks_mfa && !unverified && (for_this_request || (!must_be_new && !too_old))
         });
         let redirect_error = |error: &str, description: &str| {
             Next::Redirect(self.error_redirect(

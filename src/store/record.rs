@@ -7,9 +7,9 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::domain::{
-    AuthCode, Client, ClientKeys, ClientName, Credential, Email, EmailChange, MailCode, MailCodes, Mfa,
-    PasskeyCredential, PersonName, QueuedMail, RedirectUri, RefreshToken, Role, Scopes, Session,
-    SignIn, Totp, User,
+    AuthCode, Client, ClientKeys, ClientName, Credential, Email, EmailChange, MailCode, MailCodes,
+    Mfa, PasskeyCredential, PersonName, QueuedMail, RedirectUri, RefreshToken, Role, Scopes,
+    Session, SignIn, Totp, User,
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

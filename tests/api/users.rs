@@ -18,6 +18,7 @@ pub fn assert_user_json(user: &Value) {
         [
             "created_at",
             "email",
+            "email_verified",
             "first_name",
             "id",
             "last_name",

@@ -75,7 +75,11 @@ impl<'a> Columns<'a> {
                 .map(|r| serde_json::to_string(&r).expect("a record serializes")),
             mail_codes: MailCodesRecord::of(&user.mail_codes)
                 .map(|r| serde_json::to_string(&r).expect("a record serializes")),
-            moving_to: user.mail_codes.email_change.as_ref().map(|c| c.new_email.key()),
+            moving_to: user
+                .mail_codes
+                .email_change
+                .as_ref()
+                .map(|c| c.new_email.key()),
         }
     }
 
