@@ -19,8 +19,5 @@ pub mod startup;
 pub mod store;
 pub mod telemetry;
 
-/// The service's name, as people see it: the hosted pages, authenticator apps.
-pub const SERVICE_NAME: &str = "simple-api";
-
 #[cfg(test)]
 mod layers;

@@ -267,9 +267,10 @@ pub fn sender(mail_from: Option<&str>, public_url: &str, service: &str) -> Resul
         Ok(_) => "localhost".to_owned(),
         Err(_) => host,
     };
-    format!("{service} <no-reply@{domain}>")
-        .parse()
-        .map_err(|e| format!("MAIL_FROM default for {public_url}: {e}"))
+    // Built, not parsed: SERVICE_NAME may hold what an address's text form cannot.
+    let address = lettre::Address::new("no-reply", &domain)
+        .map_err(|e| format!("MAIL_FROM default for {public_url}: {e}"))?;
+    Ok(Mailbox::new(Some(service.to_owned()), address))
 }
 
 #[cfg(test)]

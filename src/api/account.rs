@@ -20,7 +20,6 @@ use crate::domain::{Email, PersonName, User};
 use crate::service::{
     AddressChange, AppState, MailRequested, MfaRefusal, Proof, ServiceError, Sso,
 };
-use crate::SERVICE_NAME;
 
 /// Adds `/account`, outside the OpenAPI service (a page, not JSON).
 pub fn add_routes(route: Route) -> Route {
@@ -80,10 +79,10 @@ fn render(
         })
         .collect();
     Page::render(
+        state,
         status,
         "account.html",
         context! {
-            service => SERVICE_NAME,
             title,
             email => user.email.as_str(),
             email_verified => user.email_verified,

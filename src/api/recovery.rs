@@ -108,7 +108,7 @@ async fn verify_post(req: &Request, body: Body, ctx: RequestCtx) -> Response {
                     email.trim()
                 ),
             };
-            Page::message(StatusCode::OK, "Email address confirmed", None, Some(&message))
+            Page::message(state, StatusCode::OK, "Email address confirmed", None, Some(&message))
                 .into_response()
         }
         Ok(Err(CodeRefusal::InvalidCode)) => again(
@@ -232,6 +232,7 @@ async fn reset_post(req: &Request, body: Body, ctx: RequestCtx) -> Response {
         .await
     {
         Ok(Ok(())) => Page::message(
+        state,
             StatusCode::OK,
             "Password changed",
             None,

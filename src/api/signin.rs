@@ -57,7 +57,6 @@ fn cookie_name(state: &AppState, name: &str) -> String {
 pub(super) fn page_cookie<'r>(req: &'r Request, state: &AppState, name: &str) -> Option<&'r str> {
     cookie(req, &cookie_name(state, name))
 }
-use crate::SERVICE_NAME;
 
 const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; script-src 'self'; \
                    base-uri 'none'; frame-ancestors 'none'";
@@ -125,7 +124,18 @@ pub(super) struct Page {
 }
 
 impl Page {
-    pub(super) fn render(status: StatusCode, template: &str, ctx: minijinja::Value) -> Self {
+    /// `template` with `ctx`, and the service's name (SERVICE_NAME) as `service`.
+    pub(super) fn render(
+        state: &AppState,
+        status: StatusCode,
+        template: &str,
+        ctx: minijinja::Value,
+    ) -> Self {
+        Self::named(&state.config.service_name, status, template, ctx)
+    }
+
+    fn named(service: &str, status: StatusCode, template: &str, ctx: minijinja::Value) -> Self {
+        let ctx = context! { service, ..ctx };
         let html = PAGES
             .get_template(template)
             .and_then(|t| t.render(ctx))
@@ -142,15 +152,17 @@ impl Page {
     }
 
     pub(super) fn message(
+        state: &AppState,
         status: StatusCode,
         title: &str,
         error: Option<&str>,
         message: Option<&str>,
     ) -> Self {
         Self::render(
+            state,
             status,
             "message.html",
-            context! { service => SERVICE_NAME, title, error, message },
+            context! { title, error, message },
         )
     }
 
@@ -226,7 +238,14 @@ pub(super) fn error_answer(req: &Request, status: StatusCode, message: &str) -> 
         .header(header::ACCEPT)
         .is_some_and(|a| a.contains("text/html"));
     if html {
-        return Page::message(status, "Something went wrong", Some(message), None).into_response();
+        return Page::message(
+            state(req),
+            status,
+            "Something went wrong",
+            Some(message),
+            None,
+        )
+        .into_response();
     }
     let mut resp = super::error::json_response(status, message);
     page_headers(&mut resp);
@@ -308,13 +327,14 @@ pub(super) async fn csrf_form(
         .await
         .map_err(|e| error_answer(req, StatusCode::BAD_REQUEST, &e))?;
     if !csrf_ok(req, state, &form) {
-        return Err(csrf_refused().into_response());
+        return Err(csrf_refused(state).into_response());
     }
     Ok(form)
 }
 
-fn csrf_refused() -> Page {
+fn csrf_refused(state: &AppState) -> Page {
     Page::message(
+        state,
         StatusCode::FORBIDDEN,
         "Please try again",
         Some("This form has expired or was sent from another site. Go back, reload the page and try again."),
@@ -482,9 +502,10 @@ fn signin_form(
     let passkey = passkey_form(state, None);
     let signup = state.config.signup_enabled;
     Page::render(
+        state,
         status,
         "signin.html",
-        context! { service => SERVICE_NAME, title => "Sign in", client_name, request, csrf, email, error, passkey, signup },
+        context! { title => "Sign in", client_name, request, csrf, email, error, passkey, signup },
     )
     .with_cookie(set)
 }
@@ -525,9 +546,10 @@ pub(super) fn page(
         _ => "Choose a new password",
     };
     Page::render(
+        state,
         status,
         "reset.html",
-        context! { service => SERVICE_NAME, title, step, email, code, csrf, error, notice },
+        context! { title, step, email, code, csrf, error, notice },
     )
     .with_cookie(set)
 }
@@ -565,10 +587,11 @@ fn signup_form(
     let (csrf, set) = csrf_token(req, state);
     let field = |name| entered.get(name).unwrap_or_default();
     Page::render(
+        state,
         status,
         "signup.html",
         context! {
-            service => SERVICE_NAME, title => "Create an account",
+            title => "Create an account",
             client_name => continuing.client_name, request => continuing.request, csrf, error,
             email => field("email"), first_name => field("first_name"), last_name => field("last_name"),
         },
@@ -577,8 +600,9 @@ fn signup_form(
 }
 
 /// Sign-up is closed (SIGNUP_ENABLED=false): accounts are made by admins.
-fn signup_closed() -> Response {
+fn signup_closed(state: &AppState) -> Response {
     Page::message(
+        state,
         StatusCode::FORBIDDEN,
         "Sign-up is closed",
         Some("Accounts on this server are created by its administrators."),
@@ -592,7 +616,7 @@ fn signup_closed() -> Response {
 async fn signup_page(req: &Request) -> Response {
     let state = state(req);
     if !state.config.signup_enabled {
-        return signup_closed();
+        return signup_closed(state);
     }
     let mut query = match Fields::query(req) {
         Ok(q) => q,
@@ -614,7 +638,7 @@ async fn signup_page(req: &Request) -> Response {
 async fn signup_post(req: &Request, body: Body, ctx: RequestCtx) -> Response {
     let state = state(req);
     if !state.config.signup_enabled {
-        return signup_closed();
+        return signup_closed(state);
     }
     let (mut form, continuing) = match Continuing::form(req, state, body).await {
         Ok(read) => read,
@@ -679,15 +703,17 @@ fn signed_in_page(req: &Request, state: &AppState, sso: &Sso) -> Page {
     let (csrf, set) = csrf_token(req, state);
     let message = format!("You are signed in as {}.", sso.user.email.as_str());
     Page::render(
+        state,
         StatusCode::OK,
         "message.html",
-        context! { service => SERVICE_NAME, title => "Signed in", message, request, csrf, account => true },
+        context! { title => "Signed in", message, request, csrf, account => true },
     )
     .with_cookie(set)
 }
 
-fn expired_request() -> Page {
+fn expired_request(state: &AppState) -> Page {
     Page::message(
+        state,
         StatusCode::BAD_REQUEST,
         "Sign-in expired",
         Some("This sign-in request has expired or is not valid here. Go back to the application and start again."),
@@ -725,7 +751,7 @@ async fn signin_page(req: &Request) -> Response {
             )
             .into_response()
         }
-        Ok(None) => expired_request().into_response(),
+        Ok(None) => expired_request(state).into_response(),
         Err(e) => unavailable(req, e),
     }
 }
@@ -774,7 +800,7 @@ async fn authorization_of(
     }
     match state.read_request(request).await {
         Ok(Some(found)) => Ok(Some(found)),
-        Ok(None) => Err(expired_request().into_response()),
+        Ok(None) => Err(expired_request(state).into_response()),
         Err(e) => Err(unavailable(req, e)),
     }
 }
@@ -892,9 +918,10 @@ fn mfa_form(
     let passkey = passkey_form(state, Some(user));
     let totp = user.mfa.totp_enrolled();
     Page::render(
+        state,
         status,
         "mfa.html",
-        context! { service => SERVICE_NAME, title => "Two-step verification", email => user.email.as_str(), pending, csrf, error, totp, passkey },
+        context! { title => "Two-step verification", email => user.email.as_str(), pending, csrf, error, totp, passkey },
     )
     .with_cookie(set)
 }
@@ -910,7 +937,7 @@ async fn signin_mfa_post(req: &Request, body: Body, ctx: RequestCtx) -> Response
     let signed = form.get("pending").unwrap_or_default();
     let (pending, user) = match state.read_pending(signed).await {
         Ok(Some(found)) => found,
-        Ok(None) => return expired_request().into_response(),
+        Ok(None) => return expired_request(state).into_response(),
         Err(e) => return unavailable(req, e),
     };
     let authorization = match authorization_of(req, state, &pending.request).await {
@@ -1088,7 +1115,7 @@ async fn request_and_sso(
 ) -> Result<(AuthRequest, Client, Option<Sso>), Response> {
     let (auth, client) = match state.read_request(signed.unwrap_or_default()).await {
         Ok(Some(found)) => found,
-        Ok(None) => return Err(expired_request().into_response()),
+        Ok(None) => return Err(expired_request(state).into_response()),
         Err(e) => return Err(unavailable(req, e)),
     };
     match state.sso(page_cookie(req, state, SSO_COOKIE)).await {
@@ -1130,10 +1157,10 @@ async fn consent_page(req: &Request, ctx: RequestCtx) -> Response {
     };
     let (csrf, set) = csrf_token(req, state);
     Page::render(
+        state,
         StatusCode::OK,
         "consent.html",
         context! {
-            service => SERVICE_NAME,
             title => format!("Allow {}?", client.name.as_str()),
             client_name => client.name.as_str(),
             client_id => client.id.to_string(),
@@ -1179,8 +1206,9 @@ async fn consent_post(req: &Request, body: Body, ctx: RequestCtx) -> Response {
     }
 }
 
-fn signed_out(cookies: Vec<String>) -> Response {
+fn signed_out(state: &AppState, cookies: Vec<String>) -> Response {
     let mut page = Page::message(
+        state,
         StatusCode::OK,
         "Signed out",
         None,
@@ -1215,7 +1243,7 @@ async fn logout_request(req: &Request, mut params: Fields) -> Response {
         // Nothing to end here.
         return match &logout.redirect {
             Some(url) => see_other(url, Vec::new()),
-            None => signed_out(Vec::new()),
+            None => signed_out(state, Vec::new()),
         };
     };
     let request = match state.sign_logout(&logout) {
@@ -1224,10 +1252,11 @@ async fn logout_request(req: &Request, mut params: Fields) -> Response {
     };
     let (csrf, set) = csrf_token(req, state);
     Page::render(
+        state,
         StatusCode::OK,
         "logout.html",
         context! {
-            service => SERVICE_NAME, title => "Sign out",
+            title => "Sign out",
             client_name => logout.client_name, email => sso.user.email.as_str(), request, csrf,
         },
     )
@@ -1256,10 +1285,10 @@ async fn logout_post(req: &Request, body: Body, ctx: RequestCtx) -> Response {
         return logout_request(req, form).await;
     }
     if !csrf_ok(req, state, &form) {
-        return csrf_refused().into_response();
+        return csrf_refused(state).into_response();
     }
     let Some(logout) = state.read_logout(form.get("request").unwrap_or_default()) else {
-        return expired_request().into_response();
+        return expired_request(state).into_response();
     };
     let everywhere = form.get("everywhere") == Some("1");
     let clear = vec![set_cookie(state, SSO_COOKIE, "", "Lax", Some(0))];
@@ -1274,7 +1303,7 @@ async fn logout_post(req: &Request, body: Body, ctx: RequestCtx) -> Response {
     }
     match &logout.redirect {
         Some(url) => see_other(url, clear),
-        None => signed_out(clear),
+        None => signed_out(state, clear),
     }
 }
 
@@ -1307,18 +1336,26 @@ mod tests {
     #[test]
     fn every_page_renders_and_escapes_what_it_is_given() {
         let evil = "<script>alert(1)</script>";
-        let page = Page::render(
+        let page = Page::named(
+            evil,
             StatusCode::OK,
             "signin.html",
-            context! { service => SERVICE_NAME, title => "Sign in", client_name => evil, request => "r", csrf => "c", email => evil, error => evil },
+            context! { title => "Sign in", client_name => evil, request => "r", csrf => "c", email => evil, error => evil },
         );
         assert!(!page.html.contains("<script>"), "{}", page.html);
         assert!(page.html.contains("&lt;script&gt;"));
-        for template in ["consent.html", "logout.html", "message.html"] {
-            let page = Page::render(
+        for template in [
+            "consent.html",
+            "logout.html",
+            "message.html",
+            "signup.html",
+            "reset.html",
+        ] {
+            let page = Page::named(
+                evil,
                 StatusCode::OK,
                 template,
-                context! { service => SERVICE_NAME, title => "t", client_name => "c", email => "e", scopes => scope_lines(Scopes::IDENTITY), request => "r", csrf => "c", message => "m" },
+                context! { title => "t", client_name => "c", email => "e", scopes => scope_lines(Scopes::IDENTITY), request => "r", csrf => "c", message => "m" },
             );
             assert!(page.html.contains("<h1>"), "{template}: {}", page.html);
             assert!(!page.html.contains("<script"), "{template}");
@@ -1329,10 +1366,11 @@ mod tests {
             options: format!("{{\"x\":\"\\\"><{evil}\"}}"),
         };
         for template in ["signin.html", "mfa.html", "account.html"] {
-            let page = Page::render(
+            let page = Page::named(
+                evil,
                 StatusCode::OK,
                 template,
-                context! { service => SERVICE_NAME, title => "t", email => evil, request => "r", csrf => "c", passkey, totp => true, step => "passkey-create", passkey_name => evil },
+                context! { title => "t", email => evil, request => "r", csrf => "c", passkey, totp => true, step => "passkey-create", passkey_name => evil },
             );
             assert!(!page.html.contains("<script>"), "{template}: {}", page.html);
             assert_eq!(

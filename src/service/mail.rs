@@ -207,7 +207,7 @@ impl AppState {
     pub async fn send_mail<C: Serialize>(&self, letter: Letter<'_, C>) -> Result<(), ServiceError> {
         let render = |kind: &str| {
             let ctx = minijinja::context! {
-                service => crate::SERVICE_NAME,
+                service => &self.config.service_name,
                 public_url => &self.public_url,
                 subject => letter.subject,
                 ..minijinja::Value::from_serialize(&letter.context)

@@ -378,7 +378,7 @@ impl AppState {
             ctx,
             json!({ "factor": "totp" }),
         );
-        let uri = totp::otpauth_uri(crate::SERVICE_NAME, user.email.as_str(), &secret);
+        let uri = totp::otpauth_uri(&self.config.service_name, user.email.as_str(), &secret);
         Ok(Ok(TotpEnrolment {
             secret: totp::encoded(&secret),
             qr_svg: totp::qr_svg(&uri),

@@ -108,7 +108,7 @@ impl AppState {
         )
         .map_err(|e| anyhow::anyhow!("ARGON2_M_KIB/ARGON2_T/ARGON2_P: {e}"))?;
         let public_url = config.public_url(config.api_port);
-        let passkeys = match RelyingParty::new(&public_url, crate::SERVICE_NAME) {
+        let passkeys = match RelyingParty::new(&public_url, &config.service_name) {
             Ok(rp) => Some(rp),
             Err(reason) => {
                 tracing::info!(%reason, "passkeys are unavailable");
@@ -121,7 +121,7 @@ impl AppState {
         let from = crate::mail::sender(
             config.mail_from.as_deref(),
             &public_url,
-            crate::SERVICE_NAME,
+            &config.service_name,
         )
         .map_err(|e| anyhow::anyhow!(e))?;
         let mail_limits = [

@@ -31,9 +31,10 @@ pub struct UserRecord {
     /// Second factors; absent when there are none (and in records from before them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mfa: Option<MfaRecord>,
-    /// One-time codes sent by mail; absent when there are none.
+    /// One-time codes sent by mail; absent when there are none. Boxed: most accounts
+    /// have none, and a log entry is as large as its largest kind.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mail_codes: Option<MailCodesRecord>,
+    pub mail_codes: Option<Box<MailCodesRecord>>,
 }
 
 /// An account's codes in flight as stored (PostgreSQL: JSON in `users.mail_codes`).
@@ -201,7 +202,7 @@ impl From<&User> for UserRecord {
             tokens_valid_after: user.tokens_valid_after,
             kept_session: user.kept_session,
             mfa: MfaRecord::of(&user.mfa),
-            mail_codes: MailCodesRecord::of(&user.mail_codes),
+            mail_codes: MailCodesRecord::of(&user.mail_codes).map(Box::new),
         }
     }
 }
@@ -229,7 +230,7 @@ impl TryFrom<UserRecord> for User {
             tokens_valid_after: r.tokens_valid_after,
             kept_session: r.kept_session,
             mfa: MfaRecord::into_mfa(r.mfa),
-            mail_codes: MailCodesRecord::into_codes(r.mail_codes),
+            mail_codes: MailCodesRecord::into_codes(r.mail_codes.map(|b| *b)),
         })
     }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::helpers::browser::Browser;
-use super::helpers::{spawn_app, spawn_app_with, TestApp};
+use super::helpers::{spawn_app_with, TestApp};
 
 const RESET: &str = "/api/v1/auth/password-reset";
 const CONFIRM: &str = "/api/v1/auth/password-reset/confirm";
@@ -512,4 +512,20 @@ fn with_require_verified_email_the_sign_in_page_asks_for_the_code_first() {
     let signed_in = browser.submit(&page, &[("email", "gate@example.com"), ("password", "a-good-password")]);
     assert_eq!(signed_in.status, 200, "{}", signed_in.body);
     assert!(signed_in.body.contains("You are signed in as gate@example.com"));
+}
+
+#[test]
+fn service_name_names_the_mail_and_the_pages() {
+    let app = spawn_app_with(|c| {
+        c.mail_limit_minute = 10;
+        c.service_name = "Acme <ID>".into();
+    });
+    app.signup("named@example.com", "a-good-password").expect(201);
+    let message = &mail_about(&app, VERIFY_SUBJECT, 1)[0];
+    // RFC 2047: "Acme <ID>" as an encoded word (base64 "QWNtZSA8SUQ+").
+    assert!(message.contains("From: =?utf-8?b?QWNtZSA8SUQ+?= <no-reply@localhost>"), "{message}");
+    assert!(message.contains("your Acme <ID> account"), "the text part: {message}");
+    assert!(message.contains("Acme &lt;ID&gt;"), "the HTML part, escaped: {message}");
+    let page = Browser::new(&app.base).get("/signin");
+    assert!(page.body.contains("Acme &lt;ID&gt;"), "{}", page.body);
 }

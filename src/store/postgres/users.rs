@@ -41,7 +41,9 @@ pub(super) fn user_of(row: &Row) -> Result<User, StoreError> {
             None => None,
         },
         mail_codes: match row.get::<_, Option<&str>>("mail_codes") {
-            Some(json) => Some(serde_json::from_str(json).map_err(|e| corrupt(e.to_string()))?),
+            Some(json) => Some(Box::new(
+                serde_json::from_str(json).map_err(|e| corrupt(e.to_string()))?,
+            )),
             None => None,
         },
         tokens_valid_after: row.get::<_, DateTime<Utc>>("tokens_valid_after"),
