@@ -303,6 +303,19 @@ mod tests {
     }
 
     #[test]
+    fn service_name_is_a_short_printable_name() {
+        let mut c = Config::from_defaults();
+        assert_eq!(c.service_name, "simple-api");
+        assert!(!c.require_verified_email);
+        for bad in ["", "  ", "a\nb", &"x".repeat(65)] {
+            c.service_name = bad.into();
+            assert_eq!(c.validate().unwrap_err().var, "SERVICE_NAME", "{bad:?}");
+        }
+        c.service_name = "Acme <ID> ✓".into();
+        c.validate().unwrap();
+    }
+
+    #[test]
     fn database_url_must_be_a_postgres_url() {
         let mut c = Config::from_defaults();
         for ok in ["postgres://u@h/db", "PostgreSQL://u:p@h:5432/db", ""] {

@@ -993,6 +993,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_email_scope_releases_whether_the_address_is_verified() {
+        let email = crate::domain::Email::parse("a@example.com").unwrap();
+        let mut user = User::new(email, "h".into(), crate::domain::Role::User, None, None);
+        let claims = released_claims(&user, Scopes::parse("openid email").unwrap());
+        assert_eq!(claims["email_verified"], json!(false));
+        user.email_verified = true;
+        let claims = released_claims(&user, Scopes::parse("openid email").unwrap());
+        assert_eq!(claims["email_verified"], json!(true));
+        let claims = released_claims(&user, Scopes::parse("openid").unwrap());
+        assert!(!claims.contains_key("email_verified"));
+    }
+
+    #[test]
     fn s256_matches_rfc_7636_appendix_b() {
         assert_eq!(
             s256("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),

@@ -1,8 +1,14 @@
-// Password reset by mail in Debian's Chromium, on a server without SMTP_URL (its messages
-// are files in OUTBOX): "Forgot your password?" on /signin, the address, then the message
-// as it arrived, rendered (its HTML part) and checked, then the code from its text part on
-// /signin/reset with a new password, then a sign-in with it. Screenshots (desktop) into
-// SCREENSHOTS/desktop/ and SCREENSHOTS/cards/: forgot.png, reset.png, mail-password-reset.png.
+// Accounts by mail in Debian's Chromium, on a server without SMTP_URL (its messages are
+// files in OUTBOX):
+//   1. password reset: "Forgot your password?" on /signin, the address, then the message as
+//      it arrived, rendered (its HTML part) and checked, then the code from its text part
+//      on /signin/reset with a new password, then a sign-in with it;
+//   2. sign-up and verification: "Create an account" on /signin, the hosted sign-up page,
+//      signed in at once; the verification message rendered, its button followed to
+//      /signin/verify (the code filled in, used only by the Confirm button); the account
+//      page then says the address is confirmed.
+// Screenshots (desktop) into SCREENSHOTS/desktop/ and SCREENSHOTS/cards/: forgot.png,
+// reset.png, mail-password-reset.png, signup.png, verify.png, mail-verify-email.png.
 // Env: SIMPLE_API_URL, OUTBOX, SCREENSHOTS.
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
@@ -123,7 +129,67 @@ try {
   assert.deepEqual(outside, [], 'nothing loaded from other hosts');
   ok('code from the message + new password on /signin/reset -> the new password signs in');
   await context.close();
-  console.log(`password reset in Chromium: ${checks} checks passed`);
+
+  // 2. The hosted sign-up, and the address verified from the message.
+  const fresh = await browser.newContext(options);
+  const outside2 = await offline(fresh, (url) => url.origin === base);
+  const tab = await fresh.newPage();
+  const errors2 = consoleErrorsOf(tab);
+  const card2 = async (name) => tab.locator('main.card').screenshot({ path: join(shots, 'cards', `${name}.png`) });
+  const newcomer = `newcomer-${Date.now()}@example.com`;
+  const before = new Set(readdirSync(outbox).filter((n) => n.endsWith('.eml')));
+  await tab.goto(`${base}/signin`);
+  navigation = tab.waitForNavigation();
+  await tab.getByRole('link', { name: 'Create an account' }).click();
+  response = await navigation;
+  ok(await inspect(tab, 'signup', 'desktop', response, errors2, shots));
+  await tab.getByLabel('Email').fill(newcomer);
+  await tab.getByLabel('Password').fill('newcomer-password-1');
+  await tab.getByLabel('First name').fill('Ada');
+  await card2('signup');
+  navigation = tab.waitForNavigation();
+  await tab.getByRole('button', { name: 'Create the account' }).click();
+  response = await navigation;
+  assert.equal(response.status(), 200);
+  await tab.getByText(`You are signed in as ${newcomer}`).waitFor();
+  ok('the hosted sign-up page creates the account and signs in');
+
+  const welcome = mimeParts(await newMessage(newcomer, before));
+  const verifyCode = welcome['text/plain'].split(/\r?\n/).map((l) => l.trim()).find((l) => /^[A-Z2-7]{26}$/.test(l));
+  assert.ok(verifyCode, `the code alone on a line: ${welcome['text/plain']}`);
+  const letter = await fresh.newPage();
+  await letter.setViewportSize({ width: 720, height: 640 });
+  await letter.setContent(welcome['text/html']);
+  const confirmLink = await letter.getByRole('link', { name: 'Confirm my address' }).getAttribute('href');
+  assert.ok(confirmLink.startsWith(`${base}/signin/verify?email=`) && confirmLink.includes(`code=${verifyCode}`), confirmLink);
+  await letter.screenshot({ path: join(shots, 'desktop', 'mail-verify-email.png'), fullPage: true });
+  await letter.screenshot({ path: join(shots, 'cards', 'mail-verify-email.png'), fullPage: true });
+  ok('the verification message: the code alone on a line, a button to /signin/verify -> mail-verify-email.png');
+
+  // Opening the link fills the form in and uses nothing; the button confirms.
+  response = await tab.goto(confirmLink);
+  assert.equal(await tab.getByLabel('Code').inputValue(), verifyCode);
+  ok(await inspect(tab, 'verify', 'desktop', response, errors2, shots));
+  await card2('verify');
+  let account = await (await fetch(`${api}/api/v1/auth/token`, {
+    method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ grant_type: 'password', username: newcomer, password: 'newcomer-password-1' }),
+  })).json();
+  let me = await (await fetch(`${api}/api/v1/users/me`, { headers: { authorization: `Bearer ${account.access_token}` } })).json();
+  assert.equal(me.email_verified, false, 'opening the link verified nothing');
+  navigation = tab.waitForNavigation();
+  await tab.getByRole('button', { name: 'Confirm' }).click();
+  response = await navigation;
+  assert.equal(response.status(), 200);
+  await tab.getByText('Your email address is confirmed').waitFor();
+  me = await (await fetch(`${api}/api/v1/users/me`, { headers: { authorization: `Bearer ${account.access_token}` } })).json();
+  assert.equal(me.email_verified, true);
+  await tab.goto(`${base}/account`);
+  await tab.getByText(`${newcomer}: confirmed.`).waitFor();
+  assert.deepEqual(outside2, [], 'nothing loaded from other hosts');
+  ok('the Confirm button (not the link) verifies the address; the account page says so');
+  await fresh.close();
+  console.log(`accounts by mail in Chromium: ${checks} checks passed`);
 } finally {
   await browser.close();
 }

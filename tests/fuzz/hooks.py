@@ -53,6 +53,11 @@ apply there.
   challenge is asked once the account has a passkey. Its logins then take a recovery code.
 - POST /auth/password-reset: a throwaway account's address; …/confirm: a code the hooks
   asked for and read from the server's outbox (ST_OUTBOX), with the generated password.
+- /users/me/verification and /users/me/email: as another throwaway account, made unverified
+  first (by the admin) for a resend; a change of address with its password and a fresh
+  address. POST /auth/verify-email: that account's address and a code the hooks asked for
+  (a resend, or every other time a change of address, then tracked) and read from the
+  outbox.
 - Guard: PUT/DELETE /users/{id} and PUT /users/{id}/password never reach the second-factor
   and reset accounts above (the stateful phase finds them through GET /users' links): a disposable
   user instead, so their logins keep working.
@@ -516,34 +521,72 @@ class ResetUser:
 
     def code(self) -> str | None:
         """A fresh code: asks for one and reads the newest message to this account."""
-        outbox = os.environ.get("ST_OUTBOX", "")
-        listing = lambda: set(os.listdir(outbox)) if os.path.isdir(outbox) else set()  # noqa: E731
-        seen = listing()
-        before = time.time()
-        resp = requests.post(f"{BASE}/api/v1/auth/password-reset", json={"email": self.email}, timeout=10)
-        if resp.status_code != 202:
-            return None
-        # Only a message that arrived after this request carries the code that counts (a
-        # new request replaces the last code).
-        while time.time() - before < 10:
-            for name in sorted(listing() - seen, reverse=True):
-                path = os.path.join(outbox, name)
-                if not name.endswith(".eml"):
-                    continue
-                text = open(path, encoding="utf-8", errors="replace").read()
-                if f"To: {self.email}" not in text or "Reset your password" not in text:
-                    continue
-                for line in text.splitlines():
-                    if re.fullmatch(r"[A-Z2-7]{26}", line.strip()):
-                        return line.strip()
-            time.sleep(0.05)
+        ask = lambda: requests.post(f"{BASE}/api/v1/auth/password-reset", json={"email": self.email}, timeout=10)  # noqa: E731
+        return outbox_code(self.email, "Reset your password", lambda: ask().status_code == 202)
+
+
+def outbox_code(to: str, subject: str, ask) -> str | None:
+    """The code of the message to `to` with `subject` that `ask()` (true once the service
+    accepted) caused, read from the server's outbox."""
+    outbox = os.environ.get("ST_OUTBOX", "")
+    listing = lambda: set(os.listdir(outbox)) if os.path.isdir(outbox) else set()  # noqa: E731
+    seen = listing()
+    before = time.time()
+    if not ask():
         return None
+    # Only a message that arrived after this request carries the code that counts (a new
+    # one replaces the last).
+    while time.time() - before < 10:
+        for name in sorted(listing() - seen, reverse=True):
+            if not name.endswith(".eml"):
+                continue
+            text = open(os.path.join(outbox, name), encoding="utf-8", errors="replace").read()
+            if f"To: {to}\r\n" not in text or f"Subject: {subject}\r\n" not in text:
+                continue
+            for line in text.splitlines():
+                if re.fullmatch(r"[A-Z2-7]{26}", line.strip()):
+                    return line.strip()
+        time.sleep(0.05)
+    return None
+
+
+class MailUser(TrackedUser):
+    """The account whose address the fuzzer verifies and changes: codes are asked for by
+    the hooks and read from the outbox; its address is tracked when a change is confirmed."""
+
+    def __init__(self) -> None:
+        self.email = f"fuzz-mail-{uuid.uuid4().hex[:12]}@example.com"
+        self.password = "mail-password-0"
+        self.id = ADMIN.create_user(self.email, self.password)
+
+    def token(self) -> str:
+        with LOCK:
+            if self._token is None:
+                self._token = login(self.email, self.password)["access_token"]
+            return self._token
+
+    def ensure_unverified(self) -> None:
+        """An admin withdraws the vouching: there is something to verify (or resend) again."""
+        ADMIN.call("PUT", f"/api/v1/users/{self.id}", json={"email_verified": False})
+
+    def verification_code(self) -> str | None:
+        self.ensure_unverified()
+        resend = lambda: self.call("POST", "/api/v1/users/me/verification").status_code == 202  # noqa: E731
+        return outbox_code(self.email, "Confirm your email address", resend)
+
+    def change_code(self) -> tuple[str, str | None]:
+        new = f"fuzz-moved-{uuid.uuid4().hex[:12]}@example.com"
+        body = {"email": new, "current_password": self.password}
+        ask = lambda: self.call("POST", "/api/v1/users/me/email", json=body).status_code == 202  # noqa: E731
+        return new, outbox_code(new, "Confirm your new email address", ask)
 
 
 PASSKEYS = "/api/v1/users/me/mfa/passkeys"
 PASSKEY = PasskeyUser()
 RESET = ResetUser()
 PASSKEY_OPS = ("addPasskey", "confirmPasskey", "removePasskey", "passkeyChallenge")
+MAILER = MailUser()
+MAILER_OPS = ("resendVerification", "changeEmail")
 
 
 class Disposable:
@@ -648,6 +691,8 @@ if not AS_CLIENT:
                 data = MFA.token()
             elif statuses.operation_id(case) in PASSKEY_OPS:
                 data = PASSKEY.token()
+            elif statuses.operation_id(case) in MAILER_OPS:
+                data = MAILER.token()
             case.headers["Authorization"] = f"Bearer {data}"
 
 
@@ -672,7 +717,7 @@ def before_call(context, case, kwargs):
     body = case.body if isinstance(case.body, dict) else None
     # The accounts whose credentials the hooks track are not the fuzzer's to change (the
     # stateful phase reaches them through GET /users' links): a disposable user instead.
-    if op in ("updateUser", "deleteUser", "changePassword") and params.get("id") in (MFA.id, PASSKEY.id, RESET.id):
+    if op in ("updateUser", "deleteUser", "changePassword") and params.get("id") in (MFA.id, PASSKEY.id, RESET.id, MAILER.id):
         params["id"] = DISPOSABLE.peek()
     if op in ("getUser", "updateUser"):
         k = turn(case)
@@ -743,6 +788,24 @@ def before_call(context, case, kwargs):
                 code = RESET.code()
             if code is not None:
                 body["email"], body["code"] = RESET.email, code
+    elif op == "resendVerification":
+        if turn(case) is not None:
+            MAILER.ensure_unverified()
+    elif op == "changeEmail":
+        if body is not None and turn(case) is not None:
+            body["email"] = f"fuzz-moved-{uuid.uuid4().hex[:12]}@example.com"
+            body["current_password"] = MAILER.password
+    elif op == "verifyEmail":
+        k = turn(case)
+        if body is not None and k is not None:
+            with LOCK:
+                # Every other aimed confirmation moves the account, the rest verify it.
+                if k % 2 == 0:
+                    address, code = MAILER.email, MAILER.verification_code()
+                else:
+                    address, code = MAILER.change_code()
+            if code is not None:
+                body["email"], body["code"] = address, code
     elif op == "listConsents":
         if turn(case) is not None:
             params["id"] = "me"
@@ -814,6 +877,12 @@ def after_call(context, case, response):
                 PASSKEY.added(body.get("ceremony"), response.json())
             elif op == "removePasskey" and response.status_code == 200:
                 PASSKEY.removed((case.path_parameters or {}).get("id"))
+    elif op in MAILER_OPS and response.status_code == 401:
+        MAILER.forget_token()
+    elif op == "verifyEmail" and response.status_code == 200 and body is not None:
+        if response.json().get("result") == "changed" and isinstance(body.get("email"), str):
+            with LOCK:
+                MAILER.email = body["email"]
     elif op in ("getUserInfo", "postUserInfo") and response.status_code == 401:
         cached_openid_token(fresh=True)
     elif op == "createToken" and body is not None and body.get("grant_type") == "refresh_token":

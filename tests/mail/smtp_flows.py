@@ -6,7 +6,10 @@ Usage: python smtp_flows.py BINARY [DATABASE_URL]   (no DATABASE_URL: the file s
 
 Scenarios:
   1. password reset: the code arrives over SMTP (multipart text + HTML, the code alone on a
-     line), the reset works, the notice arrives;
+     line), the reset works, the notice arrives; a sign-up's verification code arrives and
+     verifies the address; a change of address sends a code to the new address and a
+     notice to the old one, and the code moves the account; with REQUIRE_VERIFIED_EMAIL a
+     refused sign-in sends a new code, which opens the way to tokens;
   2. a server that refuses the recipient for good (550): given up at once, audited
      `mail_failed` with `permanent: true`;
   3. a server that defers (451) once: retried after the back-off and delivered;
@@ -78,7 +81,8 @@ class Inbox:
 class Server:
     """simple-api with its own DATA_DIR and KEYS_DIR (kept across restarts)."""
 
-    def __init__(self, smtp_url: str) -> None:
+    def __init__(self, smtp_url: str, **settings: str) -> None:
+        self.settings = settings
         self.dir = tempfile.mkdtemp()
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -96,6 +100,7 @@ class Server:
             ARGON2_T="1",
             SMTP_URL=self.smtp_url,
             MAIL_LIMIT_MINUTE="100",
+            **self.settings,
         )
         if DATABASE_URL:
             env["DATABASE_URL"] = DATABASE_URL
@@ -132,11 +137,26 @@ class Server:
             time.sleep(0.1)
         raise AssertionError(f"no audit event {event} {fields}: {self.audit()[-5:]}")
 
-    def signup(self, who: str) -> str:
+    def signup(self, who: str, delivered: Inbox | None = None) -> str:
+        """A new account; with `delivered`, once its verification message has arrived (so
+        that what a scenario asks of the SMTP server next meets only its own message)."""
         address = f"{who}-{STORE}-{int(time.time() * 1000)}@example.com"
         resp = requests.post(f"{self.base}/api/v1/users", json={"email": address, "password": PASSWORD}, timeout=10)
         assert resp.status_code == 201, resp.text
+        assert resp.json()["email_verified"] is False
+        if delivered:
+            delivered.wait_for(address, "Confirm your email address", 15)
         return address
+
+    def token(self, address: str, password: str = PASSWORD) -> requests.Response:
+        return requests.post(
+            f"{self.base}/api/v1/auth/token",
+            data={"grant_type": "password", "username": address, "password": password},
+            timeout=10,
+        )
+
+    def verify(self, address: str, code: str) -> requests.Response:
+        return requests.post(f"{self.base}/api/v1/auth/verify-email", json={"email": address, "code": code}, timeout=10)
 
     def reset(self, address: str) -> None:
         resp = requests.post(f"{self.base}/api/v1/auth/password-reset", json={"email": address}, timeout=10)
@@ -188,18 +208,49 @@ try:
     inbox.wait_for(ann, "Your password was changed", 15)
     ok(f"{STORE}: reset code over SMTP (text + HTML), password changed, notice delivered")
 
+    # 1b. The sign-up's verification code, over SMTP.
+    fay = server.signup("fay")
+    msg = inbox.wait_for(fay, "Confirm your email address", 15)
+    code = code_of(msg)
+    assert f"code={code}" in parts(msg)["text/html"], "the button's link carries the code"
+    resp = server.verify(fay, code)
+    assert resp.status_code == 200 and resp.json() == {"result": "verified"}, resp.text
+    access = server.token(fay).json()["access_token"]
+    me = requests.get(f"{server.base}/api/v1/users/me", headers={"Authorization": f"Bearer {access}"}, timeout=10)
+    assert me.json()["email_verified"] is True, me.text
+    assert server.verify(fay, code).status_code == 400, "used once"
+    ok(f"{STORE}: a sign-up's verification code arrives over SMTP and verifies the address once")
+
+    # 1c. A change of address: the code to the new address, a notice to the old one.
+    new = f"fay-moved-{STORE}-{int(time.time() * 1000)}@example.com"
+    resp = requests.post(
+        f"{server.base}/api/v1/users/me/email",
+        headers={"Authorization": f"Bearer {access}"},
+        json={"email": new, "current_password": PASSWORD},
+        timeout=10,
+    )
+    assert resp.status_code == 202, resp.text
+    confirm = inbox.wait_for(new, "Confirm your new email address", 15)
+    notice = inbox.wait_for(fay, "A change of your email address was asked for", 15)
+    code = code_of(confirm)
+    assert code not in parts(notice)["text/plain"] and new in parts(notice)["text/plain"]
+    resp = server.verify(new, code)
+    assert resp.status_code == 200 and resp.json() == {"result": "changed"}, resp.text
+    assert server.token(new).status_code == 200 and server.token(fay).status_code == 400
+    ok(f"{STORE}: a change of address: code to the new address, notice to the old, moved on confirmation")
+
     # 2. Refused for good: given up at once, audited.
-    bob = server.signup("bob")
+    bob = server.signup("bob", delivered=inbox)
     inbox.refuse.add(bob)
     mark = len(server.audit())
     server.reset(bob)
     failed = server.wait_audit("mail_failed", 15, after=mark, permanent=True)
     assert "550" in failed["reason"], failed
-    assert inbox.count(bob) == 0
+    assert inbox.count(bob) == 1, "only the sign-up's message, before the refusals"
     ok(f"{STORE}: a 550 is given up at once and audited mail_failed (permanent)")
 
     # 3. Deferred once: retried after the back-off (30 s) and delivered.
-    cat = server.signup("cat")
+    cat = server.signup("cat", delivered=inbox)
     inbox.defer_once.add(cat)
     mark = len(server.audit())
     server.reset(cat)
@@ -224,6 +275,31 @@ finally:
     server.stop()
     controller.stop()
 
+# 1d. REQUIRE_VERIFIED_EMAIL: no token before the code comes back; a refused sign-in sends
+# a new one.
+inbox = Inbox()
+gate_port = free_port()
+controller = Controller(inbox, hostname="127.0.0.1", port=gate_port)
+controller.start()
+gated = Server(f"smtp://127.0.0.1:{gate_port}?tls=none", REQUIRE_VERIFIED_EMAIL="true")
+gated.start()
+try:
+    gil = gated.signup("gil", delivered=inbox)
+    refused = gated.token(gil)
+    assert refused.status_code == 400 and refused.json()["error"] == "invalid_grant", refused.text
+    assert "not verified" in refused.json()["error_description"], refused.text
+    deadline = time.time() + 15
+    while sum(1 for r, m in inbox.messages if gil in r and m["Subject"] == "Confirm your email address") < 2:
+        assert time.time() < deadline, "a refused sign-in sends a new code"
+        time.sleep(0.1)
+    latest = [m for r, m in inbox.messages if gil in r][-1]
+    assert gated.verify(gil, code_of(latest)).status_code == 200
+    assert gated.token(gil).status_code == 200
+    ok(f"{STORE}: REQUIRE_VERIFIED_EMAIL: refused until the code (resent on the refused sign-in) comes back")
+finally:
+    gated.stop()
+    controller.stop()
+
 # 5. STARTTLS required: a plain server gets nothing.
 inbox = Inbox()
 plain_port = free_port()
@@ -233,7 +309,6 @@ strict = Server(f"smtp://127.0.0.1:{plain_port}")
 strict.start()
 try:
     eve = strict.signup("eve")
-    strict.reset(eve)
     deferred = strict.wait_audit("mail_deferred", 15)
     time.sleep(1)
     assert inbox.count(eve) == 0 and not inbox.messages, "nothing in clear"

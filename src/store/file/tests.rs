@@ -1112,3 +1112,91 @@ async fn the_mail_queue_is_durable_and_a_claim_is_a_lease() {
         .unwrap();
     assert_eq!(claimed.len(), 2, "the first again and the later one");
 }
+
+#[tokio::test]
+async fn a_pending_change_of_address_is_found_by_its_address_until_it_ends_and_after_reopening() {
+    use crate::domain::{EmailChange, MailCode};
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let (ann, bob) = (user("ann@example.com"), user("bob@example.com"));
+    store.create_user(ann.clone()).await.unwrap();
+    store.create_user(bob.clone()).await.unwrap();
+    let moving = |to: &str| {
+        let change = EmailChange {
+            new_email: Email::parse(to).unwrap(),
+            code: MailCode {
+                hash: "h".into(),
+                expires_at: crate::domain::now(),
+            },
+        };
+        Box::new(move |u: &mut User| u.mail_codes.email_change = Some(change)) as UserUpdate
+    };
+    store
+        .update_user(ann.id, moving("new@example.com"))
+        .await
+        .unwrap();
+    store
+        .update_user(bob.id, moving("NEW@example.com"))
+        .await
+        .unwrap();
+    let ids = |found: Vec<User>| {
+        let mut ids: Vec<_> = found.into_iter().map(|u| u.id).collect();
+        ids.sort();
+        ids
+    };
+    let mut both = vec![ann.id, bob.id];
+    both.sort();
+    assert_eq!(
+        ids(store.users_moving_to(" New@Example.com").await.unwrap()),
+        both
+    );
+    // Bob moves elsewhere; Ann's move is confirmed (her address changes).
+    store
+        .update_user(bob.id, moving("other@example.com"))
+        .await
+        .unwrap();
+    store
+        .update_user(
+            ann.id,
+            Box::new(|u| {
+                u.mail_codes.email_change = None;
+                u.email = Email::parse("new@example.com").unwrap();
+            }),
+        )
+        .await
+        .unwrap();
+    assert!(store
+        .users_moving_to("new@example.com")
+        .await
+        .unwrap()
+        .is_empty());
+    // The index is rebuilt from the log, and from a compacted one.
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(
+        ids(store.users_moving_to("other@example.com").await.unwrap()),
+        vec![bob.id]
+    );
+    store.compact().unwrap();
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(
+        ids(store.users_moving_to("other@example.com").await.unwrap()),
+        vec![bob.id]
+    );
+    // A move to a taken address is refused by the store itself.
+    let err = store
+        .update_user(
+            bob.id,
+            Box::new(|u| u.email = Email::parse("NEW@example.com").unwrap()),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::DuplicateEmail), "{err}");
+    store.delete_user(bob.id).await.unwrap();
+    assert!(store
+        .users_moving_to("other@example.com")
+        .await
+        .unwrap()
+        .is_empty());
+}
