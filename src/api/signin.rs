@@ -555,23 +555,16 @@ pub(super) fn page(
 }
 
 /// The answer to a sign-in REQUIRE_VERIFIED_EMAIL refused (`refuse_unverified` has sent a
-/// new code, within the mail limits): the confirmation form, with the address filled in.
-fn unverified(req: &Request, state: &AppState, user: &User) -> Response {
+/// new code, within the mail limits), or to a sign-up it holds back (`status` 200): the
+/// confirmation form, with the address filled in.
+fn unverified(req: &Request, state: &AppState, user: &User, status: StatusCode) -> Response {
     let notice = format!(
         "Confirm your email address first: a message with a code is on its way to {} \
          (one a minute at most). Then sign in again.",
         user.email.as_str()
     );
     let shown = Shown::new("verify", user.email.as_str());
-    page(
-        req,
-        state,
-        StatusCode::FORBIDDEN,
-        shown,
-        None,
-        Some(&notice),
-    )
-    .into_response()
+    page(req, state, status, shown, None, Some(&notice)).into_response()
 }
 
 /// The sign-up form, for `request` (signed) if it belongs to an authorization, filled in
@@ -683,6 +676,10 @@ async fn signup_post(req: &Request, body: Body, ctx: RequestCtx) -> Response {
         }
         Err(e) => return unavailable(req, e),
     };
+    // Its message is on its way already: the confirmation form, without a second code.
+    if state.config.require_verified_email {
+        return unverified(req, state, &user, StatusCode::OK);
+    }
     let Continuing { authorization, .. } = continuing;
     signed_in(
         req,
@@ -868,7 +865,7 @@ async fn signin_post(req: &Request, body: Body, ctx: RequestCtx) -> Response {
     };
     // Before the second step: a second factor entered in vain would only annoy.
     if state.refuse_unverified(&user, &audit).await {
-        return unverified(req, state, &user);
+        return unverified(req, state, &user, StatusCode::FORBIDDEN);
     }
     state.rehash_if_outdated(&user, &password).await;
     // An account with a second factor (as it is now, not as the password check read it):
@@ -1076,7 +1073,7 @@ async fn signed_in(
     audit: &crate::audit::Context,
 ) -> Response {
     if state.refuse_unverified(user, audit).await {
-        return unverified(req, state, user);
+        return unverified(req, state, user, StatusCode::FORBIDDEN);
     }
     let (value, ttl) = match state.start_sso(user, &authn, audit) {
         Ok(started) => started,

@@ -512,6 +512,16 @@ fn with_require_verified_email_the_sign_in_page_asks_for_the_code_first() {
     let signed_in = browser.submit(&page, &[("email", "gate@example.com"), ("password", "a-good-password")]);
     assert_eq!(signed_in.status, 200, "{}", signed_in.body);
     assert!(signed_in.body.contains("You are signed in as gate@example.com"));
+    // The hosted sign-up asks for the code its message carries, without sending another.
+    let mut fresh = Browser::new(&app.base);
+    let page = fresh.get("/signup");
+    let made = fresh.submit(&page, &[("email", "gate2@example.com"), ("password", "a-good-password")]);
+    assert_eq!(made.status, 200, "{}", made.body);
+    assert!(made.body.contains("Confirm your email address first"), "{}", made.body);
+    assert!(fresh.get("/account").status == 303, "not signed in");
+    std::thread::sleep(Duration::from_millis(300));
+    let to_gate2 = messages(&app, 0).iter().filter(|m| m.contains("To: gate2@example.com")).count();
+    assert_eq!(to_gate2, 1);
 }
 
 #[test]
