@@ -65,7 +65,7 @@ fn render(
         "totp-setup" => "Set up an authenticator app",
         "passkey-create" => "Add a passkey",
         "codes" => "Save your recovery codes",
-        _ => "Sign-in methods",
+        _ => "Your account",
     };
     let passkeys: Vec<PasskeyLine> = user
         .mfa
@@ -211,41 +211,21 @@ async fn account_post(req: &Request, body: Body, ctx: RequestCtx) -> Response {
         Ok(None) => return see_other("/signin", Vec::new()),
         Err(e) => return unavailable(req, e.into()),
     };
-    let page = match outcome {
-        Outcome::Step(step) => render(req, state, &user, StatusCode::OK, step, None, None),
-        Outcome::Done(notice) => render(
-            req,
-            state,
-            &user,
-            StatusCode::OK,
-            Step::default(),
-            None,
-            Some(notice),
-        ),
-        Outcome::Invalid(error) => render(
-            req,
-            state,
-            &user,
-            StatusCode::BAD_REQUEST,
-            Step::default(),
-            Some(error),
-            None,
-        ),
+    let overview = Step::default;
+    let (status, step, error, notice, retry_after) = match outcome {
+        Outcome::Step(step) => (StatusCode::OK, step, None, None, None),
+        Outcome::Done(notice) => (StatusCode::OK, overview(), None, Some(notice), None),
+        Outcome::Invalid(error) => {
+            let error = Some(error.to_owned());
+            (StatusCode::BAD_REQUEST, overview(), error, None, None)
+        }
         Outcome::Refused(refused) => {
             let (status, error) = refusal(&refused);
-            let mut page = render(
-                req,
-                state,
-                &user,
-                status,
-                Step::default(),
-                Some(&error),
-                None,
-            );
-            if let MfaRefusal::Throttled(wait) = refused {
-                page.retry_after = Some(wait);
-            }
-            page
+            let wait = match refused {
+                MfaRefusal::Throttled(wait) => Some(wait),
+                _ => None,
+            };
+            (status, overview(), Some(error), None, wait)
         }
         Outcome::TooManyMessages(wait) => {
             let error = format!(
@@ -253,19 +233,11 @@ async fn account_post(req: &Request, body: Body, ctx: RequestCtx) -> Response {
                 wait.as_secs().max(1)
             );
             let status = StatusCode::TOO_MANY_REQUESTS;
-            let mut page = render(
-                req,
-                state,
-                &user,
-                status,
-                Step::default(),
-                Some(&error),
-                None,
-            );
-            page.retry_after = Some(wait);
-            page
+            (status, overview(), Some(error), None, Some(wait))
         }
     };
+    let mut page = render(req, state, &user, status, step, error.as_deref(), notice);
+    page.retry_after = retry_after;
     page.into_response()
 }
 

@@ -89,24 +89,26 @@ pub enum EmailConfirmed {
 }
 
 #[derive(ApiResponse)]
-pub enum ResetRequestedResponse {
-    /// Accepted: if the address has an account, a message with a code is on its way
-    /// (the answer is the same, and as fast, when it has none).
-    #[oai(status = 202)]
-    Accepted(Json<Empty>),
-    /// Too many messages to this address, or from this client, lately.
-    #[oai(status = 429)]
-    TooMany(Json<ErrorBody>, #[oai(header = "Retry-After")] String),
-}
-
-#[derive(ApiResponse)]
 pub enum MailSentResponse {
-    /// Accepted: the message is on its way.
+    /// Accepted: the message is on its way (a password reset's only if the address has an
+    /// account: the answer is the same, and as fast, when it has none).
     #[oai(status = 202)]
     Accepted(Json<Empty>),
     /// Too many messages to this address or account, or from this client, lately.
     #[oai(status = 429)]
     TooMany(Json<ErrorBody>, #[oai(header = "Retry-After")] String),
+}
+
+impl From<MailRequested> for MailSentResponse {
+    fn from(requested: MailRequested) -> Self {
+        match requested {
+            MailRequested::Accepted => Self::Accepted(Json(Empty {})),
+            MailRequested::Throttled(wait) => {
+                let (body, retry) = too_many(wait);
+                Self::TooMany(body, retry)
+            }
+        }
+    }
 }
 
 #[derive(ApiResponse)]
@@ -159,21 +161,15 @@ impl MailApi {
         state: Data<&Arc<AppState>>,
         ctx: RequestCtx,
         body: JsonOrForm<PasswordResetRequest>,
-    ) -> Result<ResetRequestedResponse, ApiError> {
+    ) -> Result<MailSentResponse, ApiError> {
         let fields = body.into_object()?;
         // Any string the schema allows: one that is no address has no account, and gets
         // the same answer.
         let email = Identifier::parse(required(&fields, "email")?, "email")?;
-        match state
+        let requested = state
             .request_password_reset(email.as_str(), &ctx.audit())
-            .await?
-        {
-            MailRequested::Accepted => Ok(ResetRequestedResponse::Accepted(Json(Empty {}))),
-            MailRequested::Throttled(wait) => {
-                let (body, retry) = too_many(wait);
-                Ok(ResetRequestedResponse::TooMany(body, retry))
-            }
-        }
+            .await?;
+        Ok(requested.into())
     }
 
     /// Reset the password
@@ -267,13 +263,7 @@ impl MailApi {
                 "your email address is verified already",
             ));
         }
-        match state.send_verification(me, &ctx.audit()).await? {
-            MailRequested::Accepted => Ok(MailSentResponse::Accepted(Json(Empty {}))),
-            MailRequested::Throttled(wait) => {
-                let (body, retry) = too_many(wait);
-                Ok(MailSentResponse::TooMany(body, retry))
-            }
-        }
+        Ok(state.send_verification(me, &ctx.audit()).await?.into())
     }
 
     /// Change your email address

@@ -29,6 +29,8 @@ pub const PATHS: &[(&str, &str)] = &[
     ("/signin/verify", "GET, HEAD, POST"),
 ];
 
+const TOO_MANY_ATTEMPTS: &str = "Too many attempts. Try again later.";
+
 /// `email` and `code` from the query string (a message's link), if they are plausible.
 fn link_of(req: &Request) -> (String, String) {
     let query = Fields::query(req).ok();
@@ -84,14 +86,15 @@ async fn verify_post(req: &Request, body: Body, ctx: RequestCtx) -> Response {
     };
     let email = form.take("email").unwrap_or_default();
     let code = form.take("code").unwrap_or_default();
-    let again = |status, error: &str| {
+    let again_page = |status, error: &str| {
         let shown = Shown {
             step: "verify",
             email: &email,
             code: &code,
         };
-        page(req, state, status, shown, Some(error), None).into_response()
+        page(req, state, status, shown, Some(error), None)
     };
+    let again = |status, error: &str| again_page(status, error).into_response();
     let plausible = Identifier::parse(&email, "email").is_ok();
     if !plausible || code.trim().is_empty() || code.chars().count() > 64 {
         return again(
@@ -120,20 +123,8 @@ async fn verify_post(req: &Request, body: Body, ctx: RequestCtx) -> Response {
             "That address has an account of its own now, so yours cannot move to it.",
         ),
         Ok(Err(CodeRefusal::Throttled(wait))) => {
-            let mut answer = page(
-                req,
-                state,
-                StatusCode::TOO_MANY_REQUESTS,
-                Shown {
-                    step: "verify",
-                    email: &email,
-                    code: &code,
-                },
-                Some("Too many attempts. Try again later."),
-                None,
-            );
-            answer.retry_after = Some(wait);
-            answer.into_response()
+            let too_many = again_page(StatusCode::TOO_MANY_REQUESTS, TOO_MANY_ATTEMPTS);
+            too_many.retrying_after(wait).into_response()
         }
         Err(e) => unavailable(req, e),
     }
@@ -203,17 +194,11 @@ async fn reset_post(req: &Request, body: Body, ctx: RequestCtx) -> Response {
     };
     let email = form.take("email").unwrap_or_default();
     let code = form.take("code").unwrap_or_default();
-    let again = |status, error: &str| {
-        page(
-            req,
-            state,
-            status,
-            Shown::new("reset", &email),
-            Some(error),
-            None,
-        )
-        .into_response()
+    let again_page = |status, error: &str| {
+        let shown = Shown::new("reset", &email);
+        page(req, state, status, shown, Some(error), None)
     };
+    let again = |status, error: &str| again_page(status, error).into_response();
     if email.trim().is_empty() || code.trim().is_empty() || code.chars().count() > 64 {
         return again(
             StatusCode::BAD_REQUEST,
@@ -244,16 +229,8 @@ async fn reset_post(req: &Request, body: Body, ctx: RequestCtx) -> Response {
             "That code is not right, was used already or has expired. Send a new one.",
         ),
         Ok(Err(CodeRefusal::Throttled(wait))) => {
-            let mut answer = page(
-                req,
-                state,
-                StatusCode::TOO_MANY_REQUESTS,
-                Shown::new("reset", &email),
-                Some("Too many attempts. Try again later."),
-                None,
-            );
-            answer.retry_after = Some(wait);
-            answer.into_response()
+            let too_many = again_page(StatusCode::TOO_MANY_REQUESTS, TOO_MANY_ATTEMPTS);
+            too_many.retrying_after(wait).into_response()
         }
         Err(e) => unavailable(req, e),
     }

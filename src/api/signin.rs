@@ -166,6 +166,12 @@ impl Page {
         )
     }
 
+    /// With `Retry-After` (a 429).
+    pub(super) fn retrying_after(mut self, wait: Duration) -> Self {
+        self.retry_after = Some(wait);
+        self
+    }
+
     pub(super) fn with_cookie(mut self, cookie: Option<String>) -> Self {
         self.cookies.extend(cookie);
         self

@@ -468,7 +468,7 @@ fn the_hosted_sign_up_signs_in_and_its_message_links_to_the_confirmation_page() 
     assert_eq!(again.status, 409);
     // The account page says the address is not confirmed and resends on request.
     let account = browser.get("/account");
-    assert!(account.body.contains("not confirmed yet"), "{}", account.body);
+    assert!(account.body.contains("Not confirmed yet"), "{}", account.body);
     let message = &mail_about(&app, VERIFY_SUBJECT, 1)[0];
     let code = code_of(message);
     let link = link_of(message);
@@ -481,7 +481,7 @@ fn the_hosted_sign_up_signs_in_and_its_message_links_to_the_confirmation_page() 
     assert_eq!(confirmed.status, 200, "{}", confirmed.body);
     assert!(confirmed.body.contains("Your email address is confirmed"));
     let account = browser.get("/account");
-    assert!(account.body.contains("page@example.com: confirmed."), "{}", account.body);
+    assert!(account.body.contains("<p class=\"state on\">Confirmed.</p>"), "{}", account.body);
     // A change of address from the account page.
     let asked = browser.submit_to(
         &account,

@@ -471,7 +471,7 @@ fn the_account_page_sets_up_an_authenticator_app_and_a_passkey() {
     assert!(home.body.contains("href=\"/account\""));
     let page = browser.get("/account");
     assert_eq!(page.status, 200, "{}", page.body);
-    assert!(page.body.contains("Sign-in methods"));
+    assert!(page.body.contains("Your account"));
 
     // An authenticator app: the password, then a QR code and a first code.
     let wrong = browser.submit_to(&page, ("action", "totp-begin"), &[("current_password", "nope")]);

@@ -185,7 +185,7 @@ try {
   me = await (await fetch(`${api}/api/v1/users/me`, { headers: { authorization: `Bearer ${account.access_token}` } })).json();
   assert.equal(me.email_verified, true);
   await tab.goto(`${base}/account`);
-  await tab.getByText(`${newcomer}: confirmed.`).waitFor();
+  await tab.getByText('Confirmed.', { exact: true }).waitFor();
   assert.deepEqual(outside2, [], 'nothing loaded from other hosts');
   ok('the Confirm button (not the link) verifies the address; the account page says so');
   await fresh.close();
