@@ -230,12 +230,18 @@ fn role_field(fields: &Map<String, Value>) -> Result<Option<Role>, ApiError> {
     }
 }
 
-/// Optional `email_verified`: absent → unchanged / default; only an admin may send it.
-fn verified_field(fields: &Map<String, Value>, is_admin: bool) -> Result<Option<bool>, ApiError> {
+/// Optional `email_verified`: absent → unchanged / default. Only an admin may change it;
+/// anyone may restate what it is (`current`), as a user JSON sent back unchanged does.
+fn verified_field(
+    fields: &Map<String, Value>,
+    is_admin: bool,
+    current: bool,
+) -> Result<Option<bool>, ApiError> {
     match fields.get("email_verified") {
         None => Ok(None),
-        Some(Value::Bool(_)) if !is_admin => Err(ApiError::forbidden()),
-        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(Value::Bool(b)) if is_admin => Ok(Some(*b)),
+        Some(Value::Bool(b)) if *b == current => Ok(None),
+        Some(Value::Bool(_)) => Err(ApiError::forbidden()),
         Some(_) => Err(ApiError::bad_request(
             "email_verified must be true or false",
         )),
@@ -266,7 +272,7 @@ async fn create(
     if role != Role::User && !is_admin {
         return Err(ApiError::forbidden());
     }
-    let email_verified = verified_field(&fields, is_admin)?.unwrap_or(false);
+    let email_verified = verified_field(&fields, is_admin, false)?.unwrap_or(false);
     let new = NewAccount {
         email,
         password,
@@ -414,7 +420,7 @@ impl UsersApi {
         if role.is_some_and(|r| r != current.role) && !may_set_role {
             return Err(ApiError::forbidden());
         }
-        let verified = verified_field(&fields, may_set_role)?;
+        let verified = verified_field(&fields, may_set_role, current.email_verified)?;
         // Decided again inside the atomic update: a concurrent demotion must not be undone
         // by a non-admin "restating" the role they had a moment ago.
         let role = role.filter(|_| may_set_role);

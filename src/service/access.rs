@@ -174,7 +174,7 @@ impl AppState {
 
     /// The session whose family `token` is a token of (current or not), and the token as
     /// the store knows it; `None` for anything else.
-    async fn session_of_refresh_token(
+    pub(super) async fn session_of_refresh_token(
         &self,
         token: &str,
     ) -> Result<Option<(Session, PresentedRefresh)>, ServiceError> {

@@ -61,7 +61,7 @@ impl AppState {
         user: &User,
         ctx: &audit::Context,
     ) -> Result<MailRequested, ServiceError> {
-        if let Some(wait) = self.count_mail(user.email.as_str(), ctx).await? {
+        if let Some(wait) = self.count_mail(&[user.email.as_str()], ctx).await? {
             return Ok(MailRequested::Throttled(wait));
         }
         let (code, stored) = new_code();
@@ -116,14 +116,29 @@ impl AppState {
             return Ok(Err(CodeRefusal::InvalidCode));
         };
         let presented = code_hash(code);
+        let now = crate::domain::now();
         let mut outcome = Err(CodeRefusal::InvalidCode);
+        // Judged first on the record as read, and written (judged again under the store's
+        // lock) only when right: a wrong code costs the same whether or not the address
+        // has an account, and writes nothing.
+        let proves = |u: &User| {
+            let code = u.mail_codes.verification.as_ref();
+            code.is_some_and(|c| c.matches(&presented, now))
+        };
+        let moves = |u: &User| {
+            let change = u.mail_codes.email_change.as_ref();
+            change.is_some_and(|c| {
+                c.new_email.key() == email.key() && c.code.matches(&presented, now)
+            })
+        };
         if let Some(user) = self.store.user_by_email(email.as_str()).await? {
-            if self.prove_address(&user, &presented).await? {
+            if proves(&user) && self.prove_address(&user, &presented).await? {
                 outcome = Ok((Confirmed::Address, user));
             }
         }
         if outcome.is_err() {
-            for user in self.store.users_moving_to(email.as_str()).await? {
+            let moving = self.store.users_moving_to(email.as_str()).await?;
+            for user in moving.into_iter().filter(|u| moves(u)) {
                 match self.move_address(&user, &email, &presented).await {
                     Ok(true) => {
                         outcome = Ok((Confirmed::Moved, user));
@@ -236,11 +251,10 @@ impl AppState {
         if new.key() == user.email.key() {
             return Ok(AddressChange::Same);
         }
-        // Both addresses receive a message: each counts.
-        for address in [user.email.as_str(), new.as_str()] {
-            if let Some(wait) = self.count_mail(address, ctx).await? {
-                return Ok(AddressChange::Throttled(wait));
-            }
+        // Both addresses receive a message: each counts (or neither).
+        let addresses = [user.email.as_str(), new.as_str()];
+        if let Some(wait) = self.count_mail(&addresses, ctx).await? {
+            return Ok(AddressChange::Throttled(wait));
         }
         let (code, stored) = new_code();
         let change = EmailChange {

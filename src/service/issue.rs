@@ -263,6 +263,16 @@ impl AppState {
         presented: &str,
         ctx: &audit::Context,
     ) -> Result<Exchanged, ServiceError> {
+        // Refused before the rotation, which would otherwise spend the token: the person
+        // verifies and refreshes with it then.
+        if self.config.require_verified_email {
+            if let Some((session, _)) = self.session_of_refresh_token(presented).await? {
+                let user = self.store.user(session.user_id).await?;
+                if user.is_some_and(|u| !u.email_verified) {
+                    return Err(ServiceError::EmailNotVerified);
+                }
+            }
+        }
         let Some(presented) = refresh::parse(presented) else {
             return Ok(Exchanged::Invalid);
         };

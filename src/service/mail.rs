@@ -145,18 +145,34 @@ pub struct Letter<'a, C: Serialize> {
 }
 
 impl AppState {
-    /// Counts one message to `email` from `ctx`'s address against both mail limits
-    /// (per account and, scaled, per address); the wait if one of them is spent.
+    /// Counts one message to each of `addresses` from `ctx`'s address against both mail
+    /// limits (per account and, scaled, per client address); the wait if one of them is
+    /// spent, and then nothing counted (what was counted before the refusal is taken back).
     pub(super) async fn count_mail(
         &self,
-        email: &str,
+        addresses: &[&str],
         ctx: &audit::Context,
     ) -> Result<Option<Duration>, ServiceError> {
-        let key = format!("mail:{}", crate::domain::Email::key_of(email));
-        let attempt = throttle::Attempt::new(Some(&key), ctx.client_ip);
-        for limit in &self.mail_limits {
-            if let Some(blocked) = limit.reserve(&attempt).await? {
-                return Ok(Some(blocked.retry_after));
+        let attempts: Vec<throttle::Attempt> = addresses
+            .iter()
+            .map(|a| {
+                let key = format!("mail:{}", crate::domain::Email::key_of(a));
+                throttle::Attempt::new(Some(&key), ctx.client_ip)
+            })
+            .collect();
+        let mut counted = Vec::new();
+        for attempt in &attempts {
+            for limit in &self.mail_limits {
+                if let Some(blocked) = limit.reserve(attempt).await? {
+                    for (limit, attempt) in counted {
+                        let limit: &throttle::LoginThrottle = limit;
+                        if let Err(error) = limit.refund(attempt, false).await {
+                            tracing::warn!(%error, "could not take back a counted message");
+                        }
+                    }
+                    return Ok(Some(blocked.retry_after));
+                }
+                counted.push((limit, attempt));
             }
         }
         Ok(None)

@@ -21,7 +21,7 @@ impl AppState {
         email: &str,
         ctx: &audit::Context,
     ) -> Result<MailRequested, ServiceError> {
-        if let Some(wait) = self.count_mail(email, ctx).await? {
+        if let Some(wait) = self.count_mail(&[email], ctx).await? {
             return Ok(MailRequested::Throttled(wait));
         }
         let (state, email, ctx) = (Arc::clone(self), email.to_owned(), ctx.clone());
@@ -93,29 +93,33 @@ impl AppState {
             return Ok(Err(CodeRefusal::InvalidCode));
         };
         let now = crate::domain::now();
-        let done = self
-            .update_user_if(user.id, move |u| {
-                let codes = &mut u.mail_codes;
-                let right = codes
-                    .password_reset
-                    .as_ref()
-                    .is_some_and(|c| c.matches(&presented, now));
-                if right {
-                    codes.password_reset = None;
-                    // The code came to this address: it is the owner's. A change of
-                    // address someone else asked for (with the old password) is off.
-                    codes.email_change = None;
-                    codes.verification = None;
-                    u.email_verified = true;
-                    u.password_hash = hash;
-                    u.updated_at = now;
-                    // Every session ends: whoever had the old password is out.
-                    u.tokens_valid_after = now;
-                    u.kept_session = None;
-                }
-                right
-            })
-            .await?;
+        // Judged on the record as read first, written only when right (see `confirm_email`).
+        let right = user.mail_codes.password_reset.as_ref();
+        let right = right.is_some_and(|c| c.matches(&presented, now));
+        let done = right
+            && self
+                .update_user_if(user.id, move |u| {
+                    let codes = &mut u.mail_codes;
+                    let right = codes
+                        .password_reset
+                        .as_ref()
+                        .is_some_and(|c| c.matches(&presented, now));
+                    if right {
+                        codes.password_reset = None;
+                        // The code came to this address: it is the owner's. A change of
+                        // address someone else asked for (with the old password) is off.
+                        codes.email_change = None;
+                        codes.verification = None;
+                        u.email_verified = true;
+                        u.password_hash = hash;
+                        u.updated_at = now;
+                        // Every session ends: whoever had the old password is out.
+                        u.tokens_valid_after = now;
+                        u.kept_session = None;
+                    }
+                    right
+                })
+                .await?;
         let subject = user.id.to_string();
         if !done {
             self.audit
