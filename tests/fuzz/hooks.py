@@ -541,7 +541,8 @@ def outbox_code(to: str, subject: str, ask) -> str | None:
             if not name.endswith(".eml"):
                 continue
             text = open(os.path.join(outbox, name), encoding="utf-8", errors="replace").read()
-            if f"To: {to}\r\n" not in text or f"Subject: {subject}\r\n" not in text:
+            # (Read as text: the message's CRLFs are newlines here.)
+            if f"To: {to}\n" not in text or f"Subject: {subject}\n" not in text:
                 continue
             for line in text.splitlines():
                 if re.fullmatch(r"[A-Z2-7]{26}", line.strip()):
