@@ -690,3 +690,58 @@ fn behind_https_the_page_cookies_are_secure_and_host_only() {
     let asked = Browser::location(&planted.get(&authorize_url(&rp, &challenge, &[])));
     assert!(asked.starts_with("/signin?"), "{asked}");
 }
+
+#[test]
+fn a_person_who_signs_up_from_a_client_goes_back_to_it_and_the_id_token_tells_verified() {
+    let app = spawn_app_with(|c| c.mail_limit_minute = 10);
+    let rp = register(&app, &["--first-party"], ALL);
+    let mut browser = Browser::new(&app.base);
+    let (verifier, challenge) = pkce();
+    let to_signin = browser.get(&authorize_url(&rp, &challenge, &[]));
+    let signin = browser.get(&Browser::location(&to_signin));
+    // "Create an account" carries the authorization along.
+    let link = signin
+        .body
+        .split("href=\"")
+        .find_map(|rest| rest.split('"').next().filter(|h| h.starts_with("/signup?request=")))
+        .expect("a sign-up link carrying the request")
+        .replace("&amp;", "&");
+    let page = browser.get(&link);
+    assert!(page.body.contains("to continue to <strong>Acme Notes</strong>"), "{}", page.body);
+    let done = browser.submit(&page, &[("email", "joiner@example.com"), ("password", "a-good-password")]);
+    let callback = Browser::location(&done);
+    assert!(callback.starts_with(CALLBACK), "{callback}");
+    let (status, tokens) = exchange(&app, &rp, &callback, &verifier);
+    assert_eq!(status, 200, "{tokens}");
+    let claims = verified_id_token(&app, tokens["id_token"].as_str().unwrap(), &rp.id);
+    assert_eq!((claims["email"].as_str(), claims["email_verified"].as_bool()), (Some("joiner@example.com"), Some(false)));
+    // Verified by the code in the message: userinfo says so at once.
+    let outbox = app.config_data_dir().join("outbox");
+    let started = std::time::Instant::now();
+    let message = loop {
+        let found = std::fs::read_dir(&outbox)
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+            .find(|m| m.contains("To: joiner@example.com"));
+        match found {
+            Some(message) => break message,
+            None if started.elapsed().as_secs() < 10 => {
+                std::thread::sleep(std::time::Duration::from_millis(50))
+            }
+            None => panic!("no verification message in {}", outbox.display()),
+        }
+    };
+    let code = message
+        .lines()
+        .map(str::trim)
+        .find(|l| l.len() == 26 && l.chars().all(|c| c.is_ascii_uppercase() || ('2'..='7').contains(&c)))
+        .unwrap()
+        .to_owned();
+    app.post_json("/api/v1/auth/verify-email", None, &json!({ "email": "joiner@example.com", "code": code }))
+        .expect(200);
+    let access = tokens["access_token"].as_str().unwrap();
+    let info = app.get("/api/v1/auth/userinfo", Some(access)).expect(200);
+    assert_eq!(info["email_verified"], true);
+}
