@@ -12,8 +12,8 @@ use secrecy::SecretString;
 use serde::Serialize;
 
 use super::signin::{
-    csrf_form, csrf_token, page_cookie, see_other, state, unavailable, Fields, Page, PasskeyForm,
-    SSO_COOKIE,
+    csrf_form, csrf_token, page_cookie, see_other, state, try_again_in, unavailable, Fields, Page,
+    PasskeyForm, SSO_COOKIE,
 };
 use super::RequestCtx;
 use crate::domain::{Email, PersonName, User};
@@ -143,10 +143,7 @@ fn refusal(refused: &MfaRefusal) -> (StatusCode, String) {
         ),
         MfaRefusal::Throttled(wait) => (
             StatusCode::TOO_MANY_REQUESTS,
-            format!(
-                "Too many failed attempts. Try again in {} seconds.",
-                wait.as_secs().max(1)
-            ),
+            try_again_in("Too many failed attempts.", *wait),
         ),
         MfaRefusal::AlreadyEnrolled => (
             StatusCode::CONFLICT,
@@ -228,10 +225,7 @@ async fn account_post(req: &Request, body: Body, ctx: RequestCtx) -> Response {
             (status, overview(), Some(error), None, wait)
         }
         Outcome::TooManyMessages(wait) => {
-            let error = format!(
-                "Too many messages lately. Try again in {} seconds.",
-                wait.as_secs().max(1)
-            );
+            let error = try_again_in("Too many messages lately.", wait);
             let status = StatusCode::TOO_MANY_REQUESTS;
             (status, overview(), Some(error), None, Some(wait))
         }

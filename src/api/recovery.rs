@@ -9,7 +9,7 @@ use poem::http::StatusCode;
 use poem::{handler, Body, IntoResponse, Request, Response, Route};
 use secrecy::SecretString;
 
-use super::signin::{csrf_form, page, state, unavailable, Fields, Page, Shown};
+use super::signin::{csrf_form, page, state, try_again_in, unavailable, Fields, Page, Shown};
 use super::RequestCtx;
 use crate::domain::{Email, Identifier, NewPassword};
 use crate::service::{CodeRefusal, Confirmed, MailRequested};
@@ -165,20 +165,10 @@ async fn forgot_post(req: &Request, body: Body, ctx: RequestCtx) -> Response {
         )
         .into_response(),
         Ok(MailRequested::Throttled(wait)) => {
-            let message = format!(
-                "Too many messages lately. Try again in {} seconds.",
-                wait.as_secs().max(1)
-            );
-            let mut answer = page(
-                req,
-                state,
-                StatusCode::TOO_MANY_REQUESTS,
-                Shown::new("forgot", email.as_str()),
-                Some(&message),
-                None,
-            );
-            answer.retry_after = Some(wait);
-            answer.into_response()
+            let message = try_again_in("Too many messages lately.", wait);
+            let shown = Shown::new("forgot", email.as_str());
+            let answer = page(req, state, StatusCode::TOO_MANY_REQUESTS, shown, Some(&message), None);
+            answer.retrying_after(wait).into_response()
         }
         Err(e) => unavailable(req, e),
     }

@@ -237,6 +237,11 @@ pub(super) fn see_other(location: &str, cookies: Vec<String>) -> Response {
     resp
 }
 
+/// `what`, and when to try again (a 429 page's error).
+pub(super) fn try_again_in(what: &str, wait: Duration) -> String {
+    format!("{what} Try again in {} seconds.", wait.as_secs().max(1))
+}
+
 /// An error for someone who cannot be sent back to the client: a page for browsers, the
 /// contract's `{"error": …}` for anything that does not accept HTML.
 pub(super) fn error_answer(req: &Request, status: StatusCode, message: &str) -> Response {
@@ -852,20 +857,16 @@ async fn signin_post(req: &Request, body: Body, ctx: RequestCtx) -> Response {
         Ok(Verdict::Ok(user)) => user,
         Ok(Verdict::Invalid) => return again(StatusCode::UNAUTHORIZED, "Wrong email or password."),
         Ok(Verdict::Throttled(wait)) => {
-            let mut page = signin_form(
+            let page = signin_form(
                 req,
                 state,
                 StatusCode::TOO_MANY_REQUESTS,
                 &request,
                 client_name.as_deref(),
                 &email,
-                Some(&format!(
-                    "Too many failed attempts. Try again in {} seconds.",
-                    wait.as_secs().max(1)
-                )),
+                Some(&try_again_in("Too many failed attempts.", wait)),
             );
-            page.retry_after = Some(wait);
-            return page.into_response();
+            return page.retrying_after(wait).into_response();
         }
         Err(e) => return unavailable(req, e),
     };
@@ -968,11 +969,8 @@ async fn signin_mfa_post(req: &Request, body: Body, ctx: RequestCtx) -> Response
             )
         }
         Err(FactorCheck::Throttled(wait)) => {
-            let message = format!(
-                "Too many wrong codes. Try again in {} seconds.",
-                wait.as_secs().max(1)
-            );
-            let mut page = mfa_form(
+            let message = try_again_in("Too many wrong codes.", wait);
+            let page = mfa_form(
                 req,
                 state,
                 StatusCode::TOO_MANY_REQUESTS,
@@ -980,8 +978,7 @@ async fn signin_mfa_post(req: &Request, body: Body, ctx: RequestCtx) -> Response
                 &user,
                 Some(&message),
             );
-            page.retry_after = Some(wait);
-            return page.into_response();
+            return page.retrying_after(wait).into_response();
         }
         Err(_) => {
             return again(
@@ -1054,15 +1051,11 @@ async fn signin_passkey_post(req: &Request, body: Body, ctx: RequestCtx) -> Resp
         )
         .into_response(),
         Ok(PasskeySignIn::Throttled(wait)) => {
-            let mut page = again(
+            let page = again(
                 StatusCode::TOO_MANY_REQUESTS,
-                &format!(
-                    "Too many failed attempts. Try again in {} seconds.",
-                    wait.as_secs().max(1)
-                ),
+                &try_again_in("Too many failed attempts.", wait),
             );
-            page.retry_after = Some(wait);
-            page.into_response()
+            page.retrying_after(wait).into_response()
         }
         Err(e) => unavailable(req, e),
     }

@@ -61,3 +61,25 @@ pub struct MailCodes {
     pub verification: Option<MailCode>,
     pub email_change: Option<EmailChange>,
 }
+
+impl MailCodes {
+    /// Whether `presented` (a code's hash) is the password-reset code, in time.
+    pub fn resets(&self, presented: &str, now: DateTime<Utc>) -> bool {
+        let code = self.password_reset.as_ref();
+        code.is_some_and(|c| c.matches(presented, now))
+    }
+
+    /// Whether `presented` is the code that proves the current address, in time.
+    pub fn verifies(&self, presented: &str, now: DateTime<Utc>) -> bool {
+        let code = self.verification.as_ref();
+        code.is_some_and(|c| c.matches(presented, now))
+    }
+
+    /// The address asked for, if `presented` is the code sent to it and it is `to` (an
+    /// `Email::key`), in time.
+    pub fn moves_to(&self, to: &str, presented: &str, now: DateTime<Utc>) -> Option<&super::Email> {
+        let change = self.email_change.as_ref();
+        let right = change.filter(|c| c.new_email.key() == to && c.code.matches(presented, now));
+        right.map(|c| &c.new_email)
+    }
+}

@@ -121,24 +121,17 @@ impl AppState {
         // Judged first on the record as read, and written (judged again under the store's
         // lock) only when right: a wrong code costs the same whether or not the address
         // has an account, and writes nothing.
-        let proves = |u: &User| {
-            let code = u.mail_codes.verification.as_ref();
-            code.is_some_and(|c| c.matches(&presented, now))
-        };
-        let moves = |u: &User| {
-            let change = u.mail_codes.email_change.as_ref();
-            change.is_some_and(|c| {
-                c.new_email.key() == email.key() && c.code.matches(&presented, now)
-            })
-        };
+        let to = email.key();
         if let Some(user) = self.store.user_by_email(email.as_str()).await? {
-            if proves(&user) && self.prove_address(&user, &presented).await? {
+            let proves = user.mail_codes.verifies(&presented, now);
+            if proves && self.prove_address(&user, &presented).await? {
                 outcome = Ok((Confirmed::Address, user));
             }
         }
         if outcome.is_err() {
             let moving = self.store.users_moving_to(email.as_str()).await?;
-            for user in moving.into_iter().filter(|u| moves(u)) {
+            let moves = |u: &User| u.mail_codes.moves_to(&to, &presented, now).is_some();
+            for user in moving.into_iter().filter(moves) {
                 match self.move_address(&user, &email, &presented).await {
                     Ok(true) => {
                         outcome = Ok((Confirmed::Moved, user));
@@ -182,11 +175,7 @@ impl AppState {
         let presented = presented.to_owned();
         let now = crate::domain::now();
         self.update_user_if(user.id, move |u| {
-            let right = u
-                .mail_codes
-                .verification
-                .as_ref()
-                .is_some_and(|c| c.matches(&presented, now));
+            let right = u.mail_codes.verifies(&presented, now);
             if right {
                 u.mail_codes.verification = None;
                 u.email_verified = true;
@@ -208,13 +197,9 @@ impl AppState {
         let (presented, to) = (presented.to_owned(), to.key());
         let now = crate::domain::now();
         self.update_user_if(user.id, move |u| {
-            let asked = u
-                .mail_codes
-                .email_change
-                .as_ref()
-                .filter(|c| c.new_email.key() == to && c.code.matches(&presented, now));
             // The address as it was asked for (not as the confirmation typed it).
-            let Some(new_email) = asked.map(|c| c.new_email.clone()) else {
+            let asked = u.mail_codes.moves_to(&to, &presented, now).cloned();
+            let Some(new_email) = asked else {
                 return false;
             };
             // Codes sent to the old address are for the old address.

@@ -351,25 +351,20 @@ impl AppState {
         }
         let secret = totp::new_secret();
         let sealed = seal.seal(user.id, &secret);
-        let refused = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&refused);
-        self.store
-            .update_user(
-                user.id,
-                Box::new(move |u| {
-                    if u.mfa.totp_enrolled() {
-                        flag.store(true, Ordering::SeqCst);
-                        return;
-                    }
-                    u.mfa.totp = Some(Totp {
-                        sealed_secret: sealed,
-                        confirmed: false,
-                        last_step: 0,
-                    });
-                }),
-            )
+        let begun = self
+            .update_user_if(user.id, move |u| {
+                if u.mfa.totp_enrolled() {
+                    return false;
+                }
+                u.mfa.totp = Some(Totp {
+                    sealed_secret: sealed,
+                    confirmed: false,
+                    last_step: 0,
+                });
+                true
+            })
             .await?;
-        if refused.load(Ordering::SeqCst) {
+        if !begun {
             return Ok(Err(MfaRefusal::AlreadyEnrolled));
         }
         self.audit.record(
@@ -594,18 +589,12 @@ impl AppState {
     /// `simple-api users mfa reset`: removes every second factor of the account (an
     /// operator's act, for a person who lost theirs); `false` if it had none.
     pub async fn reset_mfa(&self, user: &User) -> Result<bool, ServiceError> {
-        let had = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&had);
-        self.store
-            .update_user(
-                user.id,
-                Box::new(move |u| {
-                    flag.store(u.mfa != Default::default(), Ordering::SeqCst);
-                    u.mfa = Default::default();
-                }),
-            )
-            .await?;
-        Ok(had.load(Ordering::SeqCst))
+        self.update_user_if(user.id, |u| {
+            let had = u.mfa != Default::default();
+            u.mfa = Default::default();
+            had
+        })
+        .await
     }
 }
 

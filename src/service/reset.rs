@@ -94,16 +94,11 @@ impl AppState {
         };
         let now = crate::domain::now();
         // Judged on the record as read first, written only when right (see `confirm_email`).
-        let right = user.mail_codes.password_reset.as_ref();
-        let right = right.is_some_and(|c| c.matches(&presented, now));
-        let done = right
+        let done = user.mail_codes.resets(&presented, now)
             && self
                 .update_user_if(user.id, move |u| {
                     let codes = &mut u.mail_codes;
-                    let right = codes
-                        .password_reset
-                        .as_ref()
-                        .is_some_and(|c| c.matches(&presented, now));
+                    let right = codes.resets(&presented, now);
                     if right {
                         codes.password_reset = None;
                         // The code came to this address: it is the owner's. A change of
